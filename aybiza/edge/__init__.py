@@ -1,0 +1,1 @@
+"""State that outlives a frame: cache and call records."""

@@ -1,0 +1,1 @@
+"""Prometheus metrics, dashboard and alert files."""

@@ -1,0 +1,153 @@
+"""Typed frames: the only values that move between processors.
+
+Frames are few and general on purpose (one class per kind of event a stage
+can react to). All are frozen, slotted dataclasses; audio is 16-bit signed
+little-endian mono PCM carrying its sample rate and the monotonic time at
+which it was captured (or produced), so every stage can measure latency
+without a wall clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Frame",
+    "InputAudio",
+    "OutputAudio",
+    "SpeechStarted",
+    "SpeechStopped",
+    "Transcript",
+    "UserTurn",
+    "AgentText",
+    "AgentTurnDone",
+    "Interruption",
+    "DTMF",
+    "LanguageChanged",
+    "QualityReport",
+    "EndOfCall",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Base of every frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputAudio(Frame):
+    """Caller audio: PCM16 mono; ``captured_at`` is ``time.monotonic()`` on arrival."""
+
+    pcm: bytes
+    sample_rate: int
+    captured_at: float
+    voiced: bool | None = None  # set by the VAD stage; None = not classified yet
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio in this frame."""
+        return len(self.pcm) / (2 * self.sample_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputAudio(Frame):
+    """Agent audio for the caller, PCM16 mono, tagged with the agent turn it belongs to."""
+
+    pcm: bytes
+    sample_rate: int
+    turn_id: int
+    produced_at: float
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio in this frame."""
+        return len(self.pcm) / (2 * self.sample_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted(Frame):
+    """The caller started speaking; ``at`` is the monotonic time of the first voiced audio."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped(Frame):
+    """The caller stopped speaking; ``at`` is the monotonic time the last voiced audio ended."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript(Frame):
+    """Recognised caller speech: interim (may change) or final (will not)."""
+
+    text: str
+    final: bool
+    language: str = "en"
+    confidence: float | None = None
+    speech_ended_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserTurn(Frame):
+    """The caller finished a turn: what they said, ready for the model."""
+
+    text: str
+    turn_id: int
+    language: str = "en"
+    speech_ended_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentText(Frame):
+    """A piece of the agent's reply to speak (a sentence or clause)."""
+
+    text: str
+    turn_id: int
+    language: str = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTurnDone(Frame):
+    """The agent has said everything it will say for ``turn_id``."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Interruption(Frame):
+    """Barge-in: cancel in-flight agent work and drop queued agent audio."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DTMF(Frame):
+    """A keypad digit pressed by the caller."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageChanged(Frame):
+    """The call's language changed (BCP-47 tag such as ``en-GB`` or ``de``)."""
+
+    language: str
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class QualityReport(Frame):
+    """A window's audio quality score in [0, 1] and the call's tier."""
+
+    score: float
+    tier: str
+    details: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfCall(Frame):
+    """The call is over (hang-up, error or the agent ended it)."""
+
+    reason: str

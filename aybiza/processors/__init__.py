@@ -1,0 +1,1 @@
+"""What happens to frames: edge preprocessing, turns, STT, LLM and TTS stages."""

@@ -1,0 +1,1 @@
+"""Model stages (LLMs and the FAQ responder), one module per provider."""

@@ -1,0 +1,1 @@
+"""Speech-to-text stages, one module per provider."""

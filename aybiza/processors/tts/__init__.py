@@ -1,0 +1,1 @@
+"""Text-to-speech stages, one module per provider."""

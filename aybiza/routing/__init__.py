@@ -1,0 +1,1 @@
+"""Per-call decisions: region, model tier, cost."""

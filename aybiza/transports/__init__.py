@@ -1,0 +1,1 @@
+"""The edges of a call: bytes on a socket <-> frames."""
