@@ -52,6 +52,9 @@ class CallContext:
     # True from the moment agent audio is queued for the caller until the
     # transport knows it finished playing (Twilio marks, WebRTC pacer).
     agent_speaking: bool = False
+    # Monotonic time the caller's last turn ended (their speech stopped);
+    # the output transport turns it into the voice-to-voice latency.
+    user_turn_ended_at: float | None = None
     usage: dict[str, float] = field(default_factory=dict)
     timings: list[tuple[str, float]] = field(default_factory=list)
     on_timing: TimingSink = _ignore_timing

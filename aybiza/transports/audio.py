@@ -74,7 +74,8 @@ def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     if from_rate == to_rate or not pcm:
         return pcm
     samples = np.frombuffer(pcm, dtype=np.int16)
-    return soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.int16).tobytes()
+    resampled: npt.NDArray[np.int16] = soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.int16)
+    return resampled.tobytes()
 
 
 class Resampler:
@@ -127,7 +128,7 @@ class Resampler:
         ready_output = ready_input * self.to_rate // self.from_rate
         if ready_output <= self._produced or len(self._history) == 0:
             return b""
-        out = soxr.resample(self._history, self.from_rate, self.to_rate, quality="HQ")
+        out: npt.NDArray[np.float32] = soxr.resample(self._history, self.from_rate, self.to_rate, quality="HQ")
         offset = self._history_start * self.to_rate // self.from_rate
         chunk = out[self._produced - offset : ready_output - offset]
         self._produced += len(chunk)

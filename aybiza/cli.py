@@ -1,0 +1,124 @@
+"""``aybiza serve | call ...``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import wave
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .config import Settings
+    from .logs import configure
+    from .server import create_app
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "stt": args.stt, "llm": args.llm,
+                                   "tts": args.tts}.items() if v is not None}
+    settings = Settings(**overrides)
+    configure(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                ws_max_size=settings.max_message_bytes, ws_ping_interval=None, lifespan="on")
+    return 0
+
+
+def _read_wav_as_ulaw(path: Path) -> bytes:
+    import numpy as np
+
+    from .transports.audio import lin2ulaw, resample
+
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2:
+            raise SystemExit(f"{path}: need 16-bit PCM WAV")
+        rate, channels = wav.getframerate(), wav.getnchannels()
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    if channels > 1:
+        pcm = pcm.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    return lin2ulaw(resample(pcm.tobytes(), rate, 8000))
+
+
+def _call(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .caller import Press, Say, Wait, caller_speech, place_call
+    from .config import Settings
+    from .transports.audio import ulaw2lin
+    from .twilio_auth import auth_token_for
+
+    settings = Settings()
+    token = args.auth_token or auth_token_for(settings, create=False)
+    if not token:
+        raise SystemExit("no Twilio auth token: set TWILIO_AUTH_TOKEN or pass --auth-token")
+    script: list[Say | Wait | Press] = [Wait(seconds=args.greeting_timeout)]
+    if args.dtmf:
+        script.append(Press(args.dtmf))
+    utterances = [caller_speech(text, engine=args.voice) for text in args.say]
+    utterances += [_read_wav_as_ulaw(Path(p)) for p in args.audio]
+    for audio in utterances:
+        script += [Say(audio), Wait(seconds=args.reply_timeout)]
+    report = anyio.run(lambda: place_call(args.url, script, auth_token=token, public_url=args.public_url,
+                                          caller=args.caller, agent=args.agent))
+    for number, turn in enumerate(report.turns, 1):
+        latency = f"{turn.latency * 1000:.0f} ms" if turn.latency is not None else "no reply"
+        print(f"turn {number}: speech end -> first reply audio: {latency}")
+    print(f"heard {len(report.heard) / 8000:.1f} s of agent audio; marks played {len(report.marks_played)}, "
+          f"cleared {len(report.marks_cleared)}; closed {report.close_code} {report.close_reason}".rstrip())
+    if args.out:
+        with wave.open(args.out, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(8000)
+            wav.writeframes(ulaw2lin(bytes(report.heard)))
+        print(f"wrote {args.out}")
+    return 0 if report.turns or not utterances else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``aybiza`` command."""
+    parser = argparse.ArgumentParser(prog="aybiza", description="Real-time voice AI platform.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the platform (TwiML webhook, Twilio stream, API)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--stt", choices=["whisper", "sphinx", "deepgram"])
+    serve.add_argument("--llm", choices=["faq", "bedrock", "openai"])
+    serve.add_argument("--tts", choices=["piper", "espeak", "flite", "deepgram"])
+    serve.set_defaults(func=_serve)
+
+    call = commands.add_parser("call", help="call a server like Twilio would and record the reply")
+    call.add_argument("--url", default="ws://127.0.0.1:8080/twilio/stream", help="the Media Stream URL")
+    call.add_argument("--public-url", help="the server's AYBIZA_PUBLIC_URL (for signatures)")
+    call.add_argument("--say", action="append", default=[], help="say this (synthesized); repeatable")
+    call.add_argument("--audio", action="append", default=[], help="say this WAV file; repeatable")
+    call.add_argument("--voice", choices=["espeak", "flite"], default="espeak", help="caller's synthetic voice")
+    call.add_argument("--dtmf", help="press these digits after the greeting")
+    call.add_argument("--out", help="write what the caller heard to this WAV file")
+    call.add_argument("--caller", default="+15555550123", help="the caller's number (From)")
+    call.add_argument("--agent", help="agent id")
+    call.add_argument("--auth-token", help="Twilio auth token (default: TWILIO_AUTH_TOKEN or the local one)")
+    call.add_argument("--greeting-timeout", type=float, default=20.0)
+    call.add_argument("--reply-timeout", type=float, default=30.0)
+    call.set_defaults(func=_call)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aybiza`` command."""
+    # One BLAS thread per process: model inference already runs in worker
+    # threads, and oversubscribed BLAS slows everything down under load.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Settings from the environment (``AYBIZA_*``) and an optional YAML file (``AYBIZA_CONFIG``).
+
+Precedence: constructor arguments (the CLI) > environment > YAML file >
+defaults. The defaults are the embedded offline stack: no keys, no network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+__all__ = ["Settings"]
+
+STT = Literal["whisper", "sphinx", "deepgram"]
+LLM = Literal["faq", "bedrock", "openai"]
+TTS = Literal["piper", "espeak", "flite", "deepgram"]
+
+
+class Settings(BaseSettings):
+    """Everything that configures one aybiza process."""
+
+    model_config = SettingsConfigDict(env_prefix="AYBIZA_", extra="ignore", frozen=True)
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    public_url: str = Field(default="", description="Base URL Twilio reaches us at; default http://HOST:PORT")
+    data_dir: Path = Path("var")
+    agents_dir: Path = Path("agents")
+    default_agent: str = "default"
+
+    stt: STT = "whisper"
+    llm: LLM = "faq"
+    tts: TTS = "piper"
+    whisper_model_dir: Path | None = None
+
+    twilio_auth_token: str = Field(default="", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN",
+                                                                              "AYBIZA_TWILIO_AUTH_TOKEN"))
+    twilio_validate: bool = Field(default=True, description="Check X-Twilio-Signature; false for local use only")
+    call_token_ttl_s: float = 120.0
+    max_message_bytes: int = 64 * 1024
+    max_calls: int = 500
+
+    vad_aggressiveness: int = 2
+    end_of_turn_ms: int = 400
+    preroll_ms: int = 200
+    barge_in: bool = True
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "text"
+
+    @property
+    def base_url(self) -> str:
+        """The public base URL without a trailing slash."""
+        url = self.public_url or f"http://{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.port}"
+        return url.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("AYBIZA_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)

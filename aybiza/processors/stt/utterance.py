@@ -1,0 +1,121 @@
+"""Shared pieces of the embedded STT stages: utterance buffering, resampling, CPU limits.
+
+Caller audio arrives as small ``InputAudio`` frames between ``SpeechStarted``
+and ``SpeechStopped``. :class:`UtteranceBuffer` collects them at one sample
+rate, caps an utterance's length (so memory stays bounded however long a
+caller talks) and hands the collected PCM on, all at once (whisper) or in
+small pieces as it arrives (pocketsphinx).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import anyio
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from ...pipeline.frames import InputAudio
+
+__all__ = ["UtteranceBuffer", "resample_pcm16", "shared_limiter", "MODEL_RATE"]
+
+MODEL_RATE = 16_000
+"""Both embedded recognisers expect 16 kHz audio."""
+
+_limiters: dict[str, anyio.CapacityLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def shared_limiter(name: str, tokens: int | None = None) -> anyio.CapacityLimiter:
+    """A process-wide thread limiter for one kind of inference (created on first use).
+
+    ``tokens`` defaults to the number of CPU cores; it is only read when the
+    limiter is created.
+    """
+    with _limiters_lock:
+        limiter = _limiters.get(name)
+        if limiter is None:
+            limiter = anyio.CapacityLimiter(tokens if tokens is not None else (os.cpu_count() or 1))
+            _limiters[name] = limiter
+        return limiter
+
+
+def resample_pcm16(pcm16: bytes, sample_rate: int, target_rate: int = MODEL_RATE) -> npt.NDArray[np.int16]:
+    """PCM16 bytes at ``sample_rate`` as int16 samples at ``target_rate`` (soxr, high quality)."""
+    samples = np.frombuffer(pcm16, dtype=np.int16)
+    if sample_rate == target_rate or samples.size == 0:
+        return samples
+    resampled: npt.NDArray[np.int16] = soxr.resample(samples, sample_rate, target_rate)
+    return resampled
+
+
+class UtteranceBuffer:
+    """PCM16 of the utterance in progress, at the rate of its first frame, capped in length.
+
+    ``start()`` opens an utterance, ``add(frame)`` appends caller audio while
+    one is open, ``take()`` returns (and clears) what is pending, ``stop()``
+    closes it. ``full`` turns true once ``max_seconds`` have been added.
+    """
+
+    __slots__ = ("max_seconds", "sample_rate", "_pending", "_utterance_bytes", "_collecting")
+
+    def __init__(self, max_seconds: float = 30.0) -> None:
+        if max_seconds <= 0:
+            raise ValueError("max_seconds must be positive")
+        self.max_seconds = max_seconds
+        self.sample_rate = 0
+        self._pending = bytearray()
+        self._utterance_bytes = 0
+        self._collecting = False
+
+    @property
+    def collecting(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._collecting
+
+    @property
+    def pending_seconds(self) -> float:
+        """Seconds of audio added and not yet taken."""
+        return len(self._pending) / (2 * self.sample_rate) if self.sample_rate else 0.0
+
+    @property
+    def utterance_seconds(self) -> float:
+        """Seconds of audio added since ``start()`` (taken or not)."""
+        return self._utterance_bytes / (2 * self.sample_rate) if self.sample_rate else 0.0
+
+    @property
+    def full(self) -> bool:
+        """The utterance reached ``max_seconds``."""
+        return self.utterance_seconds >= self.max_seconds
+
+    def start(self) -> None:
+        """Open a new utterance (drops anything pending from the previous one)."""
+        self._pending.clear()
+        self._utterance_bytes = 0
+        self.sample_rate = 0
+        self._collecting = True
+
+    def stop(self) -> None:
+        """Close the utterance; later audio is ignored until the next ``start()``."""
+        self._collecting = False
+
+    def add(self, frame: InputAudio) -> None:
+        """Append a frame's audio if an utterance is open and not yet full."""
+        if not self._collecting or self.full or not frame.pcm:
+            return
+        pcm = frame.pcm
+        if not self.sample_rate:
+            self.sample_rate = frame.sample_rate
+        elif frame.sample_rate != self.sample_rate:
+            # A transport never changes rate mid-call; if one does, keep the utterance coherent.
+            pcm = resample_pcm16(pcm, frame.sample_rate, self.sample_rate).tobytes()
+        self._pending += pcm
+        self._utterance_bytes += len(pcm)
+
+    def take(self) -> bytes:
+        """The pending audio, which is then cleared (the utterance stays open)."""
+        pcm = bytes(self._pending)
+        self._pending.clear()
+        return pcm

@@ -1,0 +1,172 @@
+"""The ASGI app: TwiML webhook, Twilio Media Streams, health, and a small JSON API.
+
+``create_app(settings)`` wires a call together: the signed webhook mints a
+one-time token, the stream brings it back, and the speech stack builds the
+call's pipeline. Models load once at startup (off the event loop);
+``GET /health`` answers 200 only once they have.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from .config import Settings
+from .pipeline import CallContext
+from .stack import SpeechStack
+from .transports.tokens import Announcement, CallTokens
+from .transports.twilio import Started
+from .transports.twilio_ws import CallSetup, serve_stream
+from .twilio_auth import auth_token_for
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("aybiza.server")
+
+
+class App:
+    """Process-wide state: settings, the speech stack, tokens, live calls."""
+
+    def __init__(self, settings: Settings, stack: SpeechStack | None = None) -> None:
+        self.settings = settings
+        self.stack = stack or SpeechStack(settings)
+        self.tokens = CallTokens(settings.call_token_ttl_s)
+        self.auth_token = auth_token_for(settings)
+        self.validator = RequestValidator(self.auth_token)
+        self.calls: dict[str, CallContext] = {}
+        self.ended: list[dict[str, Any]] = []
+        self.ready = False
+
+    def public_url(self, path: str, *, websocket: bool = False) -> str:
+        """Absolute public URL of ``path`` (ws/wss for WebSocket paths)."""
+        base = self.settings.base_url
+        if websocket:
+            scheme, rest = base.split("://", 1)
+            base = ("wss://" if scheme == "https" else "ws://") + rest
+        return base + path
+
+    def signature_ok(self, url: str, params: dict[str, str], signature: str) -> bool:
+        """Check ``X-Twilio-Signature`` unless the check is disabled for local use."""
+        if not self.settings.twilio_validate:
+            return True
+        return bool(signature) and bool(self.validator.validate(url, params, signature))
+
+
+def create_app(settings: Settings | None = None, stack: SpeechStack | None = None) -> Starlette:
+    """The ASGI application for ``settings`` (defaults: environment and the embedded stack)."""
+    state = App(settings or Settings(), stack)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        await anyio.to_thread.run_sync(state.stack.warm)
+        state.ready = True
+        log.info("ready in %.1f s: stt=%s llm=%s tts=%s, public URL %s", time.perf_counter() - started,
+                 state.settings.stt, state.settings.llm, state.settings.tts, state.settings.base_url)
+        yield
+
+    async def health(request: Request) -> Response:
+        if not state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "active_calls": len(state.calls)})
+
+    async def twiml(request: Request) -> Response:
+        form = await request.form()
+        params = {key: str(value) for key, value in form.items()}
+        url = state.public_url(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+        if not state.signature_ok(url, params, request.headers.get("X-Twilio-Signature", "")):
+            log.warning("refused /twiml: bad or missing X-Twilio-Signature for %s", url)
+            return PlainTextResponse(
+                "403 Forbidden: X-Twilio-Signature is missing or does not match this server's Twilio auth "
+                "token and public URL (AYBIZA_PUBLIC_URL). Set AYBIZA_TWILIO_VALIDATE=false only for local use.\n",
+                status_code=403,
+            )
+        caller = params.get("From", "")
+        agent_id = request.query_params.get("agent", state.settings.default_agent)
+        if not state.stack.has_agent(agent_id):
+            log.warning("refused /twiml: unknown agent %r", agent_id)
+            return PlainTextResponse(f"404 Not Found: no agent {agent_id!r}\n", status_code=404)
+        call_sid = params.get("CallSid", "")
+        token = state.tokens.mint(call_sid, caller, agent_id)
+        response = VoiceResponse()
+        connect = Connect()
+        stream = connect.stream(url=state.public_url("/twilio/stream", websocket=True))
+        stream.parameter(name="call_token", value=token)
+        stream.parameter(name="caller", value=caller)
+        stream.parameter(name="agent", value=agent_id)
+        response.append(connect)
+        return Response(str(response), media_type="application/xml")
+
+    async def twilio_stream(websocket: WebSocket) -> None:
+        signature = websocket.headers.get("X-Twilio-Signature")
+        if signature is not None and not state.signature_ok(
+            state.public_url(websocket.url.path, websocket=True), {}, signature
+        ):
+            log.warning("refused stream: bad X-Twilio-Signature on the WebSocket upgrade")
+            await websocket.close(code=1008, reason="bad X-Twilio-Signature")
+            return
+        if len(state.calls) >= state.settings.max_calls:
+            log.warning("refused stream: at capacity (%d calls)", len(state.calls))
+            await websocket.close(code=1013, reason="at capacity")
+            return
+        announced: list[Announcement] = []
+
+        def check_token(custom: dict[str, str]) -> bool:
+            announcement = state.tokens.redeem(custom.get("call_token", ""))
+            if announcement is not None:
+                announced.append(announcement)
+            return announcement is not None
+
+        def context(started: Started) -> CallContext:
+            announcement = announced[0]
+            ctx = CallContext(
+                call_id=started.call_sid or announcement.call_sid,
+                transport="twilio",
+                caller=announcement.caller,
+                agent_id=announcement.agent_id,
+                custom=dict(started.custom_parameters),
+            )
+            ctx.custom.pop("call_token", None)
+            state.calls[ctx.call_id] = ctx
+            ctx.log.info("call started: caller=%s agent=%s", ctx.caller or "?", ctx.agent_id)
+            return ctx
+
+        def on_end(ctx: CallContext, reason: str) -> None:
+            state.calls.pop(ctx.call_id, None)
+            state.ended.append({"call_id": ctx.call_id, "reason": reason, "usage": dict(ctx.usage),
+                                "timings": list(ctx.timings)})
+            del state.ended[:-200]
+
+        setup = CallSetup(
+            check_token=check_token,
+            build=lambda ctx, started: state.stack.build(ctx),
+            context=context,
+            on_end=on_end,
+            max_message_bytes=state.settings.max_message_bytes,
+        )
+        await serve_stream(websocket, setup)
+
+    async def recent_calls(request: Request) -> Response:
+        return JSONResponse({"active": sorted(state.calls), "recent": state.ended[-50:]})
+
+    routes = [
+        Route("/health", health),
+        Route("/twiml", twiml, methods=["POST"]),
+        WebSocketRoute("/twilio/stream", twilio_stream),
+        Route("/api/recent", recent_calls),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.aybiza = state
+    return app

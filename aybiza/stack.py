@@ -1,0 +1,103 @@
+"""The speech stack a process runs: which STT, model and TTS, loaded once and shared by calls.
+
+``SpeechStack.build(ctx)`` returns a call's processors in the design's order
+(``vad -> stt -> turns -> model -> tts``; the transport adds its own input
+and output ends) and the frames that open the call (the agent's greeting).
+Engines are process-wide and loaded by ``warm()`` at startup, off the event
+loop; a call only creates cheap per-call state.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+from .agents import AgentConfig, list_agents, load_agent
+from .config import Settings
+from .errors import ConfigError
+from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, Processor
+from .processors.llm.faq import FAQResponder, shared_matcher
+from .processors.stt.sphinx import SPHINX_POOL, SphinxSTT
+from .processors.stt.whisper import WhisperRecognizer, WhisperSTT
+from .processors.tts.base import SpeechSynthesizer, TTSProcessor
+from .processors.tts.espeak import EspeakSynthesizer
+from .processors.tts.flite import FliteSynthesizer
+from .processors.tts.piper import PiperSynthesizer
+from .processors.turns import TurnTaker
+from .processors.vad import VADProcessor
+
+__all__ = ["SpeechStack"]
+
+log = logging.getLogger("aybiza.stack")
+
+
+class SpeechStack:
+    """Process-wide engines plus the recipe for one call's pipeline."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._agents: dict[str, AgentConfig] = {}
+
+    def agent(self, agent_id: str) -> AgentConfig:
+        """The agent's configuration (read once per process)."""
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            agent = load_agent(agent_id, self.settings.agents_dir)
+            self._agents[agent_id] = agent
+        return agent
+
+    def has_agent(self, agent_id: str) -> bool:
+        """Whether an agent file exists for ``agent_id``."""
+        return agent_id in self._agents or agent_id in list_agents(self.settings.agents_dir)
+
+    @cached_property
+    def recognizer(self) -> WhisperRecognizer:
+        """The shared whisper model (default STT)."""
+        return WhisperRecognizer(self.settings.whisper_model_dir)
+
+    @cached_property
+    def synthesizer(self) -> SpeechSynthesizer:
+        """The agent voice for English."""
+        if self.settings.tts == "piper":
+            return PiperSynthesizer()
+        if self.settings.tts == "flite":
+            return FliteSynthesizer()
+        if self.settings.tts == "espeak":
+            return EspeakSynthesizer()
+        raise ConfigError(f"TTS {self.settings.tts!r} is not available in the embedded stack")
+
+    @cached_property
+    def other_languages(self) -> SpeechSynthesizer:
+        """The voice for languages the main voice cannot speak."""
+        return EspeakSynthesizer()
+
+    def warm(self) -> None:
+        """Load every engine the settings select (blocking; run it in a thread at startup)."""
+        agent = self.agent(self.settings.default_agent)
+        if self.settings.stt == "whisper":
+            self.recognizer.load()
+        elif self.settings.stt == "sphinx":
+            SPHINX_POOL.warm()
+        synthesizer = self.synthesizer
+        warm = getattr(synthesizer, "warm", None)
+        if callable(warm):
+            warm()
+        if self.settings.llm == "faq":
+            shared_matcher(agent)
+
+    def build(self, ctx: CallContext) -> tuple[list[Processor], list[Frame]]:
+        """Processors for one call and the frames that open it."""
+        settings = self.settings
+        agent = self.agent(ctx.agent_id)
+        stt: Processor = WhisperSTT(self.recognizer) if settings.stt == "whisper" else SphinxSTT()
+        processors: list[Processor] = [
+            VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
+                         preroll_ms=settings.preroll_ms),
+            stt,
+            TurnTaker(barge_in=settings.barge_in),
+            FAQResponder(agent),
+            TTSProcessor(self.synthesizer, fallback=self.other_languages),
+        ]
+        opening: list[Frame] = [AgentText(agent.greeting, turn_id=0, language=agent.language),
+                                AgentTurnDone(turn_id=0)]
+        return processors, opening

@@ -1,0 +1,247 @@
+"""The FAQ responder answers paraphrases of the agent's FAQ and falls back on anything else."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from aybiza.agents import AgentConfig, load_agent
+from aybiza.pipeline import (
+    AgentText,
+    AgentTurnDone,
+    CallContext,
+    Frame,
+    Interruption,
+    Processor,
+    QualityReport,
+    UserTurn,
+)
+from aybiza.processors.llm.embedding import default_encoder
+from aybiza.processors.llm.faq import FAQMatcher, FAQResponder, shared_matcher, split_sentences
+
+AGENTS_DIR = Path(__file__).resolve().parents[3] / "agents"
+
+# Ways a caller might ask that are not in agents/default.yaml, some with the
+# kind of errors speech recognition makes.
+PARAPHRASES = [
+    ("what are you opening hours", "opening_hours"),
+    ("what time do you guys open in the morning", "opening_hours"),
+    ("are you open on sunday", "opening_hours"),
+    ("wear are you located", "location"),
+    ("can you give me directions to the practice", "location"),
+    ("is there somewhere to leave my car", "parking"),
+    ("do i have to pay for parking", "parking"),
+    ("how much is a teeth cleaning", "prices"),
+    ("what would a filling cost me", "prices"),
+    ("i want to make an appointment for next tuesday", "book_appointment"),
+    ("could i get booked in to see the dentist", "book_appointment"),
+    ("i have to cancel my appointment on friday", "cancel_appointment"),
+    ("can i move my appointment to another day", "cancel_appointment"),
+    ("do you take visa", "payment_methods"),
+    ("can i pay in installments", "payment_methods"),
+    ("do you take aetna insurance", "insurance"),
+    ("is my insurance accepted", "insurance"),
+    ("my tooth is killing me and my jaw is swollen", "emergency"),
+    ("i chipped my front tooth", "emergency"),
+    ("what's your email", "contact"),
+    ("what number can i call you on", "contact"),
+    ("are you taking on new patients", "new_patients"),
+    ("do you see kids", "children"),
+    ("my daughter is three can she come in", "children"),
+]
+
+OFF_TOPIC = ["purple elephant banana", "who won the football last night", "tell me a joke", "i like turtles"]
+
+
+@pytest.fixture(scope="module")
+def agent() -> AgentConfig:
+    return load_agent("default", AGENTS_DIR)
+
+
+@pytest.fixture(scope="module")
+def matcher(agent: AgentConfig) -> FAQMatcher:
+    return FAQMatcher(agent, default_encoder())
+
+
+def test_paraphrases_not_in_the_yaml_find_the_right_faq(matcher: FAQMatcher) -> None:
+    wrong = []
+    for question, expected in PARAPHRASES:
+        faq, score = matcher.match(question)
+        if faq is None or faq.id != expected:
+            wrong.append((question, expected, faq.id if faq else None, round(score, 3)))
+    assert len(wrong) <= len(PARAPHRASES) // 10, wrong  # at least 90 % right
+
+
+def test_yaml_phrasings_match_their_own_faq(agent: AgentConfig, matcher: FAQMatcher) -> None:
+    for faq in agent.faqs:
+        for question in faq.questions:
+            got, score = matcher.match(question)
+            assert got is not None and got.id == faq.id, (question, got, score)
+
+
+@pytest.mark.parametrize("question", OFF_TOPIC)
+def test_nonsense_falls_back(matcher: FAQMatcher, question: str) -> None:
+    faq, score = matcher.match(question)
+    assert faq is None, (question, faq, score)
+
+
+def test_blank_text_never_matches(matcher: FAQMatcher) -> None:
+    assert matcher.match("   ") == (None, 0.0)
+
+
+def test_raising_the_threshold_turns_weak_matches_into_fallbacks(agent: AgentConfig) -> None:
+    strict = FAQMatcher(agent.model_copy(update={"match_threshold": 0.99}), default_encoder())
+    assert strict.match("wear are you located")[0] is None
+
+
+def test_split_sentences_keeps_decimals_and_drops_blanks() -> None:
+    assert split_sentences("We're open at 8.30 on Monday.  Closed Sunday! Any questions? ") == [
+        "We're open at 8.30 on Monday.",
+        "Closed Sunday!",
+        "Any questions?",
+    ]
+    assert split_sentences("  ") == []
+
+
+# --- the processor, end to end in a task group -------------------------------------------------
+
+
+class Recorder(Processor):
+    """The last stage: keeps every frame and signals each AgentTurnDone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[Frame] = []
+        self.turn_done = anyio.Event()
+
+    async def process(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        if isinstance(frame, AgentTurnDone):
+            self.turn_done.set()
+
+
+def _wire(responder: FAQResponder) -> Recorder:
+    recorder = Recorder()
+    responder.link(recorder)
+    return recorder
+
+
+@pytest.mark.anyio
+async def test_user_turn_becomes_sentences_then_turn_done(agent: AgentConfig, matcher: FAQMatcher) -> None:
+    responder = FAQResponder(agent, matcher)
+    recorder = _wire(responder)
+    ctx = CallContext(call_id="test-call")
+    async with anyio.create_task_group() as tg:
+        await responder.start(ctx, tg)
+        await responder.process(UserTurn("hi, what are your opening hours?", turn_id=3))
+        with anyio.fail_after(30):
+            await recorder.turn_done.wait()
+        await responder.stop()
+
+    *texts, done = recorder.frames
+    assert done == AgentTurnDone(3)
+    assert all(isinstance(f, AgentText) and f.turn_id == 3 and f.language == "en" for f in texts)
+    spoken = " ".join(f.text for f in texts if isinstance(f, AgentText))
+    hours = next(faq for faq in agent.faqs if faq.id == "opening_hours")
+    assert spoken == " ".join(split_sentences(hours.answer))
+    assert len(texts) == len(split_sentences(hours.answer)) > 1
+    assert "open" in spoken and "Monday" in spoken
+    assert ctx.usage["faq_answers"] == 1
+    assert [stage for stage, _ in ctx.timings] == ["llm_first_token"]
+    assert responder.last_match is not None
+    assert responder.last_match.faq_id == "opening_hours" and responder.last_match.turn_id == 3
+
+
+@pytest.mark.anyio
+async def test_responder_without_a_matcher_builds_the_shared_one(agent: AgentConfig) -> None:
+    responder = FAQResponder(agent)
+    recorder = _wire(responder)
+    async with anyio.create_task_group() as tg:
+        await responder.start(CallContext(call_id="c"), tg)
+        await responder.process(UserTurn("do you have parking", turn_id=7))
+        with anyio.fail_after(30):
+            await recorder.turn_done.wait()
+        await responder.stop()
+    assert responder.last_match is not None and responder.last_match.faq_id == "parking"
+    assert shared_matcher(agent) is shared_matcher(load_agent("default", AGENTS_DIR))
+
+
+@pytest.mark.anyio
+async def test_unmatched_turn_speaks_the_fallback(agent: AgentConfig, matcher: FAQMatcher) -> None:
+    responder = FAQResponder(agent, matcher)
+    recorder = _wire(responder)
+    async with anyio.create_task_group() as tg:
+        await responder.start(CallContext(call_id="c"), tg)
+        await responder.process(UserTurn("purple elephant banana", turn_id=1))
+        with anyio.fail_after(30):
+            await recorder.turn_done.wait()
+        await responder.stop()
+    spoken = " ".join(f.text for f in recorder.frames if isinstance(f, AgentText))
+    assert spoken == " ".join(split_sentences(agent.fallback))
+    assert responder.last_match is not None and responder.last_match.faq_id is None
+
+
+@pytest.mark.anyio
+async def test_blank_turns_are_ignored_and_other_frames_pass_straight_through(
+    agent: AgentConfig, matcher: FAQMatcher
+) -> None:
+    responder = FAQResponder(agent, matcher)
+    recorder = _wire(responder)
+    ctx = CallContext(call_id="c")
+    report = QualityReport(score=0.9, tier="high")
+    async with anyio.create_task_group() as tg:
+        await responder.start(ctx, tg)
+        await responder.process(UserTurn("   ", turn_id=1))
+        await responder.process(report)
+        # Passed on within the same call, before any worker had a chance to run.
+        assert recorder.frames == [report]
+        await responder.stop()
+    assert recorder.frames == [report]
+    assert "faq_answers" not in ctx.usage
+
+
+class _BlockingEncoder:
+    """Encodes FAQ phrasings at once but blocks on queries until released (a slow model)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.query_started = threading.Event()
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if len(texts) == 1 and texts[0].startswith("slow"):
+            self.query_started.set()
+            self.release.wait(30)
+        vectors = np.zeros((len(texts), 4), dtype=np.float32)
+        vectors[:, 0] = 1.0
+        return vectors
+
+
+@pytest.mark.anyio
+async def test_barge_in_drops_the_answer_in_progress(agent: AgentConfig) -> None:
+    encoder = _BlockingEncoder()
+    responder = FAQResponder(agent, FAQMatcher(agent, encoder))
+    recorder = _wire(responder)
+    interruption = Interruption(at=1.0)
+    try:
+        async with anyio.create_task_group() as tg:
+            await responder.start(CallContext(call_id="c"), tg)
+            await responder.process(UserTurn("slow question", turn_id=1))
+            assert await anyio.to_thread.run_sync(encoder.query_started.wait, 10)
+            await responder.process(interruption)
+            encoder.release.set()
+            # The next turn is answered normally.
+            await responder.process(UserTurn("when are you open", turn_id=2))
+            with anyio.fail_after(30):
+                await recorder.turn_done.wait()
+            await responder.stop()
+    finally:
+        encoder.release.set()
+    assert recorder.frames[0] == interruption
+    assert all(getattr(f, "turn_id", 2) == 2 for f in recorder.frames[1:])
+    assert recorder.frames[-1] == AgentTurnDone(2)

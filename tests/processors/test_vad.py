@@ -1,0 +1,178 @@
+"""VADProcessor: speech start/stop timing on known audio, pre-roll and silence gating."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from functools import cache
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soxr
+
+from aybiza.pipeline.context import CallContext
+from aybiza.pipeline.frames import (
+    DTMF,
+    EndOfCall,
+    Frame,
+    InputAudio,
+    SpeechStarted,
+    SpeechStopped,
+)
+from aybiza.processors.vad import VADProcessor
+
+RATE = 8000
+FRAME = 160  # 20 ms at 8 kHz
+PAD_S = 1.0
+
+Audio = npt.NDArray[np.int16]
+F = TypeVar("F", bound=Frame)
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+
+
+SENTENCE = "Hello, I would like to check my account balance please."
+
+
+@cache
+def spoken(text: str = SENTENCE) -> tuple[Audio, float, float]:
+    """espeak-ng speech at 8 kHz padded with 1 s silence each side; (samples, onset s, offset s)."""
+    wav = subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "165", "--stdout", text], check=True, capture_output=True
+    ).stdout
+    # espeak-ng writes a 44-byte RIFF header then 22050 Hz PCM16 mono.
+    speech = np.frombuffer(wav[44:], dtype="<i2").astype(np.float32)
+    speech = soxr.resample(speech, 22050, RATE)
+    loud = np.flatnonzero(np.abs(speech) > 300)
+    speech = speech[loud[0] : loud[-1] + 1]
+    pad = np.zeros(int(PAD_S * RATE), dtype=np.float32)
+    audio = np.concatenate([pad, speech, pad]).clip(-32768, 32767).astype("<i2")
+    return audio, PAD_S, PAD_S + len(speech) / RATE
+
+
+class Sink:
+    """Collects what the processor pushes."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    async def __call__(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def of(self, kind: type[F]) -> list[F]:
+        return [f for f in self.frames if isinstance(f, kind)]
+
+
+async def run(vad: VADProcessor, audio: Audio, frame_samples: int = FRAME, t0: float = 100.0) -> Sink:
+    sink = Sink()
+    vad.push = sink
+    ctx = CallContext(call_id="test")
+    await vad.start(ctx, None)  # type: ignore[arg-type]  # an inline processor spawns no task
+    pcm = audio.tobytes()
+    step = frame_samples * 2
+    for i in range(0, len(pcm) - step + 1, step):
+        await vad.process(InputAudio(pcm[i : i + step], RATE, t0 + i / 2 / RATE))
+    await vad.stop()
+    return sink
+
+
+@needs_espeak
+@pytest.mark.anyio
+async def test_speech_start_and_stop_follow_the_spoken_audio() -> None:
+    audio, onset, offset = spoken()
+    t0 = 100.0
+    vad = VADProcessor(stop_ms=400)
+    sink = await run(vad, audio, t0=t0)
+    starts = sink.of(SpeechStarted)
+    stops = sink.of(SpeechStopped)
+    assert len(starts) == 1, "pauses between words must not split the utterance"
+    assert len(stops) == 1
+    assert abs(starts[0].at - (t0 + onset)) <= 0.1
+    assert abs(stops[0].at - (t0 + offset)) <= 0.1
+    stop_index = sink.frames.index(stops[0])
+    last_audio = [f for f in sink.frames[:stop_index] if isinstance(f, InputAudio)][-1]
+    # SpeechStopped comes after stop_ms of non-voiced audio, not before.
+    assert last_audio.captured_at + last_audio.duration - stops[0].at == pytest.approx(0.4, abs=0.03)
+    assert not vad.speaking
+
+
+@needs_espeak
+@pytest.mark.anyio
+async def test_preroll_is_forwarded_before_the_first_voiced_frame() -> None:
+    audio, _, _ = spoken()
+    sink = await run(VADProcessor(preroll_ms=200), audio)
+    started = sink.of(SpeechStarted)[0]
+    assert sink.frames[0] is started, "SpeechStarted comes before the audio it announces"
+    first = sink.frames[1]
+    assert isinstance(first, InputAudio) and first.voiced is True
+    assert started.at - first.captured_at == pytest.approx(0.2, abs=0.021)
+    # Forwarded audio stays in capture order, with no gaps inside the segment.
+    forwarded = sink.of(InputAudio)
+    times = [f.captured_at for f in forwarded]
+    assert np.allclose(np.diff(times), 0.02)
+
+
+@needs_espeak
+@pytest.mark.anyio
+async def test_silence_is_gated_and_counted() -> None:
+    audio, onset, offset = spoken()
+    vad = VADProcessor(preroll_ms=200, stop_ms=400)
+    sink = await run(vad, audio)
+    ctx = vad.ctx
+    assert ctx is not None
+    total = len(audio) / RATE
+    forwarded = sum(f.duration for f in sink.of(InputAudio))
+    assert ctx.usage["audio_seconds"] == pytest.approx(total, abs=0.021)
+    assert ctx.usage["gated_seconds"] == pytest.approx(ctx.usage["audio_seconds"] - forwarded, abs=1e-6)
+    # Most of the 2 s of padding never reaches STT; the speech itself does.
+    assert ctx.usage["gated_seconds"] > 2 * PAD_S - 0.2 - 0.4 - 0.2
+    assert forwarded >= offset - onset
+
+
+@pytest.mark.anyio
+async def test_pure_silence_forwards_nothing_and_gate_off_forwards_everything() -> None:
+    silence = np.zeros(RATE, dtype="<i2")
+    gated = await run(VADProcessor(), silence)
+    assert gated.frames == []
+    open_gate = await run(VADProcessor(gate=False), silence)
+    audio = open_gate.of(InputAudio)
+    assert len(audio) == 50 and all(f.voiced is False for f in audio)
+
+
+@needs_espeak
+@pytest.mark.anyio
+async def test_odd_frame_sizes_are_rechunked() -> None:
+    audio, onset, _ = spoken()
+    sink = await run(VADProcessor(), audio, frame_samples=100, t0=0.0)  # 12.5 ms frames
+    starts = sink.of(SpeechStarted)
+    assert len(starts) == 1 and abs(starts[0].at - onset) <= 0.1
+    assert {len(f.pcm) for f in sink.of(InputAudio)} == {FRAME * 2}
+
+
+@pytest.mark.anyio
+async def test_other_frames_pass_unchanged_and_end_of_call_closes_speech() -> None:
+    sink = Sink()
+    vad = VADProcessor(classifier=lambda pcm, rate: True, start_ms=40)
+    vad.push = sink
+    loud = b"\x00\x10" * FRAME
+    digit = DTMF("5")
+    await vad.process(digit)
+    for i in range(3):
+        await vad.process(InputAudio(loud, RATE, 10 + i * 0.02))
+    assert vad.speaking
+    end = EndOfCall("hangup")
+    await vad.process(end)
+    assert sink.frames[0] is digit
+    assert sink.frames[-1] is end
+    assert isinstance(sink.frames[-2], SpeechStopped)
+    assert sink.frames[-2].at == pytest.approx(10.06)
+    assert not vad.speaking
+
+
+def test_invalid_settings_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        VADProcessor(aggressiveness=4)
+    with pytest.raises(ValueError):
+        VADProcessor(stop_ms=-1)

@@ -1,0 +1,126 @@
+"""Agent files: the default agent loads, bad files fail loudly, ids cannot escape the directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from aybiza.agents import AgentConfig, list_agents, load_agent
+from aybiza.errors import ConfigError
+
+AGENTS_DIR = Path(__file__).resolve().parents[1] / "agents"
+
+MINIMAL = """\
+name: Test Shop
+greeting: Hello!
+system_prompt: You are a shop assistant.
+fallback: Sorry, I can help with opening hours.
+faqs:
+  - id: hours
+    answer: We are open every day.
+    questions: ["When are you open?"]
+"""
+
+
+def test_default_agent_loads_with_a_full_faq() -> None:
+    agent = load_agent("default", AGENTS_DIR)
+    assert agent.id == "default"
+    assert agent.name and agent.greeting and agent.system_prompt and agent.fallback
+    assert len(agent.faqs) >= 12
+    assert all(len(faq.questions) >= 4 for faq in agent.faqs)
+    assert len({faq.id for faq in agent.faqs}) == len(agent.faqs)
+    assert "quieter" in agent.reprompt
+
+
+def test_default_opening_hours_answer_says_open_and_monday() -> None:
+    # The end-to-end call test listens for these two words.
+    agent = load_agent("default", AGENTS_DIR)
+    hours = next(faq for faq in agent.faqs if faq.id == "opening_hours")
+    assert "open" in hours.answer.lower()
+    assert "Monday" in hours.answer
+
+
+def test_minimal_agent_gets_defaults(tmp_path: Path) -> None:
+    (tmp_path / "shop.yaml").write_text(MINIMAL)
+    agent = load_agent("shop", tmp_path)
+    assert agent.id == "shop"
+    assert agent.language == "en"
+    assert agent.voice == "piper:joe"
+    assert agent.match_threshold == 0.5
+    assert agent.cache_answers is True
+    assert agent.residency is None and agent.cost_budget_usd is None
+
+
+def test_agent_config_is_frozen() -> None:
+    agent = load_agent("default", AGENTS_DIR)
+    with pytest.raises(ValidationError):
+        agent.name = "Someone else"
+    assert hash(agent) == hash(load_agent("default", AGENTS_DIR))
+
+
+def test_malformed_yaml_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\ngreeting: hi\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        load_agent("broken", tmp_path)
+
+
+def test_missing_field_is_a_config_error_naming_file_and_field(tmp_path: Path) -> None:
+    without_fallback = MINIMAL.replace("fallback: Sorry, I can help with opening hours.\n", "")
+    (tmp_path / "nofallback.yaml").write_text(without_fallback)
+    with pytest.raises(ConfigError, match=r"nofallback\.yaml(.|\n)*fallback"):
+        load_agent("nofallback", tmp_path)
+
+
+def test_faq_without_phrasings_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text(MINIMAL.replace('["When are you open?"]', "[]"))
+    with pytest.raises(ConfigError, match="questions"):
+        load_agent("empty", tmp_path)
+
+
+def test_unknown_field_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "typo.yaml").write_text(MINIMAL + "match_treshold: 0.3\n")
+    with pytest.raises(ConfigError, match="match_treshold"):
+        load_agent("typo", tmp_path)
+
+
+def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "list.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_agent("list", tmp_path)
+
+
+def test_missing_agent_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nobody"):
+        load_agent("nobody", tmp_path)
+
+
+@pytest.mark.parametrize("agent_id", ["../secret", "..", "a/b", "secret.yaml", "/etc/passwd", "", "x" * 65])
+def test_path_traversal_and_odd_ids_are_rejected(tmp_path: Path, agent_id: str) -> None:
+    # A valid agent file sits one level up: no id may reach it.
+    (tmp_path / "secret.yaml").write_text(MINIMAL)
+    inner = tmp_path / "agents"
+    inner.mkdir()
+    with pytest.raises(ConfigError, match="invalid agent id"):
+        load_agent(agent_id, inner)
+
+
+def test_id_in_file_must_match_file_name(tmp_path: Path) -> None:
+    (tmp_path / "one.yaml").write_text("id: two\n" + MINIMAL)
+    with pytest.raises(ConfigError, match="does not match"):
+        load_agent("one", tmp_path)
+
+
+def test_list_agents_lists_valid_ids_only(tmp_path: Path) -> None:
+    for name in ("b-shop", "a_shop", "not valid"):
+        (tmp_path / f"{name}.yaml").write_text(MINIMAL)
+    (tmp_path / "notes.txt").write_text("ignore me")
+    assert list_agents(tmp_path) == ["a_shop", "b-shop"]
+    assert list_agents(tmp_path / "missing") == []
+    assert "default" in list_agents(AGENTS_DIR)
+
+
+def test_agent_config_round_trips_through_python() -> None:
+    agent = load_agent("default", AGENTS_DIR)
+    assert AgentConfig.model_validate(agent.model_dump()) == agent
