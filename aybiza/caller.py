@@ -240,8 +240,10 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
         with anyio.move_on_after(call_timeout):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(receive)
-                tg.start_soon(stream_audio)
-                await run_script()
+                async with anyio.create_task_group() as streaming:
+                    streaming.start_soon(stream_audio)
+                    await run_script()
+                    streaming.cancel_scope.cancel()
                 if not done.is_set():
                     try:
                         await ws.send(protocol.stop())

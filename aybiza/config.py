@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     preroll_ms: int = 200
     barge_in: bool = True
 
+    api_token: str = Field(default="", description="Bearer token for /api and /dashboard; unset = loopback only")
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 

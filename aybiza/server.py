@@ -9,6 +9,7 @@ call's pipeline. Models load once at startup (off the event loop);
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -56,6 +57,20 @@ class App:
             scheme, rest = base.split("://", 1)
             base = ("wss://" if scheme == "https" else "ws://") + rest
         return base + path
+
+    def api_refusal(self, request: Request) -> Response | None:
+        """Call records hold phone numbers and transcripts: bearer token if set, else loopback only."""
+        token = self.settings.api_token
+        if token:
+            if secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+                return None
+            return PlainTextResponse("401 Unauthorized: send Authorization: Bearer <AYBIZA_API_TOKEN>\n",
+                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        client = request.client.host if request.client else ""
+        if client in ("127.0.0.1", "::1", "localhost"):
+            return None
+        return PlainTextResponse("403 Forbidden: set AYBIZA_API_TOKEN to use the API from other hosts\n",
+                                 status_code=403)
 
     def signature_ok(self, url: str, params: dict[str, str], signature: str) -> bool:
         """Check ``X-Twilio-Signature`` unless the check is disabled for local use."""
@@ -146,7 +161,7 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
         def on_end(ctx: CallContext, reason: str) -> None:
             state.calls.pop(ctx.call_id, None)
             state.ended.append({"call_id": ctx.call_id, "reason": reason, "usage": dict(ctx.usage),
-                                "timings": list(ctx.timings)})
+                                "digits": ctx.digits, "timings": list(ctx.timings)})
             del state.ended[:-200]
 
         setup = CallSetup(
@@ -159,6 +174,8 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
         await serve_stream(websocket, setup)
 
     async def recent_calls(request: Request) -> Response:
+        if (refusal := state.api_refusal(request)) is not None:
+            return refusal
         return JSONResponse({"active": sorted(state.calls), "recent": state.ended[-50:]})
 
     routes = [

@@ -56,6 +56,7 @@ class CallContext:
     # the output transport turns it into the voice-to-voice latency.
     user_turn_ended_at: float | None = None
     usage: dict[str, float] = field(default_factory=dict)
+    digits: str = ""  # DTMF digits the caller pressed, in order
     timings: list[tuple[str, float]] = field(default_factory=list)
     on_timing: TimingSink = _ignore_timing
     log: CallLogger = field(init=False)

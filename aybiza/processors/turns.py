@@ -14,6 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..pipeline import (
+    DTMF,
     CallContext,
     Frame,
     Interruption,
@@ -65,6 +66,11 @@ class TurnTaker(Processor):
                 self._language = frame.language
                 if not self._speaking:
                     await self._end_turn()
+        elif isinstance(frame, DTMF):
+            if self.ctx is not None:
+                self.ctx.digits += frame.digit
+                self.ctx.log.info("caller pressed %s", frame.digit)
+            await self.push(frame)
         else:
             await self.push(frame)
 

@@ -37,6 +37,7 @@ from .twilio import Dtmf, MarkDone, Media, Started, Stopped, TwilioProtocol
 __all__ = ["TwilioOutput", "serve_stream", "CallSetup"]
 
 TWILIO_RATE = 8000
+MARK_EVERY_SAMPLES = TWILIO_RATE  # one mark per second of agent audio
 log = logging.getLogger("aybiza.twilio")
 
 
@@ -53,6 +54,8 @@ class TwilioOutput(Processor):
         self._resampler: Resampler | None = None
         self._turn_open: int | None = None
         self._first_audio_turn = -1
+        self._unmarked = 0
+        self._segment = 0
 
     async def process(self, frame: Frame) -> None:
         if isinstance(frame, OutputAudio):
@@ -72,6 +75,7 @@ class TwilioOutput(Processor):
         if self._turn_open != frame.turn_id:
             self._turn_open = frame.turn_id
             self._resampler = None
+            self._segment = 0
         if self._resampler is None or self._resampler.from_rate != frame.sample_rate:
             self._resampler = Resampler(frame.sample_rate, TWILIO_RATE)
         pcm = self._resampler.process(frame.pcm)
@@ -85,6 +89,13 @@ class TwilioOutput(Processor):
         if pcm:
             async with self._lock:
                 await self._send(self.protocol.send_media(lin2ulaw(pcm)))
+                # A mark about every second of audio tells us, after a barge-in,
+                # how much of the reply the caller actually heard.
+                self._unmarked += len(pcm) // 2
+                if self._unmarked >= MARK_EVERY_SAMPLES:
+                    self._unmarked = 0
+                    self._segment += 1
+                    await self._send(self.protocol.send_mark(f"turn-{frame.turn_id}.{self._segment}"))
 
     async def _turn_done(self, turn_id: int) -> None:
         tail = self._resampler.flush() if self._resampler is not None else b""
@@ -94,9 +105,11 @@ class TwilioOutput(Processor):
             if tail:
                 await self._send(self.protocol.send_media(lin2ulaw(tail)))
             await self._send(self.protocol.send_mark(f"turn-{turn_id}"))
+            self._unmarked = 0
         self._update_speaking()
 
     async def _clear(self) -> None:
+        self._unmarked = 0
         self._resampler = None
         self._turn_open = None
         async with self._lock:

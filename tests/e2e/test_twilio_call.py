@@ -1,0 +1,161 @@
+"""A phone call end to end: real server process, real WebSocket, real speech models.
+
+The caller behaves like Twilio (signed webhook, one-time token, 20 ms μ-law
+frames at real-time pace, marks echoed on playback, ``clear`` honoured).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import websockets
+from twilio.request_validator import RequestValidator
+
+from aybiza.caller import Press, Say, Wait, caller_speech, place_call
+from aybiza.processors.stt.whisper import WhisperRecognizer
+from aybiza.transports.audio import ulaw2lin
+from aybiza.transports.twilio_caller import TwilioCallerProtocol
+
+from .server import AUTH_TOKEN, Server, running_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("twilio")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> WhisperRecognizer:
+    recognizer = WhisperRecognizer()
+    recognizer.load()
+    return recognizer
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def _recent(server: Server) -> dict[str, object]:
+    return dict(httpx.get(f"{server.http}/api/recent", timeout=5).json())
+
+
+def test_unsigned_twiml_request_is_refused(server: Server) -> None:
+    response = httpx.post(f"{server.http}/twiml", data={"CallSid": "CA1", "From": "+15555550100"})
+    assert response.status_code == 403
+    assert "X-Twilio-Signature" in response.text
+
+
+def test_twiml_signed_with_another_token_is_refused(server: Server) -> None:
+    params = {"CallSid": "CA1", "From": "+15555550100"}
+    signature = RequestValidator("not-the-token").compute_signature(f"{server.http}/twiml", params)
+    response = httpx.post(f"{server.http}/twiml", data=params, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+
+
+def test_signed_twiml_connects_a_stream_with_a_one_time_token(server: Server) -> None:
+    params = {"CallSid": "CA2", "From": "+447700900123"}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{server.http}/twiml", params)
+    response = httpx.post(f"{server.http}/twiml", data=params, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 200
+    assert f'<Stream url="ws://127.0.0.1:{server.port}/twilio/stream">' in response.text
+    assert '<Parameter name="call_token"' in response.text
+    assert '<Parameter name="caller" value="+447700900123"' in response.text
+
+
+@pytest.mark.anyio
+async def test_stream_with_a_forged_token_is_closed_with_a_reason(server: Server) -> None:
+    protocol = TwilioCallerProtocol(custom_parameters={"call_token": "forged"})
+    async with websockets.connect(server.stream_url) as ws:
+        await ws.send(protocol.connected())
+        await ws.send(protocol.start())
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "token" in server.log()
+
+
+@pytest.mark.anyio
+async def test_call_greets_answers_the_question_and_receives_dtmf(
+    server: Server, recognizer: WhisperRecognizer, tmp_path: Path
+) -> None:
+    question = caller_speech("what are your opening hours")
+    report = await place_call(
+        server.stream_url, [Wait(20), Press("42"), Say(question), Wait(30)], auth_token=AUTH_TOKEN
+    )
+    assert report.close_code == 1000
+    assert len(report.turns) == 1 and report.turns[0].latency is not None
+    assert len(report.marks_played) >= 2  # greeting and answer each end with a mark
+    heard = ulaw2lin(bytes(report.heard))
+    (tmp_path / "heard.pcm").write_bytes(heard)
+    transcript = await anyio.to_thread.run_sync(recognizer.transcribe, heard, 8000)
+    words = _words(transcript)
+    assert {"harbor", "dental"} & words, transcript  # the greeting
+    assert {"open", "monday"} <= words, transcript  # the opening-hours answer
+    record = next(c for c in _recent(server)["recent"] if c["digits"] == "42")  # type: ignore[attr-defined]
+    assert record["reason"] == "stopped"
+    assert any(stage == "voice_to_voice" for stage, _ in record["timings"])
+
+
+@pytest.mark.anyio
+async def test_speaking_over_the_agent_clears_its_audio_within_300_ms(server: Server) -> None:
+    question = caller_speech("what are your opening hours")
+    interruption = caller_speech("sorry, where are you located")
+    report = await place_call(
+        server.stream_url,
+        [Wait(20), Say(question), Say(interruption, barge_in_after=0.6), Wait(30)],
+        auth_token=AUTH_TOKEN,
+    )
+    assert report.barge_in_started_at is not None
+    clears = [t for t in report.clears if t >= report.barge_in_started_at]
+    assert clears, "no clear after the caller spoke over the agent"
+    assert clears[0] - report.barge_in_started_at <= 0.3
+    assert report.marks_cleared  # the interrupted answer's mark came back as cleared
+    assert len(report.turns) == 2 and report.turns[1].latency is not None  # the barge-in was answered
+
+
+@pytest.mark.anyio
+async def test_a_call_fed_garbage_ends_alone_while_another_completes(server: Server) -> None:
+    question = caller_speech("what are your opening hours")
+    results: dict[str, object] = {}
+
+    async def good_call() -> None:
+        results["good"] = await place_call(server.stream_url, [Wait(20), Say(question), Wait(30)],
+                                           auth_token=AUTH_TOKEN)
+
+    async def garbage_call() -> None:
+        params = {"CallSid": "CAgarbage", "From": "+15555550199"}
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{server.http}/twiml", params)
+        async with httpx.AsyncClient() as client:
+            twiml = (await client.post(f"{server.http}/twiml", data=params,
+                                       headers={"X-Twilio-Signature": signature})).text
+        token = re.search(r'name="call_token" value="([^"]+)"', twiml)
+        assert token is not None
+        protocol = TwilioCallerProtocol(custom_parameters={"call_token": token.group(1)})
+        async with websockets.connect(server.stream_url) as ws:
+            await ws.send(protocol.connected())
+            await ws.send(protocol.start())
+            await anyio.sleep(1.0)
+            await ws.send(json.dumps({"event": "media", "media": {"payload": "%%% not base64"}}))
+            try:
+                while True:
+                    await ws.recv()
+            except websockets.ConnectionClosed as closed:
+                results["garbage_close"] = closed.rcvd.code if closed.rcvd else None
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(good_call)
+        tg.start_soon(garbage_call)
+    assert results["garbage_close"] == 1008
+    good = results["good"]
+    assert good.close_code == 1000  # type: ignore[attr-defined]
+    assert good.turns and good.turns[0].latency is not None  # type: ignore[attr-defined]
+    assert "protocol:" in server.log()

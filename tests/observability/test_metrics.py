@@ -1,0 +1,188 @@
+"""Tests for the Prometheus metrics and the dashboard snapshot."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from aybiza.observability.metrics import Metrics, country_label, percentile
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The rendered /metrics body as {(sample name, sorted labels): value}."""
+    body, _ = metrics.render()
+    out = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_rendered_metrics_carry_the_expected_labels_after_a_call() -> None:
+    metrics = Metrics()
+    metrics.call_started("us", "us-east-1", "us.anthropic.claude-haiku-4-5-20251001-v1:0")
+    metrics.observe_timing("voice_to_voice", 0.62)
+    metrics.observe_timing("stt_final", 0.18)
+    metrics.cache("agent_config", hit=True)
+    metrics.cache("llm", hit=False)
+    metrics.error("ProviderTimeout")
+    metrics.failover("us-east-1", "us-west-2")
+    metrics.region_state("us-east-1", "degraded", 0.09)
+    metrics.call_ended(Decimal("0.0412"), "us-west-2")
+
+    got = samples(metrics)
+    calls = (
+        "aybiza_calls_total",
+        (("country", "US"), ("model", "us.anthropic.claude-haiku-4-5-20251001-v1:0"), ("region", "us-east-1")),
+    )
+    assert got[calls] == 1
+    assert got[("aybiza_cache_requests_total", (("namespace", "agent_config"), ("result", "hit")))] == 1
+    assert got[("aybiza_cache_requests_total", (("namespace", "llm"), ("result", "miss")))] == 1
+    assert got[("aybiza_errors_total", (("kind", "ProviderTimeout"),))] == 1
+    assert got[("aybiza_failovers_total", (("from_region", "us-east-1"), ("to_region", "us-west-2")))] == 1
+    assert got[("aybiza_call_cost_usd_total", (("region", "us-west-2"),))] == pytest.approx(0.0412)
+    assert got[("aybiza_region_health", (("region", "us-east-1"),))] == 1
+    assert got[("aybiza_region_latency_seconds", (("region", "us-east-1"),))] == pytest.approx(0.09)
+    assert got[("aybiza_active_calls", ())] == 0
+    assert got[("aybiza_voice_to_voice_seconds_count", ())] == 1
+    assert got[("aybiza_voice_to_voice_seconds_bucket", (("le", "0.75"),))] == 1
+    assert got[("aybiza_voice_to_voice_seconds_bucket", (("le", "0.5"),))] == 0
+    assert got[("aybiza_stt_final_seconds_bucket", (("le", "0.2"),))] == 1
+
+
+def test_content_type_is_the_prometheus_text_format() -> None:
+    body, content_type = Metrics().render()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert b"# TYPE aybiza_active_calls gauge" in body
+
+
+def test_edge_frame_histogram_resolves_microseconds() -> None:
+    metrics = Metrics()
+    metrics.observe_timing("edge_frame", 18e-6)
+    got = samples(metrics)
+    assert got[("aybiza_edge_frame_seconds_bucket", (("le", "1e-05"),))] == 0
+    assert got[("aybiza_edge_frame_seconds_bucket", (("le", "2.5e-05"),))] == 1
+
+
+def test_unknown_stages_and_bad_samples_are_ignored() -> None:
+    metrics = Metrics()
+    metrics.observe_timing("warp_drive", 0.1)
+    metrics.observe_timing("stt_final", float("nan"))
+    metrics.observe_timing("stt_final", -1.0)
+    assert metrics.snapshot()["latency"]["stt_final"]["count"] == 0
+    assert not any("warp" in name for name in metrics.metric_names())
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"), [("US", "US"), ("gb", "GB"), ("UK", "GB"), (" de ", "DE"), ("XX", "unknown"), ("", "unknown"),
+                       ("USA", "unknown"), ("+14155550100", "unknown")]
+)  # fmt: skip
+def test_countries_outside_iso_3166_are_bucketed(raw: str, label: str) -> None:
+    assert country_label(raw) == label
+
+
+def test_label_values_are_bounded() -> None:
+    metrics = Metrics(max_label_values=3)
+    for i in range(10):
+        metrics.error(f"kind-{i}")
+    kinds = {labels for (name, labels) in samples(metrics) if name == "aybiza_errors_total"}
+    assert kinds == {(("kind", f"kind-{i}"),) for i in range(3)} | {(("kind", "other"),)}
+    assert metrics.snapshot()["errors"]["other"] == 7
+
+
+def test_fresh_registries_are_independent() -> None:
+    first, second = Metrics(), Metrics()
+    first.call_started("US", "us-east-1", "m")
+    assert first.snapshot()["active_calls"] == 1
+    assert second.snapshot()["active_calls"] == 0
+    assert first.registry is not second.registry
+
+
+def test_snapshot_percentiles_cache_ratio_and_regions() -> None:
+    metrics = Metrics()
+    for ms in range(1, 101):
+        metrics.observe_timing("llm_first_token", ms / 1000)
+    for hit in (True, True, True, False):
+        metrics.cache("agent_config", hit)
+    metrics.region_state("eu-west-2", "unhealthy")
+    metrics.region_state("us-east-1", 2, 0.0125)
+
+    snap = metrics.snapshot()
+    assert snap["latency"]["llm_first_token"] == {"count": 100, "p50_ms": 50.0, "p95_ms": 95.0}
+    assert snap["latency"]["tts_first_byte"] == {"count": 0, "p50_ms": None, "p95_ms": None}
+    assert snap["cache"]["hit_ratio"] == 0.75
+    assert snap["cache"]["namespaces"]["agent_config"] == {"hits": 3, "misses": 1, "hit_ratio": 0.75}
+    assert snap["regions"] == {
+        "eu-west-2": {"state": "unhealthy", "code": 0, "latency_ms": None},
+        "us-east-1": {"state": "healthy", "code": 2, "latency_ms": 12.5},
+    }
+
+
+def test_reservoir_keeps_recent_samples() -> None:
+    metrics = Metrics(reservoir_size=10)
+    for _ in range(100):
+        metrics.observe_timing("tts_first_byte", 2.0)
+    for _ in range(10):
+        metrics.observe_timing("tts_first_byte", 0.1)
+    assert metrics.snapshot()["latency"]["tts_first_byte"]["p95_ms"] == 100.0
+
+
+def test_cost_today_starts_over_on_a_new_day() -> None:
+    day = [date(2026, 11, 26)]
+    metrics = Metrics(today=lambda: day[0])
+    metrics.call_started("US", "us-east-1", "m")
+    metrics.call_ended(0.25, "us-east-1")
+    metrics.call_started("US", "us-east-1", "m")
+    metrics.call_ended(0.5, "us-east-1")
+    assert metrics.snapshot()["cost_today_usd"] == 0.75
+    day[0] = date(2026, 11, 27)
+    assert metrics.snapshot()["cost_today_usd"] == 0.0
+    assert metrics.snapshot()["cost_day"] == "2026-11-27"
+    # The Prometheus counter is cumulative and does not reset.
+    assert samples(metrics)[("aybiza_call_cost_usd_total", (("region", "us-east-1"),))] == 0.75
+
+
+def test_active_calls_never_go_negative_and_bad_costs_count_as_zero() -> None:
+    metrics = Metrics()
+    metrics.call_ended(-3, "us-east-1")
+    metrics.call_ended(float("nan"), "us-east-1")
+    assert metrics.snapshot()["active_calls"] == 0
+    assert metrics.snapshot()["cost_today_usd"] == 0.0
+
+
+class Health(enum.Enum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+
+
+def test_region_state_accepts_names_codes_and_enums() -> None:
+    metrics = Metrics()
+    metrics.region_state("a", Health.DEGRADED)
+    metrics.region_state("b", 0)
+    metrics.region_state("c", "Healthy")
+    assert {r: v["code"] for r, v in metrics.snapshot()["regions"].items()} == {"a": 1, "b": 0, "c": 2}
+    for bad in ("sideways", 7, True, None):
+        with pytest.raises(ValueError):
+            metrics.region_state("d", bad)
+
+
+def test_timing_sink_fits_call_context() -> None:
+    from aybiza.pipeline.context import CallContext
+
+    metrics = Metrics()
+    ctx = CallContext(call_id="CA123", on_timing=metrics.observe_timing)
+    ctx.record_timing("voice_to_voice", 0.7)
+    assert metrics.snapshot()["latency"]["voice_to_voice"]["count"] == 1
+    body, _ = metrics.render()
+    assert b"CA123" not in body
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([3.0], 0.95) == 3.0
+    assert percentile([1, 2, 3, 4], 0.5) == 2
+    assert percentile([1, 2, 3, 4], 1.0) == 4
