@@ -18,14 +18,18 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from .config import Settings
+from .observability.dashboard import render_dashboard
+from .observability.metrics import Metrics
 from .pipeline import CallContext
+from .routing.costs import cost_of
+from .routing.countries import locate_number
 from .stack import SpeechStack
 from .transports.tokens import Announcement, CallTokens
 from .transports.twilio import Started
@@ -47,6 +51,7 @@ class App:
         self.auth_token = auth_token_for(settings)
         self.validator = RequestValidator(self.auth_token)
         self.calls: dict[str, CallContext] = {}
+        self.metrics = Metrics()
         self.ended: list[dict[str, Any]] = []
         self.ready = False
 
@@ -57,6 +62,32 @@ class App:
             scheme, rest = base.split("://", 1)
             base = ("wss://" if scheme == "https" else "ws://") + rest
         return base + path
+
+    def call_started(self, ctx: CallContext) -> None:
+        """Register a live call and start measuring it."""
+        ctx.caller_country = ctx.caller_country or locate_number(ctx.caller).country
+        ctx.on_timing = self.metrics.observe_timing
+        self.calls[ctx.call_id] = ctx
+        self.metrics.call_started(ctx.caller_country or "unknown", ctx.region, ctx.model_tier)
+        ctx.log.info("call started: transport=%s caller=%s country=%s agent=%s", ctx.transport,
+                     ctx.caller or "?", ctx.caller_country or "?", ctx.agent_id)
+
+    def call_ended(self, ctx: CallContext, reason: str) -> dict[str, Any]:
+        """Price the call, count it, and keep its record."""
+        self.calls.pop(ctx.call_id, None)
+        minutes = (time.monotonic() - ctx.started_at) / 60
+        cost = cost_of(ctx.usage, ctx.region, minutes, stt_model=self.settings.stt, tts_model=self.settings.tts,
+                       transport=ctx.transport)
+        self.metrics.call_ended(cost.total, ctx.region)
+        kind = reason.split(":", 1)[0]
+        if kind not in ("stopped", "disconnected", "hangup"):
+            self.metrics.error(kind)
+        record = {"call_id": ctx.call_id, "transport": ctx.transport, "reason": reason, "usage": dict(ctx.usage),
+                  "digits": ctx.digits, "timings": list(ctx.timings), "cost_usd": cost.total_usd,
+                  "region": ctx.region, "language": ctx.language, "quality": ctx.quality_tier}
+        self.ended.append(record)
+        del self.ended[:-200]
+        return record
 
     def api_refusal(self, request: Request) -> Response | None:
         """Call records hold phone numbers and transcripts: bearer token if set, else loopback only."""
@@ -154,21 +185,14 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
                 custom=dict(started.custom_parameters),
             )
             ctx.custom.pop("call_token", None)
-            state.calls[ctx.call_id] = ctx
-            ctx.log.info("call started: caller=%s agent=%s", ctx.caller or "?", ctx.agent_id)
+            state.call_started(ctx)
             return ctx
-
-        def on_end(ctx: CallContext, reason: str) -> None:
-            state.calls.pop(ctx.call_id, None)
-            state.ended.append({"call_id": ctx.call_id, "reason": reason, "usage": dict(ctx.usage),
-                                "digits": ctx.digits, "timings": list(ctx.timings)})
-            del state.ended[:-200]
 
         setup = CallSetup(
             check_token=check_token,
             build=lambda ctx, started: state.stack.build(ctx),
             context=context,
-            on_end=on_end,
+            on_end=state.call_ended,
             max_message_bytes=state.settings.max_message_bytes,
         )
         await serve_stream(websocket, setup)
@@ -178,11 +202,28 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
             return refusal
         return JSONResponse({"active": sorted(state.calls), "recent": state.ended[-50:]})
 
+    async def metrics(request: Request) -> Response:
+        body, content_type = state.metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def dashboard(request: Request) -> Response:
+        if (refusal := state.api_refusal(request)) is not None:
+            return refusal
+        return HTMLResponse(render_dashboard(state.metrics.snapshot()))
+
+    async def dashboard_data(request: Request) -> Response:
+        if (refusal := state.api_refusal(request)) is not None:
+            return refusal
+        return JSONResponse(state.metrics.snapshot())
+
     routes = [
         Route("/health", health),
         Route("/twiml", twiml, methods=["POST"]),
         WebSocketRoute("/twilio/stream", twilio_stream),
         Route("/api/recent", recent_calls),
+        Route("/metrics", metrics),
+        Route("/dashboard", dashboard),
+        Route("/api/dashboard", dashboard_data),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.aybiza = state

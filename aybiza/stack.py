@@ -1,7 +1,7 @@
 """The speech stack a process runs: which STT, model and TTS, loaded once and shared by calls.
 
 ``SpeechStack.build(ctx)`` returns a call's processors in the design's order
-(``vad -> stt -> turns -> model -> tts``; the transport adds its own input
+(``quality -> vad -> stt -> language -> turns -> model -> tts``; the transport adds its own input
 and output ends) and the frames that open the call (the agent's greeting).
 Engines are process-wide and loaded by ``warm()`` at startup, off the event
 loop; a call only creates cheap per-call state.
@@ -16,7 +16,9 @@ from .agents import AgentConfig, list_agents, load_agent
 from .config import Settings
 from .errors import ConfigError
 from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, Processor
+from .processors.language import DEFAULT_LANGUAGES, LanguageProcessor, detector_for
 from .processors.llm.faq import FAQResponder, shared_matcher
+from .processors.quality import QualityProcessor
 from .processors.stt.sphinx import SPHINX_POOL, SphinxSTT
 from .processors.stt.whisper import WhisperRecognizer, WhisperSTT
 from .processors.tts.base import SpeechSynthesizer, TTSProcessor
@@ -84,6 +86,7 @@ class SpeechStack:
             warm()
         if self.settings.llm == "faq":
             shared_matcher(agent)
+        detector_for(frozenset(DEFAULT_LANGUAGES))
 
     def build(self, ctx: CallContext) -> tuple[list[Processor], list[Frame]]:
         """Processors for one call and the frames that open it."""
@@ -91,9 +94,11 @@ class SpeechStack:
         agent = self.agent(ctx.agent_id)
         stt: Processor = WhisperSTT(self.recognizer) if settings.stt == "whisper" else SphinxSTT()
         processors: list[Processor] = [
+            QualityProcessor(),  # sees every frame, before the gate drops silence
             VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
                          preroll_ms=settings.preroll_ms),
             stt,
+            LanguageProcessor(),  # reads the first final transcripts
             TurnTaker(barge_in=settings.barge_in),
             FAQResponder(agent),
             TTSProcessor(self.synthesizer, fallback=self.other_languages),

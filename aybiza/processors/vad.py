@@ -1,7 +1,10 @@
 """Voice activity detection and silence gating, inline on every caller frame.
 
-A frame classifier (webrtcvad by default) says voiced or not for each
-10/20/30 ms frame; a small state machine smooths that into speech segments:
+A frame classifier says voiced or not for each 10/20/30 ms frame (other
+sizes are cut into 20 ms chunks): by default webrtcvad behind an adaptive
+noise-floor gate (``detector="adaptive"``), or plain webrtcvad, or Silero
+VAD (ONNX, model from the ``silero-vad`` package). A small state machine
+smooths the verdicts into speech segments:
 
 * ``start_ms`` of consecutive voiced audio confirms speech: ``SpeechStarted``
   (at the first voiced frame's capture time) is pushed, then the held
@@ -20,7 +23,6 @@ bill it) and the call's usage records ``audio_seconds`` for every frame and
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable
@@ -206,9 +208,7 @@ class SileroClassifier:
         rate = np.array(sample_rate, dtype=np.int64)
         while buffer.size >= window:
             chunk = np.concatenate((self._context, buffer[:window]))
-            out, self._state = self._session.run(
-                None, {"input": chunk[None, :], "state": self._state, "sr": rate}
-            )
+            out, self._state = self._session.run(None, {"input": chunk[None, :], "state": self._state, "sr": rate})
             self._context = chunk[-self._context.size :]
             buffer = buffer[window:]
             self.probability = float(out[0, 0])
@@ -355,7 +355,7 @@ class VADProcessor(Processor):
         # it must neither start speech nor move its end.
         voiced = voiced and not getattr(self._classify, "holding", False)
         if self.speaking:
-            await self.push(dataclasses.replace(frame, voiced=True))
+            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True))
             if voiced:
                 self._silent_run_s = 0.0
                 self._last_voiced_end = frame.captured_at + duration
@@ -379,10 +379,10 @@ class VADProcessor(Processor):
         if self._tail_s > 0.0:
             # Hangover after SpeechStopped: forward, still marked as part of the segment.
             self._tail_s -= duration
-            await self.push(dataclasses.replace(frame, voiced=True))
+            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True))
             return
         if not self._gate:
-            await self.push(dataclasses.replace(frame, voiced=False))
+            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, False))
             return
         self._held.append(frame)
         self._held_s += duration
@@ -404,10 +404,10 @@ class VADProcessor(Processor):
             if old.captured_at < earliest:
                 gated += old.duration
             else:
-                await self.push(dataclasses.replace(old, voiced=True))
+                await self.push(InputAudio(old.pcm, old.sample_rate, old.captured_at, True))
         if gated and self.ctx is not None:
             self.ctx.add_usage("gated_seconds", gated)
-        await self.push(dataclasses.replace(frame, voiced=True))
+        await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True))
 
     def _trim_held(self) -> None:
         """Keep what a pre-roll may still need: the current voiced run plus ``preroll_ms``."""

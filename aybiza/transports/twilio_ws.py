@@ -129,7 +129,7 @@ class CallSetup:
     check_token: Callable[[dict[str, str]], bool]
     build: Callable[[CallContext, Started], tuple[list[Processor], list[Frame]]]
     context: Callable[[Started], CallContext]
-    on_end: Callable[[CallContext, str], None]
+    on_end: Callable[[CallContext, str], object]
     max_message_bytes: int = 64 * 1024
     start_timeout_s: float = 10.0
 

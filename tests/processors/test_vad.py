@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 from functools import cache
@@ -176,3 +177,56 @@ def test_invalid_settings_are_rejected() -> None:
         VADProcessor(aggressiveness=4)
     with pytest.raises(ValueError):
         VADProcessor(stop_ms=-1)
+
+
+def noise(seconds: float, rms: float, seed: int = 5) -> Audio:
+    rng = np.random.default_rng(seed)
+    return np.asarray(rng.standard_normal(int(seconds * RATE)) * rms, dtype=np.float64)
+
+
+@pytest.mark.anyio
+async def test_steady_noise_alone_is_not_speech() -> None:
+    hiss = noise(3.0, 600.0).clip(-32768, 32767).astype("<i2")
+    vad = VADProcessor()
+    sink = await run(vad, hiss)
+    assert sink.of(SpeechStarted) == []
+    assert vad.ctx is not None and vad.ctx.usage["gated_seconds"] == pytest.approx(3.0, abs=0.03)
+
+
+@needs_espeak
+@pytest.mark.anyio
+async def test_speech_in_noise_is_found_once() -> None:
+    audio, onset, offset = spoken()
+    speech_rms = float(np.sqrt(np.mean(audio[int(onset * RATE) : int(offset * RATE)].astype(np.float64) ** 2)))
+    noisy = (audio + noise(audio.size / RATE, speech_rms / 10 ** (15 / 20))).clip(-32768, 32767).astype("<i2")
+    sink = await run(VADProcessor(), noisy, t0=0.0)
+    starts = sink.of(SpeechStarted)
+    assert len(starts) == 1 and abs(starts[0].at - onset) <= 0.1
+    assert len(sink.of(SpeechStopped)) == 1
+
+
+@needs_espeak
+@pytest.mark.anyio
+async def test_silero_detector_finds_the_same_speech() -> None:
+    pytest.importorskip("onnxruntime")
+    if importlib.util.find_spec("silero_vad") is None:
+        pytest.skip("silero-vad (model package) not installed")
+    audio, onset, offset = spoken()
+    sink = await run(VADProcessor(detector="silero"), audio, t0=0.0)
+    starts, stops = sink.of(SpeechStarted), sink.of(SpeechStopped)
+    assert len(starts) == 1 and abs(starts[0].at - onset) <= 0.15
+    assert len(stops) == 1 and abs(stops[0].at - offset) <= 0.15
+
+
+@pytest.mark.anyio
+async def test_hangover_forwards_a_tail_after_speech_stopped_at_16khz() -> None:
+    verdicts = iter([True] * 5 + [False] * 40)
+    vad = VADProcessor(classifier=lambda pcm, rate: next(verdicts), start_ms=60, stop_ms=100, hangover_ms=100)
+    sink = Sink()
+    vad.push = sink
+    for i in range(45):
+        await vad.process(InputAudio(bytes(640), 16000, i * 0.02))
+    stop = sink.of(SpeechStopped)[0]
+    assert stop.at == pytest.approx(0.1)
+    after = sink.frames[sink.frames.index(stop) + 1 :]
+    assert len(after) == 5 and all(isinstance(f, InputAudio) and f.voiced for f in after)

@@ -228,7 +228,14 @@ class FAQResponder(Processor):
         faq, score = await anyio.to_thread.run_sync(matcher.match, turn.text, abandon_on_cancel=True)
         self._last_match = FAQMatch(turn.turn_id, faq.id if faq is not None else None, score)
         ctx.log.info("faq turn %d: %s (score %.3f)", turn.turn_id, faq.id if faq else "fallback", score)
-        sentences = split_sentences(faq.answer if faq is not None else self.agent.fallback)
+        if faq is not None:
+            reply = faq.answer
+        elif ctx.quality_tier == "low":
+            # A bad line, not a bad question: ask the caller to move or repeat.
+            reply = self.agent.reprompt
+        else:
+            reply = self.agent.fallback
+        sentences = split_sentences(reply)
         ctx.add_usage("faq_answers", 1)
         # The whole answer is ready at once: its "first token" is the first sentence.
         ctx.record_timing("llm_first_token", time.monotonic() - pending.arrived_at)

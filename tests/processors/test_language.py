@@ -1,0 +1,127 @@
+"""LanguageProcessor: the caller-number prior, custom parameters and text language ID on transcripts."""
+
+from __future__ import annotations
+
+import pytest
+
+from aybiza.errors import ConfigError
+from aybiza.pipeline.context import CallContext
+from aybiza.pipeline.frames import DTMF, Frame, LanguageChanged, Transcript
+from aybiza.processors.language import (
+    LanguageProcessor,
+    detect_language,
+    detector_for,
+    language_for_number,
+    prior_language,
+)
+
+
+class Sink:
+    """Collects what the processor pushes."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    async def __call__(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+
+async def started(ctx: CallContext, **options: object) -> tuple[LanguageProcessor, Sink]:
+    processor = LanguageProcessor(**options)  # type: ignore[arg-type]
+    sink = Sink()
+    processor.push = sink
+    await processor.start(ctx, None)  # type: ignore[arg-type]  # spawns no task
+    return processor, sink
+
+
+@pytest.mark.parametrize(
+    ("number", "language"),
+    [
+        ("+442079460000", "en-GB"),
+        ("+441632960123", "en-GB"),  # a drama range with no region: the country code still says GB
+        ("+4930123456", "de"),
+        ("+33123456789", "fr"),
+        ("+34912345678", "es"),
+        ("+525512345678", "es-MX"),
+        ("+12025550123", "en-US"),
+        ("+81312345678", None),  # Japanese is not configured
+        ("anonymous", None),
+        ("", None),
+    ],
+)
+def test_caller_number_gives_the_language_prior(number: str, language: str | None) -> None:
+    assert language_for_number(number) == language
+
+
+def test_custom_parameter_beats_the_number_and_unknown_languages_are_ignored() -> None:
+    ctx = CallContext(call_id="c", caller="+442079460000", custom={"language": "fr"})
+    assert prior_language(ctx) == "fr"
+    ctx.custom["language"] = "ja"
+    assert prior_language(ctx) == "en-GB"
+    assert prior_language(CallContext(call_id="c", caller_country="DE")) == "de"
+    assert prior_language(CallContext(call_id="c")) is None
+
+
+@pytest.mark.anyio
+async def test_start_sets_the_call_language_from_the_caller() -> None:
+    ctx = CallContext(call_id="c", caller="+4930123456")
+    await started(ctx)
+    assert ctx.language == "de"
+
+
+@pytest.mark.anyio
+async def test_a_transcript_in_another_language_changes_the_call_language_first() -> None:
+    ctx = CallContext(call_id="c", caller="+442079460000")
+    processor, sink = await started(ctx)
+    interim = Transcript("Guten Tag", final=False)
+    await processor.process(interim)
+    assert sink.frames == [interim] and ctx.language == "en-GB", "interim transcripts are not judged"
+    await processor.process(Transcript("Guten Tag, ich möchte meinen Kontostand wissen", final=True))
+    changed, transcript = sink.frames[1:]
+    assert isinstance(changed, LanguageChanged) and changed.language == "de"
+    assert changed.confidence >= 0.75
+    assert isinstance(transcript, Transcript) and transcript.language == "de"
+    assert ctx.language == "de"
+
+
+@pytest.mark.anyio
+async def test_the_detected_language_takes_the_callers_region() -> None:
+    ctx = CallContext(call_id="c", caller="+525512345678", custom={"language": "en"})
+    processor, sink = await started(ctx)
+    await processor.process(Transcript("Hola, quisiera saber el saldo de mi cuenta", final=True))
+    assert ctx.language == "es-MX"
+    assert isinstance(sink.frames[0], LanguageChanged) and sink.frames[0].language == "es-MX"
+
+
+@pytest.mark.anyio
+async def test_matching_or_ambiguous_transcripts_change_nothing() -> None:
+    ctx = CallContext(call_id="c", caller="+442079460000")
+    processor, sink = await started(ctx)
+    frames: list[Frame] = [
+        Transcript("ok", final=True),
+        DTMF("1"),
+        Transcript("I would like to check my balance please", final=True),
+        Transcript("Bonjour je voudrais parler à quelqu'un", final=True),  # after confirmation: not judged
+    ]
+    for frame in frames:
+        await processor.process(frame)
+    assert sink.frames == frames
+    assert ctx.language == "en-GB"
+
+
+@pytest.mark.anyio
+async def test_only_the_first_transcripts_are_checked() -> None:
+    ctx = CallContext(call_id="c", language="en")
+    processor, sink = await started(ctx, transcripts=1)
+    await processor.process(Transcript("yes", final=True))
+    await processor.process(Transcript("Je voudrais connaître le solde de mon compte", final=True))
+    assert not any(isinstance(f, LanguageChanged) for f in sink.frames)
+    assert ctx.language == "en"
+
+
+def test_detection_is_restricted_to_the_configured_languages() -> None:
+    detector = detector_for(frozenset({"en", "de"}))
+    language, confidence = detect_language(detector, "Hola, quisiera saber el saldo de mi cuenta")
+    assert language in {"en", "de"} and 0.0 <= confidence <= 1.0
+    with pytest.raises(ConfigError):
+        detector_for(frozenset({"en", "xx"}))
