@@ -108,6 +108,7 @@ class DeepgramTTS(Processor):
 
     async def stop(self) -> None:
         self._closing = True
+        await self._worker.close()
 
     async def process(self, frame: Frame) -> None:
         if isinstance(frame, AgentText):

@@ -1,0 +1,485 @@
+"""Claude on Amazon Bedrock through ConverseStream (boto3), for the voice hot path.
+
+* One boto3 client per (Region, endpoint) for the process (:func:`bedrock_client`),
+  configured for voice rather than batch: standard retry mode with at most 2
+  attempts, 1 s connect timeout, read timeout sized to the first-token
+  deadline, TCP keepalive, 64 pooled connections.
+* The blocking event stream is read in a worker thread and handed to the event
+  loop event by event; the loop enforces a first-token deadline and a stream-
+  stall timeout (:class:`~aybiza.errors.ProviderTimeout`), and closing the
+  reply (barge-in) closes the HTTP stream.
+* Errors are mapped onto :mod:`aybiza.errors` (:func:`classify_error`):
+  throttling, overload, 5xx, timeouts, dropped connections and mid-stream
+  exception frames are retryable in another Region; validation and
+  credential errors are not.
+* Extended thinking (``additionalModelRequestFields.thinking``) when a budget is
+  given (the premium tier); reasoning is streamed as ``ThinkingDelta`` and never
+  spoken. Blank text blocks are never sent.
+
+:class:`BedrockStreamer` is the lower-level API a router can drive (one per
+Region, same request); :class:`BedrockLLM` is the pipeline processor.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ...errors import (
+    BadRequestError,
+    CredentialsError,
+    OverloadedError,
+    ProviderError,
+    ProviderTimeout,
+    ThrottledError,
+)
+from .sentences import (
+    ChatMessage,
+    ReplyEvent,
+    ReplyProcessor,
+    ReplyRequest,
+    ReplyStop,
+    ReplyUsage,
+    TextDelta,
+    ThinkingDelta,
+    normalise_messages,
+)
+
+__all__ = [
+    "BedrockLLM",
+    "BedrockStreamer",
+    "MAX_CONCURRENT_STREAMS",
+    "bedrock_client",
+    "classify_error",
+    "client_config",
+    "clear_client_cache",
+    "converse_request",
+]
+
+MAX_CONCURRENT_STREAMS = 64
+"""Streams read at once (threads and pooled connections per client)."""
+
+_ENDPOINT_ENV = "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"
+_clients: dict[tuple[str, str | None, float, float], Any] = {}
+_clients_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def client_config(read_timeout: float = 2.5, connect_timeout: float = 1.0) -> Any:
+    """botocore ``Config`` for the hot path (ROUTING.md §7.4)."""
+    from botocore.config import Config
+
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": 2},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        tcp_keepalive=True,
+        max_pool_connections=MAX_CONCURRENT_STREAMS,
+    )
+
+
+def bedrock_client(
+    region: str, endpoint_url: str | None = None, *, read_timeout: float = 2.5, connect_timeout: float = 1.0
+) -> Any:
+    """The process's ``bedrock-runtime`` client for ``(region, endpoint_url)``; created once.
+
+    Raises :class:`CredentialsError` when the AWS credential chain finds nothing.
+    Blocking the first time (it loads the service model): call at startup to warm.
+    """
+    endpoint = endpoint_url or os.environ.get(_ENDPOINT_ENV) or None
+    key = (region, endpoint, float(read_timeout), float(connect_timeout))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is not None:
+            return client
+        import boto3
+
+        session = boto3.session.Session(region_name=region)
+        try:
+            credentials = session.get_credentials()
+        except Exception as exc:  # a broken profile, SSO token expired ...
+            raise CredentialsError(
+                f"AWS credentials could not be loaded: {exc}", provider="bedrock", region=region
+            ) from exc
+        # A Bedrock API key (bearer token, HTTPS endpoints only) stands in for SigV4 credentials.
+        if credentials is None and not os.environ.get("AWS_BEARER_TOKEN_BEDROCK"):
+            raise CredentialsError(
+                "no AWS credentials found (environment, shared config/credentials files, SSO, container "
+                "or instance role); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
+                provider="bedrock",
+                region=region,
+            )
+        client = session.client(
+            "bedrock-runtime",
+            region_name=region,
+            endpoint_url=endpoint,
+            config=client_config(read_timeout, connect_timeout),
+        )
+        _clients[key] = client
+        return client
+
+
+def clear_client_cache() -> None:
+    """Forget every cached client (tests; credential rotation)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+def converse_request(
+    request: ReplyRequest,
+    *,
+    model_id: str,
+    max_tokens: int = 400,
+    temperature: float | None = None,
+    thinking_budget: int | None = None,
+) -> dict[str, Any]:
+    """The ``converse_stream`` keyword arguments for ``request`` (blank text never sent).
+
+    With a thinking budget, ``maxTokens`` is ``max_tokens + budget`` and ``temperature`` is left out
+    (Bedrock rejects a modified temperature with extended thinking).
+    """
+    messages = normalise_messages(request.messages)
+    if not messages:
+        raise BadRequestError("nothing to send: the conversation has no text", provider="bedrock")
+    inference: dict[str, Any] = {"maxTokens": max_tokens}
+    kwargs: dict[str, Any] = {
+        "modelId": model_id,
+        "messages": [{"role": m.role, "content": [{"text": m.text}]} for m in messages],
+        "inferenceConfig": inference,
+    }
+    if request.system.strip():
+        kwargs["system"] = [{"text": request.system.strip()}]
+    if thinking_budget:
+        inference["maxTokens"] = max_tokens + thinking_budget
+        kwargs["additionalModelRequestFields"] = {
+            "thinking": {"type": "enabled", "budget_tokens": thinking_budget}
+        }
+    elif temperature is not None:
+        inference["temperature"] = temperature
+    return kwargs
+
+
+_THROTTLED = frozenset(
+    {
+        "throttlingexception",
+        "toomanyrequestsexception",
+        "servicequotaexceededexception",
+        "limitexceededexception",
+        "requestlimitexceeded",
+    }
+)
+_OVERLOADED = frozenset(
+    {
+        "serviceunavailableexception",
+        "internalserverexception",
+        "internalfailure",
+        "modelstreamerrorexception",
+        "modelnotreadyexception",
+        "modelerrorexception",
+        "serviceunavailable",
+        "internalservererror",
+        "serviceexception",
+    }
+)
+_TIMEOUTS = frozenset({"modeltimeoutexception", "requesttimeout", "requesttimeoutexception"})
+_CREDENTIALS = frozenset(
+    {
+        "accessdeniedexception",
+        "unrecognizedclientexception",
+        "expiredtokenexception",
+        "invalidsignatureexception",
+        "incompletesignature",
+        "signaturedoesnotmatch",
+        "missingauthenticationtokenexception",
+        "unauthorizedexception",
+        "invalidclienttokenid",
+    }
+)
+
+
+def classify_error(
+    exc: BaseException, *, region: str = "", provider: str = "bedrock"
+) -> ProviderError | None:
+    """The :mod:`aybiza.errors` error for a boto3/botocore failure, or None if it is not one."""
+    from botocore import exceptions as bx
+
+    if isinstance(exc, ProviderError):
+        return exc
+    where = {"provider": provider, "region": region}
+    if isinstance(exc, bx.ClientError):
+        error = exc.response.get("Error", {}) if isinstance(exc.response, Mapping) else {}
+        code = str(error.get("Code", ""))
+        message = f"{code}: {error.get('Message', '')}".strip(": ")
+        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        key = code.lower()
+        if key in _THROTTLED or status == 429:
+            return ThrottledError(message, **where)
+        if key in _TIMEOUTS or status == 408:
+            return ProviderTimeout(message, **where)
+        if key in _OVERLOADED or (isinstance(status, int) and status >= 500):
+            return OverloadedError(message, **where)
+        if key in _CREDENTIALS or status in (401, 403):
+            return CredentialsError(message, **where)
+        if isinstance(exc, bx.EventStreamError) and status is None:
+            return OverloadedError(message, **where)  # an unmodelled exception frame mid-stream
+        return BadRequestError(message, **where)
+    if isinstance(exc, bx.ReadTimeoutError | bx.ConnectTimeoutError):
+        return ProviderTimeout(f"{type(exc).__name__}: {exc}", **where)
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError | bx.CredentialRetrievalError):
+        return CredentialsError(f"{type(exc).__name__}: {exc}", **where)
+    if isinstance(exc, bx.ParamValidationError):
+        return BadRequestError(f"{type(exc).__name__}: {exc}", **where)
+    if isinstance(exc, bx.ConnectionError | bx.HTTPClientError):
+        return OverloadedError(f"{type(exc).__name__}: {exc}", **where)
+    if isinstance(exc, TimeoutError):
+        return ProviderTimeout(f"{type(exc).__name__}: {exc}", **where)
+    if isinstance(exc, OSError):
+        return OverloadedError(f"{type(exc).__name__}: {exc}", **where)
+    if type(exc).__module__.startswith("urllib3"):
+        return OverloadedError(f"{type(exc).__name__}: {exc}", **where)  # a connection dropped mid-read
+    return None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _clients_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(MAX_CONCURRENT_STREAMS, thread_name_prefix="aybiza-bedrock")
+        return _executor
+
+
+@dataclass(slots=True)
+class _Failed:
+    error: BaseException
+
+
+_DONE = object()
+
+
+class _StreamJob:
+    """One ConverseStream read in a worker thread, handed to the loop event by event."""
+
+    __slots__ = ("_send", "_token", "_stream", "_cancelled", "_lock")
+
+    def __init__(self, send: MemoryObjectSendStream[object]) -> None:
+        self._send = send
+        self._token = anyio.lowlevel.current_token()
+        self._stream: Any = None
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def run(self, client: Any, kwargs: dict[str, Any]) -> None:
+        stream: Any = None
+        try:
+            response = client.converse_stream(**kwargs)
+            stream = response["stream"]
+            with self._lock:
+                self._stream = stream
+                cancelled = self._cancelled
+            if cancelled:
+                return
+            for event in stream:
+                if self._cancelled or not self._emit(event):
+                    return
+            self._emit(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which raises it
+            if not self._cancelled:
+                self._emit(_Failed(exc))
+        finally:
+            if stream is not None:
+                _close_quietly(stream)
+
+    def _emit(self, item: object) -> bool:
+        try:
+            anyio.from_thread.run_sync(self._send.send_nowait, item, token=self._token)
+            return True
+        except Exception:  # the reader went away or the loop is closing
+            self._cancelled = True
+            return False
+
+    def cancel(self) -> None:
+        """Stop reading and close the HTTP stream (from the loop thread)."""
+        with self._lock:
+            self._cancelled = True
+            stream = self._stream
+        if stream is not None:
+            _close_quietly(stream)
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.close()
+    except Exception:  # noqa: BLE001 - closing a dead socket
+        pass
+
+
+class BedrockStreamer:
+    """ConverseStream on one model in one Region; ``stream_reply`` raises :mod:`aybiza.errors` types."""
+
+    provider = "bedrock"
+
+    def __init__(
+        self,
+        *,
+        region: str,
+        model_id: str,
+        endpoint_url: str | None = None,
+        max_tokens: int = 400,
+        temperature: float | None = None,
+        thinking_budget: int | None = None,
+        first_token_timeout: float = 2.5,
+        stall_timeout: float = 0.5,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        if thinking_budget is not None and thinking_budget < 1024:
+            raise BadRequestError(
+                f"thinking budget must be at least 1024 tokens, not {thinking_budget}",
+                provider=self.provider,
+                region=region,
+            )
+        self.region = region
+        self.model_id = model_id
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.thinking_budget = thinking_budget
+        self.first_token_timeout = first_token_timeout
+        self.stall_timeout = stall_timeout
+        # The socket read timeout backs up the loop-side deadlines.
+        read_timeout = max(first_token_timeout, stall_timeout)
+        self.client = bedrock_client(
+            region, endpoint_url, read_timeout=read_timeout, connect_timeout=connect_timeout
+        )
+
+    def request_kwargs(self, request: ReplyRequest) -> dict[str, Any]:
+        """The ``converse_stream`` arguments for ``request``."""
+        return converse_request(
+            request,
+            model_id=self.model_id,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            thinking_budget=self.thinking_budget,
+        )
+
+    def stream_reply(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
+        """Stream the reply; raises ``ProviderTimeout`` on a missed first token or a stall."""
+        return self._events(request)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the client is shared by the process."""
+        return None
+
+    async def _events(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
+        kwargs = self.request_kwargs(request)
+        send, receive = anyio.create_memory_object_stream[object](math.inf)
+        job = _StreamJob(send)
+        started = time.monotonic()
+        _pool().submit(job.run, self.client, kwargs)
+        got_token = False
+        try:
+            with receive:
+                while True:
+                    if got_token:
+                        timeout = self.stall_timeout
+                    else:
+                        timeout = self.first_token_timeout - (time.monotonic() - started)
+                    item: object = None
+                    with anyio.move_on_after(max(timeout, 0.0)):
+                        item = await receive.receive()
+                    if item is None:
+                        what = "stream stalled for" if got_token else "no first token within"
+                        limit = self.stall_timeout if got_token else self.first_token_timeout
+                        raise ProviderTimeout(
+                            f"{self.model_id}: {what} {limit:.2f} s",
+                            provider=self.provider,
+                            region=self.region,
+                        )
+                    if item is _DONE:
+                        return
+                    if isinstance(item, _Failed):
+                        mapped = classify_error(item.error, region=self.region, provider=self.provider)
+                        if mapped is None:
+                            raise item.error
+                        raise mapped from item.error
+                    for event in _translate(item, self.model_id):
+                        if isinstance(event, TextDelta | ThinkingDelta):
+                            got_token = True
+                        yield event
+        finally:
+            job.cancel()
+            send.close()
+
+
+def _translate(item: object, model_id: str) -> list[ReplyEvent]:
+    if not isinstance(item, Mapping):
+        return []
+    delta_event = item.get("contentBlockDelta")
+    if delta_event is not None:
+        delta = delta_event.get("delta", {})
+        text = delta.get("text")
+        if text:
+            return [TextDelta(text)]
+        reasoning = delta.get("reasoningContent") or {}
+        if reasoning.get("text"):
+            return [ThinkingDelta(reasoning["text"])]
+        return []
+    stop = item.get("messageStop")
+    if stop is not None:
+        return [ReplyStop(str(stop.get("stopReason", "")))]
+    metadata = item.get("metadata")
+    if metadata is not None:
+        usage = metadata.get("usage") or {}
+        metrics = metadata.get("metrics") or {}
+        latency = metrics.get("latencyMs")
+        return [
+            ReplyUsage(
+                model_id,
+                int(usage.get("inputTokens", 0)),
+                int(usage.get("outputTokens", 0)),
+                float(latency) if latency is not None else None,
+            )
+        ]
+    return []
+
+
+class BedrockLLM(ReplyProcessor):
+    """The model stage on Claude via Bedrock ConverseStream."""
+
+    name = "llm-bedrock"
+
+    def __init__(
+        self,
+        *,
+        region: str,
+        model_id: str,
+        system_prompt: str,
+        endpoint_url: str | None = None,
+        thinking_budget: int | None = None,
+        max_tokens: int = 400,
+        temperature: float | None = None,
+        first_token_timeout: float = 2.5,
+        stall_timeout: float = 0.5,
+        history: Sequence[ChatMessage] = (),
+        error_text: str | None = None,
+    ) -> None:
+        streamer = BedrockStreamer(
+            region=region,
+            model_id=model_id,
+            endpoint_url=endpoint_url,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            thinking_budget=thinking_budget,
+            first_token_timeout=first_token_timeout,
+            stall_timeout=stall_timeout,
+        )
+        super().__init__(streamer, system_prompt=system_prompt, history=history, error_text=error_text)

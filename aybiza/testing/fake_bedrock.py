@@ -1,0 +1,299 @@
+"""A fake Bedrock Runtime that speaks ConverseStream's wire protocol.
+
+``POST /model/{modelId}/converse-stream`` answers with
+``application/vnd.amazon.eventstream`` frames (correct CRCs) exactly as
+boto3 expects them, so the real client can be pointed at it with
+``endpoint_url``. What each request gets is scripted with :class:`BedrockReply`
+(text, thinking, HTTP errors such as 429, an exception frame mid-stream, delays
+before the first token, a stall, a dropped connection). Requests are recorded,
+and the fake rejects what Bedrock rejects (blank text blocks, roles that do not
+alternate, temperature with thinking) with a ``ValidationException``.
+
+    with FakeBedrock(script=[BedrockReply(text="Hi there.")]) as fb:
+        client = boto3.client("bedrock-runtime", endpoint_url=fb.url, ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from ._server import LoopbackServer
+from .eventstream import event_frame, exception_frame
+
+__all__ = ["BedrockReply", "BedrockRequest", "FakeBedrock"]
+
+DEFAULT_THINKING = "The caller wants help. Answer briefly and warmly."
+
+
+@dataclass(frozen=True, slots=True)
+class BedrockReply:
+    """What the fake does with one request."""
+
+    text: str = "Hello! How can I help you today?"
+    thinking: str | None = None  # None: reason only when the request asks for thinking
+    chunk_chars: int = 8
+    status: int = 200  # != 200: an HTTP error carrying ``error_type``
+    error_type: str = "ThrottlingException"
+    error_message: str = "Too many requests, please wait before trying again."
+    exception: str | None = None  # e.g. "modelStreamErrorException": an exception frame mid-stream
+    exception_after: int = 2  # frames sent before the exception frame (or before ``abort``)
+    abort: bool = False  # drop the TCP connection after ``exception_after`` frames
+    headers_delay: float = 0.0  # before the HTTP response starts
+    first_token_delay: float = 0.0  # after messageStart, before the first delta
+    chunk_delay: float = 0.0  # between deltas
+    stall_after: int | None = None  # deltas sent before a stall of ``stall_s``
+    stall_s: float = 0.0
+    input_tokens: int | None = None  # None: a count derived from the request
+    output_tokens: int | None = None
+    latency_ms: int = 42
+    stop_reason: str = "end_turn"
+
+
+@dataclass(slots=True)
+class BedrockRequest:
+    """One request as the fake received it."""
+
+    model_id: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    received_at: float = 0.0
+    finished: bool = False  # the whole scripted reply was sent
+
+    @property
+    def thinking(self) -> dict[str, Any] | None:
+        """The ``thinking`` request field, if any."""
+        extra = self.body.get("additionalModelRequestFields") or {}
+        value = extra.get("thinking")
+        return value if isinstance(value, dict) else None
+
+
+Script = Sequence[BedrockReply] | Callable[[BedrockRequest], BedrockReply] | None
+
+
+@dataclass(slots=True)
+class _State:
+    requests: list[BedrockRequest] = field(default_factory=list)
+    served: int = 0
+
+
+class FakeBedrock(LoopbackServer):
+    """Bedrock Runtime ConverseStream on a free loopback port (``.url`` is its endpoint_url)."""
+
+    def __init__(self, script: Script = None, *, validate: bool = True) -> None:
+        super().__init__()
+        self.script = script
+        self.validate = validate
+        self._state = _State()
+
+    @property
+    def requests(self) -> list[BedrockRequest]:
+        """Every request received so far, in order."""
+        return self._state.requests
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/model/{model}/converse-stream", self._converse_stream)
+        return app
+
+    def _reply_for(self, request: BedrockRequest) -> BedrockReply:
+        script = self.script
+        index = self._state.served
+        self._state.served += 1
+        if script is None:
+            return BedrockReply()
+        if callable(script):
+            return script(request)
+        if not script:
+            return BedrockReply()
+        return script[min(index, len(script) - 1)]
+
+    async def _converse_stream(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._answer(request)
+        except ConnectionResetError:  # the client went away (barge-in, its own deadline)
+            return web.Response(status=499)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        body = await request.json()
+        record = BedrockRequest(
+            model_id=unquote(request.match_info["model"]),
+            path=request.path,
+            headers=dict(request.headers),
+            body=body,
+            received_at=loop.time(),
+        )
+        self._state.requests.append(record)
+        reply = self._reply_for(record)
+        if reply.headers_delay:
+            await asyncio.sleep(reply.headers_delay)
+        problem = _validation_problem(body) if self.validate else None
+        if problem is not None:
+            return _error_response(400, "ValidationException", problem)
+        if reply.status != 200:
+            return _error_response(reply.status, reply.error_type, reply.error_message)
+
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "application/vnd.amazon.eventstream",
+                "x-amzn-RequestId": str(uuid.uuid4()),
+            },
+        )
+        await response.prepare(request)
+        await self._stream(request, response, record, reply)
+        return response
+
+    async def _stream(
+        self, request: web.Request, response: web.StreamResponse, record: BedrockRequest, reply: BedrockReply
+    ) -> None:
+        thinking = (
+            reply.thinking if reply.thinking is not None else (DEFAULT_THINKING if record.thinking else None)
+        )
+        deltas = 0
+        for index, (kind, frame) in enumerate(_frames(reply, record.body, thinking)):
+            if index == reply.exception_after:
+                if reply.abort:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return
+                if reply.exception is not None:
+                    await response.write(
+                        exception_frame(
+                            reply.exception, "The model stream failed mid-way.", originalStatusCode=500
+                        )
+                    )
+                    await response.write_eof()
+                    return
+            if kind == "delta":
+                if deltas == 0 and reply.first_token_delay:
+                    await asyncio.sleep(reply.first_token_delay)
+                elif deltas and reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
+                if reply.stall_after is not None and deltas == reply.stall_after and reply.stall_s:
+                    await asyncio.sleep(reply.stall_s)
+                deltas += 1
+            await response.write(frame)
+        await response.write_eof()
+        record.finished = True
+
+
+def _frames(reply: BedrockReply, body: dict[str, Any], thinking: str | None) -> list[tuple[str, bytes]]:
+    frames: list[tuple[str, bytes]] = [("start", event_frame("messageStart", {"role": "assistant"}))]
+    block = 0
+    if thinking:
+        for piece in _chunks(thinking, reply.chunk_chars):
+            frames.append(
+                (
+                    "delta",
+                    event_frame(
+                        "contentBlockDelta",
+                        {"contentBlockIndex": block, "delta": {"reasoningContent": {"text": piece}}},
+                    ),
+                )
+            )
+        frames.append(
+            (
+                "delta",
+                event_frame(
+                    "contentBlockDelta",
+                    {
+                        "contentBlockIndex": block,
+                        "delta": {"reasoningContent": {"signature": "fake-signature"}},
+                    },
+                ),
+            )
+        )
+        frames.append(("stop", event_frame("contentBlockStop", {"contentBlockIndex": block})))
+        block += 1
+    for piece in _chunks(reply.text, reply.chunk_chars):
+        frames.append(
+            (
+                "delta",
+                event_frame("contentBlockDelta", {"contentBlockIndex": block, "delta": {"text": piece}}),
+            )
+        )
+    frames.append(("stop", event_frame("contentBlockStop", {"contentBlockIndex": block})))
+    frames.append(("stop", event_frame("messageStop", {"stopReason": reply.stop_reason})))
+    tokens_in = reply.input_tokens if reply.input_tokens is not None else _count_words(body)
+    tokens_out = (
+        reply.output_tokens
+        if reply.output_tokens is not None
+        else (len(reply.text.split()) + len((thinking or "").split()))
+    )
+    frames.append(
+        (
+            "meta",
+            event_frame(
+                "metadata",
+                {
+                    "usage": {
+                        "inputTokens": tokens_in,
+                        "outputTokens": tokens_out,
+                        "totalTokens": tokens_in + tokens_out,
+                    },
+                    "metrics": {"latencyMs": reply.latency_ms},
+                },
+            ),
+        )
+    )
+    return frames
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    size = max(1, size)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _count_words(body: dict[str, Any]) -> int:
+    texts = [block.get("text", "") for block in body.get("system", []) if isinstance(block, dict)]
+    for message in body.get("messages", []):
+        texts.extend(block.get("text", "") for block in message.get("content", []) if isinstance(block, dict))
+    return sum(len(str(text).split()) for text in texts)
+
+
+def _validation_problem(body: dict[str, Any]) -> str | None:
+    """What real Bedrock would reject in a ConverseStream body, or None."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "The messages field is required and must not be empty."
+    if messages[0].get("role") != "user":
+        return "A conversation must start with a user message."
+    for first, second in itertools.pairwise(messages):
+        if first.get("role") == second.get("role"):
+            return "A conversation must alternate between user and assistant roles."
+    for block in itertools.chain(body.get("system", []), *(m.get("content", []) for m in messages)):
+        if "text" in block and not str(block["text"]).strip():
+            return (
+                "The text field in the ContentBlock object is blank. "
+                "Add text to the text field, and try again."
+            )
+    thinking = (body.get("additionalModelRequestFields") or {}).get("thinking")
+    if thinking:
+        config = body.get("inferenceConfig") or {}
+        if "temperature" in config and config["temperature"] != 1:
+            return "temperature may only be set to 1 when thinking is enabled."
+        budget = int(thinking.get("budget_tokens", 0))
+        if budget < 1024 or int(config.get("maxTokens", 0)) <= budget:
+            return "max_tokens must be greater than thinking.budget_tokens (at least 1024)."
+    return None
+
+
+def _error_response(status: int, error_type: str, message: str) -> web.Response:
+    return web.json_response(
+        {"message": message},
+        status=status,
+        headers={
+            "x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            "x-amzn-RequestId": str(uuid.uuid4()),
+        },
+    )

@@ -1,0 +1,109 @@
+"""The OpenAI-compatible provider (Ollama, llama.cpp, vLLM) against a fake SSE chat server."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from anyio.abc import TaskGroup
+
+from aybiza.errors import (
+    BadRequestError,
+    CredentialsError,
+    OverloadedError,
+    ProviderError,
+    ProviderTimeout,
+    ThrottledError,
+)
+from aybiza.pipeline import AgentText, AgentTurnDone, CallContext, Frame, Pipeline, Processor, UserTurn
+from aybiza.processors.llm.openai_compat import OpenAICompatLLM, OpenAICompatStreamer
+from aybiza.processors.llm.sentences import ChatMessage, ReplyRequest
+from aybiza.testing import ChatReply, FakeOpenAI, wait_until
+
+
+class Sink(Processor):
+    """The end of the test pipeline: keeps every frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[Frame] = []
+
+    async def process(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def said(self) -> list[str]:
+        return [f.text for f in self.frames if isinstance(f, AgentText)]
+
+    def done(self) -> list[int]:
+        return [f.turn_id for f in self.frames if isinstance(f, AgentTurnDone)]
+
+
+@pytest.mark.anyio
+async def test_a_local_model_answers_sentence_by_sentence_without_its_reasoning() -> None:
+    reply = ChatReply(
+        text="We open at nine. We close at ten.", reasoning="They ask about hours, keep it short."
+    )
+    with FakeOpenAI(script=[reply]) as fo:
+        stage = OpenAICompatLLM(
+            model="llama3.2:3b",
+            system_prompt="You answer briefly.",
+            base_url=fo.url + "/v1",
+            api_key="local-key",
+        )
+        sink = Sink()
+        ctx = CallContext(call_id="local")
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await p.push(UserTurn("When are you open?", 1))
+            await wait_until(lambda: sink.done() == [1])
+
+        await Pipeline([stage, sink]).run(ctx, feed)
+
+    assert sink.said() == ["We open at nine.", "We close at ten."]
+    body = fo.requests[0]
+    assert body["model"] == "llama3.2:3b" and body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["messages"] == [
+        {"role": "system", "content": "You answer briefly."},
+        {"role": "user", "content": "When are you open?"},
+    ]
+    assert fo.headers[0]["Authorization"] == "Bearer local-key"
+    assert ctx.usage["tokens_in:llama3.2:3b"] == 7
+    assert ctx.usage["tokens_out:llama3.2:3b"] == 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (ChatReply(status=429), ThrottledError),
+        (ChatReply(status=500), OverloadedError),
+        (ChatReply(status=400), BadRequestError),
+        (ChatReply(status=401), CredentialsError),
+        (ChatReply(first_token_delay=1.0), ProviderTimeout),
+    ],
+    ids=["429", "500", "400", "401", "first-token-deadline"],
+)
+async def test_failures_map_onto_the_error_tree(reply: ChatReply, error: type[ProviderError]) -> None:
+    with FakeOpenAI(script=[reply]) as fo:
+        streamer = OpenAICompatStreamer(model="m", base_url=fo.url + "/v1", first_token_timeout=0.3)
+        with pytest.raises(error):
+            async for _ in streamer.stream_reply(ReplyRequest("", (ChatMessage("user", "Hi"),))):
+                pass
+        await streamer.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_server_that_is_not_running_is_retryable() -> None:
+    streamer = OpenAICompatStreamer(model="m", base_url=f"http://127.0.0.1:{_free_port()}/v1")
+    with pytest.raises(OverloadedError) as caught:
+        async for _ in streamer.stream_reply(ReplyRequest("", (ChatMessage("user", "Hi"),))):
+            pass
+    assert caught.value.retryable
+    await streamer.aclose()

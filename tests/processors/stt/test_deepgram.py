@@ -1,0 +1,286 @@
+"""Deepgram streaming STT through the real deepgram-sdk against the fake Deepgram server."""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import pytest
+from anyio.abc import TaskGroup
+
+from aybiza.errors import CredentialsError, OverloadedError
+from aybiza.pipeline import (
+    DTMF,
+    CallContext,
+    Frame,
+    InputAudio,
+    LanguageChanged,
+    Pipeline,
+    Processor,
+    SpeechStarted,
+    SpeechStopped,
+    Transcript,
+)
+from aybiza.processors.stt.deepgram import DeepgramSTT
+from aybiza.testing import FakeDeepgram, wait_until
+from aybiza.transports.audio import lin2ulaw
+
+
+class Sink(Processor):
+    """The end of the test pipeline: keeps every frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[Frame] = []
+
+    async def process(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def transcripts(self, *, final: bool | None = None) -> list[Transcript]:
+        return [f for f in self.frames if isinstance(f, Transcript) and (final is None or f.final == final)]
+
+
+def speech(seconds: float, rate: int = 16000) -> list[bytes]:
+    """20 ms PCM16 frames of a voiced-looking tone."""
+    n = int(rate * 0.02)
+    total = int(seconds / 0.02)
+    t = np.arange(n * total) / rate
+    pcm = (np.sin(2 * math.pi * 220 * t) * 6000).astype("<i2").tobytes()
+    return [pcm[i * 2 * n : (i + 1) * 2 * n] for i in range(total)]
+
+
+async def say(
+    push: Callable[[Frame], Awaitable[None]], seconds: float, rate: int = 16000, pace: float = 0.004
+) -> float:
+    """SpeechStarted, the audio (paced), SpeechStopped; returns the stop time."""
+    import anyio
+
+    await push(SpeechStarted(at=time.monotonic()))
+    for pcm in speech(seconds, rate):
+        await push(InputAudio(pcm, rate, time.monotonic(), voiced=True))
+        await anyio.sleep(pace)
+    stopped = time.monotonic()
+    await push(SpeechStopped(at=stopped))
+    return stopped
+
+
+Feed = Callable[[Pipeline, TaskGroup], Awaitable[None]]
+
+
+async def run(stt: DeepgramSTT, sink: Sink, feed: Feed, ctx: CallContext | None = None) -> CallContext:
+    ctx = ctx or CallContext(call_id="stt-test")
+    await Pipeline([stt, sink]).run(ctx, feed)
+    return ctx
+
+
+@pytest.fixture(autouse=True)
+def deepgram_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "test-key")
+    monkeypatch.delenv("AYBIZA_DEEPGRAM_URL", raising=False)
+
+
+@pytest.mark.anyio
+async def test_interim_hypotheses_then_the_final_transcript() -> None:
+    async with FakeDeepgram(transcripts=["book a table for two"], interim_every_s=0.2) as dg:
+        stt = DeepgramSTT(base_url=dg.url)
+        sink = Sink()
+        stopped = 0.0
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            nonlocal stopped
+            stopped = await say(p.push, 1.0)
+            await wait_until(lambda: bool(sink.transcripts(final=True)))
+
+        ctx = await run(stt, sink, feed)
+
+    interims = sink.transcripts(final=False)
+    finals = sink.transcripts(final=True)
+    assert [t.text for t in finals] == ["book a table for two"]
+    assert interims, "interim hypotheses are passed on"
+    assert all("book a table for two".startswith(t.text) for t in interims)
+    assert sink.frames.index(interims[-1]) < sink.frames.index(finals[0])
+    assert finals[0].speech_ended_at == stopped
+    assert finals[0].language == "en"
+    query = dg.listens[0].query
+    assert query["model"] == "nova-3"
+    assert (query["encoding"], query["sample_rate"]) == ("linear16", "16000")
+    assert query["interim_results"] == "true"
+    assert query["utterance_end_ms"] == "1000"
+    assert ctx.usage["stt_seconds"] == pytest.approx(1.0)
+    assert [stage for stage, _ in ctx.timings] == ["stt_final"]
+
+
+@pytest.mark.anyio
+async def test_vad_stop_sends_finalize_after_the_audio() -> None:
+    async with FakeDeepgram(transcripts=["yes please"], interim_every_s=0) as dg:
+        stt = DeepgramSTT(base_url=dg.url)
+        sink = Sink()
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await say(p.push, 0.6)
+            await wait_until(lambda: bool(sink.transcripts(final=True)))
+
+        await run(stt, sink, feed)
+
+    session = dg.listens[0]
+    assert session.types() == ["Finalize"]
+    assert session.events[-1] == "Finalize", "Finalize follows the utterance's audio"
+    assert len(session.audio) == int(0.6 * 16000) * 2
+    final = next(m for m in session.sent if m.get("is_final"))
+    assert final["from_finalize"] is True
+    assert [t.text for t in sink.transcripts(final=True)] == ["yes please"]
+
+
+@pytest.mark.anyio
+async def test_a_dropped_socket_is_reopened_and_the_turn_is_not_lost() -> None:
+    async with FakeDeepgram(transcripts=["i would like to change my booking"], drop_after_s=0.5) as dg:
+        stt = DeepgramSTT(base_url=dg.url, backoff_s=(0.01, 0.05))
+        sink = Sink()
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await say(p.push, 1.0)
+            await wait_until(lambda: bool(sink.transcripts(final=True)))
+
+        ctx = await run(stt, sink, feed)
+
+    assert [t.text for t in sink.transcripts(final=True)] == ["i would like to change my booking"]
+    assert len(dg.listens) == 2 and dg.listens[0].dropped
+    # The new socket got the whole utterance again, then the Finalize.
+    assert len(dg.listens[1].audio) == int(1.0 * 16000) * 2
+    assert dg.listens[1].types()[-1] == "Finalize"
+    assert ctx.usage["stt_reconnects"] == 1
+
+
+@pytest.mark.anyio
+async def test_audio_already_finalised_is_not_sent_again_after_a_drop() -> None:
+    async with FakeDeepgram(transcripts=["first", "second"], drop_after_s=1.2, interim_every_s=0) as dg:
+        stt = DeepgramSTT(base_url=dg.url, backoff_s=(0.01, 0.05))
+        sink = Sink()
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await say(p.push, 0.8)
+            await wait_until(lambda: len(sink.transcripts(final=True)) == 1)
+            await say(p.push, 0.8)  # the socket drops 0.4 s into this one
+            await wait_until(lambda: len(sink.transcripts(final=True)) == 2)
+
+        await run(stt, sink, feed)
+
+    assert [t.text for t in sink.transcripts(final=True)] == ["first", "second"]
+    assert len(dg.listens) == 2
+    assert len(dg.listens[1].audio) == int(0.8 * 16000) * 2, "only the unfinalised utterance is resent"
+
+
+@pytest.mark.anyio
+async def test_mulaw_for_twilio_sends_the_g711_bytes_at_8khz() -> None:
+    async with FakeDeepgram(transcripts=["hello"]) as dg:
+        stt = DeepgramSTT(base_url=dg.url, encoding="mulaw")
+        sink = Sink()
+        frames = speech(0.4, 8000)
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await say(p.push, 0.4, rate=8000)
+            await wait_until(lambda: bool(sink.transcripts(final=True)))
+
+        await run(stt, sink, feed)
+
+    query = dg.listens[0].query
+    assert (query["encoding"], query["sample_rate"]) == ("mulaw", "8000")
+    assert bytes(dg.listens[0].audio) == lin2ulaw(b"".join(frames))
+
+
+@pytest.mark.anyio
+async def test_keepalive_flows_while_the_vad_gates_silence() -> None:
+    async with FakeDeepgram() as dg:
+        stt = DeepgramSTT(base_url=dg.url, keepalive_s=0.05)
+        sink = Sink()
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await wait_until(lambda: bool(dg.listens) and dg.listens[0].types().count("KeepAlive") >= 2)
+
+        await run(stt, sink, feed)
+
+    assert set(dg.listens[0].types()) == {"KeepAlive"}
+    assert not dg.listens[0].audio
+
+
+@pytest.mark.anyio
+async def test_language_change_reopens_the_socket_in_the_new_language() -> None:
+    async with FakeDeepgram(transcripts=["guten tag"], language="de", interim_every_s=0) as dg:
+        stt = DeepgramSTT(base_url=dg.url)
+        sink = Sink()
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await wait_until(lambda: bool(dg.listens))
+            await p.push(SpeechStarted(at=time.monotonic()))
+            for pcm in speech(0.3):
+                await p.push(InputAudio(pcm, 16000, time.monotonic(), voiced=True))
+            await p.push(LanguageChanged("de", 0.9))
+            await p.push(SpeechStopped(at=time.monotonic()))
+            await wait_until(lambda: bool(sink.transcripts(final=True)))
+
+        await run(stt, sink, feed, CallContext(call_id="lang", language="en"))
+
+    assert [s.query["language"] for s in dg.listens] == ["en", "de"]
+    assert len(dg.listens[1].audio) == int(0.3 * 16000) * 2, "the utterance is heard again in German"
+    final = sink.transcripts(final=True)[0]
+    assert (final.text, final.language) == ("guten tag", "de")
+
+
+@pytest.mark.anyio
+async def test_other_frames_pass_through_and_audio_is_consumed() -> None:
+    async with FakeDeepgram() as dg:
+        stt = DeepgramSTT(base_url=dg.url)
+        sink = Sink()
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await p.push(SpeechStarted(at=1.0))
+            await p.push(InputAudio(speech(0.02)[0], 16000, 1.0))
+            await p.push(DTMF("5"))
+            await p.push(SpeechStopped(at=2.0))
+
+        await run(stt, sink, feed)
+
+    assert [type(f).__name__ for f in sink.frames] == ["SpeechStarted", "DTMF", "SpeechStopped"]
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_deepgram_ends_the_call_with_a_retryable_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stt = DeepgramSTT(base_url=f"http://127.0.0.1:{port}", max_reconnects=2, backoff_s=(0.01, 0.02))
+
+    async def feed(p: Pipeline, tg: TaskGroup) -> None:
+        import anyio
+
+        await anyio.sleep(5)
+
+    with pytest.raises(ExceptionGroup) as caught:
+        await run(stt, Sink(), feed)
+    assert caught.group_contains(OverloadedError)
+
+
+def test_missing_api_key_is_a_clear_credentials_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEEPGRAM_API_KEY")
+    with pytest.raises(CredentialsError, match="DEEPGRAM_API_KEY"):
+        DeepgramSTT(base_url="http://127.0.0.1:9")
+
+
+@pytest.mark.anyio
+async def test_a_refused_key_ends_the_call_with_a_credentials_error() -> None:
+    async with FakeDeepgram() as dg:
+        stt = DeepgramSTT(api_key="wrong-key", base_url=dg.url)
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await wait_until(lambda: dg.rejected > 0)
+            import anyio
+
+            await anyio.sleep(1)  # the stage fails the call meanwhile
+
+        with pytest.raises(ExceptionGroup) as caught:
+            await run(stt, Sink(), feed)
+    assert caught.group_contains(CredentialsError)
+    assert dg.rejected == 1, "a refused key is not retried"
