@@ -16,14 +16,22 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .config import Settings
+    from .errors import AybizaError
     from .logs import configure
     from .server import create_app
+    from .stack import SpeechStack
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "stt": args.stt, "llm": args.llm,
                                    "tts": args.tts}.items() if v is not None}
     settings = Settings(**overrides)
     configure(settings.log_level, settings.log_format)
-    app = create_app(settings)
+    stack = SpeechStack(settings)
+    try:
+        stack.check()
+    except AybizaError as error:
+        print(f"aybiza: cannot serve: {error}", file=sys.stderr)
+        return 2
+    app = create_app(settings, stack)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 ws_max_size=settings.max_message_bytes, ws_ping_interval=None, lifespan="on")
     return 0

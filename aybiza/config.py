@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     llm: LLM = "faq"
     tts: TTS = "piper"
     whisper_model_dir: Path | None = None
+    deepgram_voice: str = "aura-2-thalia-en"
+    bedrock_region: str = Field(default="us-east-1", description="Region when routing picks none")
+    model_tier: str = Field(default="fast", description="premium | advanced | fast | economy (or a design alias)")
+    model_overrides: dict[str, str] = Field(default_factory=dict, description="tier or tier@region -> model id")
+    thinking_budget: int = 1024
+    openai_model: str = "llama3.2"
 
     twilio_auth_token: str = Field(default="", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN",
                                                                               "AYBIZA_TWILIO_AUTH_TOKEN"))

@@ -17,16 +17,21 @@ from .config import Settings
 from .errors import ConfigError
 from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, Processor
 from .processors.language import DEFAULT_LANGUAGES, LanguageProcessor, detector_for
+from .processors.llm.bedrock import BedrockLLM, bedrock_client
 from .processors.llm.faq import FAQResponder, shared_matcher
+from .processors.llm.openai_compat import OpenAICompatLLM
 from .processors.quality import QualityProcessor
+from .processors.stt.deepgram import DeepgramSTT, resolve_api_key
 from .processors.stt.sphinx import SPHINX_POOL, SphinxSTT
 from .processors.stt.whisper import WhisperRecognizer, WhisperSTT
 from .processors.tts.base import SpeechSynthesizer, TTSProcessor
+from .processors.tts.deepgram import DeepgramTTS
 from .processors.tts.espeak import EspeakSynthesizer
 from .processors.tts.flite import FliteSynthesizer
 from .processors.tts.piper import PiperSynthesizer
 from .processors.turns import TurnTaker
 from .processors.vad import VADProcessor
+from .routing.tiers import resolve_model
 
 __all__ = ["SpeechStack"]
 
@@ -73,17 +78,26 @@ class SpeechStack:
         """The voice for languages the main voice cannot speak."""
         return EspeakSynthesizer()
 
+    def check(self) -> None:
+        """Fail fast, before serving, when a chosen provider has no credentials or the agent is broken."""
+        self.agent(self.settings.default_agent)
+        if "deepgram" in (self.settings.stt, self.settings.tts):
+            resolve_api_key()
+        if self.settings.llm == "bedrock":
+            bedrock_client(self.settings.bedrock_region)
+
     def warm(self) -> None:
         """Load every engine the settings select (blocking; run it in a thread at startup)."""
+        self.check()
         agent = self.agent(self.settings.default_agent)
         if self.settings.stt == "whisper":
             self.recognizer.load()
         elif self.settings.stt == "sphinx":
             SPHINX_POOL.warm()
-        synthesizer = self.synthesizer
-        warm = getattr(synthesizer, "warm", None)
-        if callable(warm):
-            warm()
+        if self.settings.tts != "deepgram":
+            warm = getattr(self.synthesizer, "warm", None)
+            if callable(warm):
+                warm()
         if self.settings.llm == "faq":
             shared_matcher(agent)
         detector_for(frozenset(DEFAULT_LANGUAGES))
@@ -92,17 +106,46 @@ class SpeechStack:
         """Processors for one call and the frames that open it."""
         settings = self.settings
         agent = self.agent(ctx.agent_id)
-        stt: Processor = WhisperSTT(self.recognizer) if settings.stt == "whisper" else SphinxSTT()
         processors: list[Processor] = [
             QualityProcessor(),  # sees every frame, before the gate drops silence
             VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
                          preroll_ms=settings.preroll_ms),
-            stt,
+            self._stt(ctx),
             LanguageProcessor(),  # reads the first final transcripts
             TurnTaker(barge_in=settings.barge_in),
-            FAQResponder(agent),
-            TTSProcessor(self.synthesizer, fallback=self.other_languages),
+            self._model(ctx, agent),
+            self._tts(ctx),
         ]
         opening: list[Frame] = [AgentText(agent.greeting, turn_id=0, language=agent.language),
                                 AgentTurnDone(turn_id=0)]
         return processors, opening
+
+    def _stt(self, ctx: CallContext) -> Processor:
+        stt = self.settings.stt
+        if stt == "deepgram":
+            # Phone audio goes to Deepgram as the μ-law it arrived as: no resampling.
+            return DeepgramSTT(encoding="mulaw" if ctx.transport == "twilio" else "linear16")
+        if stt == "sphinx":
+            return SphinxSTT()
+        return WhisperSTT(self.recognizer)
+
+    def _model(self, ctx: CallContext, agent: AgentConfig) -> Processor:
+        llm = self.settings.llm
+        if llm == "bedrock":
+            if ctx.region == "local":
+                ctx.region = self.settings.bedrock_region
+            tier = ctx.model_tier if ctx.model_tier != "local" else self.settings.model_tier
+            model = resolve_model(tier, ctx.region, self.settings.model_overrides,
+                                  thinking_budget=self.settings.thinking_budget)
+            ctx.model_tier = model.tier
+            return BedrockLLM(region=ctx.region, model_id=model.model_id, system_prompt=agent.system_prompt,
+                              thinking_budget=model.thinking_budget)
+        if llm == "openai":
+            return OpenAICompatLLM(model=self.settings.openai_model, system_prompt=agent.system_prompt)
+        return FAQResponder(agent)
+
+    def _tts(self, ctx: CallContext) -> Processor:
+        if self.settings.tts == "deepgram":
+            return DeepgramTTS(voice=self.settings.deepgram_voice,
+                               encoding="mulaw" if ctx.transport == "twilio" else "linear16")
+        return TTSProcessor(self.synthesizer, fallback=self.other_languages)

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from aybiza.pipeline import CallContext, DTMF, Frame, InputAudio, Pipeline, Processor
+from aybiza.pipeline import DTMF, CallContext, Frame, InputAudio, Pipeline, Processor
 
 
 class Recorder(Processor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from aybiza.pipeline import Worker
@@ -13,7 +14,7 @@ async def test_items_are_handled_in_order_in_the_background() -> None:
     handled: list[int] = []
 
     async def handle(item: int) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         handled.append(item)
 
     worker: Worker[int] = Worker(handle, maxsize=8)

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,7 +38,7 @@ class FakeWebSocket:
         return None
 
     async def receive(self) -> dict[str, Any]:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         if not self.incoming:
             return {"type": "websocket.disconnect", "code": 1000}
         message = self.incoming.pop(0)
@@ -91,7 +92,7 @@ async def _serve(messages: list[str | bytes]) -> tuple[FakeWebSocket, list[str],
     ended: list[str] = []
     websocket = FakeWebSocket(messages)
     await serve_stream(websocket, _setup(ended))  # type: ignore[arg-type]
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     leftover = {t for t in asyncio.all_tasks() - before if not t.done()}
     return websocket, ended, leftover
 
