@@ -1,4 +1,4 @@
-"""The ASGI app: TwiML webhook, Twilio Media Streams, health, and a small JSON API.
+"""The ASGI app: TwiML webhook, Twilio Media Streams, WebRTC offer and demo page, health, a small JSON API.
 
 ``create_app(settings)`` wires a call together: the signed webhook mints a
 one-time token, the stream brings it back, and the speech stack builds the
@@ -8,6 +8,7 @@ call's pipeline. Models load once at startup (off the event loop);
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -19,12 +20,14 @@ import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from .config import Settings
+from .errors import AybizaError, ProtocolError
 from .observability.dashboard import render_dashboard
 from .observability.metrics import Metrics
 from .pipeline import CallContext
@@ -34,11 +37,13 @@ from .stack import SpeechStack
 from .transports.tokens import Announcement, CallTokens
 from .transports.twilio import Started
 from .transports.twilio_ws import CallSetup, serve_stream
+from .transports.webrtc import WEB_DIR, WebRTCCalls, WebRTCSetup, demo_page, ice_servers_from_env, parse_offer
 from .twilio_auth import auth_token_for
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("aybiza.server")
+MAX_OFFER_BYTES = 128 * 1024
 
 
 class App:
@@ -76,14 +81,21 @@ class App:
         """Price the call, count it, and keep its record."""
         self.calls.pop(ctx.call_id, None)
         minutes = (time.monotonic() - ctx.started_at) / 60
-        cost = cost_of(ctx.usage, ctx.region, minutes, stt_model=self.settings.stt, tts_model=self.settings.tts,
-                       transport=ctx.transport)
-        self.metrics.call_ended(cost.total, ctx.region)
+        # Deepgram is priced at its default models; the embedded engines cost nothing.
+        stt = None if self.settings.stt == "deepgram" else self.settings.stt
+        tts = None if self.settings.tts == "deepgram" else self.settings.tts
+        try:
+            cost_usd = cost_of(ctx.usage, ctx.region, minutes, stt_model=stt, tts_model=tts,
+                               transport=ctx.transport).total_usd
+        except AybizaError as error:  # a missing price must not lose the call record
+            ctx.log.warning("call not priced: %s", error)
+            cost_usd = 0.0
+        self.metrics.call_ended(cost_usd, ctx.region)
         kind = reason.split(":", 1)[0]
         if kind not in ("stopped", "disconnected", "hangup"):
             self.metrics.error(kind)
         record = {"call_id": ctx.call_id, "transport": ctx.transport, "reason": reason, "usage": dict(ctx.usage),
-                  "digits": ctx.digits, "timings": list(ctx.timings), "cost_usd": cost.total_usd,
+                  "digits": ctx.digits, "timings": list(ctx.timings), "cost_usd": cost_usd,
                   "region": ctx.region, "language": ctx.language, "quality": ctx.quality_tier}
         self.ended.append(record)
         del self.ended[:-200]
@@ -113,6 +125,8 @@ class App:
 def create_app(settings: Settings | None = None, stack: SpeechStack | None = None) -> Starlette:
     """The ASGI application for ``settings`` (defaults: environment and the embedded stack)."""
     state = App(settings or Settings(), stack)
+    ice_servers = ice_servers_from_env()
+    webrtc = WebRTCCalls(WebRTCSetup(build=state.stack.build, on_end=state.call_ended, ice_servers=ice_servers))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -121,7 +135,8 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
         state.ready = True
         log.info("ready in %.1f s: stt=%s llm=%s tts=%s, public URL %s", time.perf_counter() - started,
                  state.settings.stt, state.settings.llm, state.settings.tts, state.settings.base_url)
-        yield
+        async with webrtc.running():
+            yield
 
     async def health(request: Request) -> Response:
         if not state.ready:
@@ -197,6 +212,38 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
         )
         await serve_stream(websocket, setup)
 
+    async def demo(request: Request) -> Response:
+        return HTMLResponse(demo_page(ice_servers), headers={"Content-Security-Policy": "default-src 'self'"})
+
+    async def webrtc_offer(request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_OFFER_BYTES:
+                return PlainTextResponse(f"413 Payload Too Large: an offer is at most {MAX_OFFER_BYTES} bytes\n",
+                                         status_code=413)
+        try:
+            offer = parse_offer(json.loads(body))
+        except (ProtocolError, ValueError) as error:
+            return PlainTextResponse(f"400 Bad Request: {error}\n", status_code=400)
+        agent_id = offer.agent or state.settings.default_agent
+        if not state.stack.has_agent(agent_id):
+            return PlainTextResponse(f"404 Not Found: no agent {agent_id!r}\n", status_code=404)
+        if len(state.calls) >= state.settings.max_calls:
+            log.warning("refused /webrtc/offer: at capacity (%d calls)", len(state.calls))
+            return PlainTextResponse("503 Service Unavailable: at capacity\n", status_code=503)
+        client = request.client.host if request.client else ""
+        ctx = CallContext(call_id=f"WR{secrets.token_hex(16)}", transport="webrtc", agent_id=agent_id,
+                          codec="opus", custom={"client": client})
+        try:
+            answer = await webrtc.open(ctx, offer)
+        except ProtocolError as error:
+            log.warning("refused /webrtc/offer: %s", error)
+            return PlainTextResponse(f"400 Bad Request: {error}\n", status_code=400)
+        # Registered before the call's task first runs (no await in between), so call_ended finds it.
+        state.call_started(ctx)
+        return JSONResponse({"sdp": answer.sdp, "type": answer.type, "call_id": ctx.call_id})
+
     async def recent_calls(request: Request) -> Response:
         if (refusal := state.api_refusal(request)) is not None:
             return refusal
@@ -224,6 +271,9 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
         Route("/metrics", metrics),
         Route("/dashboard", dashboard),
         Route("/api/dashboard", dashboard_data),
+        Route("/", demo),
+        Route("/webrtc/offer", webrtc_offer, methods=["POST"]),
+        Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.aybiza = state

@@ -1,0 +1,584 @@
+"""The browser transport: an aiortc peer connection per call <-> the call's pipeline.
+
+The page posts an SDP offer; :class:`WebRTCCalls` answers it and runs the
+call in the process's task group until the page hangs up (``hangup`` on
+the data channel) or the connection closes or fails. Caller audio (Opus,
+decoded by aiortc to 48 kHz) becomes 20 ms :class:`InputAudio` frames at
+16 kHz (:class:`AudioInput`); agent audio leaves on a
+:class:`PacedAudioTrack`, which serves 20 ms frames on a monotonic
+schedule, silence when idle, and drops what is queued on barge-in. Live
+events go to the page over the ``events`` data channel
+(:mod:`.webrtc_events`).
+
+ICE uses host candidates (enough on one machine or a LAN); deployments
+behind NAT list STUN/TURN servers in ``AYBIZA_ICE_SERVERS`` (comma
+separated ``stun:``/``turn:`` URLs; ``AYBIZA_ICE_USERNAME`` and
+``AYBIZA_ICE_CREDENTIAL`` for TURN), used by both the server and the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from anyio.abc import TaskGroup
+from av import AudioFrame
+
+from ..errors import ConfigError, ProtocolError
+from ..pipeline import (
+    AgentTurnDone,
+    CallContext,
+    EndOfCall,
+    Frame,
+    InputAudio,
+    Interruption,
+    OutputAudio,
+    Pipeline,
+    Processor,
+)
+from .audio import Framer, Resampler, frame_bytes
+from .webrtc_events import EventChannel, route_event, with_event_taps
+
+__all__ = [
+    "WEB_DIR",
+    "AudioInput",
+    "Offer",
+    "PacedAudioTrack",
+    "WebRTCCall",
+    "WebRTCCalls",
+    "WebRTCOutput",
+    "WebRTCSetup",
+    "demo_page",
+    "ice_servers_from_env",
+    "mono_pcm16",
+    "parse_offer",
+]
+
+WEB_DIR = Path(__file__).with_name("web")
+"""The demo page's static files."""
+PIPELINE_RATE = 16000
+TRACK_RATE = 48000
+FRAME_MS = 20
+MAX_SDP_CHARS = 64 * 1024
+log = logging.getLogger("aybiza.webrtc")
+
+
+def ice_servers_from_env(environ: Mapping[str, str] | None = None) -> list[RTCIceServer]:
+    """STUN/TURN servers from ``AYBIZA_ICE_SERVERS`` (none by default: host candidates only)."""
+    env = os.environ if environ is None else environ
+    urls = [url for url in env.get("AYBIZA_ICE_SERVERS", "").replace(" ", ",").split(",") if url]
+    for url in urls:
+        if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+            raise ConfigError(f"AYBIZA_ICE_SERVERS: {url!r} is not a stun:/turn: URL")
+    username = env.get("AYBIZA_ICE_USERNAME") or None
+    credential = env.get("AYBIZA_ICE_CREDENTIAL") or None
+    return [
+        RTCIceServer(urls=url, username=username, credential=credential) if url.startswith("turn")
+        else RTCIceServer(urls=url)
+        for url in urls
+    ]
+
+
+def demo_page(ice_servers: Sequence[RTCIceServer] = ()) -> str:
+    """The demo page's HTML with the ICE servers the browser should use."""
+    config: dict[str, Any] = {"iceServers": [
+        {key: value for key, value in (("urls", s.urls), ("username", s.username), ("credential", s.credential))
+         if value}
+        for s in ice_servers
+    ]}
+    html = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+    return html.replace('{"iceServers": []}', json.dumps(config).replace("</", "<\\/"), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A browser's request to start a call."""
+
+    sdp: str
+    agent: str | None = None
+
+
+def parse_offer(body: object) -> Offer:
+    """Validate ``{"sdp", "type": "offer", "agent"?}``; raise ProtocolError saying what is wrong."""
+    if not isinstance(body, dict):
+        raise ProtocolError("the offer must be a JSON object")
+    sdp, kind, agent = body.get("sdp"), body.get("type"), body.get("agent")
+    if kind != "offer":
+        raise ProtocolError(f"type must be 'offer', not {kind!r}")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise ProtocolError("sdp must be an SDP offer (text starting with v=0)")
+    if len(sdp) > MAX_SDP_CHARS:
+        raise ProtocolError(f"sdp is longer than {MAX_SDP_CHARS} characters")
+    if agent is not None and (not isinstance(agent, str) or not agent):
+        raise ProtocolError("agent must be a non-empty string")
+    return Offer(sdp, agent)
+
+
+def mono_pcm16(frame: AudioFrame) -> bytes:
+    """One decoded audio frame (any layout, packed or planar, int or float) as PCM16 mono."""
+    channels = frame.layout.nb_channels
+    samples = frame.to_ndarray()
+    if not frame.format.is_planar:
+        samples = samples.reshape(-1, channels).T
+    if samples.dtype == np.int16 and channels == 1:
+        return bytes(samples[0].tobytes())
+    scale = _SCALE_TO_INT16.get(samples.dtype.str[1:])
+    if scale is None:
+        raise ProtocolError(f"unsupported audio sample format {frame.format.name}")
+    mono = samples.astype(np.float32).mean(axis=0) * scale
+    return bytes(np.clip(np.rint(mono), -32768, 32767).astype(np.int16).tobytes())
+
+
+_SCALE_TO_INT16 = {"i2": 1.0, "i4": 1.0 / 65536, "f4": 32767.0, "f8": 32767.0}
+
+
+class AudioInput:
+    """Browser audio frames -> 20 ms PCM16 mono :class:`InputAudio` at the pipeline's rate (soxr)."""
+
+    __slots__ = ("rate", "_resampler", "_framer")
+
+    def __init__(self, rate: int = PIPELINE_RATE, frame_ms: int = FRAME_MS) -> None:
+        self.rate = rate
+        self._resampler: Resampler | None = None
+        self._framer = Framer(frame_bytes(rate, frame_ms))
+
+    def push(self, frame: AudioFrame, now: float) -> list[InputAudio]:
+        """Frames completed by ``frame``; ``now`` (monotonic) becomes their capture time."""
+        if self._resampler is None or self._resampler.from_rate != frame.sample_rate:
+            self._resampler = Resampler(frame.sample_rate, self.rate)
+        pcm = self._resampler.process(mono_pcm16(frame))
+        return [InputAudio(chunk, self.rate, now) for chunk in self._framer.push(pcm)]
+
+
+class _Segment:
+    __slots__ = ("turn_id", "data", "offset")
+
+    def __init__(self, turn_id: int, data: bytes) -> None:
+        self.turn_id = turn_id
+        self.data = data
+        self.offset = 0
+
+
+class PacedAudioTrack(MediaStreamTrack):
+    """Outgoing agent audio: a 20 ms frame per ``recv`` on a monotonic schedule, silence when idle.
+
+    ``enqueue`` adds agent audio (PCM16 mono at ``sample_rate``); ``flush``
+    drops it (barge-in). ``on_playing(turn_id)`` fires when a turn's audio
+    starts going out (again, after a gap); ``on_idle()`` when the queue runs dry.
+    If the sender falls more than ``max_lag_s`` behind (a stalled loop) the
+    schedule restarts from now instead of bursting to catch up.
+    """
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = TRACK_RATE,
+        frame_ms: int = FRAME_MS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_lag_s: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.samples = sample_rate * frame_ms // 1000
+        self.frame_s = frame_ms / 1000
+        self._frame_bytes = self.samples * 2
+        self._silence = bytes(self._frame_bytes)
+        self._time_base = fractions.Fraction(1, sample_rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._max_lag = max_lag_s
+        self._segments: deque[_Segment] = deque()
+        self._buffered = 0
+        self._start: float | None = None
+        self._frames = 0
+        self._playing_turn: int | None = None
+        self.on_playing: Callable[[int], None] | None = None
+        self.on_idle: Callable[[], None] | None = None
+
+    @property
+    def buffered_s(self) -> float:
+        """Seconds of agent audio queued and not yet sent."""
+        return self._buffered / (2 * self.sample_rate)
+
+    @property
+    def playing(self) -> bool:
+        """Whether agent audio is queued or going out."""
+        return self._buffered > 0
+
+    def enqueue(self, pcm: bytes, turn_id: int) -> None:
+        """Queue agent audio of ``turn_id`` behind what is already queued."""
+        if pcm:
+            self._segments.append(_Segment(turn_id, pcm))
+            self._buffered += len(pcm)
+
+    def flush(self) -> float:
+        """Drop all queued audio (barge-in); return how many seconds were dropped."""
+        dropped = self.buffered_s
+        self._segments.clear()
+        self._buffered = 0
+        self._playing_turn = None
+        return dropped
+
+    async def recv(self) -> AudioFrame:
+        """The next 20 ms frame, when it is due."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        else:
+            wait = self._start + self._frames * self.frame_s - now
+            if wait > 0:
+                await self._sleep(wait)
+            elif wait < -self._max_lag:
+                self._start = now - self._frames * self.frame_s
+        frame = AudioFrame(format="s16", layout="mono", samples=self.samples)
+        frame.planes[0].update(self._next_pcm())
+        frame.pts = self._frames * self.samples
+        frame.sample_rate = self.sample_rate
+        frame.time_base = self._time_base
+        self._frames += 1
+        return frame
+
+    def _next_pcm(self) -> bytes:
+        if not self._segments:
+            return self._silence
+        need = self._frame_bytes
+        parts: list[bytes] = []
+        while need and self._segments:
+            segment = self._segments[0]
+            if segment.turn_id != self._playing_turn:
+                self._playing_turn = segment.turn_id
+                if self.on_playing is not None:
+                    self.on_playing(segment.turn_id)
+            chunk = segment.data[segment.offset : segment.offset + need]
+            segment.offset += len(chunk)
+            need -= len(chunk)
+            parts.append(chunk)
+            if segment.offset >= len(segment.data):
+                self._segments.popleft()
+        self._buffered -= self._frame_bytes - need
+        if need:
+            parts.append(bytes(need))
+        if not self._segments:
+            self._playing_turn = None
+            if self.on_idle is not None:
+                self.on_idle()
+        return b"".join(parts)
+
+
+class WebRTCOutput(Processor):
+    """Last stage of a browser call: agent audio -> the paced track; barge-in flushes it."""
+
+    name = "webrtc-output"
+
+    def __init__(self, track: PacedAudioTrack, events: EventChannel) -> None:
+        super().__init__()
+        self.track = track
+        self.events = events
+        self._resampler: Resampler | None = None
+        self._turn_open: int | None = None
+        self._timed_turn = 0
+        self._timings_sent = 0
+        track.on_playing = self._playing
+        track.on_idle = self._idle
+
+    async def process(self, frame: Frame) -> None:
+        if isinstance(frame, OutputAudio):
+            self._audio(frame)
+        elif isinstance(frame, AgentTurnDone):
+            self._turn_done(frame.turn_id)
+        elif isinstance(frame, Interruption):
+            self._interrupt()
+        await self.push(frame)
+
+    def _audio(self, frame: OutputAudio) -> None:
+        if self._turn_open != frame.turn_id:
+            self._turn_open = frame.turn_id
+            self._resampler = None
+        if self._resampler is None or self._resampler.from_rate != frame.sample_rate:
+            self._resampler = Resampler(frame.sample_rate, self.track.sample_rate)
+        self.track.enqueue(self._resampler.process(frame.pcm), frame.turn_id)
+        if self.ctx is not None:
+            self.ctx.agent_speaking = True
+
+    def _turn_done(self, turn_id: int) -> None:
+        if self._resampler is not None and self._turn_open == turn_id:
+            self.track.enqueue(self._resampler.flush(), turn_id)
+        self._resampler = None
+        self._turn_open = None
+        self._update_speaking()
+
+    def _interrupt(self) -> None:
+        dropped = self.track.flush()
+        self._resampler = None
+        self._turn_open = None
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.agent_speaking = False
+            if ctx.log.isEnabledFor(logging.DEBUG):
+                ctx.log.debug("barge-in: dropped %.2f s of queued agent audio", dropped)
+        self.events.send({"type": "agent_audio", "state": "idle"})
+
+    def _playing(self, turn_id: int) -> None:
+        """The track started sending ``turn_id``'s audio: that is when the caller starts hearing it."""
+        self.events.send({"type": "agent_audio", "state": "playing", "turn_id": turn_id})
+        ctx = self.ctx
+        if ctx is None or turn_id <= self._timed_turn:
+            return
+        self._timed_turn = turn_id
+        if ctx.user_turn_ended_at is not None:
+            seconds = time.monotonic() - ctx.user_turn_ended_at
+            ctx.user_turn_ended_at = None
+            ctx.record_timing("voice_to_voice", seconds)
+            stages = {stage: round(value * 1000) for stage, value in ctx.timings[self._timings_sent:]}
+            self._timings_sent = len(ctx.timings)
+            self.events.send({"type": "latency", "turn_id": turn_id, "voice_to_voice_ms": round(seconds * 1000),
+                              "stages": stages})
+
+    def _idle(self) -> None:
+        self.events.send({"type": "agent_audio", "state": "idle"})
+        self._update_speaking()
+
+    def _update_speaking(self) -> None:
+        if self.ctx is not None:
+            self.ctx.agent_speaking = self._turn_open is not None or self.track.playing
+
+
+@dataclass(frozen=True, slots=True)
+class WebRTCSetup:
+    """What browser calls need from the server."""
+
+    build: Callable[[CallContext], tuple[list[Processor], list[Frame]]]
+    on_end: Callable[[CallContext, str], object]
+    ice_servers: Sequence[RTCIceServer] = ()
+    connect_timeout_s: float = 20.0
+    # Browsers send audio all the time (silence too); none for this long means the page is gone,
+    # which ICE consent checks would otherwise notice only after about 30 s.
+    media_timeout_s: float = 10.0
+
+
+class WebRTCCall:
+    """One browser call: its peer connection, tracks, data channel and pipeline."""
+
+    def __init__(self, ctx: CallContext, setup: WebRTCSetup) -> None:
+        self.ctx = ctx
+        self.setup = setup
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(setup.ice_servers)))
+        self.events = EventChannel()
+        self.track = PacedAudioTrack()
+        self.output = WebRTCOutput(self.track, self.events)
+        self.input = AudioInput()
+        self._remote: MediaStreamTrack | None = None
+        self._connected = anyio.Event()
+        self._ended = anyio.Event()
+        self.reason = "closed"
+
+    async def negotiate(self, sdp: str) -> RTCSessionDescription:
+        """Apply the browser's offer and return the answer (ICE candidates included)."""
+        pc = self.pc
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as error:  # aiortc raises many types on a malformed offer; the input is untrusted
+            raise ProtocolError(f"unusable SDP offer: {type(error).__name__}: {error}") from error
+        if not any(t.kind == "audio" for t in pc.getTransceivers()):
+            raise ProtocolError("the offer has no audio")
+        pc.addTrack(self.track)
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = pc.localDescription
+        if answer is None:  # setLocalDescription always sets it; this keeps the type checker honest
+            raise ProtocolError("no answer")
+        return answer
+
+    def end(self, reason: str) -> None:
+        """End the call (hang-up, connection lost); the first reason wins."""
+        if not self._ended.is_set():
+            self.reason = reason
+            self._ended.set()
+            self._connected.set()  # wake a call still waiting to connect
+
+    async def run(self) -> None:
+        """Run the call's pipeline until it ends; then report it and close the connection."""
+        ctx = self.ctx
+        reason = "server stopped"  # unless the feed returns a reason: cancelled at shutdown
+        try:
+            processors, opening = self.setup.build(ctx)
+            pipeline = Pipeline([*with_event_taps(processors, self.events), self.output])
+
+            async def feed(pipe: Pipeline, tg: TaskGroup) -> None:
+                nonlocal reason
+                for frame in opening:
+                    await pipe.push(frame)
+                reason = await self._pump(pipe)
+                await pipe.push(EndOfCall(reason))
+
+            await pipeline.run(ctx, feed)
+        except* ProtocolError as group:
+            reason = f"protocol: {group.exceptions[0]}"
+        except* Exception as group:
+            reason = f"error: {type(group.exceptions[0]).__name__}: {group.exceptions[0]}"
+            ctx.log.error("call failed", exc_info=group.exceptions[0])
+        finally:
+            if reason.startswith(("error", "protocol")):
+                ctx.log.warning("call ended: %s", reason)
+            else:
+                ctx.log.info("call ended: %s", reason)
+            self.events.send({"type": "end", "reason": reason})
+            self.setup.on_end(ctx, reason)
+            with anyio.CancelScope(shield=True):
+                await self.close()
+
+    async def close(self) -> None:
+        """Stop the outgoing track and close the peer connection."""
+        self.track.stop()
+        await self.pc.close()
+
+    async def _pump(self, pipe: Pipeline) -> str:
+        with anyio.move_on_after(self.setup.connect_timeout_s):
+            await self._connected.wait()
+        if not self._connected.is_set():
+            return "no connection"
+        if self._ended.is_set():
+            return self.reason
+        self.ctx.log.info("browser connected")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._read_audio, pipe)
+            await self._ended.wait()
+            tg.cancel_scope.cancel()
+        return self.reason
+
+    async def _read_audio(self, pipe: Pipeline) -> None:
+        remote = self._remote
+        if remote is None:
+            self.end("no audio from the browser")
+            return
+        push = pipe.push
+        convert = self.input.push
+        timeout = self.setup.media_timeout_s
+        while True:
+            frame = None
+            with anyio.move_on_after(timeout):
+                try:
+                    frame = await remote.recv()
+                except MediaStreamError:
+                    self.end("disconnected")
+                    return
+            if frame is None:
+                self.end(f"disconnected: no audio for {timeout:g} s")
+                return
+            if isinstance(frame, AudioFrame):
+                for chunk in convert(frame, time.monotonic()):
+                    await push(chunk)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and self._remote is None:
+            self._remote = track
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != "events":
+            return
+
+        def send(message: str) -> None:
+            # aiortc queues a message even when the connection is gone, then fails in a task of its own.
+            if channel.readyState != "open" or self.pc.connectionState not in ("new", "connecting", "connected"):
+                raise ConnectionError("data channel closed")
+            channel.send(message)
+
+        def attach() -> None:
+            self.events.send({"type": "call", "call_id": self.ctx.call_id, "agent": self.ctx.agent_id})
+            self.events.send(route_event(self.ctx))
+            self.events.attach(send)
+
+        channel.on("message", self._on_message)
+        channel.on("close", self.events.detach)
+        if channel.readyState == "open":
+            attach()
+        else:
+            channel.on("open", attach)
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            kind = json.loads(message).get("type") if isinstance(message, str) else None
+        except (ValueError, AttributeError):
+            kind = None
+        if kind == "hangup":
+            self.end("hangup")
+        elif self.ctx.log.isEnabledFor(logging.DEBUG):
+            self.ctx.log.debug("ignored data channel message %.80r", message)
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected":
+            self._connected.set()
+        elif state == "closed":
+            self.end("disconnected")
+        elif state == "failed":
+            self.end("connection failed")
+
+
+class WebRTCCalls:
+    """The process's browser calls: answers offers and runs each call in one task group."""
+
+    def __init__(self, setup: WebRTCSetup) -> None:
+        self.setup = setup
+        self.calls: dict[str, WebRTCCall] = {}
+        self._tg: TaskGroup | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Accept calls while the block runs; calls still live at the end are cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                yield
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    async def open(self, ctx: CallContext, offer: Offer) -> RTCSessionDescription:
+        """Answer ``offer`` and start the call; ProtocolError if the offer is unusable."""
+        tg = self._tg
+        if tg is None:
+            raise RuntimeError("WebRTCCalls.open outside running()")
+        call = WebRTCCall(ctx, self.setup)
+        try:
+            answer = await call.negotiate(offer.sdp)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await call.close()
+            raise
+        self.calls[ctx.call_id] = call
+        tg.start_soon(self._run, call, name=f"webrtc:{ctx.call_id}")
+        return answer
+
+    async def _run(self, call: WebRTCCall) -> None:
+        try:
+            await call.run()
+        finally:
+            self.calls.pop(call.ctx.call_id, None)

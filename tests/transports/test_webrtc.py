@@ -1,0 +1,457 @@
+"""The WebRTC transport without a browser: pacing track, input conversion, events, offer, a loopback call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import numpy as np
+import numpy.typing as npt
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+from aybiza.errors import ConfigError, ProtocolError
+from aybiza.pipeline import (
+    AgentText,
+    AgentTurnDone,
+    CallContext,
+    Frame,
+    InputAudio,
+    Interruption,
+    OutputAudio,
+    Processor,
+    QualityReport,
+    Transcript,
+    UserTurn,
+)
+from aybiza.transports.webrtc import (
+    AudioInput,
+    Offer,
+    PacedAudioTrack,
+    WebRTCCalls,
+    WebRTCOutput,
+    WebRTCSetup,
+    demo_page,
+    ice_servers_from_env,
+    mono_pcm16,
+    parse_offer,
+)
+from aybiza.transports.webrtc_events import EventChannel, EventTap, event_for, with_event_taps
+
+
+class FakeClock:
+    """Monotonic time that only moves when the code under test sleeps (or the test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _tone(rate: int, seconds: float, hz: float = 440.0, amplitude: float = 0.5) -> npt.NDArray[np.int16]:
+    t = np.arange(int(rate * seconds)) / rate
+    return (amplitude * 32767 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+def _pcm(frame: AudioFrame) -> npt.NDArray[np.int16]:
+    return np.frombuffer(bytes(frame.planes[0])[: frame.samples * 2], dtype=np.int16)
+
+
+def _peak_hz(samples: npt.NDArray[np.int16], rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+# --- the pacing track -------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_track_serves_20_ms_frames_on_a_monotonic_schedule() -> None:
+    clock = FakeClock()
+    track = PacedAudioTrack(clock=clock, sleep=clock.sleep)
+    served_at, frames = [], []
+    for _ in range(6):
+        frames.append(await track.recv())
+        served_at.append(clock.now - 100.0)
+        clock.now += 0.005  # the sender spends 5 ms encoding: the schedule absorbs it, it does not add up
+    assert served_at == pytest.approx([0.0, 0.02, 0.04, 0.06, 0.08, 0.10])
+    assert [frame.pts for frame in frames] == [0, 960, 1920, 2880, 3840, 4800]
+    assert {(frame.samples, frame.sample_rate, frame.format.name, frame.layout.name) for frame in frames} == {
+        (960, 48000, "s16", "mono")
+    }
+
+
+@pytest.mark.anyio
+async def test_track_sends_silence_when_idle() -> None:
+    clock = FakeClock()
+    track = PacedAudioTrack(clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        assert not _pcm(await track.recv()).any()
+    assert not track.playing
+
+
+@pytest.mark.anyio
+async def test_track_plays_queued_audio_in_order_then_pads_and_falls_silent() -> None:
+    clock = FakeClock()
+    track = PacedAudioTrack(clock=clock, sleep=clock.sleep)
+    started: list[int] = []
+    idle: list[bool] = []
+    track.on_playing = started.append
+    track.on_idle = lambda: idle.append(True)
+    audio = np.arange(1, 960 * 2 + 480 + 1, dtype=np.int16)  # 2.5 frames of non-zero samples
+    track.enqueue(audio[:1000].tobytes(), turn_id=3)
+    track.enqueue(audio[1000:].tobytes(), turn_id=3)
+    assert track.playing and track.buffered_s == pytest.approx(0.05)
+    out = np.concatenate([_pcm(await track.recv()) for _ in range(4)])
+    assert np.array_equal(out[: len(audio)], audio)
+    assert not out[len(audio):].any()  # the half frame is padded with silence, then silence
+    assert started == [3] and idle == [True]
+    assert not track.playing
+
+
+@pytest.mark.anyio
+async def test_track_does_not_burst_after_a_stall() -> None:
+    clock = FakeClock()
+    track = PacedAudioTrack(clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        await track.recv()
+    clock.now += 0.5  # the event loop was blocked for half a second
+    stalled_at = clock.now
+    await track.recv()
+    await track.recv()
+    assert clock.now - stalled_at == pytest.approx(0.02)  # back on a 20 ms cadence, not 25 frames at once
+
+
+@pytest.mark.anyio
+async def test_track_ends_like_an_aiortc_track() -> None:
+    track = PacedAudioTrack()
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+
+
+# --- the output stage -------------------------------------------------------------------------------
+
+
+async def _started_output(ctx: CallContext, tg: anyio.abc.TaskGroup) -> tuple[WebRTCOutput, EventChannel,
+                                                                                 list[dict[str, object]]]:
+    clock = FakeClock()
+    track = PacedAudioTrack(clock=clock, sleep=clock.sleep)
+    events = EventChannel()
+    sent: list[dict[str, object]] = []
+    events.attach(lambda message: sent.append(json.loads(message)))
+    output = WebRTCOutput(track, events)
+    await output.start(ctx, tg)
+    return output, events, sent
+
+
+@pytest.mark.anyio
+async def test_output_resamples_agent_audio_to_the_track_and_tracks_speaking() -> None:
+    ctx = CallContext("CAout", transport="webrtc")
+    async with anyio.create_task_group() as tg:
+        output, _, _ = await _started_output(ctx, tg)
+        tone = _tone(22050, 0.5)
+        for chunk in np.array_split(tone, 5):
+            await output.process(OutputAudio(chunk.tobytes(), 22050, 1, 0.0))
+        assert ctx.agent_speaking
+        await output.process(AgentTurnDone(1))
+        assert output.track.buffered_s == pytest.approx(0.5, abs=0.001)  # nothing lost at the turn's end
+        heard = np.concatenate([_pcm(await output.track.recv()) for _ in range(25)])
+        assert _peak_hz(heard, 48000) == pytest.approx(440, abs=5)
+        assert not ctx.agent_speaking  # the track drained after the turn ended
+
+
+@pytest.mark.anyio
+async def test_interruption_flushes_queued_agent_audio_at_once() -> None:
+    ctx = CallContext("CAbarge", transport="webrtc")
+    async with anyio.create_task_group() as tg:
+        output, _, sent = await _started_output(ctx, tg)
+        await output.process(OutputAudio(_tone(16000, 2.0).tobytes(), 16000, 1, 0.0))
+        assert _pcm(await output.track.recv()).any()
+        await output.process(Interruption(at=0.0))
+        assert not ctx.agent_speaking
+        assert output.track.buffered_s == 0
+        assert not _pcm(await output.track.recv()).any()
+        # the next turn plays normally
+        await output.process(OutputAudio(_tone(16000, 0.1).tobytes(), 16000, 2, 0.0))
+        await output.process(AgentTurnDone(2))
+        assert _pcm(await output.track.recv()).any()
+    assert {"type": "agent_audio", "state": "idle"} in sent
+
+
+@pytest.mark.anyio
+async def test_voice_to_voice_is_measured_when_the_reply_starts_playing() -> None:
+    ctx = CallContext("CAv2v", transport="webrtc")
+    async with anyio.create_task_group() as tg:
+        output, _, sent = await _started_output(ctx, tg)
+        await output.process(OutputAudio(_tone(16000, 0.1).tobytes(), 16000, 0, 0.0))  # greeting: not timed
+        await output.track.recv()
+        assert ctx.timings == []
+        ctx.user_turn_ended_at = 0.0  # monotonic time the caller stopped speaking
+        ctx.record_timing("stt_final", 0.2)
+        await output.process(OutputAudio(_tone(16000, 0.1).tobytes(), 16000, 1, 0.0))
+        assert not any(stage == "voice_to_voice" for stage, _ in ctx.timings)  # queued is not heard
+        for _ in range(6):
+            await output.track.recv()
+    assert [stage for stage, _ in ctx.timings] == ["stt_final", "voice_to_voice"]
+    latency = [event for event in sent if event["type"] == "latency"]
+    assert len(latency) == 1 and latency[0]["turn_id"] == 1
+    assert latency[0]["stages"] == {"stt_final": 200, "voice_to_voice": latency[0]["voice_to_voice_ms"]}
+    assert ctx.user_turn_ended_at is None
+
+
+# --- the input path ---------------------------------------------------------------------------------
+
+
+def test_browser_stereo_48k_becomes_20_ms_mono_frames_at_16k() -> None:
+    tone = _tone(48000, 1.0)
+    converter = AudioInput()
+    frames: list[InputAudio] = []
+    for index, chunk in enumerate(np.split(tone, 50)):  # 50 Opus frames of 20 ms, as aiortc decodes them
+        stereo = np.stack([chunk, chunk], axis=1).reshape(1, -1)
+        frame = AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+        frame.sample_rate = 48000
+        frames += converter.push(frame, now=float(index))
+    assert {(len(f.pcm), f.sample_rate) for f in frames} == {(640, 16000)}
+    assert 48 <= len(frames) <= 50  # a few ms are held back by the resampler, never more than a frame
+    assert frames[-1].captured_at == 49.0
+    pcm = np.frombuffer(b"".join(f.pcm for f in frames), dtype=np.int16)
+    assert _peak_hz(pcm, 16000) == pytest.approx(440, abs=5)
+    assert np.abs(pcm[1000:]).max() == pytest.approx(0.5 * 32767, rel=0.05)
+
+
+def test_planar_float_frames_are_downmixed() -> None:
+    left = _tone(48000, 0.02).astype(np.float32) / 32767
+    frame = AudioFrame.from_ndarray(np.stack([left, np.zeros_like(left)]), format="fltp", layout="stereo")
+    mono = np.frombuffer(mono_pcm16(frame), dtype=np.int16)
+    assert len(mono) == 960
+    assert np.abs(mono).max() == pytest.approx(0.25 * 32767, rel=0.01)  # (L + R) / 2
+
+
+# --- events -----------------------------------------------------------------------------------------
+
+
+class Collect(Processor):
+    """Keeps what passes by, and passes it on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[Frame] = []
+
+    async def process(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        await self.push(frame)
+
+
+class SaysHello(Processor):
+    """Stands in for STT + model: turns any audio into a transcript and an agent reply."""
+
+    async def process(self, frame: Frame) -> None:
+        await self.push(frame)
+        if isinstance(frame, InputAudio):
+            await self.push(Transcript("hello", final=True))
+            await self.push(AgentText("Hi there.", turn_id=1))
+
+
+@pytest.mark.anyio
+async def test_taps_report_each_event_once_and_forward_every_frame() -> None:
+    channel = EventChannel()
+    sent: list[dict[str, object]] = []
+    sink = Collect()
+    stages = with_event_taps([Processor(), SaysHello(), Processor()], channel)
+    assert sum(isinstance(stage, EventTap) for stage in stages) == 3
+    for upstream, downstream in zip(stages, [*stages[1:], sink], strict=True):
+        upstream.link(downstream)
+    audio = InputAudio(b"\x00" * 640, 16000, 0.0)
+    await stages[0].process(audio)
+    await stages[0].process(QualityReport(0.9, "high"))
+    assert sink.frames[0] is audio and len(sink.frames) == 4
+    channel.attach(lambda message: sent.append(json.loads(message)))  # held back until the channel opens
+    assert [event["type"] for event in sent] == ["transcript", "agent_text", "quality"]
+    assert sent[0] == {"type": "transcript", "text": "hello", "final": True, "language": "en"}
+
+
+def test_frames_the_page_does_not_show_have_no_event() -> None:
+    assert event_for(InputAudio(b"", 16000, 0.0)) is None
+    assert event_for(OutputAudio(b"", 16000, 1, 0.0)) is None
+    assert event_for(UserTurn("hi", 2)) == {"type": "user_turn", "turn_id": 2, "text": "hi", "language": "en"}
+
+
+def test_a_closed_channel_keeps_events_for_the_next_attach() -> None:
+    channel = EventChannel()
+
+    def broken(message: str) -> None:
+        raise ConnectionError("closed")
+
+    channel.attach(broken)
+    channel.send({"type": "agent_done", "turn_id": 1})
+    assert not channel.attached
+    got: list[str] = []
+    channel.attach(got.append)
+    assert got == ['{"type":"agent_done","turn_id":1}']
+
+
+# --- offer, ICE settings, page ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ([], "JSON object"),
+        ({"sdp": "v=0\r\n", "type": "answer"}, "type must be 'offer'"),
+        ({"sdp": "hello", "type": "offer"}, "SDP offer"),
+        ({"sdp": "v=0\r\n" + "a" * 70000, "type": "offer"}, "longer"),
+        ({"sdp": "v=0\r\n", "type": "offer", "agent": 7}, "agent"),
+    ],
+)
+def test_bad_offers_are_refused_with_a_reason(body: object, complaint: str) -> None:
+    with pytest.raises(ProtocolError, match=complaint):
+        parse_offer(body)
+
+
+def test_offer_names_an_agent() -> None:
+    assert parse_offer({"sdp": "v=0\r\n", "type": "offer", "agent": "dental"}) == Offer("v=0\r\n", "dental")
+
+
+def test_ice_servers_come_from_the_environment() -> None:
+    assert ice_servers_from_env({}) == []
+    servers = ice_servers_from_env({
+        "AYBIZA_ICE_SERVERS": "stun:stun.example.org:3478, turn:turn.example.org:3478?transport=udp",
+        "AYBIZA_ICE_USERNAME": "user",
+        "AYBIZA_ICE_CREDENTIAL": "secret",
+    })
+    assert [(s.urls, s.username, s.credential) for s in servers] == [
+        ("stun:stun.example.org:3478", None, None),
+        ("turn:turn.example.org:3478?transport=udp", "user", "secret"),
+    ]
+    with pytest.raises(ConfigError, match="stun:/turn:"):
+        ice_servers_from_env({"AYBIZA_ICE_SERVERS": "https://example.org"})
+
+
+def test_demo_page_carries_the_ice_servers_and_loads_nothing_remote() -> None:
+    servers = ice_servers_from_env({"AYBIZA_ICE_SERVERS": "stun:stun.example.org:3478"})
+    html = demo_page(servers)
+    assert '{"iceServers": [{"urls": "stun:stun.example.org:3478"}]}' in html
+    web = Path(__file__).resolve().parents[2] / "aybiza" / "transports" / "web"
+    for name in ("index.html", "app.js", "style.css"):
+        text = (web / name).read_text()
+        assert "http://" not in text and "https://" not in text, name  # no CDN: the page works offline
+
+
+# --- a whole call between two aiortc peers ----------------------------------------------------------
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while True:
+        if condition():
+            return
+        await anyio.sleep(0.02)
+
+
+@pytest.mark.anyio
+async def test_a_peer_talks_hears_the_agent_and_hangs_up_over_the_data_channel() -> None:
+    heard_by_pipeline = Collect()
+    ended: list[tuple[CallContext, str]] = []
+    greeting = _tone(16000, 0.6).tobytes()
+
+    def build(ctx: CallContext) -> tuple[list[Processor], list[Frame]]:
+        return [heard_by_pipeline], [AgentText("Hello.", 0), OutputAudio(greeting, 16000, 0, 0.0), AgentTurnDone(0)]
+
+    calls = WebRTCCalls(WebRTCSetup(build=build, on_end=lambda ctx, reason: ended.append((ctx, reason))))
+    browser = RTCPeerConnection()
+    microphone = PacedAudioTrack()
+    microphone.enqueue(_tone(48000, 2.0, hz=300).tobytes(), turn_id=0)
+    browser.addTrack(microphone)
+    channel = browser.createDataChannel("events")
+    events: list[dict[str, object]] = []
+    channel.on("message", lambda message: events.append(json.loads(message)))
+    loud_frames = 0
+
+    async def listen(track: MediaStreamTrack) -> None:
+        nonlocal loud_frames
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:  # the server closed the connection
+                return
+            assert isinstance(frame, AudioFrame)
+            if np.abs(frame.to_ndarray()).max() > 3000:
+                loud_frames += 1
+
+    ctx = CallContext("WRtest", transport="webrtc")
+    try:
+        with anyio.fail_after(15):
+            async with calls.running(), anyio.create_task_group() as tg:
+                browser.on("track", lambda track: tg.start_soon(listen, track))
+                await browser.setLocalDescription(await browser.createOffer())
+                assert browser.localDescription is not None
+                answer = await calls.open(ctx, Offer(browser.localDescription.sdp))
+                await browser.setRemoteDescription(RTCSessionDescription(answer.sdp, answer.type))
+                await _until(lambda: loud_frames >= 20  # 0.4 s of the greeting reached the browser
+                             and sum(isinstance(f, InputAudio) for f in heard_by_pipeline.frames) >= 50)
+                channel.send(json.dumps({"type": "hangup"}))
+                await _until(lambda: bool(ended))
+                tg.cancel_scope.cancel()
+    finally:
+        await browser.close()
+    assert ended == [(ctx, "hangup")]
+    inputs = [f for f in heard_by_pipeline.frames if isinstance(f, InputAudio)]
+    assert {(len(f.pcm), f.sample_rate) for f in inputs} == {(640, 16000)}
+    spoken = np.frombuffer(b"".join(f.pcm for f in inputs[5:50]), dtype=np.int16)
+    assert _peak_hz(spoken, 16000) == pytest.approx(300, abs=10)  # the caller's tone survived Opus
+    assert {"call", "route"} <= {event["type"] for event in events}
+    assert {"type": "agent_text", "turn_id": 0, "text": "Hello.", "language": "en"} in events
+    assert {"type": "agent_audio", "state": "playing", "turn_id": 0} in events
+    assert calls.calls == {}
+
+
+@pytest.mark.anyio
+async def test_a_peer_that_stops_sending_audio_is_hung_up() -> None:
+    ended: list[str] = []
+    calls = WebRTCCalls(WebRTCSetup(build=lambda ctx: ([], []), on_end=lambda ctx, reason: ended.append(reason),
+                                    media_timeout_s=0.3))
+    browser = RTCPeerConnection()
+    microphone = PacedAudioTrack()
+    browser.addTrack(microphone)
+    try:
+        with anyio.fail_after(10):
+            async with calls.running():
+                await browser.setLocalDescription(await browser.createOffer())
+                assert browser.localDescription is not None
+                answer = await calls.open(CallContext("WRgone", transport="webrtc"),
+                                          Offer(browser.localDescription.sdp))
+                await browser.setRemoteDescription(RTCSessionDescription(answer.sdp, answer.type))
+                await _until(lambda: browser.connectionState == "connected")
+                await anyio.sleep(0.5)
+                assert ended == []  # silence keeps the call up: the browser sends it
+                microphone.stop()  # the page vanished without hanging up
+                await _until(lambda: bool(ended))
+    finally:
+        await browser.close()
+    assert ended == ["disconnected: no audio for 0.3 s"]
+
+
+@pytest.mark.anyio
+async def test_an_offer_without_audio_is_refused() -> None:
+    calls = WebRTCCalls(WebRTCSetup(build=lambda ctx: ([], []), on_end=lambda ctx, reason: None))
+    browser = RTCPeerConnection()
+    browser.createDataChannel("events")
+    try:
+        async with calls.running():
+            await browser.setLocalDescription(await browser.createOffer())
+            assert browser.localDescription is not None
+            with pytest.raises(ProtocolError, match="no audio"):
+                await calls.open(CallContext("WRmute", transport="webrtc"), Offer(browser.localDescription.sdp))
+    finally:
+        await browser.close()
+    assert calls.calls == {}
