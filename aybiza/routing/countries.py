@@ -22,23 +22,22 @@ __all__ = [
 CONTINENTS = ("NA", "SA", "EU", "AF", "AS", "OC")
 """Continent codes used throughout routing."""
 
+
+def _pairs(text: str) -> dict[str, str]:
+    """``"1=US 44=GB"`` -> ``{"1": "US", "44": "GB"}``."""
+    return {key: value for key, _, value in (item.partition("=") for item in text.split())}
+
+
 # ITU-T E.164 country calling codes -> ISO 3166-1 alpha-2 (the common ones).
-_CALLING_CODES: dict[str, str] = {
-    "1": "US", "7": "RU", "20": "EG", "27": "ZA", "30": "GR", "31": "NL", "32": "BE",
-    "33": "FR", "34": "ES", "36": "HU", "39": "IT", "40": "RO", "41": "CH", "43": "AT",
-    "44": "GB", "45": "DK", "46": "SE", "47": "NO", "48": "PL", "49": "DE", "51": "PE",
-    "52": "MX", "53": "CU", "54": "AR", "55": "BR", "56": "CL", "57": "CO", "58": "VE",
-    "60": "MY", "61": "AU", "62": "ID", "63": "PH", "64": "NZ", "65": "SG", "66": "TH",
-    "81": "JP", "82": "KR", "84": "VN", "86": "CN", "90": "TR", "91": "IN", "92": "PK",
-    "94": "LK", "95": "MM", "98": "IR", "212": "MA", "213": "DZ", "216": "TN", "233": "GH",
-    "234": "NG", "254": "KE", "255": "TZ", "256": "UG", "351": "PT", "352": "LU",
-    "353": "IE", "354": "IS", "356": "MT", "357": "CY", "358": "FI", "359": "BG",
-    "370": "LT", "371": "LV", "372": "EE", "380": "UA", "381": "RS", "385": "HR",
-    "386": "SI", "420": "CZ", "421": "SK", "423": "LI", "506": "CR", "507": "PA",
-    "593": "EC", "598": "UY", "852": "HK", "853": "MO", "855": "KH", "880": "BD",
-    "886": "TW", "961": "LB", "962": "JO", "965": "KW", "966": "SA", "971": "AE",
-    "972": "IL", "974": "QA",
-}
+_CALLING_CODES = _pairs("""
+    1=US 7=RU 20=EG 27=ZA 30=GR 31=NL 32=BE 33=FR 34=ES 36=HU 39=IT 40=RO 41=CH 43=AT 44=GB 45=DK
+    46=SE 47=NO 48=PL 49=DE 51=PE 52=MX 53=CU 54=AR 55=BR 56=CL 57=CO 58=VE 60=MY 61=AU 62=ID 63=PH
+    64=NZ 65=SG 66=TH 81=JP 82=KR 84=VN 86=CN 90=TR 91=IN 92=PK 94=LK 95=MM 98=IR 212=MA 213=DZ
+    216=TN 233=GH 234=NG 254=KE 255=TZ 256=UG 351=PT 352=LU 353=IE 354=IS 356=MT 357=CY 358=FI
+    359=BG 370=LT 371=LV 372=EE 380=UA 381=RS 385=HR 386=SI 420=CZ 421=SK 423=LI 506=CR 507=PA
+    593=EC 598=UY 852=HK 853=MO 855=KH 880=BD 886=TW 961=LB 962=JO 965=KW 966=SA 971=AE 972=IL
+    974=QA
+""")
 
 # NANP (+1) area codes that are not the continental US default.
 _CANADA_AREA_CODES = frozenset(
@@ -58,8 +57,7 @@ _CONTINENT: dict[str, str] = {}
 for _continent, _codes in {
     "NA": "US CA MX CU CR PA",
     "SA": "PE AR BR CL CO VE EC UY",
-    "EU": "RU GR NL BE FR ES HU IT RO CH AT GB DK SE NO PL DE PT LU IE IS MT CY FI BG LT LV EE UA RS "
-    "HR SI CZ SK LI TR",
+    "EU": "RU GR NL BE FR ES HU IT RO CH AT GB DK SE NO PL DE PT LU IE IS MT CY FI BG LT LV EE UA RS HR SI CZ SK LI TR",
     "AF": "EG ZA MA DZ TN GH NG KE TZ UG",
     "AS": "MY ID PH SG TH JP KR VN CN IN PK LK MM IR HK MO KH BD TW LB JO KW SA AE IL QA",
     "OC": "AU NZ",
@@ -70,8 +68,7 @@ for _continent, _codes in {
 # EU member states, the rest of the EEA, the UK and Switzerland: callers whose data the
 # agent's residency policy may keep in EU regions.
 _EU_RESIDENCY = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE "
-    "IS LI NO GB CH".split()
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO GB CH".split()
 )
 
 

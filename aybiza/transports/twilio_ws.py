@@ -38,6 +38,7 @@ __all__ = ["TwilioOutput", "serve_stream", "CallSetup"]
 
 TWILIO_RATE = 8000
 MARK_EVERY_SAMPLES = TWILIO_RATE  # one mark per second of agent audio
+EDGE_SAMPLE_EVERY = 50  # frames between two samples of the per-frame edge cost
 log = logging.getLogger("aybiza.twilio")
 
 
@@ -158,7 +159,7 @@ async def serve_stream(websocket: WebSocket, setup: CallSetup) -> None:
         nonlocal reason
         for frame in opening:
             await pipe.push(frame)
-        reason = await _pump(websocket, protocol, pipe, output)
+        reason = await _pump(websocket, protocol, pipe, output, ctx.on_timing)
         await pipe.push(EndOfCall(reason))
 
     code = 1000
@@ -188,8 +189,10 @@ async def _wait_for_start(websocket: WebSocket, protocol: TwilioProtocol) -> Sta
                 return event
 
 
-async def _pump(websocket: WebSocket, protocol: TwilioProtocol, pipe: Pipeline, output: TwilioOutput) -> str:
+async def _pump(websocket: WebSocket, protocol: TwilioProtocol, pipe: Pipeline, output: TwilioOutput,
+                on_timing: Callable[[str, float], None]) -> str:
     push = pipe.push
+    frames = 0
     while True:
         try:
             message = await _receive_text(websocket)
@@ -197,7 +200,11 @@ async def _pump(websocket: WebSocket, protocol: TwilioProtocol, pipe: Pipeline, 
             return "disconnected"
         for event in protocol.receive(message):
             if isinstance(event, Media):
-                await push(InputAudio(ulaw2lin(event.payload), TWILIO_RATE, time.monotonic()))
+                arrived = time.monotonic()
+                await push(InputAudio(ulaw2lin(event.payload), TWILIO_RATE, arrived))
+                frames += 1
+                if frames % EDGE_SAMPLE_EVERY == 0:  # one sample a second keeps the histogram cheap
+                    on_timing("edge_frame", time.monotonic() - arrived)
             elif isinstance(event, MarkDone):
                 output.mark_done()
             elif isinstance(event, Dtmf):

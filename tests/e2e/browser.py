@@ -51,7 +51,7 @@ def speech_wav(path: Path, text: str, *, lead_s: float, tail_s: float) -> Path:
 
 
 @contextmanager
-def chromium_page(profile_dir: Path, microphone_wav: Path) -> Iterator[object]:
+def chromium_page(profile_dir: Path, microphone_wav: Path | None = None) -> Iterator[object]:
     """A page in a fresh headless Chromium whose microphone plays ``microphone_wav``.
 
     Yields a ``playwright.sync_api.Page`` (typed ``object`` so this module imports without Playwright).
@@ -67,11 +67,11 @@ def chromium_page(profile_dir: Path, microphone_wav: Path) -> Iterator[object]:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={microphone_wav}",
         "--autoplay-policy=no-user-gesture-required",
     ]
+    if microphone_wav is not None:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={microphone_wav}"]
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(profile_dir), executable_path=CHROMIUM, headless=True, args=args,
