@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -309,12 +310,33 @@ class _StreamJob:
             return False
 
     def cancel(self) -> None:
-        """Stop reading and close the HTTP stream (from the loop thread)."""
+        """Stop reading (from the loop thread) without waiting on the reader.
+
+        Closing the stream here would block the event loop: the close takes
+        the lock of a reader stuck in ``recv`` on a silent socket (blackholed
+        or hung region) until the read timeout. Shutting the socket down
+        wakes that reader at once; the worker thread then closes the stream.
+        """
         with self._lock:
             self._cancelled = True
             stream = self._stream
         if stream is not None:
-            _close_quietly(stream)
+            _shutdown_socket(stream)
+
+
+def _shutdown_socket(stream: Any) -> None:
+    """Shut down the TCP socket under a botocore event stream, if it can be found."""
+    raw = getattr(stream, "_raw_stream", None)
+    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        # No socket to shut: close from a helper thread so the loop never waits.
+        threading.Thread(target=_close_quietly, args=(stream,), daemon=True, name="bedrock-close").start()
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed by the peer or the reader
+        pass
 
 
 def _close_quietly(stream: Any) -> None:

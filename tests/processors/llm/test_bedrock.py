@@ -362,3 +362,32 @@ async def test_the_standard_endpoint_variable_points_the_client_elsewhere(
         events = [e async for e in streamer.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hi"),)))]
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hi."]
     assert fb.requests[0].model_id == "us.anthropic.claude-sonnet-4-6"
+
+
+@pytest.mark.anyio
+async def test_a_stalled_stream_is_abandoned_without_freezing_the_event_loop() -> None:
+    # A blackholed or hung region: the reader thread sits in recv() until the
+    # read timeout. Giving up on it must not block the loop other calls run on.
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    with FakeBedrock(script=[BedrockReply(text="One two three four five.", stall_after=1, stall_s=6.0)]) as fb:
+        streamer = BedrockStreamer(region="eu-west-2", model_id=MODEL, endpoint_url=fb.url,
+                                   first_token_timeout=5.0, stall_timeout=0.3)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(heartbeat)
+            started = time.monotonic()
+            with pytest.raises(ProviderTimeout):
+                async for _ in streamer.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hi"),))):
+                    pass
+            await anyio.sleep(0.3)  # the abandoned reader winds down meanwhile
+            tg.cancel_scope.cancel()
+    assert time.monotonic() - started < 3.0
+    assert max(gaps) < 1.0, f"event loop blocked for {max(gaps):.2f} s"
