@@ -15,6 +15,7 @@ if [ "${AYBIZA_TEST_SYSTEM:-0}" = 1 ]; then
     [ip]=iproute2
     [nft]=nftables
     [sox]=sox
+    [pg_ctlcluster]=postgresql
   )
 fi
 

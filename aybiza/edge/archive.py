@@ -1,0 +1,350 @@
+"""The durable archive of finished calls: SQLite (default) or PostgreSQL (``AYBIZA_ARCHIVE_URL``).
+
+``put`` returns only once the record is committed durably: SQLite with
+``synchronous=FULL`` (survives power loss, ~3 ms, once per call, in a worker
+thread), PostgreSQL on ``COMMIT``. Writes are idempotent upserts keyed by
+call id that never replace a record with an older version, so a retried or
+replayed write is harmless.
+
+``purge_transcripts(days)`` is the retention setting: records that ended
+more than ``days`` ago lose what the caller and agent said, the caller's
+number and the DTMF digits; timings, usage, cost and outcome stay.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ..errors import ConfigError
+from .records import CallRecord
+
+__all__ = [
+    "ARCHIVE_URL_ENV",
+    "Archive",
+    "PostgresArchive",
+    "SQLiteArchive",
+    "archive_url_from_env",
+    "open_archive",
+    "purge_record",
+]
+
+ARCHIVE_URL_ENV = "AYBIZA_ARCHIVE_URL"
+"""``postgresql://user:pass@host/db`` to archive to PostgreSQL; unset = SQLite under the data dir."""
+
+T = TypeVar("T")
+
+
+def archive_url_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """The ``AYBIZA_ARCHIVE_URL`` setting, or None when unset or blank."""
+    import os
+
+    value = (os.environ if env is None else env).get(ARCHIVE_URL_ENV, "").strip()
+    return value or None
+
+
+def purge_record(record: CallRecord) -> CallRecord:
+    """A copy of ``record`` without transcript, caller number or digits (retention)."""
+    turns = [turn.model_copy(update={"user": "", "agent": ""}) for turn in record.turns]
+    return record.model_copy(update={"turns": turns, "caller": "", "digits": "", "transcript_purged": True})
+
+
+class Archive(ABC):
+    """Where ended (and interrupted) call records are kept."""
+
+    kind: str = "archive"
+
+    @abstractmethod
+    async def put(self, record: CallRecord) -> None:
+        """Store ``record`` durably before returning (keeps the higher version if one exists)."""
+
+    @abstractmethod
+    async def get(self, call_id: str) -> CallRecord | None:
+        """The archived record of ``call_id``, or None."""
+
+    @abstractmethod
+    async def list(
+        self, *, limit: int = 50, offset: int = 0, status: str | None = None, agent_id: str | None = None
+    ) -> list[CallRecord]:
+        """Archived records, newest start first."""
+
+    @abstractmethod
+    async def count(self) -> int:
+        """How many records are archived."""
+
+    @abstractmethod
+    async def purge_transcripts(self, older_than_days: float, *, now: float | None = None) -> int:
+        """Strip transcripts of records that ended more than ``older_than_days`` ago; return how many."""
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        return None
+
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    purged INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at DESC);
+CREATE INDEX IF NOT EXISTS calls_ended ON calls (ended_at) WHERE purged = 0;
+"""
+
+_SQLITE_UPSERT = """
+INSERT INTO calls (call_id, version, status, agent_id, started_at, ended_at, purged, data)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (call_id) DO UPDATE SET
+    version = excluded.version, status = excluded.status, agent_id = excluded.agent_id,
+    started_at = excluded.started_at, ended_at = excluded.ended_at, purged = excluded.purged,
+    data = excluded.data
+WHERE excluded.version >= calls.version
+"""
+
+
+def _row(record: CallRecord) -> tuple[Any, ...]:
+    return (record.call_id, record.version, record.status, record.agent_id, record.started_at,
+            record.ended_at, record.transcript_purged, record.to_json())
+
+
+class SQLiteArchive(Archive):
+    """Archive in a SQLite file (WAL, ``synchronous=FULL``); every call runs in a worker thread."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SQLITE_SCHEMA)
+
+    def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return fn(self._db)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(self._locked, fn)
+
+    def put_sync(self, record: CallRecord) -> None:
+        """Blocking :meth:`put` (for scripts and recovery outside an event loop)."""
+        row = _row(record)
+        self._locked(lambda db: db.execute(_SQLITE_UPSERT, row))
+
+    async def put(self, record: CallRecord) -> None:
+        """Upsert and commit with ``synchronous=FULL``."""
+        row = _row(record)
+        await self._run(lambda db: db.execute(_SQLITE_UPSERT, row))
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        """The archived record of ``call_id``, or None."""
+        row = await self._run(lambda db: db.execute("SELECT data FROM calls WHERE call_id = ?", (call_id,)).fetchone())
+        return None if row is None else CallRecord.from_json(row[0])
+
+    async def list(
+        self, *, limit: int = 50, offset: int = 0, status: str | None = None, agent_id: str | None = None
+    ) -> list[CallRecord]:
+        """Archived records, newest start first, optionally filtered by status or agent."""
+        where, args = _filters(status, agent_id, "?")
+        sql = f"SELECT data FROM calls{where} ORDER BY started_at DESC LIMIT ? OFFSET ?"
+        rows = await self._run(lambda db: db.execute(sql, (*args, limit, offset)).fetchall())
+        return [CallRecord.from_json(row[0]) for row in rows]
+
+    async def count(self) -> int:
+        """How many records are archived."""
+        row = await self._run(lambda db: db.execute("SELECT count(*) FROM calls").fetchone())
+        return int(row[0])
+
+    async def purge_transcripts(self, older_than_days: float, *, now: float | None = None) -> int:
+        """Strip transcripts of records that ended more than ``older_than_days`` ago (one transaction)."""
+        cutoff = (time.time() if now is None else now) - older_than_days * 86400.0
+
+        def purge(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    "SELECT data FROM calls WHERE purged = 0 AND ended_at IS NOT NULL AND ended_at < ?", (cutoff,)
+                ).fetchall()
+                for (data,) in rows:
+                    purged = purge_record(CallRecord.from_json(data))
+                    db.execute("UPDATE calls SET purged = 1, data = ? WHERE call_id = ?",
+                               (purged.to_json(), purged.call_id))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return len(rows)
+
+        return await self._run(purge)
+
+    async def aclose(self) -> None:
+        """Close the database."""
+        await self._run(lambda db: db.close())
+
+
+def _filters(status: str | None, agent_id: str | None, mark: str) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        clauses.append(f"status = {mark}")
+        args.append(status)
+    if agent_id is not None:
+        clauses.append(f"agent_id = {mark}")
+        args.append(agent_id)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS aybiza_calls (
+    call_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION,
+    purged BOOLEAN NOT NULL DEFAULT FALSE,
+    data JSONB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS aybiza_calls_started ON aybiza_calls (started_at DESC);
+CREATE INDEX IF NOT EXISTS aybiza_calls_ended ON aybiza_calls (ended_at) WHERE NOT purged;
+"""
+
+_PG_UPSERT = """
+INSERT INTO aybiza_calls (call_id, version, status, agent_id, started_at, ended_at, purged, data)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (call_id) DO UPDATE SET
+    version = EXCLUDED.version, status = EXCLUDED.status, agent_id = EXCLUDED.agent_id,
+    started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, purged = EXCLUDED.purged,
+    data = EXCLUDED.data
+WHERE EXCLUDED.version >= aybiza_calls.version
+"""
+
+
+class PostgresArchive(Archive):
+    """Archive in PostgreSQL (psycopg 3, asyncio): one connection, reopened once if it broke."""
+
+    kind = "postgresql"
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 3.0) -> None:
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self._conn: Any = None
+        self._lock = anyio.Lock()
+
+    async def _connection(self) -> Any:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s))
+            )
+            await self._conn.execute(_PG_SCHEMA)
+        return self._conn
+
+    async def _run(self, fn: Callable[[Any], Any]) -> Any:
+        import psycopg
+
+        async with self._lock:
+            for attempt in (1, 2):
+                conn = await self._connection()
+                try:
+                    return await fn(conn)
+                except psycopg.OperationalError:
+                    await conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def open(self) -> None:
+        """Connect and create the table (also done lazily on first use)."""
+        await self._run(lambda conn: conn.execute("SELECT 1"))
+
+    async def put(self, record: CallRecord) -> None:
+        """Upsert; returns after the (autocommit) statement committed."""
+        row = _row(record)
+        await self._run(lambda conn: conn.execute(_PG_UPSERT, row))
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        """The archived record of ``call_id``, or None."""
+        async def fetch(conn: Any) -> Any:
+            cursor = await conn.execute("SELECT data::text FROM aybiza_calls WHERE call_id = %s", (call_id,))
+            return await cursor.fetchone()
+
+        row = await self._run(fetch)
+        return None if row is None else CallRecord.from_json(row[0])
+
+    async def list(
+        self, *, limit: int = 50, offset: int = 0, status: str | None = None, agent_id: str | None = None
+    ) -> list[CallRecord]:
+        """Archived records, newest start first, optionally filtered by status or agent."""
+        where, args = _filters(status, agent_id, "%s")
+        sql = f"SELECT data::text FROM aybiza_calls{where} ORDER BY started_at DESC LIMIT %s OFFSET %s"
+
+        async def fetch(conn: Any) -> Any:
+            cursor = await conn.execute(sql, (*args, limit, offset))
+            return await cursor.fetchall()
+
+        return [CallRecord.from_json(row[0]) for row in await self._run(fetch)]
+
+    async def count(self) -> int:
+        """How many records are archived."""
+        async def fetch(conn: Any) -> Any:
+            cursor = await conn.execute("SELECT count(*) FROM aybiza_calls")
+            return await cursor.fetchone()
+
+        return int((await self._run(fetch))[0])
+
+    async def purge_transcripts(self, older_than_days: float, *, now: float | None = None) -> int:
+        """Strip transcripts of records that ended more than ``older_than_days`` ago (one transaction)."""
+        cutoff = (time.time() if now is None else now) - older_than_days * 86400.0
+
+        async def purge(conn: Any) -> int:
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    "SELECT data::text FROM aybiza_calls WHERE NOT purged AND ended_at IS NOT NULL AND ended_at < %s"
+                    " FOR UPDATE", (cutoff,))
+                rows = await cursor.fetchall()
+                for (data,) in rows:
+                    purged = purge_record(CallRecord.from_json(data))
+                    await conn.execute("UPDATE aybiza_calls SET purged = TRUE, data = %s::jsonb WHERE call_id = %s",
+                                       (purged.to_json(), purged.call_id))
+            return len(rows)
+
+        return int(await self._run(purge))
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+
+def open_archive(url: str | None, data_dir: str | Path) -> Archive:
+    """PostgreSQL for ``postgresql://``/``postgres://`` URLs, SQLite for ``sqlite:///path`` or None.
+
+    None archives to ``<data_dir>/calls-archive.db``.
+    """
+    if not url:
+        return SQLiteArchive(Path(data_dir) / "calls-archive.db")
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresArchive(url)
+    if url.startswith("sqlite:///"):
+        return SQLiteArchive(Path(url[len("sqlite:///"):]))
+    raise ConfigError(f"{ARCHIVE_URL_ENV}: unsupported URL {url!r} (use postgresql://... or sqlite:///path)")

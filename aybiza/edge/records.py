@@ -1,0 +1,191 @@
+"""The call record: what the platform keeps about one call, live and after it ended.
+
+A :class:`CallRecord` holds the route, each turn (what was said, its
+timings, what the cache answered), usage, cost, quality, language, outcome,
+transport and cache hits. It is a pydantic model stored whole as JSON, so
+every write is a snapshot: idempotent and re-derivable (a retried write
+changes nothing, a lost one is repaired by the next).
+
+Timestamps are wall-clock seconds since the epoch (``time.time()``): they
+are shown to people and compared across processes and days (retention); all
+latencies inside are durations measured on the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..pipeline.context import CallContext
+
+__all__ = [
+    "CACHE_HIT_PREFIX",
+    "CallRecord",
+    "CallStatus",
+    "TurnRecord",
+    "cache_hits_from_usage",
+    "final_fields",
+    "record_from_context",
+]
+
+CallStatus = Literal["active", "ended", "interrupted"]
+"""``active`` while the call runs; ``ended`` after a normal end; ``interrupted`` if its process died."""
+
+CACHE_HIT_PREFIX = "cache_hits:"
+"""Usage keys ``cache_hits:llm`` / ``cache_hits:tts`` count answers and sentences served from the cache."""
+
+
+class TurnRecord(BaseModel):
+    """One exchange: the caller's turn, the agent's answer, its latencies and cache use."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    turn_id: int
+    user: str = ""
+    agent: str = ""
+    language: str = "en"
+    at: float = Field(default_factory=time.time)
+    timings: dict[str, float] = Field(default_factory=dict)
+    cached: list[str] = Field(default_factory=list)  # which stages the cache served: "llm", "tts"
+    interrupted: bool = False
+
+
+class CallRecord(BaseModel):
+    """Everything known about one call; stored whole (JSON) at every update."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    call_id: str
+    status: CallStatus = "active"
+    version: int = 0
+    owner: str = ""
+    transport: str = "twilio"
+    caller: str = ""
+    caller_country: str = ""
+    agent_id: str = "default"
+    language: str = "en"
+    route: dict[str, str] = Field(default_factory=dict)
+    started_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    ended_at: float | None = None
+    turns: list[TurnRecord] = Field(default_factory=list)
+    timings: list[tuple[str, float]] = Field(default_factory=list)
+    usage: dict[str, float] = Field(default_factory=dict)
+    cost: dict[str, Any] | None = None
+    quality: dict[str, Any] = Field(default_factory=dict)
+    outcome: str | None = None
+    digits: str = ""
+    cache_hits: dict[str, int] = Field(default_factory=dict)
+    custom: dict[str, str] = Field(default_factory=dict)
+    transcript_purged: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from start to end (or to the last update while live)."""
+        end = self.ended_at if self.ended_at is not None else self.updated_at
+        return max(0.0, end - self.started_at)
+
+    def context(self) -> list[dict[str, str]]:
+        """The conversation so far as ``[{"role": "user"|"assistant", "text": ...}]`` (to resume a call)."""
+        messages: list[dict[str, str]] = []
+        for turn in self.turns:
+            if turn.user:
+                messages.append({"role": "user", "text": turn.user})
+            if turn.agent:
+                messages.append({"role": "assistant", "text": turn.agent})
+        return messages
+
+    def put_turn(self, turn: TurnRecord) -> None:
+        """Add ``turn`` or replace the one with the same ``turn_id``."""
+        for index, existing in enumerate(self.turns):
+            if existing.turn_id == turn.turn_id:
+                self.turns[index] = turn
+                return
+        self.turns.append(turn)
+
+    def summary(self) -> dict[str, Any]:
+        """The list view: identity, times, outcome and totals, without transcript or timings."""
+        cost = self.cost or {}
+        return {
+            "call_id": self.call_id,
+            "status": self.status,
+            "transport": self.transport,
+            "caller": self.caller,
+            "agent_id": self.agent_id,
+            "language": self.language,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration_s": round(self.duration_s, 3),
+            "turns": len(self.turns),
+            "outcome": self.outcome,
+            "cost_usd": cost.get("total_usd"),
+            "cache_hits": dict(self.cache_hits),
+            "transcript_purged": self.transcript_purged,
+        }
+
+    def to_json(self) -> str:
+        """The stored form."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> CallRecord:
+        """Inverse of :meth:`to_json`."""
+        return cls.model_validate_json(data)
+
+
+def cache_hits_from_usage(usage: Mapping[str, float]) -> dict[str, int]:
+    """``{"llm": 3, "tts": 5}`` from the ``cache_hits:*`` usage counters."""
+    return {
+        key[len(CACHE_HIT_PREFIX):]: int(value)
+        for key, value in usage.items()
+        if key.startswith(CACHE_HIT_PREFIX)
+    }
+
+
+def _route(ctx: CallContext) -> dict[str, str]:
+    return {
+        "region": ctx.region,
+        "model_tier": ctx.model_tier,
+        "quality_tier": ctx.quality_tier,
+        "codec": ctx.codec,
+    }
+
+
+def record_from_context(ctx: CallContext) -> CallRecord:
+    """A new live record for the call ``ctx`` describes."""
+    return CallRecord(
+        call_id=ctx.call_id,
+        transport=ctx.transport,
+        caller=ctx.caller,
+        caller_country=ctx.caller_country,
+        agent_id=ctx.agent_id,
+        language=ctx.language,
+        route=_route(ctx),
+        custom=dict(ctx.custom),
+    )
+
+
+def final_fields(
+    ctx: CallContext,
+    *,
+    cost: Mapping[str, Any] | None = None,
+    quality: Mapping[str, Any] | None = None,
+    timings: Iterable[tuple[str, float]] | None = None,
+) -> dict[str, Any]:
+    """The fields :meth:`CallStore.end` takes from the call's context at its end."""
+    fields: dict[str, Any] = {
+        "language": ctx.language,
+        "route": _route(ctx),
+        "usage": dict(ctx.usage),
+        "digits": ctx.digits,
+        "timings": [(stage, float(seconds)) for stage, seconds in (ctx.timings if timings is None else timings)],
+        "cache_hits": cache_hits_from_usage(ctx.usage),
+    }
+    if cost is not None:
+        fields["cost"] = dict(cost)
+    if quality is not None:
+        fields["quality"] = dict(quality)
+    return fields

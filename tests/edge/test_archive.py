@@ -1,0 +1,92 @@
+"""The archive contract on SQLite and on a real PostgreSQL server: durable upserts, listing, retention."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from aybiza.edge.archive import Archive, PostgresArchive, SQLiteArchive, archive_url_from_env, open_archive
+from aybiza.edge.records import CallRecord, TurnRecord
+from aybiza.errors import ConfigError
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def archive(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Archive]:
+    if request.param == "sqlite":
+        store: Archive = SQLiteArchive(tmp_path / "archive.db")
+    else:
+        store = PostgresArchive(request.getfixturevalue("postgres_url"))
+    yield store
+    await store.aclose()
+
+
+def _record(call_id: str, *, version: int = 3, ended_days_ago: float = 0.0, agent: str = "default") -> CallRecord:
+    ended = time.time() - ended_days_ago * 86400
+    return CallRecord(
+        call_id=call_id, status="ended", version=version, caller="+15555550123", agent_id=agent,
+        started_at=ended - 60, updated_at=ended, ended_at=ended, outcome="hangup", digits="42",
+        turns=[TurnRecord(turn_id=1, user="What are your hours?", agent="Nine to five.",
+                          timings={"llm_first_token": 0.1})],
+        usage={"stt_seconds": 4.0}, cost={"total_usd": "0.01"},
+    )
+
+
+async def test_put_then_get_returns_the_same_record(archive: Archive) -> None:
+    record = _record("CA1")
+    await archive.put(record)
+    assert await archive.get("CA1") == record
+    assert await archive.get("CA-missing") is None
+
+
+async def test_put_is_idempotent_and_never_goes_back_a_version(archive: Archive) -> None:
+    await archive.put(_record("CA1", version=5))
+    await archive.put(_record("CA1", version=5))
+    older = _record("CA1", version=4)
+    older.outcome = "stale"
+    await archive.put(older)
+    found = await archive.get("CA1")
+    assert found is not None and found.version == 5 and found.outcome == "hangup"
+    assert await archive.count() == 1
+
+
+async def test_list_newest_first_with_filters(archive: Archive) -> None:
+    for i, agent in enumerate(["a", "b", "a"]):
+        record = _record(f"CA{i}", agent=agent)
+        record.started_at = 1000.0 + i
+        await archive.put(record)
+    interrupted = _record("CAx")
+    interrupted.status, interrupted.started_at = "interrupted", 500.0
+    await archive.put(interrupted)
+    assert [r.call_id for r in await archive.list()] == ["CA2", "CA1", "CA0", "CAx"]
+    assert [r.call_id for r in await archive.list(limit=2, offset=1)] == ["CA1", "CA0"]
+    assert [r.call_id for r in await archive.list(agent_id="a")] == ["CA2", "CA0"]
+    assert [r.call_id for r in await archive.list(status="interrupted")] == ["CAx"]
+
+
+async def test_retention_purges_old_transcripts_only(archive: Archive) -> None:
+    await archive.put(_record("old", ended_days_ago=40))
+    await archive.put(_record("recent", ended_days_ago=2))
+    assert await archive.purge_transcripts(30) == 1
+    assert await archive.purge_transcripts(30) == 0
+    old, recent = await archive.get("old"), await archive.get("recent")
+    assert old is not None and recent is not None
+    assert old.transcript_purged and old.turns[0].user == "" and old.turns[0].agent == ""
+    assert old.caller == "" and old.digits == ""
+    assert old.turns[0].timings == {"llm_first_token": 0.1} and old.cost == {"total_usd": "0.01"}
+    assert recent.turns[0].user == "What are your hours?" and recent.caller == "+15555550123"
+
+
+def test_open_archive_chooses_the_backend(tmp_path: Path) -> None:
+    default = open_archive(None, tmp_path)
+    assert isinstance(default, SQLiteArchive) and default.path == tmp_path / "calls-archive.db"
+    assert isinstance(open_archive(f"sqlite:///{tmp_path}/x.db", tmp_path), SQLiteArchive)
+    assert isinstance(open_archive("postgresql://u@localhost/db", tmp_path), PostgresArchive)
+    with pytest.raises(ConfigError):
+        open_archive("mysql://nope", tmp_path)
+    assert archive_url_from_env({"AYBIZA_ARCHIVE_URL": " postgres://x/y "}) == "postgres://x/y"
+    assert archive_url_from_env({}) is None

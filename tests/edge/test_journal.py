@@ -1,0 +1,168 @@
+"""The call journal writes each turn to the call store while the call runs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aybiza.agents import FAQ, AgentConfig
+from aybiza.edge.answers import AnswerPolicy
+from aybiza.edge.archive import SQLiteArchive
+from aybiza.edge.cache import MemoryCache
+from aybiza.edge.calls import CallStore, SQLiteState
+from aybiza.edge.journal import CallJournal
+from aybiza.edge.records import CallRecord, TurnRecord
+from aybiza.pipeline import (
+    AgentText,
+    AgentTurnDone,
+    CallContext,
+    Frame,
+    Interruption,
+    Processor,
+    QualityReport,
+    UserTurn,
+)
+from aybiza.processors.cache import CachedAnswers
+
+pytestmark = pytest.mark.anyio
+
+AGENT = AgentConfig(
+    id="dental", name="Dental", greeting="Hello.", system_prompt="Be brief.", fallback="Sorry?",
+    faqs=(FAQ(id="hours", answer="Nine to five.", questions=("What are your opening hours?",)),),
+)
+
+
+class ScriptedModel(Processor):
+    """Answers each caller turn with two sentences and a turn end."""
+
+    async def process(self, frame: Frame) -> None:
+        if isinstance(frame, UserTurn):
+            await self.push(AgentText(f"About {frame.text.lower().rstrip('?')}.", frame.turn_id))
+            await self.push(AgentText("That is all.", frame.turn_id))
+            await self.push(AgentTurnDone(frame.turn_id))
+            return
+        await self.push(frame)
+
+
+class RecordingSink:
+    """Records what reaches downstream."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    async def __call__(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def has(self, kind: type[Frame], turn_id: int) -> bool:
+        return any(isinstance(f, kind) and getattr(f, "turn_id", None) == turn_id for f in self.frames)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[CallStore]:
+    opened = await CallStore(SQLiteState(tmp_path / "live.db"), SQLiteArchive(tmp_path / "archive.db")).open()
+    yield opened
+    await opened.aclose()
+
+
+async def live_record(store: CallStore, call_id: str, turns: int) -> CallRecord:
+    """The record as stored in the state backend once it holds ``turns`` turns."""
+    with anyio.fail_after(10):
+        while True:
+            record = await store.state.read(call_id)
+            if record is not None and len(record.turns) >= turns:
+                return record
+            await anyio.sleep(0.005)
+
+
+async def test_turns_reach_the_store_during_the_call_and_the_archive_at_its_end(store: CallStore) -> None:
+    cache = MemoryCache()
+    journal = CallJournal(CachedAnswers(ScriptedModel(), cache, AnswerPolicy(AGENT)), store)
+    sink = RecordingSink()
+    journal.link(None)
+    journal.push = sink
+    ctx = CallContext(call_id="CA1", caller="+15550001")
+    async with anyio.create_task_group() as tg:
+        await journal.start(ctx, tg)
+        await journal.process(AgentText("Hello, Harbor Lane Dental.", 0))
+        await journal.process(AgentTurnDone(0))
+        ctx.record_timing("tts_first_byte", 0.11)  # the greeting's audio
+        ctx.record_timing("stt_final", 0.21)  # the caller's first turn being recognised
+        await journal.process(QualityReport(score=0.9, tier="high"))
+        await journal.process(UserTurn("What are your opening hours?", turn_id=1))
+        assert sink.has(AgentTurnDone, 1)
+        ctx.record_timing("voice_to_voice", 0.61)
+
+        live = await live_record(store, "CA1", 2)  # written while the call runs: a crash keeps it
+        assert [(t.turn_id, t.user, t.agent) for t in live.turns] == [
+            (0, "", "Hello, Harbor Lane Dental."),
+            (1, "What are your opening hours?", "About what are your opening hours. That is all."),
+        ]
+        assert live.status == "active" and live.quality["tier"] == "high"
+
+        await journal.process(QualityReport(score=0.4, tier="low"))
+        await journal.process(UserTurn("Do you do implants?", turn_id=2))
+        await journal.process(Interruption(at=1.0))
+        assert sink.has(AgentTurnDone, 2)
+        tg.cancel_scope.cancel()
+    await journal.stop()
+
+    record = await store.end_call(ctx, "hangup")
+    turns = {t.turn_id: t for t in record.turns}
+    assert turns[0].timings == {"tts_first_byte": 0.11}
+    assert turns[1].timings == {"stt_final": 0.21, "voice_to_voice": 0.61}
+    assert turns[2].interrupted and not turns[1].interrupted
+    assert record.quality == {"score": 0.4, "tier": "low", "min_score": 0.4}
+    assert record.outcome == "hangup" and record.status == "ended"
+    assert await store.archive.get("CA1") == record
+
+
+async def test_cache_hits_are_marked_on_the_turn(store: CallStore) -> None:
+    cache = MemoryCache()
+    policy = AnswerPolicy(AGENT)
+    for call_id in ("CA1", "CA2"):
+        journal = CallJournal(CachedAnswers(ScriptedModel(), cache, policy), store)
+        sink = RecordingSink()
+        journal.link(None)
+        journal.push = sink
+        ctx = CallContext(call_id=call_id)
+        async with anyio.create_task_group() as tg:
+            await journal.start(ctx, tg)
+            await journal.process(UserTurn("What are your opening hours?", turn_id=1))
+            assert sink.has(AgentTurnDone, 1)
+            with anyio.fail_after(10):
+                while True:  # the answer is stored off the frame path
+                    if cache.stats("llm").sets >= 1:
+                        break
+                    await anyio.sleep(0.005)
+            tg.cancel_scope.cancel()
+        await journal.stop()
+        await store.end_call(ctx, "hangup")
+    first, second = await store.archive.get("CA1"), await store.archive.get("CA2")
+    assert first is not None and second is not None
+    assert first.turns[0].cached == [] and second.turns[0].cached == ["llm"]
+    assert second.cache_hits == {"llm": 1} and first.cache_hits == {}
+
+
+async def test_a_resumed_call_keeps_the_turns_of_the_process_before(tmp_path: Path, store: CallStore) -> None:
+    await store.start(CallRecord(call_id="CA1"))
+    await store.update("CA1", turn=TurnRecord(turn_id=0, agent="Hello."))
+    await store.update("CA1", turn=TurnRecord(turn_id=1, user="Book a cleaning.", agent="Which day?"))
+    other = await CallStore(SQLiteState(tmp_path / "live.db"), store.archive).open()
+    assert await other.resume("CA1") is not None
+
+    journal = CallJournal(ScriptedModel(), other)
+    sink = RecordingSink()
+    journal.link(None)
+    journal.push = sink
+    ctx = CallContext(call_id="CA1")
+    async with anyio.create_task_group() as tg:
+        await journal.start(ctx, tg)
+        await journal.process(UserTurn("Tuesday.", turn_id=1))  # the new process counts from 1 again
+        tg.cancel_scope.cancel()
+    await journal.stop()
+    record = await other.end_call(ctx, "hangup")
+    assert [(t.turn_id, t.user) for t in record.turns] == [(0, ""), (1, "Book a cleaning."), (3, "Tuesday.")]
+    await other.state.aclose()
