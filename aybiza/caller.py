@@ -75,6 +75,7 @@ class TurnTiming:
 class CallReport:
     """What happened on the call, as the caller saw it."""
 
+    call_sid: str = ""
     heard: bytearray = field(default_factory=bytearray)  # μ-law actually played
     received_bytes: int = 0
     marks_played: list[str] = field(default_factory=list)
@@ -162,8 +163,8 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
                      caller: str = "+15555550123", agent: str | None = None, hangup_after: float = 2.0,
                      call_timeout: float = 120.0) -> CallReport:
     """Call the server at ``stream_url`` like Twilio and run ``script``; return what the caller saw."""
-    report = CallReport()
     call_sid = new_sid("CA")
+    report = CallReport(call_sid=call_sid)
     public = public_url or _http_base(stream_url)
     twiml_stream_url, custom = await _announce(_http_base(stream_url), public, auth_token, caller, call_sid, agent)
     protocol = TwilioCallerProtocol(custom_parameters=custom, call_sid=call_sid)

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     thinking_budget: int = 1024
     openai_model: str = "llama3.2"
 
+    redis_url: str = Field(default="", description="Shared cache and call state for several processes")
+    archive_url: str = Field(default="", description="postgresql://... for the call archive; default SQLite")
+    retention_days: float | None = Field(default=None, description="Purge archived transcripts after N days")
+    catalog_path: Path | None = Field(default=None, description="Region catalog YAML; default: the packaged one")
+    health_probes: bool = True
+
     twilio_auth_token: str = Field(default="", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN",
                                                                               "AYBIZA_TWILIO_AUTH_TOKEN"))
     twilio_validate: bool = Field(default=True, description="Check X-Twilio-Signature; false for local use only")

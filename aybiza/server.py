@@ -11,34 +11,27 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
-from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from .config import Settings
-from .errors import AybizaError, ProtocolError
+from .errors import ProtocolError
 from .observability.dashboard import render_dashboard
-from .observability.metrics import Metrics
 from .pipeline import CallContext
-from .routing.costs import cost_of
-from .routing.countries import locate_number
+from .runtime import Runtime
 from .stack import SpeechStack
-from .transports.tokens import Announcement, CallTokens
+from .transports.tokens import Announcement
 from .transports.twilio import Started
 from .transports.twilio_ws import CallSetup, serve_stream
 from .transports.webrtc import WEB_DIR, WebRTCCalls, WebRTCSetup, demo_page, ice_servers_from_env, parse_offer
-from .twilio_auth import auth_token_for
 
 __all__ = ["create_app"]
 
@@ -46,96 +39,15 @@ log = logging.getLogger("aybiza.server")
 MAX_OFFER_BYTES = 128 * 1024
 
 
-class App:
-    """Process-wide state: settings, the speech stack, tokens, live calls."""
-
-    def __init__(self, settings: Settings, stack: SpeechStack | None = None) -> None:
-        self.settings = settings
-        self.stack = stack or SpeechStack(settings)
-        self.tokens = CallTokens(settings.call_token_ttl_s)
-        self.auth_token = auth_token_for(settings)
-        self.validator = RequestValidator(self.auth_token)
-        self.calls: dict[str, CallContext] = {}
-        self.metrics = Metrics()
-        self.ended: list[dict[str, Any]] = []
-        self.ready = False
-
-    def public_url(self, path: str, *, websocket: bool = False) -> str:
-        """Absolute public URL of ``path`` (ws/wss for WebSocket paths)."""
-        base = self.settings.base_url
-        if websocket:
-            scheme, rest = base.split("://", 1)
-            base = ("wss://" if scheme == "https" else "ws://") + rest
-        return base + path
-
-    def call_started(self, ctx: CallContext) -> None:
-        """Register a live call and start measuring it."""
-        ctx.caller_country = ctx.caller_country or locate_number(ctx.caller).country
-        ctx.on_timing = self.metrics.observe_timing
-        self.calls[ctx.call_id] = ctx
-        self.metrics.call_started(ctx.caller_country or "unknown", ctx.region, ctx.model_tier)
-        ctx.log.info("call started: transport=%s caller=%s country=%s agent=%s", ctx.transport,
-                     ctx.caller or "?", ctx.caller_country or "?", ctx.agent_id)
-
-    def call_ended(self, ctx: CallContext, reason: str) -> dict[str, Any]:
-        """Price the call, count it, and keep its record."""
-        self.calls.pop(ctx.call_id, None)
-        minutes = (time.monotonic() - ctx.started_at) / 60
-        # Deepgram is priced at its default models; the embedded engines cost nothing.
-        stt = None if self.settings.stt == "deepgram" else self.settings.stt
-        tts = None if self.settings.tts == "deepgram" else self.settings.tts
-        try:
-            cost_usd = cost_of(ctx.usage, ctx.region, minutes, stt_model=stt, tts_model=tts,
-                               transport=ctx.transport).total_usd
-        except AybizaError as error:  # a missing price must not lose the call record
-            ctx.log.warning("call not priced: %s", error)
-            cost_usd = 0.0
-        self.metrics.call_ended(cost_usd, ctx.region)
-        kind = reason.split(":", 1)[0]
-        if kind not in ("stopped", "disconnected", "hangup"):
-            self.metrics.error(kind)
-        record = {"call_id": ctx.call_id, "transport": ctx.transport, "reason": reason, "usage": dict(ctx.usage),
-                  "digits": ctx.digits, "timings": list(ctx.timings), "cost_usd": cost_usd,
-                  "region": ctx.region, "language": ctx.language, "quality": ctx.quality_tier}
-        self.ended.append(record)
-        del self.ended[:-200]
-        return record
-
-    def api_refusal(self, request: Request) -> Response | None:
-        """Call records hold phone numbers and transcripts: bearer token if set, else loopback only."""
-        token = self.settings.api_token
-        if token:
-            if secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
-                return None
-            return PlainTextResponse("401 Unauthorized: send Authorization: Bearer <AYBIZA_API_TOKEN>\n",
-                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        client = request.client.host if request.client else ""
-        if client in ("127.0.0.1", "::1", "localhost"):
-            return None
-        return PlainTextResponse("403 Forbidden: set AYBIZA_API_TOKEN to use the API from other hosts\n",
-                                 status_code=403)
-
-    def signature_ok(self, url: str, params: dict[str, str], signature: str) -> bool:
-        """Check ``X-Twilio-Signature`` unless the check is disabled for local use."""
-        if not self.settings.twilio_validate:
-            return True
-        return bool(signature) and bool(self.validator.validate(url, params, signature))
-
-
 def create_app(settings: Settings | None = None, stack: SpeechStack | None = None) -> Starlette:
     """The ASGI application for ``settings`` (defaults: environment and the embedded stack)."""
-    state = App(settings or Settings(), stack)
+    state = Runtime(settings or Settings(), stack)
     ice_servers = ice_servers_from_env()
     webrtc = WebRTCCalls(WebRTCSetup(build=state.stack.build, on_end=state.call_ended, ice_servers=ice_servers))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        await anyio.to_thread.run_sync(state.stack.warm)
-        state.ready = True
-        log.info("ready in %.1f s: stt=%s llm=%s tts=%s, public URL %s", time.perf_counter() - started,
-                 state.settings.stt, state.settings.llm, state.settings.tts, state.settings.base_url)
-        async with webrtc.running():
+        async with state.run(), webrtc.running():
             yield
 
     async def health(request: Request) -> Response:
@@ -244,10 +156,29 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
         state.call_started(ctx)
         return JSONResponse({"sdp": answer.sdp, "type": answer.type, "call_id": ctx.call_id})
 
-    async def recent_calls(request: Request) -> Response:
+    async def list_calls(request: Request) -> Response:
         if (refusal := state.api_refusal(request)) is not None:
             return refusal
-        return JSONResponse({"active": sorted(state.calls), "recent": state.ended[-50:]})
+        if state.store is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        query = request.query_params
+        try:
+            limit, offset = min(int(query.get("limit", 50)), 500), max(int(query.get("offset", 0)), 0)
+        except ValueError:
+            return PlainTextResponse("400 Bad Request: limit and offset are integers\n", status_code=400)
+        body = await state.store.list_calls(limit=limit, offset=offset, status=query.get("status"),
+                                            agent_id=query.get("agent"))
+        return JSONResponse(body)
+
+    async def get_call(request: Request) -> Response:
+        if (refusal := state.api_refusal(request)) is not None:
+            return refusal
+        if state.store is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        record = await state.store.get(request.path_params["call_id"])
+        if record is None:
+            return PlainTextResponse("404 Not Found: no such call\n", status_code=404)
+        return JSONResponse(record.model_dump(mode="json"))
 
     async def metrics(request: Request) -> Response:
         body, content_type = state.metrics.render()
@@ -267,7 +198,8 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
         Route("/health", health),
         Route("/twiml", twiml, methods=["POST"]),
         WebSocketRoute("/twilio/stream", twilio_stream),
-        Route("/api/recent", recent_calls),
+        Route("/api/calls", list_calls),
+        Route("/api/calls/{call_id}", get_call),
         Route("/metrics", metrics),
         Route("/dashboard", dashboard),
         Route("/api/dashboard", dashboard_data),

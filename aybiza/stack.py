@@ -10,16 +10,24 @@ loop; a call only creates cheap per-call state.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import cached_property
 
 from .agents import AgentConfig, list_agents, load_agent
 from .config import Settings
+from .edge.answers import AnswerPolicy
+from .edge.cache import Cache
+from .edge.calls import CallStore
 from .errors import ConfigError
 from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, Processor
+from .processors.cache import CachedAnswers, CachingSynthesizer
+from .processors.journal import CallJournal
 from .processors.language import DEFAULT_LANGUAGES, LanguageProcessor, detector_for
 from .processors.llm.bedrock import BedrockLLM, bedrock_client
 from .processors.llm.faq import FAQResponder, shared_matcher
 from .processors.llm.openai_compat import OpenAICompatLLM
+from .processors.llm.routed import RoutedBedrock
+from .processors.llm.sentences import ReplyProcessor
 from .processors.quality import QualityProcessor
 from .processors.stt.deepgram import DeepgramSTT, resolve_api_key
 from .processors.stt.sphinx import SPHINX_POOL, SphinxSTT
@@ -31,11 +39,14 @@ from .processors.tts.flite import FliteSynthesizer
 from .processors.tts.piper import PiperSynthesizer
 from .processors.turns import TurnTaker
 from .processors.vad import VADProcessor
+from .routing.service import RoutingService
 from .routing.tiers import resolve_model
 
 __all__ = ["SpeechStack"]
 
 log = logging.getLogger("aybiza.stack")
+
+UNAVAILABLE = "Sorry, I can't answer that right now. Could you say it again in a moment?"
 
 
 class SpeechStack:
@@ -44,6 +55,11 @@ class SpeechStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._agents: dict[str, AgentConfig] = {}
+        # Process-wide services the runtime plugs in (None: run without them).
+        self.cache: Cache | None = None
+        self.store: CallStore | None = None
+        self.routing: RoutingService | None = None
+        self.on_failover: Callable[[str, str], None] = lambda from_region, to_region: None
 
     def agent(self, agent_id: str) -> AgentConfig:
         """The agent's configuration (read once per process)."""
@@ -113,7 +129,7 @@ class SpeechStack:
             self._stt(ctx),
             LanguageProcessor(),  # reads the first final transcripts
             TurnTaker(barge_in=settings.barge_in),
-            self._model(ctx, agent),
+            self._answers(ctx, agent),
             self._tts(ctx),
         ]
         opening: list[Frame] = [AgentText(agent.greeting, turn_id=0, language=agent.language),
@@ -129,8 +145,24 @@ class SpeechStack:
             return SphinxSTT()
         return WhisperSTT(self.recognizer)
 
+    def _answers(self, ctx: CallContext, agent: AgentConfig) -> Processor:
+        """The model stage, behind the answer cache, inside the call journal."""
+        model = self._model(ctx, agent)
+        if self.cache is not None and agent.cache_answers:
+            policy = AnswerPolicy(agent, stateless_model=self.settings.llm == "faq", tier=ctx.model_tier)
+            model = CachedAnswers(model, self.cache, policy)
+        if self.store is not None:
+            model = CallJournal(model, self.store)  # outermost: it sees cache hits too
+        return model
+
     def _model(self, ctx: CallContext, agent: AgentConfig) -> Processor:
         llm = self.settings.llm
+        if llm == "bedrock" and self.routing is not None and ctx.region != "local":
+            routing = self.routing
+            streamer = RoutedBedrock(ctx, routing, (ctx.region, *ctx.fallback_regions),
+                                     endpoint_url=lambda region: routing.catalog.region(region).endpoint_url,
+                                     cost_budget_usd=agent.cost_budget_usd, on_failover=self.on_failover)
+            return ReplyProcessor(streamer, system_prompt=agent.system_prompt, error_text=UNAVAILABLE)
         if llm == "bedrock":
             if ctx.region == "local":
                 ctx.region = self.settings.bedrock_region
@@ -139,7 +171,7 @@ class SpeechStack:
                                   thinking_budget=self.settings.thinking_budget)
             ctx.model_tier = model.tier
             return BedrockLLM(region=ctx.region, model_id=model.model_id, system_prompt=agent.system_prompt,
-                              thinking_budget=model.thinking_budget)
+                              thinking_budget=model.thinking_budget, error_text=UNAVAILABLE)
         if llm == "openai":
             return OpenAICompatLLM(model=self.settings.openai_model, system_prompt=agent.system_prompt)
         return FAQResponder(agent)
@@ -148,4 +180,8 @@ class SpeechStack:
         if self.settings.tts == "deepgram":
             return DeepgramTTS(voice=self.settings.deepgram_voice,
                                encoding="mulaw" if ctx.transport == "twilio" else "linear16")
-        return TTSProcessor(self.synthesizer, fallback=self.other_languages)
+        voice, other = self.synthesizer, self.other_languages
+        if self.cache is not None:  # greetings and common answers cost nothing and start at once
+            voice = CachingSynthesizer(voice, self.cache, ctx=ctx)
+            other = CachingSynthesizer(other, self.cache, ctx=ctx)
+        return TTSProcessor(voice, fallback=other)

@@ -148,6 +148,8 @@ def cache_hits_from_usage(usage: Mapping[str, float]) -> dict[str, int]:
 def _route(ctx: CallContext) -> dict[str, str]:
     return {
         "region": ctx.region,
+        "fallbacks": ",".join(ctx.fallback_regions),
+        "regions_tried": ",".join(ctx.regions_tried),
         "model_tier": ctx.model_tier,
         "quality_tier": ctx.quality_tier,
         "codec": ctx.codec,

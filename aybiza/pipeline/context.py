@@ -45,6 +45,8 @@ class CallContext:
     language: str = "en"
     codec: str = "pcmu"
     region: str = "local"
+    fallback_regions: tuple[str, ...] = ()
+    regions_tried: list[str] = field(default_factory=list)  # every region a model request went to
     model_tier: str = "local"
     quality_tier: str = "high"
     custom: dict[str, str] = field(default_factory=dict)

@@ -62,6 +62,7 @@ _THOUSAND = Decimal(1000)
 _SIXTY = Decimal(60)
 _NON_BILLABLE = frozenset({"audio_seconds", "gated_seconds", "faq_answers", "llm_turns", "interruptions"})
 _NON_BILLABLE_SUFFIXES = ("_errors", "_reconnects")
+_NON_BILLABLE_PREFIXES = ("cache_hits:",)
 
 
 class UnknownPriceError(ConfigError):
@@ -574,6 +575,7 @@ def cost_of(
             key not in _NON_BILLABLE
             and key not in ("stt_seconds", "tts_chars")
             and not key.endswith(_NON_BILLABLE_SUFFIXES)
+            and not key.startswith(_NON_BILLABLE_PREFIXES)
         ):
             notes.append(f"usage {key!r} has no price; not counted")
 

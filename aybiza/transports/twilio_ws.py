@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import AuthError, ProtocolError
+from ..errors import AuthError, CallError, ProtocolError
 from ..pipeline import (
     DTMF,
     AgentTurnDone,
@@ -130,7 +130,7 @@ class CallSetup:
     check_token: Callable[[dict[str, str]], bool]
     build: Callable[[CallContext, Started], tuple[list[Processor], list[Frame]]]
     context: Callable[[Started], CallContext]
-    on_end: Callable[[CallContext, str], object]
+    on_end: Callable[[CallContext, str], Awaitable[None]]
     max_message_bytes: int = 64 * 1024
     start_timeout_s: float = 10.0
 
@@ -149,7 +149,12 @@ async def serve_stream(websocket: WebSocket, setup: CallSetup) -> None:
         return
     except WebSocketDisconnect:
         return
-    ctx = setup.context(started)
+    try:
+        ctx = setup.context(started)
+    except CallError as error:
+        log.warning("call refused: %s", error)
+        await _close(websocket, 1011, str(error))
+        return
     output = TwilioOutput(protocol, websocket.send_text)
     processors, opening = setup.build(ctx, started)
     pipeline = Pipeline([*processors, output])
@@ -178,7 +183,8 @@ async def serve_stream(websocket: WebSocket, setup: CallSetup) -> None:
         ctx.log.warning("call ended: %s", reason)
     else:
         ctx.log.info("call ended: %s", reason)
-    setup.on_end(ctx, reason)
+    with anyio.CancelScope(shield=True):  # the record is committed before the socket closes
+        await setup.on_end(ctx, reason)
     await _close(websocket, code, reason)
 
 

@@ -373,7 +373,7 @@ class WebRTCSetup:
     """What browser calls need from the server."""
 
     build: Callable[[CallContext], tuple[list[Processor], list[Frame]]]
-    on_end: Callable[[CallContext, str], object]
+    on_end: Callable[[CallContext, str], Awaitable[None]]
     ice_servers: Sequence[RTCIceServer] = ()
     connect_timeout_s: float = 20.0
     # Browsers send audio all the time (silence too); none for this long means the page is gone,
@@ -450,8 +450,8 @@ class WebRTCCall:
             else:
                 ctx.log.info("call ended: %s", reason)
             self.events.send({"type": "end", "reason": reason})
-            self.setup.on_end(ctx, reason)
             with anyio.CancelScope(shield=True):
+                await self.setup.on_end(ctx, reason)
                 await self.close()
 
     async def close(self) -> None:

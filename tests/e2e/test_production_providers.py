@@ -39,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fakes: tuple[FakeDeepgram, 
         "DEEPGRAM_API_KEY": "test-key", "AYBIZA_DEEPGRAM_URL": deepgram.url,
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.url, "AWS_ACCESS_KEY_ID": "AKIDTEST",
         "AWS_SECRET_ACCESS_KEY": "secret", "AWS_EC2_METADATA_DISABLED": "true",
-        "AYBIZA_MODEL_TIER": "fast",
+        "AYBIZA_HEALTH_PROBES": "false",
     }
     with running_server(tmp_path_factory.mktemp("providers"), env) as running:
         yield running
@@ -61,7 +61,9 @@ async def test_call_with_deepgram_and_bedrock_answers_through_the_fakes(
     assert "Finalize" in listen.types()
     # LLM: the transcript reached Claude with the agent's system prompt
     [request] = bedrock.requests
-    assert "haiku" in request.model_id
+    # clean audio in English: the premium tier with extended thinking, as a US inference profile
+    assert request.model_id == "us.anthropic.claude-sonnet-4-6"
+    assert request.thinking is not None
     assert "opening hours" in str(request.body["messages"])
     assert "Harbor Lane Dental" in str(request.body["system"])
     # TTS: greeting and answer were spoken, one flush per turn
@@ -72,10 +74,11 @@ async def test_call_with_deepgram_and_bedrock_answers_through_the_fakes(
     assert deepgram.speaks[0].query["encoding"] == "mulaw"
     assert report.received_bytes > 8000
     async with httpx.AsyncClient(timeout=5) as client:
-        record = (await client.get(f"{server.http}/api/recent")).json()["recent"][-1]
+        record = (await client.get(f"{server.http}/api/calls/{report.call_sid}")).json()
     usage = record["usage"]
     assert any(key.startswith("tokens_in:") and value == 120 for key, value in usage.items())
-    assert record["region"] == "us-east-1" and record["cost_usd"] > 0
+    assert record["route"]["region"] == "us-east-1" and float(record["cost"]["total_usd"]) > 0
+    assert record["route"]["regions_tried"] == "us-east-1"
 
 
 def test_missing_deepgram_key_is_a_clear_startup_error(tmp_path: Path) -> None:

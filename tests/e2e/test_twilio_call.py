@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -44,8 +45,11 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
-def _recent(server: Server) -> dict[str, object]:
-    return dict(httpx.get(f"{server.http}/api/recent", timeout=5).json())
+async def _record(server: Server, call_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"{server.http}/api/calls/{call_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
 
 
 def test_unsigned_twiml_request_is_refused(server: Server) -> None:
@@ -100,9 +104,11 @@ async def test_call_greets_answers_the_question_and_receives_dtmf(
     words = _words(transcript)
     assert {"harbor", "dental"} & words, transcript  # the greeting
     assert {"open", "monday"} <= words, transcript  # the opening-hours answer
-    record = next(c for c in _recent(server)["recent"] if c["digits"] == "42")  # type: ignore[attr-defined]
-    assert record["reason"] == "stopped"
+    record = await _record(server, report.call_sid)
+    assert (record["status"], record["outcome"], record["digits"]) == ("ended", "stopped", "42")
     assert any(stage == "voice_to_voice" for stage, _ in record["timings"])
+    assert [turn["user"] for turn in record["turns"]] and record["turns"][0]["agent"]  # the transcript
+    assert float(record["cost"]["total_usd"]) > 0  # Twilio minutes
 
 
 @pytest.mark.anyio

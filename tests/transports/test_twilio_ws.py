@@ -69,11 +69,14 @@ def _setup(ended: list[str]) -> CallSetup:
     def build(ctx: CallContext, started: Started) -> tuple[list[Processor], list[Frame]]:
         return [VADProcessor(), TurnTaker(), Speaker()], [AgentText("hello", 0), AgentTurnDone(0)]
 
+    async def on_end(ctx: CallContext, reason: str) -> None:
+        ended.append(reason)
+
     return CallSetup(
         check_token=lambda custom: custom.get("call_token") == TOKEN,
         build=build,
         context=lambda started: CallContext(call_id=started.call_sid),
-        on_end=lambda ctx, reason: ended.append(reason),
+        on_end=on_end,
         start_timeout_s=2.0,
     )
 

@@ -367,7 +367,10 @@ async def test_a_peer_talks_hears_the_agent_and_hangs_up_over_the_data_channel()
     def build(ctx: CallContext) -> tuple[list[Processor], list[Frame]]:
         return [heard_by_pipeline], [AgentText("Hello.", 0), OutputAudio(greeting, 16000, 0, 0.0), AgentTurnDone(0)]
 
-    calls = WebRTCCalls(WebRTCSetup(build=build, on_end=lambda ctx, reason: ended.append((ctx, reason))))
+    async def on_end(ctx: CallContext, reason: str) -> None:
+        ended.append((ctx, reason))
+
+    calls = WebRTCCalls(WebRTCSetup(build=build, on_end=on_end))
     browser = RTCPeerConnection()
     microphone = PacedAudioTrack()
     microphone.enqueue(_tone(48000, 2.0, hz=300).tobytes(), turn_id=0)
@@ -418,8 +421,11 @@ async def test_a_peer_talks_hears_the_agent_and_hangs_up_over_the_data_channel()
 @pytest.mark.anyio
 async def test_a_peer_that_stops_sending_audio_is_hung_up() -> None:
     ended: list[str] = []
-    calls = WebRTCCalls(WebRTCSetup(build=lambda ctx: ([], []), on_end=lambda ctx, reason: ended.append(reason),
-                                    media_timeout_s=0.3))
+
+    async def on_end(ctx: CallContext, reason: str) -> None:
+        ended.append(reason)
+
+    calls = WebRTCCalls(WebRTCSetup(build=lambda ctx: ([], []), on_end=on_end, media_timeout_s=0.3))
     browser = RTCPeerConnection()
     microphone = PacedAudioTrack()
     browser.addTrack(microphone)
@@ -443,7 +449,10 @@ async def test_a_peer_that_stops_sending_audio_is_hung_up() -> None:
 
 @pytest.mark.anyio
 async def test_an_offer_without_audio_is_refused() -> None:
-    calls = WebRTCCalls(WebRTCSetup(build=lambda ctx: ([], []), on_end=lambda ctx, reason: None))
+    async def on_end(ctx: CallContext, reason: str) -> None:
+        return None
+
+    calls = WebRTCCalls(WebRTCSetup(build=lambda ctx: ([], []), on_end=on_end))
     browser = RTCPeerConnection()
     browser.createDataChannel("events")
     try:

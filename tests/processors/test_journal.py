@@ -13,7 +13,6 @@ from aybiza.edge.answers import AnswerPolicy
 from aybiza.edge.archive import SQLiteArchive
 from aybiza.edge.cache import MemoryCache
 from aybiza.edge.calls import CallStore, SQLiteState
-from aybiza.edge.journal import CallJournal
 from aybiza.edge.records import CallRecord, TurnRecord
 from aybiza.pipeline import (
     AgentText,
@@ -26,6 +25,7 @@ from aybiza.pipeline import (
     UserTurn,
 )
 from aybiza.processors.cache import CachedAnswers
+from aybiza.processors.journal import CallJournal
 
 pytestmark = pytest.mark.anyio
 

@@ -23,6 +23,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ..edge.calls import CallStateError, CallStore
+from ..edge.records import CACHE_HIT_PREFIX, TurnRecord
 from ..pipeline import (
     AgentText,
     AgentTurnDone,
@@ -33,9 +35,7 @@ from ..pipeline import (
     QualityReport,
     UserTurn,
 )
-from ..processors.cache import WrappingProcessor
-from .calls import CallStateError, CallStore
-from .records import CACHE_HIT_PREFIX, TurnRecord
+from .cache import WrappingProcessor
 
 __all__ = ["CallJournal"]
 

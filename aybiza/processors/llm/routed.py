@@ -1,0 +1,105 @@
+"""Claude on Bedrock across regions: each turn tries the call's region, then its fallbacks.
+
+:class:`RoutedBedrock` is a :class:`~aybiza.processors.llm.sentences.ReplyStreamer`
+(so :class:`~aybiza.processors.llm.sentences.ReplyProcessor` speaks it like any
+model) whose turns run through the :class:`~aybiza.routing.failover.FailoverExecutor`:
+a retryable failure or a missed first-token/stall deadline moves the *same*
+turn, with the whole conversation (and what was already spoken, as a
+prefill), to the next region. The model is chosen per region and per turn
+from the call's quality tier and language. Every region tried is recorded
+on the call; each failover is reported to ``on_failover``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+
+from ...pipeline import CallContext
+from ...routing.failover import FailoverExecutor, Message
+from ...routing.service import RoutingService
+from .bedrock import BedrockStreamer
+from .sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyUsage, TextDelta
+
+__all__ = ["RoutedBedrock"]
+
+
+class RoutedBedrock:
+    """ConverseStream with per-turn failover over the call's route."""
+
+    provider = "bedrock"
+
+    def __init__(
+        self,
+        ctx: CallContext,
+        routing: RoutingService,
+        regions: Sequence[str],
+        *,
+        endpoint_url: Callable[[str], str | None] = lambda region: None,
+        cost_budget_usd: float | None = None,
+        cost_so_far: Callable[[], float] = lambda: 0.0,
+        on_failover: Callable[[str, str], None] = lambda from_region, to_region: None,
+    ) -> None:
+        self.ctx = ctx
+        self.routing = routing
+        self.regions = tuple(regions)
+        self._endpoint_url = endpoint_url
+        self._budget = cost_budget_usd
+        self._cost_so_far = cost_so_far
+        self._on_failover = on_failover
+        self._streamers: dict[tuple[str, str], BedrockStreamer] = {}
+
+    def _streamer(self, region: str) -> BedrockStreamer:
+        ctx = self.ctx
+        model = self.routing.model_for(region, quality_tier=ctx.quality_tier, language=ctx.language,
+                                       cost_so_far=self._cost_so_far(), budget=self._budget)
+        key = (region, model.model_id)
+        streamer = self._streamers.get(key)
+        if streamer is None:
+            policy = self.routing.failover
+            # The executor owns the deadlines; the streamer's are only a backstop.
+            streamer = BedrockStreamer(region=region, model_id=model.model_id, endpoint_url=self._endpoint_url(region),
+                                       thinking_budget=model.thinking_budget,
+                                       first_token_timeout=policy.first_token_cap_s + 1.0,
+                                       stall_timeout=policy.stall_timeout_s + 1.0)
+            self._streamers[key] = streamer
+        ctx.model_tier = model.tier
+        return streamer
+
+    async def stream_reply(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
+        """The reply, from the first region that answers; raises ``TurnFailed`` when none does."""
+        usage: list[ReplyUsage] = []
+
+        async def stream_turn(region: str, messages: Sequence[Message]) -> AsyncIterator[str]:
+            attempt = ReplyRequest(request.system, tuple(ChatMessage(m["role"], m["content"])  # type: ignore[arg-type]
+                                                         for m in messages), request.language)
+            async with aclosing(self._streamer(region).stream_reply(attempt)) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        yield event.text
+                    elif isinstance(event, ReplyUsage):
+                        usage.append(event)
+
+        executor = FailoverExecutor(stream_turn, health=self.routing.health, budget=self.routing.budget,
+                                    policy=self.routing.failover)
+        turn = executor.turn(self.regions, [{"role": m.role, "content": m.text} for m in request.messages])
+        try:
+            async for chunk in turn:
+                yield TextDelta(chunk)
+        finally:
+            await turn.aclose()
+            tried = turn.record.regions_tried
+            self.ctx.regions_tried.extend(tried)
+            answered = turn.record.answered_by
+            for region in tried:
+                if region != answered and answered is not None:
+                    self._on_failover(region, answered)
+            if answered is not None and answered != self.ctx.region:
+                self.ctx.log.warning("turn answered by %s after %s failed", answered, ", ".join(tried[:-1]))
+        for event in usage:
+            yield event
+
+    async def aclose(self) -> None:
+        """Close every per-region streamer."""
+        for streamer in self._streamers.values():
+            await streamer.aclose()
