@@ -88,6 +88,53 @@ def _call(args: argparse.Namespace) -> int:
     return 0 if report.turns or not utterances else 1
 
 
+def _calls(args: argparse.Namespace) -> int:
+    import json
+
+    import anyio
+
+    from .config import Settings
+    from .edge.calls import read_calls
+    from .reports import calls_report
+
+    settings = Settings()
+    if args.id or args.json:
+        body = anyio.run(lambda: read_calls(settings.data_dir, redis_url=settings.redis_url or None,
+                                            archive_url=settings.archive_url or None, limit=args.limit,
+                                            call_id=args.id))
+        print(json.dumps(body, indent=2, default=str))
+        return 0 if not args.id or body.get("call") else 1
+    print(calls_report(settings, args.limit), end="")
+    return 0
+
+
+def _costs(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .reports import costs_report, scenario_report
+
+    settings = Settings()
+    if args.scenario or args.measured:
+        overrides = {"calls_per_month": args.calls_per_month, "minutes_per_call": args.minutes_per_call,
+                     "cache_hit_ratio": args.cache_hit_ratio, "gated_silence_share": args.gated_share}
+        print(scenario_report(settings, measured=args.measured, overrides=overrides), end="")
+    else:
+        print(costs_report(settings), end="")
+    return 0
+
+
+def _route(args: argparse.Namespace) -> int:
+    from .reports import route_report
+
+    print(route_report(args.caller, residency=args.residency))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench_cli import bench_main
+
+    return bench_main(list(args.suites), quick=not args.full)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``aybiza`` command."""
     parser = argparse.ArgumentParser(prog="aybiza", description="Real-time voice AI platform.")
@@ -115,6 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--greeting-timeout", type=float, default=20.0)
     call.add_argument("--reply-timeout", type=float, default=30.0)
     call.set_defaults(func=_call)
+
+    calls = commands.add_parser("calls", help="recent call records (live and archived)")
+    calls.add_argument("--limit", type=int, default=20)
+    calls.add_argument("--id", help="print one call's full record as JSON")
+    calls.add_argument("--json", action="store_true", help="print the list as JSON")
+    calls.set_defaults(func=_calls)
+
+    costs = commands.add_parser("costs", help="cost per call, model and region; or a monthly scenario")
+    costs.add_argument("--scenario", action="store_true", help="the monthly cost of a deployment (design inputs)")
+    costs.add_argument("--measured", action="store_true", help="the scenario with ratios measured on real calls")
+    costs.add_argument("--calls-per-month", type=float)
+    costs.add_argument("--minutes-per-call", type=float)
+    costs.add_argument("--cache-hit-ratio", type=float)
+    costs.add_argument("--gated-share", type=float, help="share of audio gated as silence")
+    costs.set_defaults(func=_costs)
+
+    route = commands.add_parser("route", help="where a call from a number goes, and why")
+    route.add_argument("--from", dest="caller", required=True, help="the caller's number, e.g. +447700900123")
+    route.add_argument("--residency", choices=["EU", "US", "APAC"], help="keep the call in this zone")
+    route.set_defaults(func=_route)
+
+    bench = commands.add_parser("bench", help="latency benchmarks against their budgets")
+    bench.add_argument("suites", nargs="*", help="hop edge ingress capacity turn failover soak (default: all)")
+    bench.add_argument("--full", action="store_true", help="full-length runs (soak: 10 minutes)")
+    bench.set_defaults(func=_bench)
     return parser
 
 
