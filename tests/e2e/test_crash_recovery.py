@@ -38,7 +38,7 @@ def test_a_killed_server_leaves_no_call_unrecorded(tmp_path: Path) -> None:
                     while True:  # wait until the call's first turn is on record
                         await anyio.sleep(0.2)
                         listing = (await client.get(f"{first.http}/api/calls")).json()
-                        live = [c for c in listing["active"] if c["turns"] >= 1]
+                        live = [c for c in listing["active"] if c["turns"] >= 2]  # greeting + a question
                         if live:
                             break
                 os.kill(first.process.pid, signal.SIGKILL)
@@ -50,7 +50,7 @@ def test_a_killed_server_leaves_no_call_unrecorded(tmp_path: Path) -> None:
     with running_server(tmp_path) as second:
         crashed = httpx.get(f"{second.http}/api/calls/{crashed_id}", timeout=5).json()
         assert (crashed["status"], crashed["outcome"]) == ("interrupted", "interrupted")
-        assert crashed["turns"] and crashed["turns"][0]["user"]  # what was known survived
+        assert any(turn["user"] for turn in crashed["turns"])  # what was known survived
         done = httpx.get(f"{second.http}/api/calls/{finished.call_sid}", timeout=5).json()
         assert (done["status"], done["outcome"]) == ("ended", "stopped")
         assert "interrupted" in second.log()
