@@ -161,9 +161,12 @@ async def _announce(http_base: str, public_url: str, auth_token: str, caller: st
 
 async def place_call(stream_url: str, script: Script, *, auth_token: str, public_url: str | None = None,
                      caller: str = "+15555550123", agent: str | None = None, hangup_after: float = 2.0,
-                     call_timeout: float = 120.0) -> CallReport:
-    """Call the server at ``stream_url`` like Twilio and run ``script``; return what the caller saw."""
-    call_sid = new_sid("CA")
+                     call_timeout: float = 120.0, call_sid: str | None = None) -> CallReport:
+    """Call the server at ``stream_url`` like Twilio and run ``script``; return what the caller saw.
+
+    Pass the ``call_sid`` of an earlier stream to reconnect the same call (as after a server failure).
+    """
+    call_sid = call_sid or new_sid("CA")
     report = CallReport(call_sid=call_sid)
     public = public_url or _http_base(stream_url)
     twiml_stream_url, custom = await _announce(_http_base(stream_url), public, auth_token, caller, call_sid, agent)

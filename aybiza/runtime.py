@@ -139,6 +139,22 @@ class Runtime:
         ctx.log.info("call started: transport=%s caller=%s country=%s agent=%s", ctx.transport,
                      ctx.caller or "?", ctx.caller_country or "?", ctx.agent_id)
 
+    async def open_call(self, ctx: CallContext) -> tuple[list[dict[str, str]], bool]:
+        """Open the call's durable record; a call live elsewhere (a reconnecting stream) is taken over.
+
+        Returns the conversation so far and whether the call was resumed.
+        """
+        if self.store is None:
+            return [], False
+        try:
+            record, resumed = await self.store.open_call(ctx)
+        except CallStateError as error:  # the call goes on; the journal retries its writes
+            ctx.log.warning("call record not opened: %s", error)
+            return [], False
+        if resumed:
+            ctx.log.info("resumed a call from another process: %d turn(s) on record", len(record.turns))
+        return record.context(), resumed
+
     async def call_ended(self, ctx: CallContext, reason: str) -> None:
         """Price the call, count it, and commit its record to the durable archive."""
         self.calls.pop(ctx.call_id, None)

@@ -25,7 +25,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from .config import Settings
 from .errors import ProtocolError
 from .observability.dashboard import render_dashboard
-from .pipeline import CallContext
+from .pipeline import CallContext, Frame, Processor
 from .runtime import Runtime
 from .stack import SpeechStack
 from .transports.tokens import Announcement
@@ -115,9 +115,13 @@ def create_app(settings: Settings | None = None, stack: SpeechStack | None = Non
             state.call_started(ctx)
             return ctx
 
+        async def build(ctx: CallContext, started: Started) -> tuple[list[Processor], list[Frame]]:
+            history, resumed = await state.open_call(ctx)
+            return state.stack.build(ctx, history=history, resumed=resumed)
+
         setup = CallSetup(
             check_token=check_token,
-            build=lambda ctx, started: state.stack.build(ctx),
+            build=build,
             context=context,
             on_end=state.call_ended,
             max_message_bytes=state.settings.max_message_bytes,

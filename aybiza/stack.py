@@ -10,7 +10,7 @@ loop; a call only creates cheap per-call state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 
 from .agents import AgentConfig, list_agents, load_agent
@@ -27,7 +27,7 @@ from .processors.llm.bedrock import BedrockLLM, bedrock_client
 from .processors.llm.faq import FAQResponder, shared_matcher
 from .processors.llm.openai_compat import OpenAICompatLLM
 from .processors.llm.routed import RoutedBedrock
-from .processors.llm.sentences import ReplyProcessor
+from .processors.llm.sentences import ChatMessage, ReplyProcessor
 from .processors.quality import QualityProcessor
 from .processors.stt.deepgram import DeepgramSTT, resolve_api_key
 from .processors.stt.sphinx import SPHINX_POOL, SphinxSTT
@@ -118,8 +118,13 @@ class SpeechStack:
             shared_matcher(agent)
         detector_for(frozenset(DEFAULT_LANGUAGES))
 
-    def build(self, ctx: CallContext) -> tuple[list[Processor], list[Frame]]:
-        """Processors for one call and the frames that open it."""
+    def build(self, ctx: CallContext, *, history: Sequence[Mapping[str, str]] = (),
+              resumed: bool = False) -> tuple[list[Processor], list[Frame]]:
+        """Processors for one call and the frames that open it.
+
+        A call ``resumed`` from another process carries its conversation
+        (``history``) into the model and is not greeted again.
+        """
         settings = self.settings
         agent = self.agent(ctx.agent_id)
         processors: list[Processor] = [
@@ -129,11 +134,11 @@ class SpeechStack:
             self._stt(ctx),
             LanguageProcessor(),  # reads the first final transcripts
             TurnTaker(barge_in=settings.barge_in),
-            self._answers(ctx, agent),
+            self._answers(ctx, agent, history, resumed),
             self._tts(ctx),
         ]
-        opening: list[Frame] = [AgentText(agent.greeting, turn_id=0, language=agent.language),
-                                AgentTurnDone(turn_id=0)]
+        opening: list[Frame] = [] if resumed else [AgentText(agent.greeting, turn_id=0, language=agent.language),
+                                                   AgentTurnDone(turn_id=0)]
         return processors, opening
 
     def _stt(self, ctx: CallContext) -> Processor:
@@ -145,12 +150,16 @@ class SpeechStack:
             return SphinxSTT()
         return WhisperSTT(self.recognizer)
 
-    def _answers(self, ctx: CallContext, agent: AgentConfig) -> Processor:
-        """The model stage, behind the answer cache, inside the call journal."""
+    def _answers(self, ctx: CallContext, agent: AgentConfig, history: Sequence[Mapping[str, str]],
+                 resumed: bool) -> Processor:
+        """The model stage (seeded with the conversation so far), behind the answer cache, inside the journal."""
         model = self._model(ctx, agent)
+        if isinstance(model, ReplyProcessor) and history:
+            model.history.extend(ChatMessage("user" if m["role"] == "user" else "assistant", m["text"])
+                                 for m in history if m.get("text"))
         if self.cache is not None and agent.cache_answers:
             policy = AnswerPolicy(agent, stateless_model=self.settings.llm == "faq", tier=ctx.model_tier)
-            model = CachedAnswers(model, self.cache, policy)
+            model = CachedAnswers(model, self.cache, policy, resumed=resumed)
         if self.store is not None:
             model = CallJournal(model, self.store)  # outermost: it sees cache hits too
         return model

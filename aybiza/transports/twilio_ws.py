@@ -128,7 +128,7 @@ class CallSetup:
     """What the endpoint needs from the server to run one call."""
 
     check_token: Callable[[dict[str, str]], bool]
-    build: Callable[[CallContext, Started], tuple[list[Processor], list[Frame]]]
+    build: Callable[[CallContext, Started], Awaitable[tuple[list[Processor], list[Frame]]]]
     context: Callable[[Started], CallContext]
     on_end: Callable[[CallContext, str], Awaitable[None]]
     max_message_bytes: int = 64 * 1024
@@ -156,7 +156,14 @@ async def serve_stream(websocket: WebSocket, setup: CallSetup) -> None:
         await _close(websocket, 1011, str(error))
         return
     output = TwilioOutput(protocol, websocket.send_text)
-    processors, opening = setup.build(ctx, started)
+    try:
+        processors, opening = await setup.build(ctx, started)
+    except Exception as error:  # a broken agent file, an unreachable store: this call only
+        ctx.log.error("call not built: %s: %s", type(error).__name__, error)
+        with anyio.CancelScope(shield=True):
+            await setup.on_end(ctx, f"error: {error}")
+        await _close(websocket, 1011, "call setup failed")
+        return
     pipeline = Pipeline([*processors, output])
     reason = "stopped"
 

@@ -48,6 +48,7 @@ def free_port() -> int:
 def running_server(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[Server]:
     """Serve on a free port until the block ends; fail with the server's log if it does not come up."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{port}.log"
     environment = {
         **os.environ,

@@ -66,7 +66,7 @@ class Speaker(Processor):
 
 
 def _setup(ended: list[str]) -> CallSetup:
-    def build(ctx: CallContext, started: Started) -> tuple[list[Processor], list[Frame]]:
+    async def build(ctx: CallContext, started: Started) -> tuple[list[Processor], list[Frame]]:
         return [VADProcessor(), TurnTaker(), Speaker()], [AgentText("hello", 0), AgentTurnDone(0)]
 
     async def on_end(ctx: CallContext, reason: str) -> None:
