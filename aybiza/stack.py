@@ -76,7 +76,7 @@ class SpeechStack:
     @cached_property
     def recognizer(self) -> WhisperRecognizer:
         """The shared whisper model (default STT)."""
-        return WhisperRecognizer(self.settings.whisper_model_dir)
+        return WhisperRecognizer(self.settings.whisper_model_dir, beam_size=self.settings.whisper_beam_size)
 
     @cached_property
     def synthesizer(self) -> SpeechSynthesizer:

@@ -5,6 +5,9 @@ all-MiniLM-L6-v2, finds the agent's FAQ whose phrasings are closest in
 meaning (cosine similarity, best phrasing wins, nudged by a small
 word-overlap boost) and speaks that FAQ's answer, sentence by sentence;
 below the agent's ``match_threshold`` it speaks the agent's fallback.
+Greetings and fillers that open a turn ("hi there", "um", "okay so") are
+dropped before matching (:func:`normalize_turn`): a bare "hello?" gets the
+fallback rather than the nearest FAQ.
 Matching runs in a thread inside a Worker, so the event loop never waits
 on it and barge-in cancels it.
 """
@@ -42,6 +45,7 @@ __all__ = [
     "FAQMatch",
     "FAQMatcher",
     "FAQResponder",
+    "normalize_turn",
     "shared_matcher",
     "split_sentences",
 ]
@@ -70,6 +74,18 @@ _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
 def split_sentences(text: str) -> list[str]:
     """Split at ``.``, ``?`` or ``!`` followed by whitespace (so "3.5" or "a.b" stay whole)."""
     return [s for s in (part.strip() for part in _SENTENCE_END.split(text.strip())) if s]
+
+
+# What a caller says before the question, as whisper writes it: "Hi there, um, so what ...".
+_FILLER = r"(?:um+|uh+|erm?|hmm+|ah|oh|so|well|okay|ok|yeah|yes|right|hi|hello|hey|good (?:morning|afternoon|evening))"
+_LEADING_FILLERS = re.compile(rf"^(?:{_FILLER}(?: there)?\b[\s,.!?-]*)+", re.IGNORECASE)
+_HESITATIONS = re.compile(r"\b(?:um+|uh+|erm?|hmm+)\b[,.]?\s*", re.IGNORECASE)
+
+
+def normalize_turn(text: str) -> str:
+    """``text`` without the greetings and fillers that open it and without hesitations ("um", "uh")."""
+    text = _HESITATIONS.sub("", text.strip())
+    return _LEADING_FILLERS.sub("", text).strip()
 
 
 # Words that say nothing about which FAQ is meant (function words, fillers, polite padding).
@@ -134,9 +150,12 @@ class FAQMatcher:
         self._lexical = _LexicalIndex(agent.faqs)
 
     def scores(self, text: str) -> npt.NDArray[np.float32]:
-        """Score per FAQ (in the agent's FAQ order) for ``text``: best cosine + lexical boost."""
+        """Score per FAQ (in the agent's FAQ order) for ``text``: best cosine + lexical boost.
+
+        ``text`` is matched as given; :meth:`match` normalises it first (:func:`normalize_turn`).
+        """
         best = np.full(len(self._faqs), -1.0, dtype=np.float32)
-        if not self._faqs:
+        if not self._faqs or not text.strip():
             return best
         query = self._encoder.encode([text])[0]
         np.maximum.at(best, self._owner, self._phrasings @ query)
@@ -145,8 +164,12 @@ class FAQMatcher:
         return best
 
     def match(self, text: str) -> tuple[FAQ | None, float]:
-        """The closest FAQ and its score; ``(None, score)`` below the agent's threshold."""
-        if not self._faqs or not text.strip():
+        """The closest FAQ and its score; ``(None, score)`` below the agent's threshold.
+
+        Only greetings or fillers (nothing left after :func:`normalize_turn`) score 0.0.
+        """
+        text = normalize_turn(text)
+        if not self._faqs or not text:
             return None, 0.0
         best = self.scores(text)
         index = int(np.argmax(best))
