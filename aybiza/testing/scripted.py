@@ -10,8 +10,8 @@ the FAQ responder, the TTS stage): I/O waits run in a :class:`Worker`, every
 frame they do not consume is forwarded, barge-in drops the reply in progress.
 
 :class:`ScriptedStack` has :class:`~aybiza.stack.SpeechStack`'s interface and
-builds ``vad -> quality -> stt -> turns -> model -> tts`` with the real VAD,
-quality meter and turn-taker. It can time every call: a :class:`FrameClock`
+builds the real stack's chain (quality meter, VAD, language ID, turn-taker,
+call journal) around the scripted providers. It can time every call: a :class:`FrameClock`
 at the pipeline's entry measures each frame's lateness against real time
 (into a :class:`LatencyHistogram`), and :class:`CallStamps` keeps monotonic
 stamps of each turn's hand-offs (see :class:`TurnStamps`).
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -75,7 +75,7 @@ class ScriptedTimings:
     tts_first_byte_ms: float = 100.0
     tts_chunk_ms: float = 100.0  # audio per OutputAudio chunk
     tts_speed: float = 10.0  # times faster than real time after the first chunk
-    tts_sample_rate: int = 22050  # piper's rate, so the output resampler is exercised
+    tts_sample_rate: int = 8000  # what cloud TTS sends for a phone call; piper would be 22050 (resampled)
     tts_seconds_per_char: float = 0.06
     transcripts: tuple[str, ...] = ("what time do you open tomorrow",)
     reply: tuple[str, ...] = ("We open at nine in the morning.", "Is there anything else I can help with?")
@@ -482,36 +482,51 @@ class FrameClock(Processor):
 
 
 def bench_agent() -> AgentConfig:
-    """A minimal agent for scripted calls (id ``default``)."""
+    """A minimal agent for scripted calls (id ``default``; answers never cached)."""
     return AgentConfig(id="default", name="Bench", greeting="Hello, thanks for calling. How can I help?",
-                       system_prompt="A benchmark agent.", fallback="Sorry, I did not catch that.")
+                       system_prompt="A benchmark agent.", fallback="Sorry, I did not catch that.",
+                       cache_answers=False)
 
 
 class ScriptedStack:
-    """SpeechStack's interface over the real VAD, quality meter and turn-taker with scripted providers.
+    """SpeechStack's interface over the real edge chain and turn-taker, with scripted providers.
 
-    ``record_turns`` keeps :class:`CallStamps` for the last ``keep_calls``
-    calls in ``calls``; ``frame_clock`` puts a :class:`FrameClock` first,
-    feeding ``lateness`` and ``frames_in``.
+    ``build`` returns the real stack's order with the providers swapped:
+    ``quality -> vad -> stt -> language -> turns -> model -> tts``, the model
+    inside the call journal when the server gave the stack a call store (as
+    the real stack does). The answer cache is left out: it would answer the
+    scripted caller's repeated question itself and hide the model's delay.
+    ``frame_clock`` puts a :class:`FrameClock` first (feeding ``lateness`` and
+    ``frames_in``); ``record_turns`` keeps :class:`CallStamps` for the last
+    ``keep_calls`` calls in ``calls``.
     """
 
     def __init__(self, settings: Settings | None = None, timings: ScriptedTimings | None = None, *,
                  agent: AgentConfig | None = None, frame_clock: bool = True, record_turns: bool = False,
-                 quality: bool = True, keep_calls: int = 2000) -> None:
+                 quality: bool = True, language: bool = True, keep_calls: int = 2000) -> None:
         self.settings = settings or Settings()
         self.timings = timings or ScriptedTimings()
         self._agent = agent or bench_agent()
         self.frame_clock = frame_clock
         self.record_turns = record_turns
         self.quality = quality
+        self.language = language
         self.keep_calls = keep_calls
         self.lateness = LatencyHistogram()
         self.frames_in = 0
         self.calls: OrderedDict[str, CallStamps] = OrderedDict()
+        # Set by the server's runtime, as on SpeechStack.
+        self.cache: Any = None
+        self.store: Any = None
+        self.routing: Any = None
+        self.on_failover: Callable[[str, str], None] = lambda from_region, to_region: None
 
     def warm(self) -> None:
-        """Nothing to load: scripted providers have no models."""
-        return None
+        """Load the language detector (the scripted providers have nothing to load)."""
+        if self.language:
+            from ..processors.language import DEFAULT_LANGUAGES, detector_for
+
+            detector_for(frozenset(DEFAULT_LANGUAGES))
 
     def agent(self, agent_id: str) -> AgentConfig:
         """The bench agent (any id maps to it)."""
@@ -524,8 +539,9 @@ class ScriptedStack:
     def _count_frame(self) -> None:
         self.frames_in += 1
 
-    def build(self, ctx: CallContext) -> tuple[list[Processor], list[Frame]]:
-        """Processors for one call and the greeting that opens it."""
+    def build(self, ctx: CallContext, *, history: Sequence[Mapping[str, str]] = (),
+              resumed: bool = False) -> tuple[list[Processor], list[Frame]]:
+        """Processors for one call and the greeting that opens it (none for a resumed call)."""
         settings = self.settings
         stamps: CallStamps | None = None
         if self.record_turns:
@@ -536,18 +552,24 @@ class ScriptedStack:
         processors: list[Processor] = []
         if self.frame_clock:
             processors.append(FrameClock(stamps, self.lateness.add, self._count_frame))
-        processors.append(VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
-                                       preroll_ms=settings.preroll_ms))
         if self.quality:
             processors.append(QualityProcessor())
         processors += [
+            VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
+                         preroll_ms=settings.preroll_ms),
             ScriptedSTT(self.timings, stamps=stamps),
-            TurnTaker(barge_in=settings.barge_in),
-            ScriptedLLM(self.timings, stamps=stamps),
-            ScriptedTTS(self.timings, stamps=stamps),
         ]
-        agent = self._agent
-        opening: list[Frame] = [AgentText(agent.greeting, turn_id=0, language=agent.language),
-                                AgentTurnDone(turn_id=0)]
-        return processors, opening
+        if self.language:
+            from ..processors.language import LanguageProcessor
 
+            processors.append(LanguageProcessor())
+        model: Processor = ScriptedLLM(self.timings, stamps=stamps)
+        if self.store is not None:
+            from ..processors.journal import CallJournal
+
+            model = CallJournal(model, self.store)
+        processors += [TurnTaker(barge_in=settings.barge_in), model, ScriptedTTS(self.timings, stamps=stamps)]
+        agent = self._agent
+        opening: list[Frame] = [] if resumed else [AgentText(agent.greeting, turn_id=0, language=agent.language),
+                                                   AgentTurnDone(turn_id=0)]
+        return processors, opening

@@ -50,7 +50,7 @@ class TwilioOutput(Processor):
     def __init__(self, protocol: TwilioProtocol, send: Callable[[str], Awaitable[None]]) -> None:
         super().__init__()
         self.protocol = protocol
-        self._send = send
+        self._send_text = send
         self._lock = anyio.Lock()
         self._resampler: Resampler | None = None
         self._turn_open: int | None = None
@@ -66,6 +66,14 @@ class TwilioOutput(Processor):
         elif isinstance(frame, Interruption):
             await self._clear()
         await self.push(frame)
+
+    async def _send(self, text: str) -> None:
+        # The caller may hang up while agent audio (or a clear) is on its way:
+        # that ends the call as a disconnect, never as a failure.
+        try:
+            await self._send_text(text)
+        except (OSError, RuntimeError) as error:
+            raise WebSocketDisconnect(1006, f"send after the peer left: {error}") from error
 
     def mark_done(self) -> None:
         """Called when Twilio echoes a mark: the caller may have stopped hearing the agent."""

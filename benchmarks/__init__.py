@@ -1,0 +1,1 @@
+"""Benchmarks: ``aybiza bench`` runs the suites in :mod:`benchmarks.harness` against ``budgets.toml``."""

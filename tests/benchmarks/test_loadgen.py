@@ -1,0 +1,87 @@
+"""The benchmark callers speak Twilio's protocol exactly and behave like a phone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from aybiza.transports.twilio import Media, Started, TwilioProtocol  # noqa: E402
+from aybiza.transports.twilio_caller import TwilioCallerProtocol  # noqa: E402
+from benchmarks.loadgen import Behaviour, Call, CallerAudio, TwilioMessages, Utterance  # noqa: E402
+
+FRAME = base64.b64encode(b"\xff" * 160).decode()
+
+
+def test_fast_messages_are_byte_for_byte_what_the_reference_caller_sends() -> None:
+    reference = TwilioCallerProtocol(custom_parameters={"call_token": "t"})
+    fast = TwilioMessages(reference.stream_sid, reference.call_sid, reference.account_sid, {"call_token": "t"})
+    pairs = [(reference.connected(), fast.connected()), (reference.start(), fast.start())]
+    pairs += [(reference.media(b"\xff" * 160), fast.media(FRAME)) for _ in range(3)]
+    pairs += [(reference.mark("turn-0"), fast.mark("turn-0")), (reference.media(b"\xff" * 160), fast.media(FRAME)),
+              (reference.stop(), fast.stop())]
+    for expected, actual in pairs:
+        assert actual == expected
+
+
+def test_the_server_protocol_accepts_the_fast_messages() -> None:
+    messages = TwilioMessages("MZ" + "0" * 32, "CA" + "1" * 32, "AC" + "2" * 32, {"call_token": "t"})
+    server = TwilioProtocol(check_token=lambda custom: custom == {"call_token": "t"})
+    server.receive(messages.connected())
+    (started,) = server.receive(messages.start())
+    assert isinstance(started, Started) and started.call_sid == "CA" + "1" * 32
+    events = [server.receive(messages.media(FRAME))[0] for _ in range(3)]
+    assert [(e.chunk, e.timestamp_ms, e.payload) for e in events if isinstance(e, Media)] == [
+        (1, 0, b"\xff" * 160), (2, 20, b"\xff" * 160), (3, 40, b"\xff" * 160)]
+
+
+def _call(behaviour: Behaviour, now: float = 0.0) -> Call:
+    audio = CallerAudio(utterances=(("s1", "s2", "s3"),), silence=("q",), source="test")
+    fleet = SimpleNamespace(audio=audio)
+    return Call(fleet, ws=None, messages=TwilioMessages("MZ", "CA", "AC", {}), behaviour=behaviour,  # type: ignore[arg-type]
+                rng=random.Random(0), now=now)
+
+
+def _media(seconds: float) -> str:
+    payload = base64.b64encode(b"\xff" * int(8000 * seconds)).decode()
+    return json.dumps({"event": "media", "streamSid": "MZ", "media": {"payload": payload}})
+
+
+def test_agent_audio_plays_in_real_time_and_marks_wait_for_it() -> None:
+    call = _call(Behaviour())
+    call.on_message(_media(1.0), now=10.0)
+    call.on_message(json.dumps({"event": "mark", "streamSid": "MZ", "mark": {"name": "turn-1"}}), now=10.1)
+    assert call.played_until == 11.0
+    assert list(call.marks) == [(11.0, "turn-1")], "echoed once the audio before it has played"
+    call.on_message(json.dumps({"event": "clear", "streamSid": "MZ"}), now=10.5)
+    assert call.played_until == 10.5 and list(call.marks) == [(10.5, "turn-1")], "clear: echo now"
+
+
+def test_a_fixed_caller_speaks_after_its_greeting_pause_and_flags_the_utterance_end() -> None:
+    call = _call(Behaviour(greeting_s=(1.0, 1.0), gap_s=(2.0, 2.0)))
+    assert call.next_frame(0.5) == ("q", False)
+    assert [call.next_frame(1.0 + i * 0.02) for i in range(3)] == [("s1", False), ("s2", False), ("s3", True)]
+    assert call.next_frame(1.1) == ("q", False) and call.quiet_until == 1.04 + 2.0
+
+
+def test_a_turn_taking_caller_waits_for_the_reply_to_finish_before_speaking_again() -> None:
+    call = _call(Behaviour(wait_for_reply=True, greeting_s=(0, 0), pause_after_reply_s=0.5, turns=2))
+    assert call.next_frame(0.0) == ("q", False), "waits for the greeting"
+    call.on_message(_media(1.0), now=0.1)  # greeting plays until 1.1
+    assert call.next_frame(1.0) == ("q", False)
+    assert call.next_frame(1.6) == ("s1", False), "greeting over + 0.5 s pause"
+    call.next_frame(1.62)
+    call.next_frame(1.64)
+    call.utterances.append(Utterance(spoken_at=1.64))
+    assert call.next_frame(2.0) == ("q", False), "no reply yet"
+    call.on_message(_media(0.5), now=2.5)
+    assert call.utterances[0].reply_at == 2.5
+    assert call.next_frame(2.9) == ("q", False)
+    assert call.next_frame(3.5) == ("s1", False)
