@@ -11,6 +11,7 @@ import asyncio
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -23,7 +24,7 @@ __all__ = ["LoopbackServer", "wait_until"]
 T = TypeVar("T")
 
 
-class LoopbackServer:
+class LoopbackServer(ABC):
     """Base of the fakes: subclasses build the app in :meth:`make_app`."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -49,9 +50,9 @@ class LoopbackServer:
             await ws.close(code=1001, message=b"server shutdown")
         self._sockets.clear()
 
+    @abstractmethod
     def make_app(self) -> web.Application:
         """The aiohttp application to serve."""
-        raise NotImplementedError
 
     @property
     def url(self) -> str:
