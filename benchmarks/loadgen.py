@@ -28,7 +28,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from aybiza.testing.processes import free_port, serving
 from aybiza.testing.scripted import LatencyHistogram
 from aybiza.transports.twilio_caller import new_sid
 from benchmarks.machine import run_queue_wait_s, wait_for_quiet
@@ -87,12 +87,6 @@ def cpu_plan() -> tuple[int | None, int | None]:
     return cores[0], cores[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class ServerProcess:
     """A running scripted server: its port, pid and log."""
@@ -115,7 +109,7 @@ class ServerProcess:
 def scripted_server(*, cpu: int | None, timings: dict[str, Any] | None = None, record_turns: bool = False,
                     log_level: str = "WARNING") -> Iterator[ServerProcess]:
     """Run ``benchmarks.scripted_server`` on a free port (pinned to ``cpu``) until the block ends."""
-    port = _free_port()
+    port = free_port()
     log_path = Path(tempfile.gettempdir()) / f"aybiza-bench-server-{port}.log"
     scratch = tempfile.mkdtemp(prefix="aybiza-bench-")  # the call store; removed with the server
     command = [sys.executable, "-m", "benchmarks.scripted_server", "--port", str(port), "--data-dir", scratch,
@@ -126,32 +120,13 @@ def scripted_server(*, cpu: int | None, timings: dict[str, Any] | None = None, r
         command.append("--record-turns")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    server = ServerProcess(port, process, log_path)
     succeeded = False
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"scripted server exited with {process.returncode}:\n{server.log_tail()}")
-            try:
-                if httpx.get(f"{server.base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"scripted server not healthy after 60 s:\n{server.log_tail()}")
-            time.sleep(0.1)
-        yield server
+        with serving(command, health_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=env, cwd=ROOT,
+                     what="scripted server") as process:
+            yield ServerProcess(port, process, log_path)
         succeeded = True
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         shutil.rmtree(scratch, ignore_errors=True)
         if succeeded:
             log_path.unlink(missing_ok=True)  # kept after a failure, for its tail in the error

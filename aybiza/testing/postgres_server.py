@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from .redis_server import free_port
+from .processes import free_port
 
 __all__ = ["PostgresServer", "postgres_bin_dir"]
 

@@ -19,16 +19,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from .processes import free_port
+
 __all__ = ["RedisServer", "free_port", "redis_server_binary"]
 
 INSTALL_HINT = "redis-server is not installed (apt-get install redis-server)"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def redis_server_binary() -> str | None:

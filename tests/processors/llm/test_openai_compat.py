@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from anyio.abc import TaskGroup
 
@@ -19,6 +17,7 @@ from aybiza.pipeline import AgentText, AgentTurnDone, CallContext, Frame, Pipeli
 from aybiza.processors.llm.openai_compat import OpenAICompatLLM, OpenAICompatStreamer
 from aybiza.processors.llm.sentences import ChatMessage, ReplyRequest
 from aybiza.testing import ChatReply, FakeOpenAI, wait_until
+from aybiza.testing.processes import free_port
 
 
 class Sink(Processor):
@@ -72,12 +71,6 @@ async def test_a_local_model_answers_sentence_by_sentence_without_its_reasoning(
     assert ctx.usage["tokens_out:llama3.2:3b"] == 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("reply", "error"),
@@ -101,7 +94,7 @@ async def test_failures_map_onto_the_error_tree(reply: ChatReply, error: type[Pr
 
 @pytest.mark.anyio
 async def test_a_server_that_is_not_running_is_retryable() -> None:
-    streamer = OpenAICompatStreamer(model="m", base_url=f"http://127.0.0.1:{_free_port()}/v1")
+    streamer = OpenAICompatStreamer(model="m", base_url=f"http://127.0.0.1:{free_port()}/v1")
     with pytest.raises(OverloadedError) as caught:
         async for _ in streamer.stream_reply(ReplyRequest("", (ChatMessage("user", "Hi"),))):
             pass
