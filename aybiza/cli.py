@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _read_wav_as_ulaw(path: Path) -> bytes:
     import numpy as np
 
-    from .transports.audio import lin2ulaw, resample
+    from .codecs import lin2ulaw, resample
 
     with wave.open(str(path), "rb") as wav:
         if wav.getsampwidth() != 2:
@@ -55,9 +55,9 @@ def _read_wav_as_ulaw(path: Path) -> bytes:
 def _call(args: argparse.Namespace) -> int:
     import anyio
 
-    from .caller import Press, Say, Wait, caller_speech, place_call
+    from .codecs import ulaw2lin
     from .config import Settings
-    from .transports.audio import ulaw2lin
+    from .testing.caller import Press, Say, Wait, caller_speech, place_call
     from .twilio_auth import auth_token_for
 
     settings = Settings()

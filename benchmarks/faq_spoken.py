@@ -56,10 +56,10 @@ from typing import Any
 import numpy as np
 
 from aybiza.agents import AgentConfig, load_agent
+from aybiza.codecs import lin2ulaw, resample, ulaw2lin
 from aybiza.processors.llm.faq import FAQMatcher, shared_matcher
 from aybiza.processors.stt.whisper import WhisperRecognizer
 from aybiza.processors.tts.piper import PiperSynthesizer
-from aybiza.transports.audio import lin2ulaw, resample, ulaw2lin
 from benchmarks.faq_text import HELD_OUT, OFF_TOPIC, TUNING
 
 __all__ = [

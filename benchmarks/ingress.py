@@ -33,12 +33,12 @@ if __package__ in (None, ""):
 import anyio
 import numpy as np
 
+from aybiza.codecs import ulaw2lin
 from aybiza.pipeline import CallContext, Frame, InputAudio, Pipeline, Processor
 from aybiza.processors.quality import QualityProcessor
 from aybiza.processors.vad import VADProcessor
-from aybiza.transports.audio import ulaw2lin
+from aybiza.testing.twilio_caller import new_sid
 from aybiza.transports.twilio import Media, TwilioProtocol
-from aybiza.transports.twilio_caller import new_sid
 from benchmarks.loadgen import TwilioMessages, caller_audio
 
 __all__ = ["run", "percentiles_ms"]

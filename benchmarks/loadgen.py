@@ -53,7 +53,7 @@ from websockets.exceptions import ConnectionClosed
 
 from aybiza.testing.processes import free_port, serving
 from aybiza.testing.scripted import LatencyHistogram
-from aybiza.transports.twilio_caller import new_sid
+from aybiza.testing.twilio_caller import new_sid
 from benchmarks.machine import run_queue_wait_s, wait_for_quiet
 
 __all__ = [
@@ -199,7 +199,7 @@ class CallerAudio:
 
 
 def _encode_frames(pcm: np.ndarray[Any, Any]) -> tuple[str, ...]:
-    from aybiza.transports.audio import lin2ulaw
+    from aybiza.codecs import lin2ulaw
 
     samples = np.clip(pcm, -32768, 32767).astype("<i2")
     pad = (-samples.size) % 160
@@ -211,8 +211,8 @@ def _encode_frames(pcm: np.ndarray[Any, Any]) -> tuple[str, ...]:
 def _speech(text: str) -> np.ndarray[Any, Any] | None:
     """Espeak-ng speech at 8 kHz with leading and trailing silence trimmed (None without espeak-ng)."""
     try:
+        from aybiza.codecs import resample
         from aybiza.processors.tts.espeak import EspeakSynthesizer
-        from aybiza.transports.audio import resample
 
         pcm = b"".join(resample(chunk, rate, 8000) for chunk, rate in EspeakSynthesizer().synthesize(text, "en"))
     except Exception:

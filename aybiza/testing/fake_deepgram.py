@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from ..transports.audio import lin2ulaw
+from ..codecs import lin2ulaw
 from ._server import LoopbackServer
 
 __all__ = ["FakeDeepgram", "ListenSession", "SpeakSession", "tone"]

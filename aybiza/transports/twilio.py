@@ -368,7 +368,7 @@ class TwilioProtocol:
             raise ProtocolError(f"cannot send {what} before start")
 
 
-# -- wire helpers shared with the caller side (aybiza.transports.twilio_caller) --
+# -- wire helpers shared with the caller side (aybiza.testing.twilio_caller) --
 
 
 def load_object(message: str | bytes, max_bytes: int, peer: str) -> dict[str, Any]:

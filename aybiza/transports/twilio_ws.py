@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..codecs import Resampler, lin2ulaw, ulaw2lin
 from ..errors import AuthError, CallError, ProtocolError
 from ..pipeline import (
     DTMF,
@@ -31,7 +32,6 @@ from ..pipeline import (
     Pipeline,
     Processor,
 )
-from .audio import Resampler, lin2ulaw, ulaw2lin
 from .twilio import Dtmf, MarkDone, Media, Started, Stopped, TwilioProtocol
 
 __all__ = ["TwilioOutput", "serve_stream", "CallSetup"]

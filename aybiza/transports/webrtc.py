@@ -44,6 +44,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from anyio.abc import TaskGroup
 from av import AudioFrame
 
+from ..codecs import Framer, Resampler, frame_bytes
 from ..errors import ConfigError, ProtocolError
 from ..pipeline import (
     AgentTurnDone,
@@ -56,7 +57,6 @@ from ..pipeline import (
     Pipeline,
     Processor,
 )
-from .audio import Framer, Resampler, frame_bytes
 from .webrtc_events import EventChannel, route_event, with_event_taps
 
 __all__ = [

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from aybiza.testing.twilio_caller import TwilioCallerProtocol  # noqa: E402
 from aybiza.transports.twilio import Media, Started, TwilioProtocol  # noqa: E402
-from aybiza.transports.twilio_caller import TwilioCallerProtocol  # noqa: E402
 from benchmarks.loadgen import Behaviour, Call, CallerAudio, TwilioMessages, Utterance  # noqa: E402
 
 FRAME = base64.b64encode(b"\xff" * 160).decode()

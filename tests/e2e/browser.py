@@ -33,8 +33,8 @@ def chromium_missing() -> str | None:
 
 def speech_wav(path: Path, text: str, *, lead_s: float, tail_s: float) -> Path:
     """Write ``text`` spoken by espeak-ng between ``lead_s`` and ``tail_s`` of silence (48 kHz mono PCM16)."""
+    from aybiza.codecs import resample
     from aybiza.processors.tts.espeak import EspeakSynthesizer
-    from aybiza.transports.audio import resample
 
     speech = bytearray()
     for pcm, rate in EspeakSynthesizer().synthesize(text, "en"):

@@ -10,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from aybiza.caller import Say, Wait, caller_speech, place_call
+from aybiza.testing.caller import Say, Wait, caller_speech, place_call
 
 from .server import AUTH_TOKEN, running_server
 

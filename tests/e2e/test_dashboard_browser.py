@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from aybiza.caller import Say, Wait, caller_speech, place_call
+from aybiza.testing.caller import Say, Wait, caller_speech, place_call
 
 from .browser import chromium_missing, chromium_page
 from .server import AUTH_TOKEN, Server, running_server

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aybiza.caller import Say, Wait, caller_speech, place_call
+from aybiza.testing.caller import Say, Wait, caller_speech, place_call
 from aybiza.testing.fake_bedrock import BedrockReply, FakeBedrock
 from aybiza.testing.fake_deepgram import FakeDeepgram
 

@@ -11,9 +11,9 @@ import anyio
 import httpx
 import pytest
 
-from aybiza.caller import Say, Wait, caller_speech, place_call
+from aybiza.testing.caller import Say, Wait, caller_speech, place_call
 from aybiza.testing.redis_server import RedisServer, redis_server_binary
-from aybiza.transports.twilio_caller import new_sid
+from aybiza.testing.twilio_caller import new_sid
 
 from .server import AUTH_TOKEN, running_server
 

@@ -18,10 +18,10 @@ import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
-from aybiza.caller import Press, Say, Wait, caller_speech, place_call
+from aybiza.codecs import ulaw2lin
 from aybiza.processors.stt.whisper import WhisperRecognizer
-from aybiza.transports.audio import ulaw2lin
-from aybiza.transports.twilio_caller import TwilioCallerProtocol
+from aybiza.testing.caller import Press, Say, Wait, caller_speech, place_call
+from aybiza.testing.twilio_caller import TwilioCallerProtocol
 
 from .server import AUTH_TOKEN, Server, running_server
 

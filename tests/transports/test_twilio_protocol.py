@@ -17,6 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aybiza.errors import AuthError, ProtocolError
+from aybiza.testing.twilio_caller import (
+    ServerClear,
+    ServerMark,
+    ServerMedia,
+    TwilioCallerProtocol,
+)
 from aybiza.transports.twilio import (
     Connected,
     Dtmf,
@@ -25,12 +31,6 @@ from aybiza.transports.twilio import (
     Started,
     Stopped,
     TwilioProtocol,
-)
-from aybiza.transports.twilio_caller import (
-    ServerClear,
-    ServerMark,
-    ServerMedia,
-    TwilioCallerProtocol,
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "twilio_inbound.jsonl"

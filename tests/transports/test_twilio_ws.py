@@ -17,8 +17,8 @@ from starlette.websockets import WebSocketDisconnect
 from aybiza.pipeline import AgentText, AgentTurnDone, CallContext, Frame, OutputAudio, Processor
 from aybiza.processors.turns import TurnTaker
 from aybiza.processors.vad import VADProcessor
+from aybiza.testing.twilio_caller import TwilioCallerProtocol
 from aybiza.transports.twilio import Started
-from aybiza.transports.twilio_caller import TwilioCallerProtocol
 from aybiza.transports.twilio_ws import CallSetup, serve_stream
 
 TOKEN = "good-token"

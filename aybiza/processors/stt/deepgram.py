@@ -33,6 +33,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
+from ...codecs import lin2ulaw
 from ...errors import CredentialsError, OverloadedError
 from ...pipeline import (
     CallContext,
@@ -44,7 +45,6 @@ from ...pipeline import (
     SpeechStopped,
     Transcript,
 )
-from ...transports.audio import lin2ulaw
 
 __all__ = [
     "DEEPGRAM_URL_ENV",

@@ -13,13 +13,11 @@ import os
 import threading
 
 import anyio
-import numpy as np
-import numpy.typing as npt
-import soxr
 
+from ...codecs import resample
 from ...pipeline.frames import InputAudio
 
-__all__ = ["UtteranceBuffer", "resample_pcm16", "shared_limiter", "MODEL_RATE"]
+__all__ = ["UtteranceBuffer", "shared_limiter", "MODEL_RATE"]
 
 MODEL_RATE = 16_000
 """Both embedded recognisers expect 16 kHz audio."""
@@ -40,15 +38,6 @@ def shared_limiter(name: str, tokens: int | None = None) -> anyio.CapacityLimite
             limiter = anyio.CapacityLimiter(tokens if tokens is not None else (os.cpu_count() or 1))
             _limiters[name] = limiter
         return limiter
-
-
-def resample_pcm16(pcm16: bytes, sample_rate: int, target_rate: int = MODEL_RATE) -> npt.NDArray[np.int16]:
-    """PCM16 bytes at ``sample_rate`` as int16 samples at ``target_rate`` (soxr, high quality)."""
-    samples = np.frombuffer(pcm16, dtype=np.int16)
-    if sample_rate == target_rate or samples.size == 0:
-        return samples
-    resampled: npt.NDArray[np.int16] = soxr.resample(samples, sample_rate, target_rate)
-    return resampled
 
 
 class UtteranceBuffer:
@@ -110,7 +99,7 @@ class UtteranceBuffer:
             self.sample_rate = frame.sample_rate
         elif frame.sample_rate != self.sample_rate:
             # A transport never changes rate mid-call; if one does, keep the utterance coherent.
-            pcm = resample_pcm16(pcm, frame.sample_rate, self.sample_rate).tobytes()
+            pcm = resample(pcm, frame.sample_rate, self.sample_rate)
         self._pending += pcm
         self._utterance_bytes += len(pcm)
 

@@ -19,13 +19,14 @@ import anyio
 import numpy as np
 from anyio.abc import TaskGroup
 
+from ...codecs import resample_samples
 from ...errors import ConfigError
 from ...pipeline.context import CallContext
 from ...pipeline.frames import Frame, InputAudio, SpeechStarted, SpeechStopped, Transcript
 from ...pipeline.processor import Processor
 from ...pipeline.worker import Worker
 from ..packaged import WHISPER_TINY_EN, PackagedModel, verified_dir
-from .utterance import MODEL_RATE, UtteranceBuffer, resample_pcm16, shared_limiter
+from .utterance import MODEL_RATE, UtteranceBuffer, shared_limiter
 
 __all__ = ["WhisperRecognizer", "WhisperSTT", "INFERENCE_SLOTS"]
 
@@ -97,7 +98,7 @@ class WhisperRecognizer:
     def transcribe(self, pcm16: bytes, sample_rate: int) -> str:
         """Text of one utterance of PCM16 mono audio (blocking; call from a thread)."""
         model = _load_model(self.directory(), self.cpu_threads)
-        audio = resample_pcm16(pcm16, sample_rate, MODEL_RATE).astype(np.float32) / 32768.0
+        audio = resample_samples(pcm16, sample_rate, MODEL_RATE).astype(np.float32) / 32768.0
         if audio.size == 0:
             return ""
         with _inference_slots:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
+from ...codecs import ulaw2lin
 from ...errors import CredentialsError, OverloadedError
 from ...pipeline import (
     AgentText,
@@ -41,7 +42,6 @@ from ...pipeline import (
     Processor,
     Worker,
 )
-from ...transports.audio import ulaw2lin
 from ..stt.deepgram import api_error_is_credentials, connection_errors, deepgram_client
 
 __all__ = ["DeepgramTTS"]

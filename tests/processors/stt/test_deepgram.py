@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from anyio.abc import TaskGroup
 
+from aybiza.codecs import lin2ulaw
 from aybiza.errors import CredentialsError, OverloadedError
 from aybiza.pipeline import (
     DTMF,
@@ -26,7 +27,6 @@ from aybiza.pipeline import (
 )
 from aybiza.processors.stt.deepgram import DeepgramSTT
 from aybiza.testing import FakeDeepgram, wait_until
-from aybiza.transports.audio import lin2ulaw
 
 
 class Sink(Processor):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aybiza.codecs import resample_samples
 from aybiza.pipeline.frames import InputAudio
-from aybiza.processors.stt.utterance import UtteranceBuffer, resample_pcm16
+from aybiza.processors.stt.utterance import UtteranceBuffer
 
 
 def frame(samples: int, rate: int = 8000, value: int = 1000) -> InputAudio:
@@ -66,7 +67,7 @@ def test_a_new_utterance_starts_empty() -> None:
 
 def test_resampling_to_16k_keeps_duration_and_level() -> None:
     tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype("<i2")
-    out = resample_pcm16(tone.tobytes(), 8000, 16000)
+    out = resample_samples(tone.tobytes(), 8000, 16000)
     assert out.dtype == np.int16
     assert out.size == 16000
     assert np.abs(out[1000:-1000]).max() == pytest.approx(8000, rel=0.05)
@@ -74,4 +75,4 @@ def test_resampling_to_16k_keeps_duration_and_level() -> None:
 
 def test_resampling_at_the_same_rate_is_a_no_op() -> None:
     pcm = np.arange(100, dtype="<i2").tobytes()
-    assert resample_pcm16(pcm, 16000, 16000).tobytes() == pcm
+    assert resample_samples(pcm, 16000, 16000).tobytes() == pcm

@@ -7,6 +7,7 @@ import time
 import pytest
 from anyio.abc import TaskGroup
 
+from aybiza.codecs import ulaw2lin
 from aybiza.errors import CredentialsError
 from aybiza.pipeline import (
     DTMF,
@@ -22,7 +23,6 @@ from aybiza.pipeline import (
 from aybiza.processors.tts.deepgram import DeepgramTTS
 from aybiza.testing import FakeDeepgram, wait_until
 from aybiza.testing.fake_deepgram import tone
-from aybiza.transports.audio import ulaw2lin
 
 
 class Sink(Processor):

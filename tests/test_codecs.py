@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soxr
 
-from aybiza.transports.audio import Framer, Resampler, frame_bytes, lin2ulaw, resample, ulaw2lin
+from aybiza.codecs import Framer, Resampler, frame_bytes, lin2ulaw, resample, ulaw2lin
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

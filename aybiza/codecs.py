@@ -1,4 +1,7 @@
-"""Audio plumbing: G.711 μ-law by table lookup, low-delay resampling, 20 ms framing.
+"""Codecs, the leaf every audio path imports: G.711 μ-law by table lookup, resampling, 20 ms framing.
+
+Transports (Twilio's μ-law, WebRTC's 48 kHz) and processors (VAD, the
+recognisers, TTS engines) both use it; it imports nothing of the project.
 
 μ-law follows ITU-T G.711 as the classic Sun reference implements it (the
 same one CPython's ``audioop`` used): 14-bit magnitude, bias 33, eight
@@ -27,6 +30,7 @@ __all__ = [
     "ulaw_encode_table",
     "Resampler",
     "resample",
+    "resample_samples",
     "Framer",
     "frame_bytes",
     "ULAW_SILENCE",
@@ -69,13 +73,20 @@ def lin2ulaw(pcm: bytes) -> bytes:
     return ulaw_encode_table()[np.frombuffer(pcm, dtype=np.uint16)].tobytes()
 
 
+def resample_samples(pcm: bytes, from_rate: int, to_rate: int) -> npt.NDArray[np.int16]:
+    """PCM16 bytes at ``from_rate`` as int16 samples at ``to_rate`` (soxr HQ, whole buffer at once)."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    if from_rate == to_rate or samples.size == 0:
+        return samples
+    resampled: npt.NDArray[np.int16] = soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.int16)
+    return resampled
+
+
 def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     """Resample a whole PCM16 buffer at once (an utterance, a TTS clause)."""
     if from_rate == to_rate or not pcm:
         return pcm
-    samples = np.frombuffer(pcm, dtype=np.int16)
-    resampled: npt.NDArray[np.int16] = soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.int16)
-    return resampled.tobytes()
+    return resample_samples(pcm, from_rate, to_rate).tobytes()
 
 
 class Resampler:

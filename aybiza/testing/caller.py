@@ -23,8 +23,8 @@ import httpx
 import websockets
 from twilio.request_validator import RequestValidator
 
-from .transports.audio import ULAW_SILENCE, lin2ulaw, resample
-from .transports.twilio_caller import ServerClear, ServerMark, ServerMedia, TwilioCallerProtocol, new_sid
+from ..codecs import ULAW_SILENCE, lin2ulaw, resample
+from .twilio_caller import ServerClear, ServerMark, ServerMedia, TwilioCallerProtocol, new_sid
 
 __all__ = ["Say", "Wait", "Press", "Script", "CallReport", "TurnTiming", "place_call", "caller_speech"]
 
@@ -286,8 +286,8 @@ async def _wait_reply_audio(report: CallReport, delay: float, done: anyio.Event)
 
 def caller_speech(text: str, *, engine: str = "espeak", voice: str = "en-us") -> bytes:
     """Synthesize what the caller says as 8 kHz μ-law (espeak-ng or flite: not the agent's voice)."""
-    from .processors.tts.espeak import EspeakSynthesizer
-    from .processors.tts.flite import FliteSynthesizer
+    from ..processors.tts.espeak import EspeakSynthesizer
+    from ..processors.tts.flite import FliteSynthesizer
 
     synthesizer = FliteSynthesizer() if engine == "flite" else EspeakSynthesizer()
     ulaw = bytearray()
