@@ -28,7 +28,7 @@ TTS = Literal["piper", "espeak", "flite", "deepgram"]
 class Settings(BaseSettings):
     """Everything that configures one aybiza process."""
 
-    model_config = SettingsConfigDict(env_prefix="AYBIZA_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="AYBIZA_", extra="ignore", frozen=True, populate_by_name=True)
 
     host: str = "0.0.0.0"
     port: int = 8080
@@ -41,19 +41,38 @@ class Settings(BaseSettings):
     llm: LLM = "faq"
     tts: TTS = "piper"
     whisper_model_dir: Path | None = None
+    whisper_multilingual_dir: Path | None = Field(
+        default=None, description="faster-whisper model for languages other than English; default: packaged base")
     whisper_beam_size: int = Field(default=5, description="5: +6 points of spoken FAQ accuracy, no slower here")
     deepgram_voice: str = "aura-2-thalia-en"
+    deepgram_voices: dict[str, str] = Field(
+        default_factory=lambda: {"en": "aura-2-thalia-en", "es": "aura-2-celeste-es"},
+        description="Aura voice per primary language; other languages are spoken by the local voice")
+    deepgram_api_key: str = Field(default="", validation_alias=AliasChoices("DEEPGRAM_API_KEY",
+                                                                            "AYBIZA_DEEPGRAM_API_KEY"))
+    deepgram_url: str = Field(default="", description="Deepgram base URL (listen and speak); default production")
     bedrock_region: str = Field(default="us-east-1", description="Region when routing picks none")
+    bedrock_endpoint_url: str = Field(
+        default="", validation_alias=AliasChoices("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AYBIZA_BEDROCK_ENDPOINT_URL"),
+        description="One Bedrock runtime endpoint for every region (a proxy, a VPC endpoint, a test server)")
+    bedrock_api_key: str = Field(default="", validation_alias=AliasChoices("AWS_BEARER_TOKEN_BEDROCK"),
+                                 description="A Bedrock API key (bearer token) instead of SigV4 credentials")
     model_tier: str = Field(default="fast", description="premium | advanced | fast | economy (or a design alias)")
     model_overrides: dict[str, str] = Field(default_factory=dict, description="tier or tier@region -> model id")
     thinking_budget: int = 1024
     openai_model: str = "llama3.2"
+    openai_base_url: str = "http://127.0.0.1:11434/v1"
+    openai_api_key: str = Field(default="not-needed", validation_alias=AliasChoices("OPENAI_API_KEY",
+                                                                                    "AYBIZA_OPENAI_API_KEY"))
 
     redis_url: str = Field(default="", description="Shared cache and call state for several processes")
     archive_url: str = Field(default="", description="postgresql://... for the call archive; default SQLite")
     retention_days: float | None = Field(default=None, description="Purge archived transcripts after N days")
     catalog_path: Path | None = Field(default=None, description="Region catalog YAML; default: the packaged one")
-    health_probes: bool = True
+    health_probes: bool = Field(default=True, description="Probe the regions' endpoints; false to trust passive health")
+    agent_ttl_s: float = Field(default=300.0, gt=0, validation_alias=AliasChoices("AYBIZA_AGENT_TTL",
+                                                                                   "AYBIZA_AGENT_TTL_S"),
+                               description="Seconds an agent file is cached before edits are picked up")
 
     twilio_auth_token: str = Field(default="", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN",
                                                                               "AYBIZA_TWILIO_AUTH_TOKEN"))
@@ -68,6 +87,10 @@ class Settings(BaseSettings):
     barge_in: bool = True
 
     api_token: str = Field(default="", description="Bearer token for /api and /dashboard; unset = loopback only")
+
+    ice_servers: str = Field(default="", description="Comma-separated stun:/turn: URLs for WebRTC")
+    ice_username: str = ""
+    ice_credential: str = ""
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
