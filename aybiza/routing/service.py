@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .failover import FailoverPolicy, RetryBudget
-from .health import HealthProber, HealthRegistry, HttpProbe
+from .health import HealthProber, HealthRegistry, HealthSnapshot, HttpProbe
 from .models import choose_model
 from .regions import Catalog, default_catalog, load_catalog
 from .router import CallInfo, Route, RoutingPolicy, route
@@ -45,10 +45,14 @@ class RoutingService:
         """A service over the catalog at ``path`` (the packaged default when None)."""
         return cls(load_catalog(path) if path else None, **options)  # type: ignore[arg-type]
 
+    def snapshot(self) -> HealthSnapshot:
+        """The health every routing decision of this process reads now."""
+        return self.health.snapshot()
+
     def route_call(self, caller: str, *, residency: str | None = None, tier: str | None = None) -> Route:
         """Where a call from ``caller`` goes now; raises ``NoEligibleRegion`` rather than leave its zone."""
         policy = RoutingPolicy(data_residency=bool(residency), residency_zones=frozenset({residency or "EU"}))
-        return route(CallInfo.from_number(caller, tier), self.health.snapshot(), self.catalog, policy)
+        return route(CallInfo.from_number(caller, tier), self.snapshot(), self.catalog, policy)
 
     def model_for(self, region: str, *, quality_tier: str, language: str, cost_so_far: float = 0.0,
                   budget: float | None = None) -> TierModel:
