@@ -24,7 +24,8 @@ from twilio.request_validator import RequestValidator
 
 from .config import Settings
 from .edge.cache import Cache, open_cache
-from .edge.calls import CallFenced, CallStateError, CallStore, open_call_store
+from .edge.calls import CallStore, open_call_store
+from .edge.state import CallFenced, CallStateError
 from .errors import AybizaError
 from .observability.metrics import Metrics
 from .pipeline import CallContext

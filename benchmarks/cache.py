@@ -54,9 +54,11 @@ from aybiza.agents import AgentConfig, load_agent
 from aybiza.edge.answers import AnswerPolicy
 from aybiza.edge.archive import SQLiteArchive
 from aybiza.edge.cache import AgentConfigs, Cache, MemoryCache, RedisCache
-from aybiza.edge.calls import CallStore, RedisState, SQLiteState
+from aybiza.edge.calls import CallStore
 from aybiza.edge.records import CallRecord, TurnRecord
 from aybiza.edge.redis_util import redis_client
+from aybiza.edge.state_redis import RedisState
+from aybiza.edge.state_sqlite import SQLiteState
 from aybiza.pipeline import AgentText, AgentTurnDone, CallContext, Frame, Processor, UserTurn
 from aybiza.processors.cache import CachedAnswers, CachingSynthesizer
 

@@ -1,535 +1,47 @@
-"""Durable call state: start / update / end / archive, with crash recovery and hand-off.
+"""Durable call records: start / update / end / archive, with crash recovery and hand-off.
 
 A :class:`CallStore` is the process's single writer for the calls it owns
 (the design's Durable Object). It keeps each owned call's
 :class:`~aybiza.edge.records.CallRecord` in memory and writes a snapshot to
-a *state backend* on every change; the backend makes each write one atomic,
-fenced step (it lands only if this process still owns the call and the
-version is newer), so a retried write is a no-op and a stale owner is
-refused.
-
-Backends:
-
-* :class:`SQLiteState` (default) — WAL, ``synchronous=NORMAL`` (tens of µs,
-  durable against a process crash), one ``UPDATE ... WHERE owner AND
-  version`` per write, run inline on the event loop. Owners are found dead
-  through a ``flock`` each process holds on its own lock file: the kernel
-  drops it when the process dies, even on SIGKILL.
-* :class:`RedisState` — a hash per call (``aybiza:call:{sid}:state``)
-  changed only by Lua scripts (check owner, status and version, then write,
-  in one step), an index of live calls, and an owner key with a short TTL
-  that :meth:`CallStore.keepalive` refreshes. Several processes on one
-  Redis share calls: another process can :meth:`~CallStore.resume` a call
-  and continue its conversation.
+a state backend (:mod:`aybiza.edge.state`) on every change: SQLite on one
+machine, Redis when processes share calls (then another process can
+:meth:`~CallStore.resume` a call and continue its conversation).
 
 ``end()`` commits the final record to the durable archive (SQLite with
 ``synchronous=FULL`` or PostgreSQL) before it returns; if the archive is
 down, the record is fsync'ed to a local outbox and archived later — Redis
-alone is never trusted with it (it can lose acknowledged writes on failover).
-``recover_interrupted()`` archives the calls of dead processes as
-``interrupted`` with everything they had written.
+alone is never trusted with it (it can lose acknowledged writes on
+failover; docs/routing.md §3.1). ``recover_interrupted()`` archives the
+calls of dead processes as ``interrupted`` with everything they had written.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import functools
 import hashlib
 import logging
 import os
-import re
-import sqlite3
 import time
 import uuid
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import anyio
 import anyio.to_thread
-from redis.asyncio import Redis
 
-from ..errors import CallError
 from ..pipeline.context import CallContext
 from .archive import Archive, open_archive
 from .records import CallRecord, TurnRecord, final_fields, record_from_context
-from .redis_util import REDIS_ERRORS, redis_client
+from .redis_util import redis_client
+from .state import OWNER_PATTERN, CallFenced, CallStateError, StateBackend
+from .state_redis import RedisState
+from .state_sqlite import SQLiteState
 
-__all__ = [
-    "CallFenced",
-    "CallStateError",
-    "CallStore",
-    "RedisState",
-    "SQLiteState",
-    "StateBackend",
-    "open_call_store",
-    "read_calls",
-]
+__all__ = ["CallStore", "open_call_store", "read_calls"]
 
 log = logging.getLogger("aybiza.edge.calls")
 
-_OWNER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FIELDS = frozenset(CallRecord.model_fields) - {"call_id", "status", "version", "owner", "turns"}
-
-
-class CallStateError(CallError):
-    """The call state store could not be read or written."""
-
-
-class CallFenced(CallStateError):
-    """Another process owns this call now (or it already ended): this process must stop writing it."""
-
-
-class StateBackend(ABC):
-    """Where live call records are kept between updates (atomic, fenced snapshot writes)."""
-
-    kind: str = "state"
-
-    @abstractmethod
-    async def open(self, owner: str | None) -> None:
-        """Prepare storage; register ``owner`` as alive (None = read-only use)."""
-
-    @abstractmethod
-    async def create(self, record: CallRecord) -> bool:
-        """Store a new live record; False if the call id exists already."""
-
-    @abstractmethod
-    async def write(self, record: CallRecord) -> bool:
-        """Replace the record if ``record.owner`` owns it, it is active and the version is newer.
-
-        Returns False if the call is missing; raises :class:`CallFenced` if it
-        is owned by someone else or no longer active. A write whose version is
-        not newer is a no-op (a retry) and returns True.
-        """
-
-    @abstractmethod
-    async def take_over(self, call_id: str, owner: str, *, expect_owner: str | None = None) -> CallRecord | None:
-        """Make ``owner`` the owner of an active call (version + 1); None if it is not active."""
-
-    @abstractmethod
-    async def read(self, call_id: str) -> CallRecord | None:
-        """The live record, or None."""
-
-    @abstractmethod
-    async def remove(self, call_id: str, owner: str) -> None:
-        """Forget the live record (after it was archived) if ``owner`` still owns it."""
-
-    @abstractmethod
-    async def live(self) -> list[CallRecord]:
-        """Every live record, of every process."""
-
-    @abstractmethod
-    async def owner_alive(self, owner: str) -> bool:
-        """Whether the process ``owner`` is still running."""
-
-    async def keepalive(self) -> None:
-        """Keep this process's owner registration alive (runs until cancelled)."""
-        await anyio.sleep_forever()
-
-    async def touch(self) -> None:
-        """Renew the owner registration if it is due (called on writes, so a store without
-        :meth:`keepalive` running stays alive while it has calls)."""
-        return None
-
-    async def aclose(self) -> None:
-        """Release the owner registration and connections."""
-        return None
-
-
-# -- SQLite ------------------------------------------------------------------------
-
-_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS live_calls (
-    call_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    status TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    updated_at REAL NOT NULL,
-    data TEXT NOT NULL
-);
-"""
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _sqlite_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Turn ``sqlite3.Error`` (locked for too long, disk full) into :class:`CallStateError`."""
-
-    @functools.wraps(fn)
-    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except sqlite3.Error as error:
-            raise CallStateError(f"sqlite call state: {type(error).__name__}: {error}") from error
-
-    return guarded
-
-
-class SQLiteState(StateBackend):
-    """Live calls in a SQLite file: WAL, ``synchronous=NORMAL``, writes inline (tens of µs)."""
-
-    kind = "sqlite"
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.owners_dir = self.path.with_name(self.path.name + ".owners")
-        self._db: sqlite3.Connection | None = None
-        self._lock_fd: int | None = None
-        self._owner: str | None = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        """The open connection."""
-        if self._db is None:
-            raise CallStateError(f"call state {self.path} is not open")
-        return self._db
-
-    async def open(self, owner: str | None) -> None:
-        """Open the file (WAL, NORMAL) and take this process's owner lock."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SQLITE_SCHEMA)
-        self._db = db
-        if owner is not None:
-            self.owners_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.owners_dir / f"{owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._lock_fd, self._owner = fd, owner
-
-    def _snapshot(self, record: CallRecord) -> tuple[Any, ...]:
-        return (record.owner, record.status, record.version, record.updated_at, record.to_json(), record.call_id)
-
-    @_sqlite_errors
-    async def create(self, record: CallRecord) -> bool:
-        """INSERT unless the call exists."""
-        cursor = self.db.execute(
-            "INSERT OR IGNORE INTO live_calls (owner, status, version, updated_at, data, call_id)"
-            " VALUES (?, ?, ?, ?, ?, ?)", self._snapshot(record))
-        return cursor.rowcount == 1
-
-    @_sqlite_errors
-    async def write(self, record: CallRecord) -> bool:
-        """One fenced UPDATE (owner, active, older version)."""
-        cursor = self.db.execute(
-            "UPDATE live_calls SET owner = ?, status = ?, version = ?, updated_at = ?, data = ?"
-            " WHERE call_id = ? AND owner = ?1 AND status = 'active' AND version < ?3",
-            self._snapshot(record))
-        if cursor.rowcount == 1:
-            return True
-        row = self.db.execute("SELECT owner, status, version FROM live_calls WHERE call_id = ?",
-                              (record.call_id,)).fetchone()
-        if row is None:
-            return False
-        owner, status, version = row
-        if owner != record.owner:
-            raise CallFenced(f"call {record.call_id} is owned by {owner}, not {record.owner}")
-        if status != "active":
-            raise CallFenced(f"call {record.call_id} is {status}")
-        return True  # same or newer version already stored: a retry
-
-    @_sqlite_errors
-    async def take_over(self, call_id: str, owner: str, *, expect_owner: str | None = None) -> CallRecord | None:
-        """Claim an active call in one IMMEDIATE transaction."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute("SELECT owner, status, version, data FROM live_calls WHERE call_id = ?",
-                             (call_id,)).fetchone()
-            if row is None or row[1] != "active" or (expect_owner is not None and row[0] != expect_owner):
-                db.execute("ROLLBACK")
-                return None
-            record = _loaded(row[3], owner=owner, status="active", version=int(row[2]) + 1)
-            record.updated_at = time.time()
-            db.execute("UPDATE live_calls SET owner = ?, status = ?, version = ?, updated_at = ?, data = ?"
-                       " WHERE call_id = ?", self._snapshot(record))
-            db.execute("COMMIT")
-            return record
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-
-    @_sqlite_errors
-    async def read(self, call_id: str) -> CallRecord | None:
-        """The live record, or None."""
-        row = self.db.execute("SELECT owner, status, version, data FROM live_calls WHERE call_id = ?",
-                              (call_id,)).fetchone()
-        return None if row is None else _loaded(row[3], owner=row[0], status=row[1], version=row[2])
-
-    @_sqlite_errors
-    async def remove(self, call_id: str, owner: str) -> None:
-        """DELETE if ``owner`` still owns it."""
-        self.db.execute("DELETE FROM live_calls WHERE call_id = ? AND owner = ?", (call_id, owner))
-
-    @_sqlite_errors
-    async def live(self) -> list[CallRecord]:
-        """Every live record in the file."""
-        rows = self.db.execute("SELECT owner, status, version, data FROM live_calls ORDER BY updated_at").fetchall()
-        return [_loaded(data, owner=owner, status=status, version=version) for owner, status, version, data in rows]
-
-    async def owner_alive(self, owner: str) -> bool:
-        """True while the process that took ``owner``'s lock file runs (its flock is held)."""
-        if owner == self._owner:
-            return True
-        if not _OWNER.fullmatch(owner):
-            return False
-        path = self.owners_dir / f"{owner}.lock"
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return True
-            raise
-        else:
-            path.unlink(missing_ok=True)  # its process is gone: clean up
-            return False
-        finally:
-            os.close(fd)
-
-    async def aclose(self) -> None:
-        """Close the database and release the owner lock."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        if self._lock_fd is not None:
-            if self._owner is not None:
-                (self.owners_dir / f"{self._owner}.lock").unlink(missing_ok=True)
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-
-def _loaded(data: str | bytes, *, owner: Any, status: Any, version: Any) -> CallRecord:
-    """A stored record with the authoritative owner, status and version columns applied."""
-    record = CallRecord.from_json(data)
-    record.owner = owner.decode() if isinstance(owner, bytes) else str(owner)
-    record.status = (status.decode() if isinstance(status, bytes) else str(status))  # type: ignore[assignment]
-    record.version = int(version)
-    return record
-
-
-# -- Redis -------------------------------------------------------------------------
-
-# KEYS: state. ARGV: owner, version, status, updated_at, record, ttl_ms.
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'version', ARGV[2], 'status', ARGV[3],
-           'updated_at', ARGV[4], 'record', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return 1
-"""
-
-# KEYS: state. ARGV: owner, version, status, updated_at, record, ttl_ms.
-# Returns {1} written, {2} not newer (a retry), {0} missing, {-1, owner} fenced, {-2, status} not active.
-_WRITE = """
-local cur = redis.call('HMGET', KEYS[1], 'owner', 'status', 'version')
-if not cur[1] then return {0} end
-if cur[1] ~= ARGV[1] then return {-1, cur[1]} end
-if cur[2] ~= 'active' then return {-2, cur[2]} end
-if tonumber(cur[3]) >= tonumber(ARGV[2]) then return {2} end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'version', ARGV[2], 'updated_at', ARGV[4], 'record', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {1}
-"""
-
-# KEYS: state. ARGV: new owner, expected owner ('' = any), updated_at, ttl_ms.
-# Returns {1, version, record} or {0} missing / {-1, owner} / {-2, status}.
-_TAKE_OVER = """
-local cur = redis.call('HMGET', KEYS[1], 'owner', 'status', 'version', 'record')
-if not cur[1] then return {0} end
-if cur[2] ~= 'active' then return {-2, cur[2]} end
-if ARGV[2] ~= '' and cur[1] ~= ARGV[2] then return {-1, cur[1]} end
-local v = tonumber(cur[3]) + 1
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'version', v, 'updated_at', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {1, v, cur[4]}
-"""
-
-# KEYS: state. ARGV: owner.
-_REMOVE = """
-if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class RedisState(StateBackend):
-    """Live calls on Redis: a hash per call changed by Lua, a live index, owner keys with a lease."""
-
-    kind = "redis"
-
-    def __init__(
-        self,
-        client: Redis,
-        *,
-        prefix: str = "aybiza:",
-        ttl_s: float = 86400.0,
-        lease_s: float = 10.0,
-        owns_client: bool = False,
-    ) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.ttl_ms = int(ttl_s * 1000)
-        self.lease_s = lease_s
-        self._owns_client = owns_client
-        self._owner: str | None = None
-        self._refreshed_at = 0.0
-        self._create = client.register_script(_CREATE)
-        self._write = client.register_script(_WRITE)
-        self._take_over = client.register_script(_TAKE_OVER)
-        self._remove = client.register_script(_REMOVE)
-
-    def _state_key(self, call_id: str) -> str:
-        return f"{self.prefix}call:{{{call_id}}}:state"
-
-    @property
-    def _index(self) -> str:
-        return f"{self.prefix}calls:live"
-
-    def _owner_key(self, owner: str) -> str:
-        return f"{self.prefix}owner:{owner}"
-
-    async def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return await fn()
-        except REDIS_ERRORS as error:
-            raise CallStateError(f"redis call state {what} failed: {type(error).__name__}: {error}") from error
-
-    async def open(self, owner: str | None) -> None:
-        """Register ``owner`` as alive for one lease."""
-        self._owner = owner
-        if owner is not None:
-            await self._refresh()
-
-    async def _refresh(self) -> None:
-        if self._owner is not None:
-            key, lease = self._owner_key(self._owner), int(self.lease_s * 1000)
-            await self._call("lease", lambda: self.client.set(key, b"1", px=lease))
-            self._refreshed_at = time.monotonic()
-
-    async def touch(self) -> None:
-        """Renew the owner lease if a third of it has passed since the last renewal."""
-        if self._owner is not None and time.monotonic() - self._refreshed_at >= self.lease_s / 3:
-            try:
-                await self._refresh()
-            except CallStateError as error:
-                log.warning("%s", error)
-
-    async def keepalive(self) -> None:
-        """Renew the owner lease every third of its length until cancelled."""
-        while True:
-            await anyio.sleep(self.lease_s / 3)
-            try:
-                await self._refresh()
-            except CallStateError as error:
-                log.warning("%s", error)
-
-    def _args(self, record: CallRecord) -> list[Any]:
-        return [record.owner, record.version, record.status, repr(record.updated_at), record.to_json(), self.ttl_ms]
-
-    async def create(self, record: CallRecord) -> bool:
-        """Index the call, then create its hash (so a crash in between leaves only an index entry)."""
-        key = self._state_key(record.call_id)
-        await self._call("index", lambda: self.client.zadd(self._index, {record.call_id: record.started_at}))
-        created = await self._call("create", lambda: self._create(keys=[key], args=self._args(record)))
-        return bool(created)
-
-    async def write(self, record: CallRecord) -> bool:
-        """The fenced Lua write."""
-        key = self._state_key(record.call_id)
-        result = await self._call("write", lambda: self._write(keys=[key], args=self._args(record)))
-        code = int(result[0])
-        if code in (1, 2):
-            return True
-        if code == 0:
-            return False
-        if code == -1:
-            raise CallFenced(f"call {record.call_id} is owned by {_text(result[1])}, not {record.owner}")
-        raise CallFenced(f"call {record.call_id} is {_text(result[1])}")
-
-    async def take_over(self, call_id: str, owner: str, *, expect_owner: str | None = None) -> CallRecord | None:
-        """Claim an active call (Lua: check status and expected owner, bump the version)."""
-        key = self._state_key(call_id)
-        now = time.time()
-        result = await self._call("take over", lambda: self._take_over(
-            keys=[key], args=[owner, expect_owner or "", repr(now), self.ttl_ms]))
-        if int(result[0]) != 1:
-            return None
-        record = _loaded(result[2], owner=owner, status="active", version=result[1])
-        record.updated_at = now
-        return record
-
-    async def read(self, call_id: str) -> CallRecord | None:
-        """The live record, or None."""
-        key = self._state_key(call_id)
-        fields = await self._call("read", lambda: self.client.hmget(key, ["owner", "status", "version", "record"]))
-        if fields[0] is None or fields[3] is None:
-            return None
-        return _loaded(fields[3], owner=fields[0], status=fields[1], version=fields[2])
-
-    async def remove(self, call_id: str, owner: str) -> None:
-        """Delete the hash if ``owner`` owns it, then drop it from the live index."""
-        key = self._state_key(call_id)
-        await self._call("remove", lambda: self._remove(keys=[key], args=[owner]))
-        if await self.read(call_id) is None:
-            await self._call("unindex", lambda: self.client.zrem(self._index, call_id))
-
-    async def live(self) -> list[CallRecord]:
-        """Every indexed live record (index entries without a record are dropped)."""
-        ids = [_text(i) for i in await self._call("index", lambda: self.client.zrange(self._index, 0, -1))]
-        if not ids:
-            return []
-
-        async def read_all() -> list[Any]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for call_id in ids:
-                    pipe.hmget(self._state_key(call_id), ["owner", "status", "version", "record"])
-                return list(await pipe.execute())
-
-        records: list[CallRecord] = []
-        gone: list[str] = []
-        for call_id, fields in zip(ids, await self._call("read", read_all), strict=True):
-            if fields[0] is None or fields[3] is None:
-                gone.append(call_id)
-            else:
-                records.append(_loaded(fields[3], owner=fields[0], status=fields[1], version=fields[2]))
-        if gone:
-            await self._call("unindex", lambda: self.client.zrem(self._index, *gone))
-        return records
-
-    async def owner_alive(self, owner: str) -> bool:
-        """True while ``owner``'s lease key exists."""
-        if owner == self._owner:
-            return True
-        key = self._owner_key(owner)
-        return bool(await self._call("lease", lambda: self.client.exists(key)))
-
-    async def aclose(self) -> None:
-        """Drop the owner lease (other processes may recover its calls at once) and close."""
-        if self._owner is not None:
-            key = self._owner_key(self._owner)
-            try:
-                await self.client.delete(key)
-            except REDIS_ERRORS as error:
-                log.warning("could not drop owner lease %s: %s", key, error)
-            self._owner = None
-        if self._owns_client:
-            await self.client.aclose()
-
-
-# -- the store ---------------------------------------------------------------------
 
 
 class CallStore:
@@ -554,7 +66,7 @@ class CallStore:
         self.archive = archive
         self.outbox_dir = Path(outbox_dir) if outbox_dir is not None else None
         self.owner = owner or uuid.uuid4().hex
-        if not _OWNER.fullmatch(self.owner):
+        if not OWNER_PATTERN.fullmatch(self.owner):
             raise ValueError(f"owner id {self.owner!r}: use letters, digits, '_' and '-' only")
         self.readonly = readonly
         self._owned: dict[str, CallRecord] = {}

@@ -23,8 +23,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ..edge.calls import CallStateError, CallStore
+from ..edge.calls import CallStore
 from ..edge.records import CACHE_HIT_PREFIX, TurnRecord
+from ..edge.state import CallStateError
 from ..pipeline import (
     AgentText,
     AgentTurnDone,

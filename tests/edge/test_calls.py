@@ -9,17 +9,12 @@ import anyio
 import pytest
 
 from aybiza.edge.archive import Archive, SQLiteArchive
-from aybiza.edge.calls import (
-    CallFenced,
-    CallStateError,
-    CallStore,
-    RedisState,
-    SQLiteState,
-    StateBackend,
-    read_calls,
-)
+from aybiza.edge.calls import CallStore, read_calls
 from aybiza.edge.records import CallRecord, TurnRecord
 from aybiza.edge.redis_util import redis_client
+from aybiza.edge.state import CallFenced, CallStateError, StateBackend
+from aybiza.edge.state_redis import RedisState
+from aybiza.edge.state_sqlite import SQLiteState
 from aybiza.pipeline import CallContext
 from aybiza.testing.redis_server import free_port
 

@@ -12,8 +12,9 @@ from aybiza.agents import FAQ, AgentConfig
 from aybiza.edge.answers import AnswerPolicy
 from aybiza.edge.archive import SQLiteArchive
 from aybiza.edge.cache import MemoryCache
-from aybiza.edge.calls import CallStore, SQLiteState
+from aybiza.edge.calls import CallStore
 from aybiza.edge.records import CallRecord, TurnRecord
+from aybiza.edge.state_sqlite import SQLiteState
 from aybiza.pipeline import (
     AgentText,
     AgentTurnDone,
