@@ -51,9 +51,10 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from aybiza.agents import AgentConfig, load_agent
+from aybiza.edge.agent_configs import AgentConfigs
 from aybiza.edge.answers import AnswerPolicy
 from aybiza.edge.archive import SQLiteArchive
-from aybiza.edge.cache import AgentConfigs, Cache, MemoryCache, RedisCache
+from aybiza.edge.cache import Cache, MemoryCache, RedisCache
 from aybiza.edge.calls import CallStore
 from aybiza.edge.records import CallRecord, TurnRecord
 from aybiza.edge.redis_util import redis_client

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
 
+from aybiza.edge.cache import Cache, MemoryCache, RedisCache
+from aybiza.edge.redis_util import redis_client
 from aybiza.testing.postgres_server import PostgresServer, postgres_bin_dir
 from aybiza.testing.redis_server import RedisServer, redis_server_binary
 
@@ -46,3 +48,22 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS aybiza_calls")
     yield postgres_server.url
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_cache(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Cache]]:
+    """A factory of caches of one backend (each Redis cache has its own client)."""
+    made: list[Cache] = []
+
+    def make(**kwargs: object) -> Cache:
+        if request.param == "memory":
+            cache: Cache = MemoryCache(**kwargs)  # type: ignore[arg-type]
+        else:
+            url = request.getfixturevalue("redis_url")
+            cache = RedisCache(redis_client(url), owns_client=True, **kwargs)  # type: ignore[arg-type]
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        await cache.aclose()
