@@ -1,4 +1,4 @@
-"""The durable archive of finished calls: SQLite (default) or PostgreSQL (``AYBIZA_ARCHIVE_URL``).
+"""The durable archive of finished calls: SQLite (default) or PostgreSQL (the ``archive_url`` setting).
 
 ``put`` returns only once the record is committed durably: SQLite with
 ``synchronous=FULL`` (survives power loss, ~3 ms, once per call, in a worker
@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,27 +28,15 @@ from ..errors import ConfigError
 from .records import CallRecord
 
 __all__ = [
-    "ARCHIVE_URL_ENV",
     "Archive",
     "PostgresArchive",
     "SQLiteArchive",
-    "archive_url_from_env",
+    "default_archive_path",
     "open_archive",
     "purge_record",
 ]
 
-ARCHIVE_URL_ENV = "AYBIZA_ARCHIVE_URL"
-"""``postgresql://user:pass@host/db`` to archive to PostgreSQL; unset = SQLite under the data dir."""
-
 T = TypeVar("T")
-
-
-def archive_url_from_env(env: Mapping[str, str] | None = None) -> str | None:
-    """The ``AYBIZA_ARCHIVE_URL`` setting, or None when unset or blank."""
-    import os
-
-    value = (os.environ if env is None else env).get(ARCHIVE_URL_ENV, "").strip()
-    return value or None
 
 
 def purge_record(record: CallRecord) -> CallRecord:
@@ -336,15 +324,31 @@ class PostgresArchive(Archive):
                 self._conn = None
 
 
-def open_archive(url: str | None, data_dir: str | Path) -> Archive:
-    """PostgreSQL for ``postgresql://``/``postgres://`` URLs, SQLite for ``sqlite:///path`` or None.
+def default_archive_path(data_dir: str | Path) -> Path:
+    """Where a process archives when no archive URL is set: ``<data_dir>/calls-archive.db``."""
+    return Path(data_dir) / "calls-archive.db"
 
-    None archives to ``<data_dir>/calls-archive.db``.
+
+_SQLITE_URL = "sqlite:///"
+
+
+def open_archive(url: str | None, data_dir: str | Path) -> Archive:
+    """The archive at ``url`` (the ``AYBIZA_ARCHIVE_URL`` setting).
+
+    ``postgresql://...`` or ``postgres://...``: PostgreSQL. ``sqlite:///path``:
+    a SQLite file; what follows the third slash is the path, so
+    ``sqlite:////var/lib/aybiza/calls.db`` is absolute and ``sqlite:///calls.db``
+    relative to the working directory. Empty or None:
+    :func:`default_archive_path`. Anything else is a ConfigError.
     """
+    url = (url or "").strip()
     if not url:
-        return SQLiteArchive(Path(data_dir) / "calls-archive.db")
+        return SQLiteArchive(default_archive_path(data_dir))
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresArchive(url)
-    if url.startswith("sqlite:///"):
-        return SQLiteArchive(Path(url[len("sqlite:///"):]))
-    raise ConfigError(f"{ARCHIVE_URL_ENV}: unsupported URL {url!r} (use postgresql://... or sqlite:///path)")
+    if url.startswith(_SQLITE_URL) and len(url) > len(_SQLITE_URL):
+        return SQLiteArchive(Path(url[len(_SQLITE_URL):]))
+    # Only the scheme is named: the rest of a URL may hold a password.
+    scheme = f"scheme {url.split(':', 1)[0]}:" if ":" in url else "no scheme"
+    raise ConfigError(f"AYBIZA_ARCHIVE_URL: unsupported archive URL ({scheme}); "
+                      "use postgresql://user:password@host/db or sqlite:///path/to/file.db")

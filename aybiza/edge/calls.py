@@ -387,9 +387,8 @@ async def open_call_store(
 ) -> CallStore:
     """An open store: Redis state if ``redis_url`` else ``<data_dir>/calls-live.db``; archive per ``archive_url``.
 
-    Pass ``redis_url_from_env()`` / ``archive_url_from_env()`` (``AYBIZA_REDIS_URL``,
-    ``AYBIZA_ARCHIVE_URL``) or the settings' values. ``readonly`` (for the CLI)
-    registers no owner, so it never looks like a live process.
+    Pass the settings' ``redis_url`` and ``archive_url``. ``readonly`` (for
+    the CLI) registers no owner, so it never looks like a live process.
     """
     data = Path(data_dir)
     state: StateBackend

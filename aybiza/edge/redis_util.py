@@ -2,15 +2,12 @@
 
 redis-py's defaults (5 s socket and connect timeouts, ten retries with
 backoff up to a second) suit batch jobs, not a caller waiting for an answer
-(../shared/ROUTING.md §3.7). :func:`redis_client` builds an asyncio client
+(docs/routing.md §3.7). :func:`redis_client` builds an asyncio client
 whose every command either answers in a fraction of a second or raises one
 of :data:`REDIS_ERRORS`, so callers can fall back to local state.
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Mapping
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -19,19 +16,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["REDIS_ERRORS", "REDIS_URL_ENV", "redis_client", "redis_url_from_env"]
-
-REDIS_URL_ENV = "AYBIZA_REDIS_URL"
-"""Environment variable naming the shared Redis (``redis://host:6379/0``); unset = embedded state."""
+__all__ = ["REDIS_ERRORS", "redis_client"]
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 """What a Redis command on the call path may raise: catch these and fall back."""
-
-
-def redis_url_from_env(env: Mapping[str, str] | None = None) -> str | None:
-    """The ``AYBIZA_REDIS_URL`` setting, or None when it is unset or blank."""
-    value = (os.environ if env is None else env).get(REDIS_URL_ENV, "").strip()
-    return value or None
 
 
 def redis_client(

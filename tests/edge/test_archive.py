@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aybiza.edge.archive import Archive, PostgresArchive, SQLiteArchive, archive_url_from_env, open_archive
+from aybiza.edge.archive import Archive, PostgresArchive, SQLiteArchive, open_archive
 from aybiza.edge.records import CallRecord, TurnRecord
 from aybiza.errors import ConfigError
 
@@ -81,12 +81,23 @@ async def test_retention_purges_old_transcripts_only(archive: Archive) -> None:
     assert recent.turns[0].user == "What are your hours?" and recent.caller == "+15555550123"
 
 
-def test_open_archive_chooses_the_backend(tmp_path: Path) -> None:
-    default = open_archive(None, tmp_path)
-    assert isinstance(default, SQLiteArchive) and default.path == tmp_path / "calls-archive.db"
-    assert isinstance(open_archive(f"sqlite:///{tmp_path}/x.db", tmp_path), SQLiteArchive)
+def test_open_archive_chooses_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for empty in (None, "", "  "):
+        default = open_archive(empty, tmp_path)
+        assert isinstance(default, SQLiteArchive) and default.path == tmp_path / "calls-archive.db"
+    absolute = open_archive(f"sqlite:///{tmp_path}/x.db", tmp_path)  # sqlite:////tmp/...: absolute
+    assert isinstance(absolute, SQLiteArchive) and absolute.path == tmp_path / "x.db"
+    monkeypatch.chdir(tmp_path)
+    relative = open_archive("sqlite:///var/calls.db", tmp_path / "elsewhere")
+    assert isinstance(relative, SQLiteArchive) and relative.path.resolve() == tmp_path / "var" / "calls.db"
     assert isinstance(open_archive("postgresql://u@localhost/db", tmp_path), PostgresArchive)
-    with pytest.raises(ConfigError):
-        open_archive("mysql://nope", tmp_path)
-    assert archive_url_from_env({"AYBIZA_ARCHIVE_URL": " postgres://x/y "}) == "postgres://x/y"
-    assert archive_url_from_env({}) is None
+    assert isinstance(open_archive("postgres://u@localhost/db", tmp_path), PostgresArchive)
+
+
+@pytest.mark.parametrize("url", ["mysql://admin:hunter2@db/calls", "sqlite://", "sqlite:///", "sqlite:calls.db",
+                                 "/var/calls.db", "http://archive"])
+def test_open_archive_refuses_other_urls_naming_the_setting(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match="AYBIZA_ARCHIVE_URL") as raised:
+        open_archive(url, tmp_path)
+    assert "hunter2" not in str(raised.value)  # a URL's password never reaches a log
+
