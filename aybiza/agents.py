@@ -2,27 +2,42 @@
 
 An agent is one YAML file, ``<directory>/<agent id>.yaml``: its greeting, a
 system prompt for real language models, the FAQ the embedded responder
-answers from, and what to say when nothing matches or the line is bad. The
-models are frozen pydantic models; a bad file is a :class:`ConfigError` that
-names the file and the field.
+answers from, what to say when nothing matches, the line is bad or a
+provider fails, where to transfer the caller, the languages it speaks and
+where its calls may be processed. The models are frozen pydantic models; a
+bad file is a :class:`ConfigError` that names the file and the field.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
-__all__ = ["FAQ", "AgentConfig", "load_agent", "list_agents", "AGENT_ID_PATTERN"]
+__all__ = ["FAQ", "AgentConfig", "RESIDENCIES", "load_agent", "list_agents", "agent_exists", "AGENT_ID_PATTERN"]
 
 AGENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """Agent ids are plain names: letters, digits, ``_`` and ``-`` (no path separators, no dots)."""
 
 _DEFAULT_REPROMPT = "Sorry, the line is bad — could you move somewhere quieter and say that again?"
+
+RESIDENCIES = ("EU", "US", "APAC", "caller")
+"""Where an agent's calls may be processed: one zone, or ``caller`` (the zone of the caller's number)."""
+
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_E164_SEPARATORS = re.compile(r"[\s().-]")
+_SIP_URI = re.compile(r"^sips?:\S+$", re.IGNORECASE)
+_LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}$")
+
+
+def _primary_language(tag: str) -> str:
+    """``en`` for ``en-GB``: the primary subtag, lower case."""
+    return tag.strip().split("-")[0].split("_")[0].lower()
 
 
 def _non_blank(value: str, what: str) -> str:
@@ -53,7 +68,15 @@ class FAQ(BaseModel):
 
 
 class AgentConfig(BaseModel):
-    """A voice agent: persona, prompts and the FAQ it can answer without a model."""
+    """A voice agent: persona, prompts and the FAQ it can answer without a model.
+
+    When a turn fails the caller hears ``retry_prompt``; when the call cannot
+    go on, ``apology`` and then ``handoff`` (and a transfer to
+    ``transfer_to``, an E.164 number or a ``sip:`` URI) or, with nowhere to
+    transfer to, ``goodbye``. ``languages`` are the primary language tags the
+    agent speaks (default: that of ``language``); ``residency`` keeps its
+    calls in one zone (``EU``, ``US``, ``APAC``) or in the caller's.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -70,6 +93,19 @@ class AgentConfig(BaseModel):
     match_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
     residency: str | None = None
     cost_budget_usd: float | None = Field(default=None, ge=0.0)
+    transfer_to: str | None = None
+    apology: str = "I'm sorry, we're having a technical problem on our side."
+    goodbye: str = "Please call us back in a few minutes. Goodbye."
+    retry_prompt: str = "Could you say that again in a moment?"
+    handoff: str = "Let me put you through to a colleague."
+    languages: tuple[str, ...] = ("en",)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _languages_default_to_language(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "languages" not in data and isinstance(data.get("language"), str):
+            data = {**data, "languages": (_primary_language(data["language"]),)}
+        return data
 
     @field_validator("id")
     @classmethod
@@ -78,10 +114,53 @@ class AgentConfig(BaseModel):
             raise ValueError("agent id may only contain letters, digits, '_' and '-'")
         return value
 
-    @field_validator("greeting", "fallback", "reprompt", "name")
+    @field_validator("greeting", "fallback", "reprompt", "name", "apology", "goodbye", "retry_prompt", "handoff")
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
         return _non_blank(value, "this field")
+
+    @field_validator("transfer_to")
+    @classmethod
+    def _transfer_target(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip()
+        number = _E164_SEPARATORS.sub("", text)
+        if _E164.fullmatch(number):
+            return number
+        if _SIP_URI.fullmatch(text):
+            scheme, rest = text.split(":", 1)
+            return f"{scheme.lower()}:{rest}"
+        raise ValueError("transfer_to must be an E.164 number (+14155550123) or a sip: URI (sip:desk@pbx.example.com)")
+
+    @field_validator("languages")
+    @classmethod
+    def _language_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one language")
+        tags = tuple(tag.strip().lower() for tag in value)
+        for tag in tags:
+            if not _LANGUAGE_TAG.fullmatch(tag):
+                raise ValueError(f"{tag!r} is not a primary language tag (two or three letters: en, es, fil)")
+        if len(set(tags)) != len(tags):
+            raise ValueError("a language is listed twice")
+        return tags
+
+    @field_validator("residency")
+    @classmethod
+    def _residency_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for zone in RESIDENCIES:
+            if value.strip().lower() == zone.lower():
+                return zone
+        raise ValueError(f"residency must be one of {', '.join(RESIDENCIES)} (or null)")
+
+    @model_validator(mode="after")
+    def _speaks_its_language(self) -> Self:
+        if _primary_language(self.language) not in self.languages:
+            raise ValueError(f"language {self.language!r} is not among languages {list(self.languages)}")
+        return self
 
     @field_validator("faqs")
     @classmethod
@@ -100,6 +179,11 @@ def _agent_path(agent_id: str, directory: Path) -> Path:
     return Path(directory) / f"{agent_id}.yaml"
 
 
+def agent_exists(agent_id: str, directory: Path) -> bool:
+    """Whether ``agent_id`` is a valid id with a file in ``directory`` (one ``stat``; the file is not read)."""
+    return bool(AGENT_ID_PATTERN.fullmatch(agent_id)) and (Path(directory) / f"{agent_id}.yaml").is_file()
+
+
 def load_agent(agent_id: str, directory: Path) -> AgentConfig:
     """Read ``<directory>/<agent_id>.yaml``; raise ConfigError naming the file on any problem."""
     path = _agent_path(agent_id, directory)
@@ -109,6 +193,8 @@ def load_agent(agent_id: str, directory: Path) -> AgentConfig:
         raise ConfigError(f"agent {agent_id!r}: no file {path}") from None
     except OSError as exc:
         raise ConfigError(f"agent {agent_id!r}: cannot read {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

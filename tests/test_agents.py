@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aybiza.agents import AgentConfig, list_agents, load_agent
+from aybiza.agents import AgentConfig, agent_exists, list_agents, load_agent
 from aybiza.errors import ConfigError
 
 AGENTS_DIR = Path(__file__).resolve().parents[1] / "agents"
@@ -51,6 +51,11 @@ def test_minimal_agent_gets_defaults(tmp_path: Path) -> None:
     assert agent.match_threshold == 0.5
     assert agent.cache_answers is True
     assert agent.residency is None and agent.cost_budget_usd is None
+    assert agent.transfer_to is None and agent.languages == ("en",)
+    assert agent.apology == "I'm sorry, we're having a technical problem on our side."
+    assert agent.goodbye == "Please call us back in a few minutes. Goodbye."
+    assert agent.retry_prompt == "Could you say that again in a moment?"
+    assert agent.handoff == "Let me put you through to a colleague."
 
 
 def test_agent_config_is_frozen() -> None:
@@ -124,3 +129,69 @@ def test_list_agents_lists_valid_ids_only(tmp_path: Path) -> None:
 def test_agent_config_round_trips_through_python() -> None:
     agent = load_agent("default", AGENTS_DIR)
     assert AgentConfig.model_validate(agent.model_dump()) == agent
+
+
+def _load_with(tmp_path: Path, extra: str) -> AgentConfig:
+    (tmp_path / "shop.yaml").write_text(MINIMAL + extra, encoding="utf-8")
+    return load_agent("shop", tmp_path)
+
+
+@pytest.mark.parametrize(("written", "kept"), [
+    ("'+14155550123'", "+14155550123"),
+    ("'+44 20 7946 0958'", "+442079460958"),
+    ("'+1 (415) 555-0123'", "+14155550123"),
+    ("sip:frontdesk@pbx.example.com", "sip:frontdesk@pbx.example.com"),
+    ("SIPS:desk@10.0.0.5:5061", "sips:desk@10.0.0.5:5061"),
+])
+def test_transfer_to_takes_e164_numbers_and_sip_uris(tmp_path: Path, written: str, kept: str) -> None:
+    assert _load_with(tmp_path, f"transfer_to: {written}\n").transfer_to == kept
+
+
+@pytest.mark.parametrize("written", ["'4155550123'", "'+0123456'", "'+1415555012345678'", "'call me'", "'sip:'",
+                                     "'tel:+14155550123'"])
+def test_transfer_to_refuses_what_cannot_be_dialled(tmp_path: Path, written: str) -> None:
+    with pytest.raises(ConfigError, match="transfer_to"):
+        _load_with(tmp_path, f"transfer_to: {written}\n")
+
+
+def test_failure_phrases_can_be_set_and_must_not_be_blank(tmp_path: Path) -> None:
+    agent = _load_with(tmp_path, "apology: Sorry, our system is down.\ngoodbye: Bye now.\n"
+                                 "retry_prompt: Say again?\nhandoff: Transferring you.\n")
+    assert (agent.apology, agent.goodbye, agent.retry_prompt, agent.handoff) == (
+        "Sorry, our system is down.", "Bye now.", "Say again?", "Transferring you.")
+    for field in ("apology", "goodbye", "retry_prompt", "handoff"):
+        with pytest.raises(ConfigError, match=field):
+            _load_with(tmp_path, f"{field}: '  '\n")
+
+
+def test_languages_are_primary_tags_and_include_the_agent_language(tmp_path: Path) -> None:
+    assert _load_with(tmp_path, "languages: [en, ES, fil]\n").languages == ("en", "es", "fil")
+    assert _load_with(tmp_path, "language: es-MX\n").languages == ("es",)  # default: the agent's own language
+    assert _load_with(tmp_path, "language: en-GB\nlanguages: [fr, en]\n").languages == ("fr", "en")
+    for bad in ("[]", "[en-GB]", "[english]", "[en, en]", "[de]"):
+        with pytest.raises(ConfigError, match="language"):
+            _load_with(tmp_path, f"languages: {bad}\n")
+
+
+@pytest.mark.parametrize(("written", "kept"), [("EU", "EU"), ("us", "US"), ("Apac", "APAC"), ("caller", "caller"),
+                                               ("CALLER", "caller"), ("null", None)])
+def test_residency_is_a_zone_or_the_callers(tmp_path: Path, written: str, kept: str | None) -> None:
+    assert _load_with(tmp_path, f"residency: {written}\n").residency == kept
+
+
+def test_unknown_residency_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="residency"):
+        _load_with(tmp_path, "residency: mars\n")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "latin.yaml").write_bytes(MINIMAL.replace("Hello!", "Ol\xe1!").encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin.yaml"):
+        load_agent("latin", tmp_path)
+
+
+def test_agent_exists_needs_a_valid_id_and_a_file(tmp_path: Path) -> None:
+    (tmp_path / "shop.yaml").write_text(MINIMAL)
+    assert agent_exists("shop", tmp_path)
+    assert not agent_exists("nobody", tmp_path) and not agent_exists("../shop", tmp_path)
+    assert agent_exists("default", AGENTS_DIR)
