@@ -32,6 +32,7 @@ __all__ = [
     "PostgresArchive",
     "SQLiteArchive",
     "default_archive_path",
+    "default_archive_url",
     "open_archive",
     "purge_record",
 ]
@@ -330,6 +331,11 @@ def default_archive_path(data_dir: str | Path) -> Path:
 
 
 _SQLITE_URL = "sqlite:///"
+
+
+def default_archive_url(data_dir: str | Path) -> str:
+    """:func:`default_archive_path` as a URL with an absolute path (``sqlite:////abs/dir/calls-archive.db``)."""
+    return _SQLITE_URL + str(default_archive_path(Path(data_dir).resolve()))
 
 
 def open_archive(url: str | None, data_dir: str | Path) -> Archive:

@@ -13,6 +13,11 @@ down, the record is fsync'ed to a local outbox and archived later — Redis
 alone is never trusted with it (it can lose acknowledged writes on
 failover; docs/routing.md §3.1). ``recover_interrupted()`` archives the
 calls of dead processes as ``interrupted`` with everything they had written.
+
+Processes that share state share an archive too: with Redis and no archive
+URL, :func:`open_call_store` uses the archive URL registered in Redis (the
+first process registers its own SQLite file), so a call ended by one
+process is readable through any other.
 """
 
 from __future__ import annotations
@@ -28,20 +33,31 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from redis.asyncio import Redis
 
+from ..errors import ConfigError
 from ..pipeline.context import CallContext
-from .archive import Archive, open_archive
+from .archive import Archive, default_archive_url, open_archive
 from .records import CallRecord, TurnRecord, final_fields, record_from_context
-from .redis_util import redis_client
+from .redis_util import REDIS_ERRORS, redis_client
 from .state import OWNER_PATTERN, CallFenced, CallStateError, StateBackend
 from .state_redis import RedisState
 from .state_sqlite import SQLiteState
 
-__all__ = ["CallStore", "open_call_store", "read_calls"]
+__all__ = [
+    "ARCHIVE_URL_KEY",
+    "CallStore",
+    "open_call_store",
+    "read_calls",
+    "shared_archive_url",
+]
 
 log = logging.getLogger("aybiza.edge.calls")
 
 _FIELDS = frozenset(CallRecord.model_fields) - {"call_id", "status", "version", "owner", "turns"}
+
+ARCHIVE_URL_KEY = "archive_url"
+"""Redis key (after the prefix: ``aybiza:archive_url``) holding the archive URL processes on that Redis share."""
 
 
 class CallStore:
@@ -375,6 +391,54 @@ def _write_durably(directory: Path, record: CallRecord) -> None:
         os.close(fd)
 
 
+async def shared_archive_url(
+    client: Redis, data_dir: str | Path, *, prefix: str = "aybiza:", register: bool = True
+) -> str:
+    """The archive URL registered in Redis for every process sharing it.
+
+    If none is registered yet, ``register`` makes this process's default
+    archive (``sqlite:///<absolute data_dir>/calls-archive.db``) the shared
+    one with ``SET NX``, so exactly one registration wins; without
+    ``register`` (read-only use) the default is returned and nothing is written.
+    Raises what the Redis client raises (:data:`~aybiza.edge.redis_util.REDIS_ERRORS`).
+    """
+    key = prefix + ARCHIVE_URL_KEY
+    own = default_archive_url(data_dir)
+    if register:
+        await client.set(key, own, nx=True)
+    registered = await client.get(key)
+    if registered is None:  # read-only with nothing registered (or the key was deleted meanwhile)
+        return own
+    return registered.decode() if isinstance(registered, bytes) else str(registered)
+
+
+_warned_sqlite_shared: set[str] = set()
+"""SQLite archives shared through Redis that this process has warned about (once each)."""
+
+
+async def _shared_archive(client: Redis, data_dir: Path, *, prefix: str, readonly: bool) -> Archive:
+    """The archive every process on this Redis uses (see :func:`shared_archive_url`)."""
+    try:
+        url = await shared_archive_url(client, data_dir, prefix=prefix, register=not readonly)
+    except REDIS_ERRORS as error:
+        if not readonly:
+            raise CallStateError(
+                f"cannot read the shared archive URL from Redis: {type(error).__name__}: {error}") from error
+        log.warning("cannot read the shared archive URL from Redis (%s: %s); reading the local archive",
+                    type(error).__name__, error)
+        return open_archive(None, data_dir)
+    try:
+        archive = open_archive(url, data_dir)
+    except ConfigError as error:
+        raise ConfigError(f"archive URL registered in Redis ({prefix}{ARCHIVE_URL_KEY}): {error}") from error
+    if archive.kind == "sqlite" and not readonly and url not in _warned_sqlite_shared:
+        _warned_sqlite_shared.add(url)
+        log.warning("call state is shared through Redis and the call archive is the SQLite file %s: fine for "
+                    "processes on this machine; processes on several machines need a shared postgresql:// "
+                    "archive (AYBIZA_ARCHIVE_URL)", url.removeprefix("sqlite:///"))
+    return archive
+
+
 async def open_call_store(
     data_dir: str | Path,
     *,
@@ -385,20 +449,33 @@ async def open_call_store(
     lease_s: float = 10.0,
     redis_prefix: str = "aybiza:",
 ) -> CallStore:
-    """An open store: Redis state if ``redis_url`` else ``<data_dir>/calls-live.db``; archive per ``archive_url``.
+    """An open store: Redis state if ``redis_url`` else ``<data_dir>/calls-live.db``; the archive at ``archive_url``.
 
-    Pass the settings' ``redis_url`` and ``archive_url``. ``readonly`` (for
-    the CLI) registers no owner, so it never looks like a live process.
+    Without ``archive_url`` the archive is ``<data_dir>/calls-archive.db``,
+    or, with ``redis_url``, the one registered in Redis for every process
+    sharing it (:func:`shared_archive_url`). ``readonly`` (for the CLI)
+    registers no owner and no archive, so it never looks like a live process.
     """
     data = Path(data_dir)
     state: StateBackend
     if redis_url:
-        state = RedisState(redis_client(redis_url), prefix=redis_prefix, lease_s=lease_s, owns_client=True)
+        client = redis_client(redis_url)
+        state = RedisState(client, prefix=redis_prefix, lease_s=lease_s, owns_client=True)
+        try:
+            archive = (open_archive(archive_url, data) if archive_url
+                       else await _shared_archive(client, data, prefix=redis_prefix, readonly=readonly))
+        except BaseException:
+            await state.aclose()
+            raise
     else:
         state = SQLiteState(data / "calls-live.db")
-    store = CallStore(state, open_archive(archive_url, data), outbox_dir=data / "outbox", owner=owner,
-                      readonly=readonly)
-    return await store.open()
+        archive = open_archive(archive_url, data)
+    store = CallStore(state, archive, outbox_dir=data / "outbox", owner=owner, readonly=readonly)
+    try:
+        return await store.open()
+    except BaseException:
+        await store.aclose()
+        raise
 
 
 async def read_calls(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aybiza.edge.archive import Archive, PostgresArchive, SQLiteArchive, open_archive
+from aybiza.edge.archive import Archive, PostgresArchive, SQLiteArchive, default_archive_url, open_archive
 from aybiza.edge.records import CallRecord, TurnRecord
 from aybiza.errors import ConfigError
 
@@ -101,3 +101,11 @@ def test_open_archive_refuses_other_urls_naming_the_setting(tmp_path: Path, url:
         open_archive(url, tmp_path)
     assert "hunter2" not in str(raised.value)  # a URL's password never reaches a log
 
+
+def test_default_archive_url_is_absolute_and_opens_the_default_file(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = default_archive_url("var")
+    assert url == f"sqlite:///{tmp_path.resolve()}/var/calls-archive.db"
+    archive = open_archive(url, "ignored")
+    assert isinstance(archive, SQLiteArchive) and archive.path == tmp_path.resolve() / "var" / "calls-archive.db"

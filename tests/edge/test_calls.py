@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import pytest
+import redis
 
 from aybiza.edge.archive import Archive, SQLiteArchive
-from aybiza.edge.calls import CallStore, read_calls
+from aybiza.edge.calls import CallStore, open_call_store, read_calls
 from aybiza.edge.records import CallRecord, TurnRecord
 from aybiza.edge.redis_util import redis_client
 from aybiza.edge.state import CallFenced, CallStateError, StateBackend
 from aybiza.edge.state_redis import RedisState
 from aybiza.edge.state_sqlite import SQLiteState
+from aybiza.errors import ConfigError
 from aybiza.pipeline import CallContext
 from aybiza.testing.redis_server import free_port
 
@@ -224,8 +227,6 @@ async def test_end_call_and_list_calls_give_the_api_data(open_store: OpenStore, 
 
 
 async def test_read_calls_for_the_cli(tmp_path: Path) -> None:
-    from aybiza.edge.calls import open_call_store
-
     store = await open_call_store(tmp_path)
     await store.start(CallRecord(call_id="CA1"))
     await store.end("CA1", outcome="hangup")
@@ -269,3 +270,66 @@ async def test_open_call_starts_resumes_or_continues_an_archived_call(open_store
     final = await a.end("CA1", outcome="hangup")
     archived = await a.archive.get("CA1")
     assert archived == final and [t.user for t in archived.turns] == ["Book a cleaning.", "Tuesday."]
+
+
+# -- processes sharing state share the archive -------------------------------------------
+
+
+async def test_stores_on_one_redis_without_an_archive_url_share_one_archive(
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aybiza.edge.calls")
+    a = await open_call_store(tmp_path / "a", redis_url=redis_url)
+    b = await open_call_store(tmp_path / "b", redis_url=redis_url)
+    try:
+        await a.start(CallRecord(call_id="CA1", caller="+15550001"))
+        await a.update("CA1", turn=_turn(1, "Hours?", "Nine to five."))
+        ended = await a.end("CA1", outcome="hangup")
+        assert await b.get("CA1") == ended
+        assert [c["call_id"] for c in (await b.list_calls())["calls"]] == ["CA1"]
+    finally:
+        await a.aclose()
+        await b.aclose()
+    client = redis.Redis.from_url(redis_url)
+    assert client.get("aybiza:archive_url") == f"sqlite:///{(tmp_path / 'a').resolve()}/calls-archive.db".encode()
+    client.close()
+    assert not (tmp_path / "b" / "calls-archive.db").exists()
+    warnings = [r.getMessage() for r in caplog.records if "postgresql://" in r.getMessage()]
+    assert len(warnings) == 1 and "several machines" in warnings[0]
+    listing = await read_calls(tmp_path / "cli", redis_url=redis_url)  # the CLI on another data dir sees it too
+    assert [c["call_id"] for c in listing["calls"]] == ["CA1"]
+
+
+async def test_an_archive_url_setting_wins_over_the_registered_one(redis_url: str, tmp_path: Path) -> None:
+    first = await open_call_store(tmp_path / "a", redis_url=redis_url)
+    await first.aclose()
+    own = await open_call_store(tmp_path / "b", redis_url=redis_url, archive_url=f"sqlite:///{tmp_path}/own.db")
+    try:
+        assert isinstance(own.archive, SQLiteArchive) and own.archive.path == tmp_path / "own.db"
+    finally:
+        await own.aclose()
+
+
+async def test_a_read_only_store_registers_no_archive(redis_url: str, tmp_path: Path) -> None:
+    await read_calls(tmp_path, redis_url=redis_url)
+    client = redis.Redis.from_url(redis_url)
+    assert client.get("aybiza:archive_url") is None
+    client.close()
+
+
+async def test_an_unusable_registered_archive_url_is_a_config_error(redis_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.set("aybiza:archive_url", "mysql://admin:secret@db/calls")
+    client.close()
+    with pytest.raises(ConfigError, match="aybiza:archive_url") as raised:
+        await open_call_store(tmp_path, redis_url=redis_url)
+    assert "AYBIZA_ARCHIVE_URL" in str(raised.value) and "secret" not in str(raised.value)
+
+
+async def test_unreachable_redis_at_startup(tmp_path: Path) -> None:
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    with anyio.fail_after(10):
+        with pytest.raises(CallStateError):
+            await open_call_store(tmp_path, redis_url=down)
+        listing = await read_calls(tmp_path, redis_url=down)  # the CLI still reads the local archive
+    assert listing["calls"] == []
