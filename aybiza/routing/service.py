@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .failover import FailoverPolicy, RetryBudget
-from .health import HealthProber, HealthRegistry, HealthSnapshot, HttpProbe
+from .health import HealthRegistry, HealthSnapshot
 from .models import choose_model
+from .probes import HealthProber, HttpProbe
 from .regions import Catalog, default_catalog, load_catalog
 from .router import CallInfo, Route, RoutingPolicy, route
 from .tiers import TierModel, resolve_model
