@@ -9,6 +9,7 @@ failover draws on.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from .health import HealthRegistry, HealthSnapshot
 from .models import choose_model
 from .probes import HealthProber, HttpProbe
 from .regions import Catalog, default_catalog, load_catalog
-from .router import CallInfo, Route, RoutingPolicy, route
+from .router import CallInfo, CallRouting, Route, RoutingPolicy, route
 from .tiers import TierModel, resolve_model
 
 __all__ = ["RoutingService"]
@@ -33,8 +34,10 @@ class RoutingService:
         model_overrides: Mapping[str, str] | None = None,
         thinking_budget: int = 1024,
         failover: FailoverPolicy | None = None,
+        policy: RoutingPolicy | None = None,
     ) -> None:
         self.catalog = catalog or default_catalog()
+        self.policy = policy or RoutingPolicy()
         self.health = HealthRegistry(self.catalog.names)
         self.budget = RetryBudget()
         self.failover = failover or FailoverPolicy()
@@ -50,10 +53,23 @@ class RoutingService:
         """The health every routing decision of this process reads now."""
         return self.health.snapshot()
 
+    def policy_for(self, residency: str | None) -> RoutingPolicy:
+        """This service's policy with an agent's residency rule (``EU``/``US``/``APAC``/``caller``) applied.
+
+        An unknown residency is a ``ConfigError``.
+        """
+        return dataclasses.replace(self.policy, residency=residency) if residency else self.policy
+
     def route_call(self, caller: str, *, residency: str | None = None, tier: str | None = None) -> Route:
-        """Where a call from ``caller`` goes now; raises ``NoEligibleRegion`` rather than leave its zone."""
-        policy = RoutingPolicy(data_residency=bool(residency), residency_zones=frozenset({residency or "EU"}))
-        return route(CallInfo.from_number(caller, tier), self.snapshot(), self.catalog, policy)
+        """Where a call from ``caller`` goes now.
+
+        Raises ``ResidencyRefused`` rather than move the call out of its residency zone.
+        """
+        return route(CallInfo.from_number(caller, tier), self.snapshot(), self.catalog, self.policy_for(residency))
+
+    def call_routing(self, caller: str, *, residency: str | None = None, tier: str | None = None) -> CallRouting:
+        """The sticky per-call router of a call from ``caller``: call ``.next_turn(service.snapshot())`` each turn."""
+        return CallRouting(CallInfo.from_number(caller, tier), self.catalog, self.policy_for(residency))
 
     def model_for(self, region: str, *, quality_tier: str, language: str, cost_so_far: float = 0.0,
                   budget: float | None = None) -> TierModel:
