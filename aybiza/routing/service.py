@@ -5,6 +5,10 @@ Routing decisions stay pure (:func:`~aybiza.routing.router.route`,
 they read — the catalog and the health registry that probes and real
 requests keep up to date — and the process-wide retry budget every call's
 failover draws on.
+
+:meth:`RoutingService.from_settings` applies the endpoint override
+(``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``) to every region, so Bedrock clients and
+health probes both go where the settings say, not to the public AWS hosts.
 """
 
 from __future__ import annotations
@@ -12,16 +16,27 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .failover import FailoverPolicy, RetryBudget
-from .health import HealthRegistry, HealthSnapshot
+from .health import HealthConfig, HealthRegistry, HealthSnapshot
 from .models import choose_model
-from .probes import HealthProber, HttpProbe
+from .probes import HealthProber, HttpProbe, ProbeResult
 from .regions import Catalog, default_catalog, load_catalog
 from .router import CallInfo, CallRouting, Route, RoutingPolicy, route
 from .tiers import TierModel, resolve_model
 
-__all__ = ["RoutingService"]
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["RoutingService", "endpoint_catalog"]
+
+
+def endpoint_catalog(catalog: Catalog, endpoint_url: str) -> Catalog:
+    """``catalog`` with every region's Bedrock endpoint *and* probe target at ``endpoint_url``."""
+    if not endpoint_url:
+        return catalog
+    return catalog.with_endpoints({name: endpoint_url for name in catalog.names}, probe_path="")
 
 
 class RoutingService:
@@ -35,10 +50,11 @@ class RoutingService:
         thinking_budget: int = 1024,
         failover: FailoverPolicy | None = None,
         policy: RoutingPolicy | None = None,
+        health_config: HealthConfig | None = None,
     ) -> None:
         self.catalog = catalog or default_catalog()
         self.policy = policy or RoutingPolicy()
-        self.health = HealthRegistry(self.catalog.names)
+        self.health = HealthRegistry(self.catalog.names, health_config)
         self.budget = RetryBudget()
         self.failover = failover or FailoverPolicy()
         self.model_overrides = dict(model_overrides or {})
@@ -48,6 +64,20 @@ class RoutingService:
     def from_file(cls, path: Path | None, **options: object) -> RoutingService:
         """A service over the catalog at ``path`` (the packaged default when None)."""
         return cls(load_catalog(path) if path else None, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, health_config: HealthConfig | None = None
+    ) -> RoutingService:
+        """A service as the settings configure it: catalog, endpoint override, model overrides.
+
+        ``catalog_path`` (``AYBIZA_CATALOG_PATH``) picks the catalog; a
+        ``bedrock_endpoint_url`` (``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``) becomes every
+        region's endpoint and probe target (:func:`endpoint_catalog`).
+        """
+        catalog = endpoint_catalog(load_catalog(settings.catalog_path), settings.bedrock_endpoint_url)
+        return cls(catalog, model_overrides=settings.model_overrides, thinking_budget=settings.thinking_budget,
+                   health_config=health_config)
 
     def snapshot(self) -> HealthSnapshot:
         """The health every routing decision of this process reads now."""
@@ -80,5 +110,13 @@ class RoutingService:
 
     def prober(self, *, interval_s: float = 2.0, timeout_s: float = 1.5) -> HealthProber:
         """Active probes of every region, feeding this service's health registry."""
-        regions = [self.catalog.region(name) for name in self.catalog.names]
-        return HealthProber(self.health, regions, HttpProbe(timeout_s), interval_s=interval_s, timeout_s=timeout_s)
+        return HealthProber(self.health, self.catalog.regions, HttpProbe(timeout_s), interval_s=interval_s,
+                            timeout_s=timeout_s)
+
+    async def probe_once(self, *, timeout_s: float = 1.5) -> dict[str, ProbeResult]:
+        """Probe every region once, concurrently, and record the verdicts; each region's result."""
+        probe = HttpProbe(timeout_s)
+        try:
+            return await HealthProber(self.health, self.catalog.regions, probe, timeout_s=timeout_s).check_all()
+        finally:
+            await probe.aclose()
