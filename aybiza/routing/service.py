@@ -2,9 +2,10 @@
 
 Routing decisions stay pure (:func:`~aybiza.routing.router.route`,
 :func:`~aybiza.routing.models.choose_model`); this object only holds what
-they read — the catalog and the health registry that probes and real
-requests keep up to date — and the process-wide retry budget every call's
-failover draws on.
+they read — the catalog, the health registry that probes and real requests
+keep up to date, and (with several processes) the other processes' views
+through :class:`~aybiza.routing.shared.SharedHealth` — and the process-wide
+retry budget every call's failover draws on.
 
 :meth:`RoutingService.from_settings` applies the endpoint override
 (``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``) to every region, so Bedrock clients and
@@ -28,6 +29,7 @@ from .tiers import TierModel, resolve_model
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .shared import SharedHealth
 
 __all__ = ["RoutingService", "endpoint_catalog"]
 
@@ -51,10 +53,12 @@ class RoutingService:
         failover: FailoverPolicy | None = None,
         policy: RoutingPolicy | None = None,
         health_config: HealthConfig | None = None,
+        shared: SharedHealth | None = None,
     ) -> None:
         self.catalog = catalog or default_catalog()
         self.policy = policy or RoutingPolicy()
         self.health = HealthRegistry(self.catalog.names, health_config)
+        self.shared = shared
         self.budget = RetryBudget()
         self.failover = failover or FailoverPolicy()
         self.model_overrides = dict(model_overrides or {})
@@ -67,7 +71,7 @@ class RoutingService:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, health_config: HealthConfig | None = None
+        cls, settings: Settings, *, shared: SharedHealth | None = None, health_config: HealthConfig | None = None
     ) -> RoutingService:
         """A service as the settings configure it: catalog, endpoint override, model overrides.
 
@@ -77,11 +81,17 @@ class RoutingService:
         """
         catalog = endpoint_catalog(load_catalog(settings.catalog_path), settings.bedrock_endpoint_url)
         return cls(catalog, model_overrides=settings.model_overrides, thinking_budget=settings.thinking_budget,
-                   health_config=health_config)
+                   health_config=health_config, shared=shared)
 
     def snapshot(self) -> HealthSnapshot:
-        """The health every routing decision of this process reads now."""
-        return self.health.snapshot()
+        """The health every routing decision of this process reads now (merged with other nodes' views)."""
+        local = self.health.snapshot()
+        return self.shared.merged(local) if self.shared is not None else local
+
+    async def share_health(self) -> None:
+        """Publish this process's health and read the other nodes' until cancelled (no-op without ``shared``)."""
+        if self.shared is not None:
+            await self.shared.run(self.health.snapshot)
 
     def policy_for(self, residency: str | None) -> RoutingPolicy:
         """This service's policy with an agent's residency rule (``EU``/``US``/``APAC``/``caller``) applied.

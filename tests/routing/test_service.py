@@ -89,6 +89,7 @@ def test_from_settings_points_every_endpoint_and_probe_at_the_override(tmp_path:
         assert (region.bedrock_url, region.probe_target) == ("http://127.0.0.1:4010", "http://127.0.0.1:4010")
     assert service.model_for("eu-west-2", quality_tier="medium", language="en").model_id == "eu.anthropic.test-model"
     assert service.thinking_budget == 2048
+    assert service.shared is None
 
 
 def test_without_an_override_the_catalog_endpoints_stand() -> None:
