@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aybiza.errors import CallError, ConfigError
+from aybiza.routing.countries import residency_zone_of
 from aybiza.routing.health import BreakerState, HealthSnapshot, HealthState, RegionHealth
-from aybiza.routing.regions import default_catalog
+from aybiza.routing.regions import Catalog, default_catalog
 from aybiza.routing.router import (
     CallInfo,
     CallRouting,
@@ -359,8 +360,6 @@ def test_caller_residency_refuses_a_caller_whose_country_has_no_zone(number: str
 
 
 def test_a_zone_the_catalog_has_no_region_in_refuses_the_call() -> None:
-    from aybiza.routing.regions import Catalog
-
     no_apac = Catalog(tuple(region for region in CATALOG.regions if region.zone != "APAC"))
     with pytest.raises(ResidencyRefused, match="inside APAC residency"):
         route(CallInfo.from_number(SG), HealthSnapshot(), no_apac, residency("caller"))
@@ -410,8 +409,6 @@ def test_properties_agent_residency_never_leaves_the_zone(
         result = route(call, HealthSnapshot.of(*views), CATALOG, policy)
     except ResidencyRefused:
         return
-    from aybiza.routing.countries import residency_zone_of
-
     zone = rule if rule != "caller" else residency_zone_of(call.caller_country)
     assert zone and result.residency_zone == zone
     assert all(CATALOG.region(name).zone == zone for name in result.regions)
