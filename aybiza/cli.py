@@ -123,9 +123,16 @@ def _costs(args: argparse.Namespace) -> int:
 
 
 def _route(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .errors import AybizaError
     from .reports import route_report
 
-    print(route_report(args.caller, residency=args.residency))
+    try:
+        report = route_report(Settings(), args.caller, residency=args.residency, probe=not args.no_probe)
+    except AybizaError as error:
+        print(f"aybiza: cannot route: {error}", file=sys.stderr)
+        return 2
+    print(report, end="")
     return 0
 
 
@@ -178,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     costs.add_argument("--gated-share", type=float, help="share of audio gated as silence")
     costs.set_defaults(func=_costs)
 
-    route = commands.add_parser("route", help="where a call from a number goes, and why")
+    route = commands.add_parser("route", help="probe the regions; where a call from a number goes, and why")
     route.add_argument("--from", dest="caller", required=True, help="the caller's number, e.g. +447700900123")
-    route.add_argument("--residency", choices=["EU", "US", "APAC"], help="keep the call in this zone")
+    route.add_argument("--residency", choices=["EU", "US", "APAC", "caller"],
+                       help="keep the call's data in this zone, or in the caller's own zone ('caller')")
+    route.add_argument("--no-probe", action="store_true", help="do not probe the regions (health shows unknown)")
     route.set_defaults(func=_route)
 
     bench = commands.add_parser("bench", help="latency benchmarks against their budgets")

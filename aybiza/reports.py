@@ -20,7 +20,9 @@ from .config import Settings
 from .edge.calls import open_call_store
 from .edge.records import CallRecord
 from .routing.costs import CallCost, aggregate
-from .routing.router import NoEligibleRegion, format_route_table, format_score_table
+from .routing.health import HealthConfig, HealthSnapshot
+from .routing.probes import ProbeResult
+from .routing.router import CallInfo, NoEligibleRegion, format_route_table, format_score_table, route
 from .routing.scenario import DESIGN_PRESET, Scenario, compute, format_scenario, measure, measured_scenario
 from .routing.service import RoutingService
 
@@ -109,12 +111,50 @@ def scenario_report(settings: Settings, *, measured: bool = False, overrides: Ma
     return format_scenario(compute(scenario))
 
 
-def route_report(caller: str, *, residency: str | None = None, routing: RoutingService | None = None) -> str:
-    """The score table and the choice for a call from ``caller``, with current (or prior) health."""
-    service = routing or RoutingService()
+ROUTE_PROBE_TIMEOUT_S = 1.5
+"""How long ``aybiza route`` waits for each region's probe."""
+
+
+def route_report(settings: Settings, caller: str, *, residency: str | None = None, probe: bool = True) -> str:
+    """Which regions were probed and how they answered, then the score table and the choice for ``caller``.
+
+    The catalog and endpoints come from ``settings`` (``AYBIZA_CATALOG_PATH``,
+    ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``). Every region is probed once, unless
+    ``probe`` is false or ``AYBIZA_HEALTH_PROBES`` is off; a single probe has no
+    history, so one failure counts as unhealthy here. Regions not probed show
+    their health as unknown, never as healthy.
+    """
+    service = RoutingService.from_settings(settings, health_config=HealthConfig(unhealthy_after=1))
+    lines: list[str] = []
+    if settings.bedrock_endpoint_url:
+        lines.append(f"Endpoint override for every region: {settings.bedrock_endpoint_url}")
+    health = HealthSnapshot()
+    if probe and settings.health_probes:
+        results = anyio.run(lambda: service.probe_once(timeout_s=ROUTE_PROBE_TIMEOUT_S))
+        lines += _probe_lines(results)
+        probed = service.snapshot()
+        health = HealthSnapshot.of(*(probed.regions[name] for name in results), taken_at=probed.taken_at)
+    else:
+        why = "--no-probe" if not probe else "AYBIZA_HEALTH_PROBES is off"
+        lines.append(f"Regions not probed ({why}): their health is unknown; latencies are the catalog's priors.")
+    lines.append("")
     try:
-        return format_route_table(service.route_call(caller, residency=residency))
+        chosen = route(CallInfo.from_number(caller), health, service.catalog, service.policy_for(residency))
+        lines.append(format_route_table(chosen))
     except NoEligibleRegion as error:
-        return f"{error}\n{format_score_table(error.scores)}"
+        lines += [str(error), "", format_score_table(error.scores)]
+    return "\n".join(lines) + "\n"
 
 
+def _probe_lines(results: Mapping[str, ProbeResult]) -> list[str]:
+    """One line per probed region: where the probe went and its latency, or why it failed."""
+    lines = [f"Probed {len(results)} region(s) once (timeout {ROUTE_PROBE_TIMEOUT_S:g} s; "
+             "a first probe's time includes connecting):"]
+    width = max((len(name) for name in results), default=0)
+    for name, result in results.items():
+        if result.latency_s is not None:
+            outcome = f"ok in {result.latency_s * 1000:.0f} ms"
+        else:
+            outcome = f"failed: {result.error}"
+        lines.append(f"  {name.ljust(width)}  {outcome}  ({result.target})")
+    return lines

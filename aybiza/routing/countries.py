@@ -2,9 +2,10 @@
 
 Static world facts kept as plain tables: ITU calling codes (longest prefix
 wins), the North American Numbering Plan's Canadian and western area codes,
-ISO 3166 alpha-2 country -> continent, and the countries whose callers' data
-falls under European rules (EU, EEA, the UK and Switzerland). Which region a
-country prefers is *policy* and lives in the catalog YAML, not here.
+ISO 3166 alpha-2 country -> continent, and country -> residency zone (the
+zone whose regions hold a caller's data when an agent keeps it in the
+caller's own zone). Which region a country prefers is *policy* and lives in
+the catalog YAML, not here.
 """
 
 from __future__ import annotations
@@ -65,11 +66,17 @@ for _continent, _codes in {
     for _code in _codes.split():
         _CONTINENT[_code] = _continent
 
-# EU member states, the rest of the EEA, the UK and Switzerland: callers whose data the
-# agent's residency policy may keep in EU regions.
-_EU_RESIDENCY = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO GB CH".split()
-)
+# Residency zones (the catalog's region zones) -> the countries whose callers' own zone it is.
+# EU: EU member states, the rest of the EEA, the UK and Switzerland (European data rules).
+# US: the United States only; Canadian data in US regions is not "the caller's own zone".
+# APAC: East, South and Southeast Asia and Oceania. Mainland China is left out: its rules
+# want data inside China, which no zone offers; the Middle East is in no zone either.
+_RESIDENCY_ZONES = {
+    "EU": "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO GB CH",
+    "US": "US",
+    "APAC": "AU NZ SG JP KR IN MY ID PH TH VN HK MO TW KH BD LK PK MM",
+}
+_ZONE_OF = {code: zone for zone, codes in _RESIDENCY_ZONES.items() for code in codes.split()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,5 +116,5 @@ def continent_of(country: str) -> str:
 
 
 def residency_zone_of(country: str) -> str:
-    """The residency zone whose rules cover a caller from ``country`` (``"EU"`` or ``""``)."""
-    return "EU" if country.upper() in _EU_RESIDENCY else ""
+    """The residency zone of a caller from ``country``: ``"EU"``, ``"US"``, ``"APAC"``, or ``""`` for none."""
+    return _ZONE_OF.get(country.upper(), "")

@@ -62,7 +62,7 @@ If the last message has role ``assistant`` it is a prefill: the reply continues 
 
 @dataclass(frozen=True, slots=True)
 class FailoverPolicy:
-    """Deadlines and limits of one turn (ROUTING.md section 7.4).
+    """Deadlines and limits of one turn (docs/routing.md section 7.4).
 
     The first-token deadline adapts to the region: ``first_token_factor`` x its
     time-to-first-token estimate (peak-EWMA, from the health registry), never

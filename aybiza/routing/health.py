@@ -1,9 +1,8 @@
-"""Region health: active probes, passive outcomes, hysteresis and a circuit breaker.
+"""Region health: probe verdicts, passive outcomes, hysteresis and a circuit breaker.
 
-This is the one place in :mod:`aybiza.routing` that does I/O (the prober); the
-state machines are plain objects driven by an injectable clock, so tests feed
-recorded sequences of events under virtual time (the way Envoy and tower test
-theirs).
+Pure state machines driven by an injectable clock, so tests feed recorded
+sequences of events under virtual time (the way Envoy and tower test theirs).
+The probing I/O that feeds them lives in :mod:`aybiza.routing.probes`.
 
 Per region we keep:
 
@@ -38,17 +37,10 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
-
-import anyio
-
-from aybiza.routing.regions import Region
-
-if TYPE_CHECKING:
-    import httpx
+from typing import Any
 
 __all__ = [
     "Clock",
@@ -64,9 +56,6 @@ __all__ = [
     "merge_shared",
     "RegionTracker",
     "HealthRegistry",
-    "Probe",
-    "HttpProbe",
-    "HealthProber",
 ]
 
 Clock = Callable[[], float]
@@ -107,7 +96,7 @@ HARD_FAILURES = frozenset({FailureKind.CONNECT, FailureKind.FIRST_TOKEN, Failure
 
 @dataclass(frozen=True, slots=True)
 class HealthConfig:
-    """Thresholds of the health state machine and the breaker (ROUTING.md section 7.1)."""
+    """Thresholds of the health state machine and the breaker (docs/routing.md section 7.1)."""
 
     unhealthy_after: int = 2
     healthy_after: int = 3
@@ -577,116 +566,3 @@ class HealthRegistry:
         """Every region's view, now."""
         views = {name: tracker.view() for name, tracker in self._trackers.items()}
         return HealthSnapshot(MappingProxyType(views), self.clock())
-
-
-Probe = Callable[[Region], Awaitable[Any]]
-"""Checks one region; returns on success, raises on failure. The prober times it."""
-
-
-class HttpProbe:
-    """GET the region's probe URL; any HTTP answer below 500 means reachable.
-
-    One keep-alive client for all regions, so probes also keep connections warm.
-    """
-
-    def __init__(self, timeout_s: float = 1.5, client: httpx.AsyncClient | None = None) -> None:
-        if client is None:
-            import httpx  # imported here so the pure routing modules stay light to import
-
-            client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
-        self._client = client
-
-    async def __call__(self, region: Region) -> None:
-        response = await self._client.get(region.probe_target)
-        if response.status_code >= 500:
-            raise OSError(f"probe of {region.name} answered HTTP {response.status_code}")
-
-    async def aclose(self) -> None:
-        """Close the client's connections."""
-        await self._client.aclose()
-
-
-class HealthProber:
-    """Probes every region concurrently on an interval and feeds the registry.
-
-    Intervals follow ROUTING.md section 7.1: ``interval_s`` while healthy,
-    ``unhealthy_interval_s`` otherwise, ``edge_interval_s`` right after a state
-    change, with +-``jitter``; each probe is bounded by ``timeout_s``. The first
-    passing probe of a region (at start, and after a failure, when the connection
-    was likely dropped) only warms the connection: it counts as a pass, but its
-    time includes the handshake and is not taken as a latency sample.
-    """
-
-    def __init__(
-        self,
-        registry: HealthRegistry,
-        regions: Sequence[Region],
-        probe: Probe,
-        *,
-        interval_s: float = 2.0,
-        unhealthy_interval_s: float = 1.0,
-        edge_interval_s: float = 0.5,
-        timeout_s: float = 1.5,
-        jitter: float = 0.1,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.registry = registry
-        self.regions = tuple(regions)
-        self.probe = probe
-        self.interval_s = interval_s
-        self.unhealthy_interval_s = unhealthy_interval_s
-        self.edge_interval_s = edge_interval_s
-        self.timeout_s = timeout_s
-        self.jitter = jitter
-        self._rng = rng or random.Random()
-        self._warm: set[str] = set()
-
-    async def probe_region(self, region: Region) -> float | None:
-        """Probe one region, record the verdict; returns the latency in seconds or ``None``."""
-        started = time.perf_counter()
-        try:
-            with anyio.fail_after(self.timeout_s):
-                await self.probe(region)
-        except Exception as exc:  # any failure of the probe is a verdict, not a crash
-            if _log.isEnabledFor(logging.DEBUG):
-                _log.debug("probe of %s failed: %r", region.name, exc)
-            self.registry.record_probe(region.name, False)
-            self._warm.discard(region.name)
-            return None
-        latency = time.perf_counter() - started
-        sample = latency if region.name in self._warm else None
-        self._warm.add(region.name)
-        self.registry.record_probe(region.name, True, sample)
-        return latency
-
-    async def probe_once(self) -> dict[str, float | None]:
-        """Probe all regions at once; returns each one's latency (``None`` = failed)."""
-        results: dict[str, float | None] = {}
-
-        async def one(region: Region) -> None:
-            results[region.name] = await self.probe_region(region)
-
-        async with anyio.create_task_group() as tg:
-            for region in self.regions:
-                tg.start_soon(one, region)
-        return results
-
-    async def run(self) -> None:
-        """Probe forever (until cancelled), one loop per region so a slow one delays no other."""
-        async with anyio.create_task_group() as tg:
-            for region in self.regions:
-                tg.start_soon(self._loop, region)
-
-    async def _loop(self, region: Region) -> None:
-        tracker = self.registry.tracker(region.name)
-        while True:
-            before = (tracker.state, tracker.breaker.state)
-            await self.probe_region(region)
-            after = (tracker.state, tracker.breaker.state)
-            if after != before:
-                delay = self.edge_interval_s
-            elif after == (HealthState.HEALTHY, BreakerState.CLOSED):
-                delay = self.interval_s
-            else:
-                delay = self.unhealthy_interval_s
-            await anyio.sleep(delay * (1.0 + self._rng.uniform(-self.jitter, self.jitter)))

@@ -6,37 +6,72 @@
     total    = base + 200 (same country) + 150 (same continent) + 100 (primary region)
                - penalties (degraded, load, throttling)
 
-A region is *eligible* unless it is outside the caller's residency zone (when the
-agent's policy keeps EU/UK callers in the EU), unhealthy, behind an open breaker,
-degraded with latency >= 500 ms, or at capacity. The choice is the first *healthy*
-region in the caller's preference list (catalog data), else the best score; the
-other eligible regions follow as fallbacks, preference list first, then by score.
-No eligible region raises :class:`NoEligibleRegion` (never a silent move out of the
-residency zone) unless the policy allows panic routing.
+A region is *eligible* unless it is outside the call's residency zone, unhealthy,
+behind an open breaker, degraded with latency >= 500 ms, or at capacity. The
+choice is the first *healthy* region in the caller's preference list (catalog
+data), else the best score; the other eligible regions follow as fallbacks,
+preference list first, then by score. No eligible region raises
+:class:`NoEligibleRegion` unless the policy allows panic routing.
+
+The residency zone (docs/routing.md section 7.3) comes from the policy:
+
+* ``residency="EU" | "US" | "APAC"`` (the agent's rule): the call's data stays in
+  that zone's regions whatever the caller's country;
+* ``residency="caller"``: it stays in the caller's own zone
+  (:func:`~aybiza.routing.countries.residency_zone_of`);
+* otherwise ``data_residency`` keeps callers whose own zone is listed in
+  ``residency_zones`` (by default EU/UK callers) inside it, and routes the rest freely.
+
+When residency applies and no region of the zone is eligible, or a ``caller``
+rule meets a caller whose country has no zone, :func:`route` raises
+:class:`ResidencyRefused`: an explicit refusal, never a silent move.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aybiza.errors import CallError
+from aybiza.errors import CallError, ConfigError
 from aybiza.routing.countries import continent_of, locate_number, residency_zone_of
 from aybiza.routing.health import BreakerState, HealthSnapshot, HealthState, RegionHealth
-from aybiza.routing.regions import KNOWN_TIERS, Catalog, Region
+from aybiza.routing.regions import KNOWN_TIERS, ZONES, Catalog, Region
 
 __all__ = [
+    "CALLER_RESIDENCY",
+    "parse_residency",
     "CallInfo",
     "RoutingPolicy",
     "ScoreRow",
     "Route",
     "NoEligibleRegion",
+    "ResidencyRefused",
     "route",
     "keep_sticky",
     "CallRouting",
     "format_route_table",
     "format_score_table",
 ]
+
+
+CALLER_RESIDENCY = "caller"
+"""The residency rule that keeps a call's data in the caller's own zone."""
+
+
+def parse_residency(value: str | None) -> str | None:
+    """A residency setting as routing uses it: ``"EU"``, ``"US"``, ``"APAC"``, ``"caller"`` or ``None``.
+
+    Case and surrounding blanks are ignored; anything else is a :class:`ConfigError`.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.lower() == CALLER_RESIDENCY:
+        return CALLER_RESIDENCY
+    if text.upper() in ZONES:
+        return text.upper()
+    raise ConfigError(f"unknown residency {value!r}; use {', '.join(ZONES)} or {CALLER_RESIDENCY}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +92,16 @@ class CallInfo:
 
 @dataclass(frozen=True, slots=True)
 class RoutingPolicy:
-    """The agent's routing rules and the score's weights."""
+    """The agent's routing rules and the score's weights.
+
+    ``residency`` (a zone or ``"caller"``, see :func:`parse_residency`) is the
+    agent's rule and wins; without it, ``data_residency`` keeps callers whose own
+    zone is in ``residency_zones`` inside that zone.
+    """
 
     data_residency: bool = False
     residency_zones: frozenset[str] = frozenset({"EU"})
+    residency: str | None = None
     latency_budget_ms: float = 1000.0
     country_bonus: float = 200.0
     continent_bonus: float = 150.0
@@ -76,6 +117,9 @@ class RoutingPolicy:
     allow_panic: bool = False
     max_fallbacks: int = 4
     switch_after_turns: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "residency", parse_residency(self.residency))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +173,10 @@ class NoEligibleRegion(CallError):
         self.scores = tuple(scores)
 
 
+class ResidencyRefused(NoEligibleRegion):
+    """The call's residency rule leaves it no region: its zone has none eligible, or the caller has no zone."""
+
+
 def route(
     call: CallInfo,
     health: HealthSnapshot,
@@ -140,9 +188,7 @@ def route(
     country = call.caller_country.upper()
     continent = continent_of(country)
     placement = catalog.placement(country, call.area)
-    zone = residency_zone_of(country) if policy.data_residency else ""
-    if zone not in policy.residency_zones:
-        zone = ""
+    zone = _residency_zone(country, policy)
     preference = {name: rank for rank, name in enumerate(placement.preference, start=1)}
 
     rows = [
@@ -152,7 +198,7 @@ def route(
             call,
             country,
             continent,
-            zone,
+            zone or "",
             placement.edge,
             preference.get(region.name),
             catalog,
@@ -162,6 +208,16 @@ def route(
     ]
 
     by_score = sorted(rows, key=lambda row: (-row.total, row.region))
+    who = f"{call.caller or 'a caller'} from {country or 'an unknown country'}"
+    if zone is None:
+        refused = [dataclasses.replace(row, eligible=False, note="caller has no residency zone") for row in by_score]
+        raise ResidencyRefused(
+            f"residency refused: the agent keeps data in the caller's own zone, but {who} is in no residency "
+            f"zone ({', '.join(ZONES)})",
+            call=call,
+            residency_zone="",
+            scores=refused,
+        )
     eligible = [row for row in by_score if row.eligible]
     panic = False
     if not eligible:
@@ -169,14 +225,18 @@ def route(
         allowed = [
             row for row in by_score if row.note in ("unhealthy", "breaker open") or row.note.startswith("degraded")
         ]
-        where = f" inside {zone} residency" if zone else ""
         if not (policy.allow_panic and allowed):
             reasons = ", ".join(f"{row.region}: {row.note}" for row in by_score)
+            if zone:
+                raise ResidencyRefused(
+                    f"residency refused: no eligible region inside {zone} residency for {who}, and the call "
+                    f"may not leave {zone} ({reasons})",
+                    call=call,
+                    residency_zone=zone,
+                    scores=by_score,
+                )
             raise NoEligibleRegion(
-                f"no healthy region for a caller from {country or 'an unknown country'}{where} ({reasons})",
-                call=call,
-                residency_zone=zone,
-                scores=by_score,
+                f"no healthy region for {who} ({reasons})", call=call, residency_zone=zone, scores=by_score
             )
         failed_at = {name: view.failed_at or 0.0 for name, view in health.regions.items()}
         eligible = sorted(allowed, key=lambda row: (failed_at.get(row.region, 0.0), -row.total, row.region))
@@ -198,7 +258,10 @@ def route(
         reason = f"{first} region in the preference list ({', '.join(placement.preference)})"
     else:
         order = eligible_names
-        reason = "best score" + (" (no preferred region is healthy)" if placement.preference else "")
+        reason = "best score"
+        if placement.preference:
+            in_zone = not zone or any(catalog.region(name).zone == zone for name in placement.preference)
+            reason += " (no preferred region is healthy)" if in_zone else f" (no preferred region is in {zone})"
     if zone:
         reason += f"; {zone} residency"
 
@@ -214,6 +277,19 @@ def route(
         scores=tuple(by_score),
         panic=panic,
     )
+
+
+def _residency_zone(country: str, policy: RoutingPolicy) -> str | None:
+    """The zone the call must stay in (``""``: none), or ``None`` when a ``caller`` rule finds no zone."""
+    if policy.residency == CALLER_RESIDENCY:
+        return residency_zone_of(country) or None
+    if policy.residency:
+        return policy.residency
+    if policy.data_residency:
+        zone = residency_zone_of(country)
+        # Only callers from the listed zones are kept in theirs; this rule routes the rest freely.
+        return zone if zone in policy.residency_zones else ""
+    return ""
 
 
 def _score_row(

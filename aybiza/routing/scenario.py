@@ -67,7 +67,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aybiza.errors import ConfigError
-from aybiza.routing.costs import InfraLine, PriceTable, default_prices
+from aybiza.routing.prices import InfraLine, PriceTable, default_prices
 
 __all__ = [
     "DESIGN_TIER_MODELS",

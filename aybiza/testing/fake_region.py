@@ -198,7 +198,7 @@ class FakeRegionClient:
             raise ConnectionError(f"{region}: {type(exc).__name__}: {exc}") from exc
 
     async def probe(self, region: Region) -> None:
-        """A health :data:`~aybiza.routing.health.Probe`: ``GET /ping`` on the warm pool."""
+        """A health :data:`~aybiza.routing.probes.Probe`: ``GET /ping`` on the warm pool."""
         import httpx
 
         try:

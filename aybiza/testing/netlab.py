@@ -48,7 +48,8 @@ import anyio
 
 from aybiza.errors import CallError
 from aybiza.routing.failover import FailoverExecutor, FailoverPolicy, Message, RetryBudget, TurnFailed
-from aybiza.routing.health import HealthConfig, HealthProber, HealthRegistry
+from aybiza.routing.health import HealthConfig, HealthRegistry
+from aybiza.routing.probes import HealthProber
 from aybiza.routing.regions import Catalog, Region, default_catalog
 from aybiza.routing.router import CallInfo, CallRouting, RoutingPolicy, route
 from aybiza.testing.fake_region import FakeRegionClient, answer_for

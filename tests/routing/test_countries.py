@@ -37,9 +37,14 @@ def test_numbers_are_located(number: str, location: CallerLocation) -> None:
         ("CH", "EU", "EU"),
         ("NO", "EU", "EU"),
         ("TR", "EU", ""),
-        ("US", "NA", ""),
-        ("SG", "AS", ""),
-        ("AU", "OC", ""),
+        ("US", "NA", "US"),
+        ("CA", "NA", ""),
+        ("SG", "AS", "APAC"),
+        ("JP", "AS", "APAC"),
+        ("IN", "AS", "APAC"),
+        ("AU", "OC", "APAC"),
+        ("CN", "AS", ""),
+        ("AE", "AS", ""),
         ("BR", "SA", ""),
         ("ZZ", "", ""),
     ],
@@ -47,3 +52,10 @@ def test_numbers_are_located(number: str, location: CallerLocation) -> None:
 def test_continent_and_residency(country: str, continent: str, zone: str) -> None:
     assert continent_of(country) == continent
     assert residency_zone_of(country) == zone
+
+
+def test_every_residency_zone_is_a_catalog_zone() -> None:
+    from aybiza.routing.countries import _CONTINENT
+    from aybiza.routing.regions import ZONES
+
+    assert {residency_zone_of(country) for country in _CONTINENT} == {"", *ZONES}

@@ -6,17 +6,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aybiza.errors import CallError
+from aybiza.errors import CallError, ConfigError
+from aybiza.routing.countries import residency_zone_of
 from aybiza.routing.health import BreakerState, HealthSnapshot, HealthState, RegionHealth
-from aybiza.routing.regions import default_catalog
+from aybiza.routing.regions import Catalog, default_catalog
 from aybiza.routing.router import (
     CallInfo,
     CallRouting,
     NoEligibleRegion,
+    ResidencyRefused,
     RoutingPolicy,
     format_route_table,
     format_score_table,
     keep_sticky,
+    parse_residency,
     route,
 )
 
@@ -31,6 +34,7 @@ DE = "+4930901820"
 FR = "+33142685300"
 SG = "+6561234567"
 AU = "+61212345678"
+BR = "+5511912345678"
 UNKNOWN = "+999123"
 
 
@@ -268,3 +272,143 @@ def test_call_routing_keeps_the_call_in_place_across_turns() -> None:
         for state in [snapshot(), snapshot(eu_west_2="open"), snapshot(), snapshot(), snapshot()]
     ]
     assert regions == ["eu-west-2", "eu-central-1", "eu-central-1", "eu-central-1", "eu-west-2"]
+
+
+# -- agent residency: EU, US, APAC whatever the caller's country; or the caller's own zone -------
+
+
+def residency(rule: str) -> RoutingPolicy:
+    return RoutingPolicy(residency=rule)
+
+
+@pytest.mark.parametrize(
+    ("number", "rule", "region", "fallbacks"),
+    [
+        # a fixed zone holds whatever the caller's country
+        (UK, "US", "us-east-1", ("us-west-2",)),
+        (SG, "US", "us-east-1", ("us-west-2",)),  # us-west-2 is 58 ms nearer, the primary bonus is 100
+        (US, "EU", "eu-west-2", ("eu-central-1",)),
+        (AU, "EU", "eu-west-2", ("eu-central-1",)),  # likewise: 14 ms further, +100 primary
+        (UK, "APAC", "ap-southeast-1", ()),
+        (US, "APAC", "ap-southeast-1", ()),
+        (DE, "EU", "eu-central-1", ("eu-west-2",)),
+        # "caller": the caller's own zone
+        (UK, "caller", "eu-west-2", ("eu-central-1",)),
+        (US, "caller", "us-east-1", ("us-west-2",)),
+        (US_WEST, "caller", "us-west-2", ("us-east-1",)),
+        (SG, "caller", "ap-southeast-1", ()),
+        (AU, "caller", "ap-southeast-1", ()),
+    ],
+)
+def test_agent_residency_keeps_the_call_in_its_zone(
+    number: str, rule: str, region: str, fallbacks: tuple[str, ...]
+) -> None:
+    result = route(CallInfo.from_number(number), snapshot(), CATALOG, residency(rule))
+    assert (result.region, result.fallbacks) == (region, fallbacks)
+    zone = result.residency_zone
+    assert zone == (rule if rule != "caller" else CATALOG.region(region).zone)
+    assert result.reason.endswith(f"; {zone} residency")
+    for row in result.scores:
+        assert row.eligible == (row.zone == zone)
+        assert row.eligible or row.note == f"outside {zone} residency"
+
+
+def test_a_caller_outside_the_zone_is_told_why_no_preferred_region_was_used() -> None:
+    result = route(CallInfo.from_number(UK), snapshot(), CATALOG, residency("US"))
+    assert result.reason == "best score (no preferred region is in US); US residency"
+    assert format_route_table(result).splitlines()[0] == "Route for +447700900123 (GB, continent EU, residency US)"
+
+
+@pytest.mark.parametrize(
+    ("number", "rule", "health", "zone"),
+    [
+        (UK, "US", {"us_east_1": "unhealthy", "us_west_2": "open"}, "US"),
+        (US, "US", {"us_east_1": "unhealthy", "us_west_2": "unhealthy"}, "US"),
+        (US, "EU", {"eu_west_2": "unhealthy", "eu_central_1": "degraded:700"}, "EU"),
+        (SG, "APAC", {"ap_southeast_1": "unhealthy"}, "APAC"),
+        (UK, "APAC", {"ap_southeast_1": "open"}, "APAC"),
+        (SG, "caller", {"ap_southeast_1": "unhealthy"}, "APAC"),
+        (DE, "caller", {"eu_west_2": "unhealthy", "eu_central_1": "unhealthy"}, "EU"),
+    ],
+)
+def test_a_zone_with_no_eligible_region_refuses_the_call(
+    number: str, rule: str, health: dict[str, str], zone: str
+) -> None:
+    with pytest.raises(ResidencyRefused) as caught:
+        route(CallInfo.from_number(number), snapshot(**health), CATALOG, residency(rule))
+    error = caught.value
+    assert isinstance(error, NoEligibleRegion) and isinstance(error, CallError)
+    assert error.residency_zone == zone
+    assert f"inside {zone} residency" in str(error) and number in str(error)
+    assert not any(row.eligible for row in error.scores)
+
+
+def test_a_refusal_is_never_turned_into_a_move_by_panic_routing() -> None:
+    down = snapshot(**{name.replace("-", "_"): "unhealthy" for name in CATALOG.names})
+    policy = RoutingPolicy(residency="APAC", allow_panic=True)
+    result = route(CallInfo.from_number(UK), down, CATALOG, policy)
+    assert result.panic and result.regions == ("ap-southeast-1",)
+
+
+@pytest.mark.parametrize("number", [BR, UNKNOWN, "+861012345678"])
+def test_caller_residency_refuses_a_caller_whose_country_has_no_zone(number: str) -> None:
+    with pytest.raises(ResidencyRefused, match="is in no residency zone") as caught:
+        route(CallInfo.from_number(number), snapshot(), CATALOG, residency("caller"))
+    assert number in str(caught.value)
+    assert caught.value.residency_zone == ""
+    assert {row.note for row in caught.value.scores} == {"caller has no residency zone"}
+
+
+def test_a_zone_the_catalog_has_no_region_in_refuses_the_call() -> None:
+    no_apac = Catalog(tuple(region for region in CATALOG.regions if region.zone != "APAC"))
+    with pytest.raises(ResidencyRefused, match="inside APAC residency"):
+        route(CallInfo.from_number(SG), HealthSnapshot(), no_apac, residency("caller"))
+
+
+def test_the_apac_zone_fits_the_tier_it_offers() -> None:
+    result = route(CallInfo.from_number(UK, tier="premium"), snapshot(), CATALOG, residency("APAC"))
+    assert (result.region, result.tier) == ("ap-southeast-1", "economy")
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [(None, None), ("", None), ("  ", None), ("EU", "EU"), ("us", "US"), (" Apac ", "APAC"), ("Caller", "caller")],
+)
+def test_residency_settings_are_normalised(value: str | None, parsed: str | None) -> None:
+    assert parse_residency(value) == parsed
+    assert RoutingPolicy(residency=value).residency == parsed
+
+
+@pytest.mark.parametrize("value", ["LATAM", "UK", "eu-west-2", "true"])
+def test_an_unknown_residency_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="use US, EU, APAC or caller"):
+        RoutingPolicy(residency=value)
+
+
+@given(
+    number=st.sampled_from(COUNTRY_NUMBERS + [BR, "+8613912345678", "+971501234567"]),
+    rule=st.sampled_from(["EU", "US", "APAC", "caller"]),
+    states=st.lists(
+        st.sampled_from(["healthy", "degraded", "unhealthy", "open"]),
+        min_size=len(CATALOG.names),
+        max_size=len(CATALOG.names),
+    ),
+    panic=st.booleans(),
+)
+def test_properties_agent_residency_never_leaves_the_zone(
+    number: str, rule: str, states: list[str], panic: bool
+) -> None:
+    views = [
+        RegionHealth(name, HealthState.HEALTHY if state == "open" else HealthState(state),
+                     BreakerState.OPEN if state == "open" else BreakerState.CLOSED, latency_ms=100.0)
+        for name, state in zip(CATALOG.names, states, strict=True)
+    ]
+    call = CallInfo.from_number(number)
+    policy = RoutingPolicy(residency=rule, allow_panic=panic, max_fallbacks=10)
+    try:
+        result = route(call, HealthSnapshot.of(*views), CATALOG, policy)
+    except ResidencyRefused:
+        return
+    zone = rule if rule != "caller" else residency_zone_of(call.caller_country)
+    assert zone and result.residency_zone == zone
+    assert all(CATALOG.region(name).zone == zone for name in result.regions)
