@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import wave
 from collections.abc import Sequence
@@ -15,23 +14,28 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .config import Settings
+    from .agents import load_agent
+    from .config import Settings, limit_math_threads
+    from .engines import Engines
     from .errors import AybizaError
     from .logs import configure
     from .server import create_app
-    from .stack import SpeechStack
 
+    limit_math_threads()
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "stt": args.stt, "llm": args.llm,
                                    "tts": args.tts}.items() if v is not None}
     settings = Settings(**overrides)
     configure(settings.log_level, settings.log_format)
-    stack = SpeechStack(settings)
+    engines = Engines(settings)
     try:
-        stack.check()
+        load_agent(settings.default_agent, settings.agents_dir)
+        engines.check()
+        for warning in engines.verify_keys():
+            print(f"aybiza: warning: {warning}", file=sys.stderr)
     except AybizaError as error:
         print(f"aybiza: cannot serve: {error}", file=sys.stderr)
         return 2
-    app = create_app(settings, stack)
+    app = create_app(settings, engines)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 ws_max_size=settings.max_message_bytes, ws_ping_interval=None, lifespan="on")
     return 0
@@ -201,10 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aybiza`` command."""
-    # One BLAS thread per process: model inference already runs in worker
-    # threads, and oversubscribed BLAS slows everything down under load.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -18,7 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "limit_math_threads"]
 
 STT = Literal["whisper", "sphinx", "deepgram"]
 LLM = Literal["faq", "bedrock", "openai"]
@@ -77,9 +77,14 @@ class Settings(BaseSettings):
     twilio_auth_token: str = Field(default="", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN",
                                                                               "AYBIZA_TWILIO_AUTH_TOKEN"))
     twilio_validate: bool = Field(default=True, description="Check X-Twilio-Signature; false for local use only")
+    twilio_account_sid: str = Field(default="", validation_alias=AliasChoices("TWILIO_ACCOUNT_SID",
+                                                                              "AYBIZA_TWILIO_ACCOUNT_SID"))
+    twilio_api_url: str = Field(default="https://api.twilio.com",
+                                description="Twilio's REST API base URL (call control); a gateway or a test server")
     call_token_ttl_s: float = 120.0
     max_message_bytes: int = 64 * 1024
     max_calls: int = 500
+    max_browser_calls: int = Field(default=20, description="Browser (WebRTC) calls at once, inside max_calls")
 
     vad_aggressiveness: int = 2
     end_of_turn_ms: int = 400
@@ -115,3 +120,13 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+
+def limit_math_threads() -> None:
+    """One BLAS/OpenMP thread per process (set before numpy loads them).
+
+    Model inference already runs in worker threads; oversubscribed BLAS
+    slows everything down under load.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")

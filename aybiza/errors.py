@@ -6,8 +6,9 @@
      ├── ConfigError              bad settings or agent file; fix and restart
      │    └── ModelIntegrityError a packaged model's bytes do not match its pinned hash
      ├── CallError                ends one call, never the process
-     │    └── ProtocolError       a peer sent something we cannot accept
-     │         └── AuthError      a bad signature or call token
+     │    ├── ProtocolError       a peer sent something we cannot accept
+     │    │    └── AuthError      a bad signature or call token
+     │    └── CallEnded           a stage ends the call on purpose, with its EndReason
      └── ProviderError            an STT/LLM/TTS provider failed a request
           ├── RetryableError      try the same request in another region
           │    ├── ThrottledError      429 / ThrottlingException / 529
@@ -19,11 +20,20 @@
 
 ``retryable`` on every ``ProviderError`` says whether the router may move the
 request to the next region.
+
+Every call ends with an :class:`EndReason`: the caller hung up or left, the
+agent ended or transferred it, or a typed failure (the caller then heard an
+apology in the local voice first). Records, metrics and logs carry the
+reason's value.
 """
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
+    "EndReason",
+    "CallEnded",
     "AybizaError",
     "ConfigError",
     "ModelIntegrityError",
@@ -104,3 +114,48 @@ class BadRequestError(FatalProviderError):
 
 class CredentialsError(FatalProviderError):
     """Credentials are missing or refused."""
+
+
+class EndReason(enum.StrEnum):
+    """Why a call ended; the value is what records and metrics show."""
+
+    HANGUP = "hangup"  # the caller hung up (Twilio stop, the page's hang-up)
+    DISCONNECTED = "disconnected"  # the connection dropped
+    NO_CONNECTION = "no_connection"  # a browser that never connected its media
+    MEDIA_TIMEOUT = "media_timeout"  # no caller audio for too long
+    AGENT_ENDED = "agent_ended"  # the agent said goodbye and hung up
+    TRANSFERRED = "transferred"  # handed to a person
+    SHUTDOWN = "shutdown"  # the server stopped
+    PROTOCOL_ERROR = "protocol_error"  # the peer sent something we cannot accept
+    AUTH_FAILED = "auth_failed"  # bad signature or call token
+    AGENT_UNAVAILABLE = "agent_unavailable"  # the agent's configuration cannot be loaded
+    NO_ELIGIBLE_REGION = "no_eligible_region"  # no healthy region may take the call
+    RESIDENCY_REFUSED = "residency_refused"  # the agent's data residency cannot be met for this caller
+    MODEL_UNAVAILABLE = "model_unavailable"  # no region answered the caller's turns
+    STT_UNAVAILABLE = "stt_unavailable"  # no recogniser could listen (the fallback failed too)
+    TTS_UNAVAILABLE = "tts_unavailable"  # no voice could speak (the local voice failed too)
+    INTERNAL_ERROR = "internal_error"  # a stage raised something unexpected
+    INTERRUPTED = "interrupted"  # the process died mid-call (archived by a survivor)
+
+    @property
+    def normal(self) -> bool:
+        """The call ended the way calls end, not through a failure."""
+        return self in _NORMAL
+
+    @property
+    def peer_fault(self) -> bool:
+        """The caller's side broke the protocol: no apology is owed (or deliverable)."""
+        return self in (EndReason.PROTOCOL_ERROR, EndReason.AUTH_FAILED)
+
+
+_NORMAL = frozenset({EndReason.HANGUP, EndReason.DISCONNECTED, EndReason.AGENT_ENDED, EndReason.TRANSFERRED,
+                     EndReason.SHUTDOWN, EndReason.NO_CONNECTION, EndReason.MEDIA_TIMEOUT})
+
+
+class CallEnded(CallError):
+    """A stage ends its call on purpose: ``reason`` says why, the message gives the detail."""
+
+    def __init__(self, reason: EndReason, detail: str = "") -> None:
+        super().__init__(detail or reason.value)
+        self.reason = reason
+        self.detail = detail

@@ -1,72 +1,85 @@
-"""The process-wide state of a server: settings, speech stack, call tokens, metrics, cache, call store, routing.
+"""The process-wide state of a server: its services, built once from Settings, and the bookkeeping of calls.
 
-Everything a call needs from the process lives here; the ASGI routes in
-:mod:`aybiza.server` are thin. ``run()`` is the server's lifespan: it loads
-models off the event loop, opens the durable call store and archives the
-calls a previous process left open as ``interrupted``, then keeps the
-background work going (store keepalive, recovery sweeps, retention, region
-health probes) until shutdown.
+A :class:`Runtime` owns what every call shares: the engines, the edge cache,
+the agent-config cache, routing (when calls go to cloud regions), the call
+store, the metrics, the failsafe voice, call admission and the one-time
+call tokens. It answers no HTTP: the routes in :mod:`aybiza.server` and the
+call entry points in :mod:`aybiza.calls` use it.
+
+``run()`` is the server's lifespan: it loads models off the event loop,
+opens the durable call store and archives the calls a previous process left
+open as ``interrupted``, then keeps the background work going (store
+keepalive, recovery sweeps, retention, region health probes, shared health)
+until shutdown. ``dependencies()`` says what each provider is doing, for
+``/health`` and ``/ready``.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from twilio.request_validator import RequestValidator
 
+from .agents import AgentConfig
 from .config import Settings
+from .edge.agent_configs import AgentConfigs
 from .edge.cache import Cache, open_cache
 from .edge.calls import CallStore, open_call_store
-from .edge.state import CallFenced, CallStateError
-from .errors import AybizaError
+from .edge.redis_util import redis_client
+from .engines import Engines
+from .errors import AybizaError, ConfigError, EndReason
 from .observability.metrics import Metrics
-from .pipeline import CallContext
-from .routing.costs import cost_of
-from .routing.countries import locate_number
+from .pipeline import CacheKind, CallContext, IncidentKind
+from .processors.language import DEFAULT_LANGUAGES
+from .routing.costs import cost_of, tokens_cost
 from .routing.service import RoutingService
+from .routing.shared import SharedHealth
+from .session.admission import Admission
+from .session.failsafe import FailsafeVoice
 from .stack import SpeechStack
 from .transports.tokens import CallTokens
-from .twilio_auth import auth_token_for
 
 __all__ = ["Runtime"]
 
 log = logging.getLogger("aybiza.runtime")
 
-_NORMAL_ENDINGS = frozenset({"stopped", "disconnected", "hangup"})
+_RECENT_S = 60.0  # a fallback taken this recently marks its provider degraded in /health
 
 
 class Runtime:
-    """One server process's state and the bookkeeping of every call's start and end."""
+    """One server process's services and the bookkeeping of every call's start and end."""
 
-    def __init__(self, settings: Settings, stack: SpeechStack | None = None) -> None:
+    def __init__(self, settings: Settings, engines: Engines | None = None) -> None:
         self.settings = settings
-        self.stack = stack or SpeechStack(settings)
-        self.tokens = CallTokens(settings.call_token_ttl_s)
-        self.auth_token = auth_token_for(settings)
-        self.validator = RequestValidator(self.auth_token)
+        self.node_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.engines = engines or Engines(settings)
         self.metrics = Metrics()
         self.cache: Cache = open_cache(settings.redis_url or None)
-        self.routing = RoutingService.from_file(settings.catalog_path, model_overrides=settings.model_overrides,
-                                                thinking_budget=settings.thinking_budget)
+        self.agents = AgentConfigs.from_settings(
+            settings, self.cache, on_lookup=lambda hit: self.metrics.cache(CacheKind.AGENT, hit))
+        shared = SharedHealth(redis_client(settings.redis_url), self.node_id) if settings.redis_url else None
+        self.routing = RoutingService.from_settings(settings, shared=shared)
+        self.stack = SpeechStack(settings, self.engines, cache=self.cache, routing=self.routing,
+                                 cost_so_far=self._tokens_cost)
+        self.failsafe = FailsafeVoice(self.engines.local_voice, self.engines.other_languages_voice)
+        self.admission = Admission(settings.max_calls, {"webrtc": settings.max_browser_calls})
+        self.tokens = CallTokens(settings.call_token_ttl_s)
+        self.languages = frozenset(DEFAULT_LANGUAGES)
         self.store: CallStore | None = None
         self.calls: dict[str, CallContext] = {}
         self.ready = False
-        self.stack.cache = self.cache
-        self.stack.routing = self.routing
-        self.stack.on_failover = self.metrics.failover
+        self._default_agent: AgentConfig | None = None
 
     @property
-    def routes_calls(self) -> bool:
-        """Whether calls go to cloud regions (else everything runs here, region ``local``)."""
-        return self.settings.llm == "bedrock"
+    def routing_for_calls(self) -> RoutingService | None:
+        """The routing calls use, when they go to cloud regions (else everything runs here, region ``local``)."""
+        return self.routing if self.settings.llm == "bedrock" else None
 
     # -- lifespan ------------------------------------------------------------------
 
@@ -74,8 +87,14 @@ class Runtime:
     async def run(self) -> AsyncIterator[None]:
         """Load, recover, serve, and shut down cleanly."""
         started = time.perf_counter()
-        await anyio.to_thread.run_sync(self.stack.warm)
         settings = self.settings
+        self._default_agent = await self.agents.get(settings.default_agent)
+        agent = self._default_agent
+        await anyio.to_thread.run_sync(self.engines.warm, agent)
+        await anyio.to_thread.run_sync(
+            lambda: self.failsafe.warm(agent.apology, f"{agent.apology} {agent.goodbye}",
+                                       f"{agent.apology} {agent.retry_prompt}", f"{agent.apology} {agent.handoff}",
+                                       language=agent.language))
         self.store = await open_call_store(settings.data_dir, redis_url=settings.redis_url or None,
                                            archive_url=settings.archive_url or None)
         self.stack.store = self.store
@@ -87,9 +106,11 @@ class Runtime:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.store.keepalive)
                 tg.start_soon(self._housekeeping)
-                if self.routes_calls and settings.health_probes:
-                    tg.start_soon(self.routing.prober().run)
+                if self.routing_for_calls is not None:
+                    if settings.health_probes:
+                        tg.start_soon(self.routing.prober().run)
                     tg.start_soon(self._export_region_health)
+                    tg.start_soon(self.routing.share_health)
                 self.ready = True
                 log.info("ready in %.1f s: stt=%s llm=%s tts=%s, public URL %s", time.perf_counter() - started,
                          settings.stt, settings.llm, settings.tts, settings.base_url)
@@ -100,6 +121,7 @@ class Runtime:
             with anyio.CancelScope(shield=True):
                 await self.store.aclose()
                 await self.cache.aclose()
+                self.engines.close()
 
     async def _housekeeping(self) -> None:
         """Sweep calls of processes that died meanwhile; purge old transcripts daily."""
@@ -119,95 +141,87 @@ class Runtime:
 
     async def _export_region_health(self) -> None:
         while True:
-            for name, health in self.routing.health.snapshot().regions.items():
+            for name, health in self.routing.snapshot().regions.items():
                 self.metrics.region_state(name, health.state, health.latency_ms / 1000 if health.latency_ms else None)
             await anyio.sleep(2)
 
     # -- calls ---------------------------------------------------------------------
 
+    def fallback_agent(self) -> AgentConfig:
+        """The agent whose apology and goodbye a call without a usable agent hears."""
+        if self._default_agent is None:
+            raise ConfigError("the default agent is not loaded yet")
+        return self._default_agent
+
     def call_started(self, ctx: CallContext) -> None:
-        """Register a live call: where the caller is, where the call goes, and start measuring it."""
-        ctx.caller_country = ctx.caller_country or locate_number(ctx.caller).country
-        ctx.on_timing = self.metrics.observe_timing
-        if self.routes_calls:
-            agent = self.stack.agent(ctx.agent_id)
-            chosen = self.routing.route_call(ctx.caller, residency=agent.residency)
-            ctx.region, ctx.fallback_regions = chosen.region, chosen.fallbacks
-            ctx.log.info("route: %s (fallbacks %s): %s", chosen.region, ", ".join(chosen.fallbacks) or "none",
-                         chosen.reason)
+        """Register a live call."""
         self.calls[ctx.call_id] = ctx
-        self.metrics.call_started(ctx.caller_country or "unknown", ctx.region, ctx.model_tier)
-        ctx.log.info("call started: transport=%s caller=%s country=%s agent=%s", ctx.transport,
-                     ctx.caller or "?", ctx.caller_country or "?", ctx.agent_id)
+        self.metrics.call_started()
+        if self.routing_for_calls is not None and ctx.region != "local":
+            self.routing.health.call_started(ctx.region)
+        ctx.log.info("call started: transport=%s country=%s agent=%s", ctx.transport, ctx.caller_country or "?",
+                     ctx.agent_id)
 
-    async def open_call(self, ctx: CallContext) -> tuple[list[dict[str, str]], bool]:
-        """Open the call's durable record; a call live elsewhere (a reconnecting stream) is taken over.
+    def _tokens_cost(self, ctx: CallContext) -> float:
+        return tokens_cost(ctx.ledger.usage(), ctx.region)
 
-        Returns the conversation so far and whether the call was resumed.
-        """
-        if self.store is None:
-            return [], False
-        try:
-            record, resumed = await self.store.open_call(ctx)
-        except CallStateError as error:  # the call goes on; the journal retries its writes
-            ctx.log.warning("call record not opened: %s", error)
-            return [], False
-        if resumed:
-            ctx.log.info("resumed a call from another process: %d turn(s) on record", len(record.turns))
-        return record.context(), resumed
-
-    async def call_ended(self, ctx: CallContext, reason: str) -> None:
-        """Price the call, count it, and commit its record to the durable archive."""
-        self.calls.pop(ctx.call_id, None)
+    def price(self, ctx: CallContext) -> dict[str, Any] | None:
+        """The call's cost so far from its ledger (None when a price is missing: the record is kept regardless)."""
         minutes = (time.monotonic() - ctx.started_at) / 60
-        # Deepgram is priced at its default models; the embedded engines cost nothing.
-        stt = None if self.settings.stt == "deepgram" else self.settings.stt
-        tts = None if self.settings.tts == "deepgram" else self.settings.tts
-        cost: dict[str, Any] | None = None
         try:
-            priced = cost_of(ctx.usage, ctx.region, minutes, stt_model=stt, tts_model=tts, transport=ctx.transport)
-            cost = priced.to_dict()
-            self.metrics.call_ended(priced.total, ctx.region)
-        except AybizaError as error:  # a missing price must not lose the call record
+            return cost_of(ctx.ledger.usage(), ctx.region, minutes, transport=ctx.transport).to_dict()
+        except AybizaError as error:
             ctx.log.warning("call not priced: %s", error)
-            self.metrics.call_ended(0.0, ctx.region)
-        if reason.split(":", 1)[0] not in _NORMAL_ENDINGS:
-            self.metrics.error(reason.split(":", 1)[0])
-        if self.store is None:
-            return
-        try:
-            await self.store.end_call(ctx, reason, cost=cost)
-        except CallFenced:
-            ctx.log.info("call moved to another process; it records the end")
-        except CallStateError as error:
-            ctx.log.error("call record not saved: %s", error)
-
-    # -- requests ------------------------------------------------------------------
-
-    def public_url(self, path: str, *, websocket: bool = False) -> str:
-        """Absolute public URL of ``path`` (ws/wss for WebSocket paths)."""
-        base = self.settings.base_url
-        if websocket:
-            scheme, rest = base.split("://", 1)
-            base = ("wss://" if scheme == "https" else "ws://") + rest
-        return base + path
-
-    def signature_ok(self, url: str, params: dict[str, str], signature: str) -> bool:
-        """Check ``X-Twilio-Signature`` unless the check is disabled for local use."""
-        if not self.settings.twilio_validate:
-            return True
-        return bool(signature) and bool(self.validator.validate(url, params, signature))
-
-    def api_refusal(self, request: Request) -> Response | None:
-        """Call records hold phone numbers and transcripts: bearer token if set, else loopback only."""
-        token = self.settings.api_token
-        if token:
-            if secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
-                return None
-            return PlainTextResponse("401 Unauthorized: send Authorization: Bearer <AYBIZA_API_TOKEN>\n",
-                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        client = request.client.host if request.client else ""
-        if client in ("127.0.0.1", "::1", "localhost"):
             return None
-        return PlainTextResponse("403 Forbidden: set AYBIZA_API_TOKEN to use the API from other hosts\n",
-                                 status_code=403)
+
+    def call_ended(self, ctx: CallContext, reason: EndReason, cost: dict[str, Any] | None) -> None:
+        """Take the call off the live calls and count it."""
+        if self.calls.pop(ctx.call_id, None) is None:
+            return
+        if self.routing_for_calls is not None and ctx.region != "local":
+            self.routing.health.call_ended(ctx.region)
+        total = float(cost["total_usd"]) if cost is not None else 0.0
+        self.metrics.call_ended(total, region=ctx.region, country=ctx.caller_country,
+                                model=ctx.ledger.usage().answered_by, reason=reason.value, failed=not reason.normal)
+
+    # -- health ----------------------------------------------------------------------
+
+    def dependencies(self) -> dict[str, dict[str, Any]]:
+        """What each dependency is doing now: ``ok``, ``degraded`` (a fallback serves) or ``down``."""
+        settings, metrics = self.settings, self.metrics
+        incidents = metrics.snapshot()["incidents"]
+
+        def provider(name: str, fallback: str | None, kind: IncidentKind) -> dict[str, Any]:
+            # A fallback taken in the last minute: the provider is failing and the local one serves.
+            since = metrics.since_incident(kind)
+            recent = fallback is not None and since is not None and since < _RECENT_S
+            return {"provider": name, "state": "degraded" if recent else "ok", "fallback": fallback,
+                    "fallbacks_taken": incidents.get(kind.value, 0)}
+
+        status: dict[str, dict[str, Any]] = {
+            "store": {"state": "ok" if self.store is not None else "down",
+                      "kind": "redis" if settings.redis_url else "sqlite"},
+            "stt": provider(settings.stt, "whisper" if settings.stt == "deepgram" else None,
+                            IncidentKind.STT_FALLBACK),
+            "tts": provider(settings.tts, "local voice" if settings.tts == "deepgram" else None,
+                            IncidentKind.TTS_FALLBACK),
+            "llm": {"provider": settings.llm, "state": "ok"},
+        }
+        if self.routing_for_calls is not None:
+            regions = {name: str(view.state) + ("" if str(view.breaker) == "closed" else f"/{view.breaker}")
+                       for name, view in self.routing.snapshot().regions.items()}
+            usable = [name for name, state in regions.items() if state in ("healthy", "degraded")]
+            status["llm"].update(regions=regions, usable=len(usable),
+                                 state="ok" if len(usable) == len(regions) else "degraded" if usable else "down")
+        return status
+
+    def can_serve(self) -> tuple[bool, str]:
+        """Whether a new call could be answered now, and why not."""
+        if not self.ready:
+            return False, "starting"
+        for name, dependency in self.dependencies().items():
+            if dependency["state"] == "down":
+                return False, f"{name} is down"
+        if self.admission.active >= self.admission.total:
+            return False, "at capacity"
+        return True, "ok"

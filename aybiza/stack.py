@@ -1,159 +1,119 @@
-"""The speech stack a process runs: which STT, model and TTS, loaded once and shared by calls.
+"""How a call's pipeline is built: which stages, on which of the process's engines.
 
-``SpeechStack.build(ctx)`` returns a call's processors in the design's order
-(``quality -> vad -> stt -> language -> turns -> model -> tts``; the transport adds its own input
-and output ends) and the frames that open the call (the agent's greeting).
-Engines are process-wide and loaded by ``warm()`` at startup, off the event
-loop; a call only creates cheap per-call state.
+``SpeechStack.build(ctx, agent, ...)`` returns a call's processors in the
+design's order (``quality -> vad -> stt -> language -> turns -> model -> tts``;
+the transport adds its output stage) and the frames that open the call (the
+agent's greeting). The engines are the process's (:class:`~aybiza.engines.Engines`);
+a call only creates cheap per-call state. Providers that can fail in the
+field come with their local fallback: Deepgram's recogniser falls back to
+whisper, Aura to the local voice (:class:`~aybiza.processors.fallback.FallbackStage`).
 """
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
 
-from .agents import AgentConfig, list_agents, load_agent
+from .agents import AgentConfig
 from .config import Settings
 from .edge.answers import AnswerPolicy
 from .edge.cache import Cache
 from .edge.calls import CallStore
-from .errors import ConfigError
-from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, Processor
+from .engines import Engines
+from .errors import EndReason
+from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, IncidentKind, Processor
 from .processors.cache import CachedAnswers, CachingSynthesizer
+from .processors.fallback import FallbackStage, Replay
 from .processors.journal import CallJournal
-from .processors.language import DEFAULT_LANGUAGES, LanguageProcessor, detector_for
-from .processors.llm.bedrock import BedrockLLM, bedrock_client
-from .processors.llm.faq import FAQResponder, shared_matcher
+from .processors.language import LanguageProcessor
+from .processors.llm.bedrock import BedrockStreamer
+from .processors.llm.faq import FAQResponder
 from .processors.llm.openai_compat import OpenAICompatLLM
 from .processors.llm.routed import RoutedBedrock
 from .processors.llm.sentences import ChatMessage, ReplyProcessor
 from .processors.quality import QualityProcessor
-from .processors.stt.deepgram import DeepgramSTT, resolve_api_key
-from .processors.stt.sphinx import SPHINX_POOL, SphinxSTT
-from .processors.stt.whisper import WhisperRecognizer, WhisperSTT
+from .processors.stt.deepgram import DeepgramSTT
+from .processors.stt.sphinx import SphinxSTT
+from .processors.stt.whisper import WhisperSTT
 from .processors.tts.base import SpeechSynthesizer, TTSProcessor
 from .processors.tts.deepgram import DeepgramTTS
-from .processors.tts.espeak import EspeakSynthesizer
-from .processors.tts.flite import FliteSynthesizer
-from .processors.tts.piper import PiperSynthesizer
 from .processors.turns import TurnTaker
 from .processors.vad import VADProcessor
+from .routing.router import CallRouting
 from .routing.service import RoutingService
-from .routing.tiers import resolve_model
+from .routing.tiers import TierModel
 
 __all__ = ["SpeechStack"]
 
-log = logging.getLogger("aybiza.stack")
-
-UNAVAILABLE = "Sorry, I can't answer that right now. Could you say it again in a moment?"
-
 
 class SpeechStack:
-    """Process-wide engines plus the recipe for one call's pipeline."""
+    """The recipe of a call's pipeline over the process's engines and services."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engines: Engines,
+        *,
+        cache: Cache | None = None,
+        routing: RoutingService | None = None,
+        cost_so_far: Callable[[CallContext], float] = lambda ctx: 0.0,
+    ) -> None:
         self.settings = settings
-        self._agents: dict[str, AgentConfig] = {}
-        # Process-wide services the runtime plugs in (None: run without them).
-        self.cache: Cache | None = None
-        self.store: CallStore | None = None
-        self.routing: RoutingService | None = None
-        self.on_failover: Callable[[str, str], None] = lambda from_region, to_region: None
+        self.engines = engines
+        self.cache = cache
+        self.routing = routing
+        self.store: CallStore | None = None  # set once the durable store is open
+        self._cost_so_far = cost_so_far
 
-    def agent(self, agent_id: str) -> AgentConfig:
-        """The agent's configuration (read once per process)."""
-        agent = self._agents.get(agent_id)
-        if agent is None:
-            agent = load_agent(agent_id, self.settings.agents_dir)
-            self._agents[agent_id] = agent
-        return agent
-
-    def has_agent(self, agent_id: str) -> bool:
-        """Whether an agent file exists for ``agent_id``."""
-        return agent_id in self._agents or agent_id in list_agents(self.settings.agents_dir)
-
-    @cached_property
-    def recognizer(self) -> WhisperRecognizer:
-        """The shared whisper model (default STT)."""
-        return WhisperRecognizer(self.settings.whisper_model_dir, beam_size=self.settings.whisper_beam_size)
-
-    @cached_property
-    def synthesizer(self) -> SpeechSynthesizer:
-        """The agent voice for English."""
-        if self.settings.tts == "piper":
-            return PiperSynthesizer()
-        if self.settings.tts == "flite":
-            return FliteSynthesizer()
-        if self.settings.tts == "espeak":
-            return EspeakSynthesizer()
-        raise ConfigError(f"TTS {self.settings.tts!r} is not available in the embedded stack")
-
-    @cached_property
-    def other_languages(self) -> SpeechSynthesizer:
-        """The voice for languages the main voice cannot speak."""
-        return EspeakSynthesizer()
-
-    def check(self) -> None:
-        """Fail fast, before serving, when a chosen provider has no credentials or the agent is broken."""
-        self.agent(self.settings.default_agent)
-        if "deepgram" in (self.settings.stt, self.settings.tts):
-            resolve_api_key()
-        if self.settings.llm == "bedrock":
-            bedrock_client(self.settings.bedrock_region)
-
-    def warm(self) -> None:
-        """Load every engine the settings select (blocking; run it in a thread at startup)."""
-        self.check()
-        agent = self.agent(self.settings.default_agent)
-        if self.settings.stt == "whisper":
-            self.recognizer.load()
-        elif self.settings.stt == "sphinx":
-            SPHINX_POOL.warm()
-        if self.settings.tts != "deepgram":
-            warm = getattr(self.synthesizer, "warm", None)
-            if callable(warm):
-                warm()
-        if self.settings.llm == "faq":
-            shared_matcher(agent)
-        detector_for(frozenset(DEFAULT_LANGUAGES))
-
-    def build(self, ctx: CallContext, *, history: Sequence[Mapping[str, str]] = (),
-              resumed: bool = False) -> tuple[list[Processor], list[Frame]]:
+    def build(
+        self,
+        ctx: CallContext,
+        agent: AgentConfig,
+        *,
+        call_routing: CallRouting | None = None,
+        history: Sequence[Mapping[str, str]] = (),
+        resumed: bool = False,
+        turn_offset: int = 0,
+    ) -> tuple[list[Processor], list[Frame]]:
         """Processors for one call and the frames that open it.
 
         A call ``resumed`` from another process carries its conversation
         (``history``) into the model and is not greeted again.
         """
         settings = self.settings
-        agent = self.agent(ctx.agent_id)
         processors: list[Processor] = [
             QualityProcessor(),  # sees every frame, before the gate drops silence
             VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
                          preroll_ms=settings.preroll_ms),
             self._stt(ctx),
-            LanguageProcessor(),  # reads the first final transcripts
+            LanguageProcessor(self.engines.language_detector),  # reads the first final transcripts
             TurnTaker(barge_in=settings.barge_in),
-            self._answers(ctx, agent, history, resumed),
+            self._answers(ctx, agent, call_routing, history, resumed, turn_offset),
             self._tts(ctx),
         ]
         opening: list[Frame] = [] if resumed else [AgentText(agent.greeting, turn_id=0, language=agent.language),
                                                    AgentTurnDone(turn_id=0)]
         return processors, opening
 
-    def _stt(self, ctx: CallContext) -> Processor:
-        stt = self.settings.stt
-        if stt == "deepgram":
-            # Phone audio goes to Deepgram as the μ-law it arrived as: no resampling.
-            return DeepgramSTT(encoding="mulaw" if ctx.transport == "twilio" else "linear16")
-        if stt == "sphinx":
-            return SphinxSTT()
-        return WhisperSTT(self.recognizer)
+    # -- recognition ----------------------------------------------------------------------
 
-    def _answers(self, ctx: CallContext, agent: AgentConfig, history: Sequence[Mapping[str, str]],
-                 resumed: bool) -> Processor:
+    def _stt(self, ctx: CallContext) -> Processor:
+        stt, engines = self.settings.stt, self.engines
+        if stt == "deepgram":
+            # Phone audio goes to Deepgram as the μ-law it arrived as: no resampling, no re-encoding.
+            primary = DeepgramSTT(engines.deepgram(), encoding="mulaw" if ctx.transport == "twilio" else "linear16")
+            return FallbackStage(primary, lambda: WhisperSTT(engines.whisper), replay=Replay.UTTERANCE,
+                                 incident=IncidentKind.STT_FALLBACK, unavailable=EndReason.STT_UNAVAILABLE)
+        if stt == "sphinx":
+            return SphinxSTT(engines.sphinx, limiter=engines.sphinx_limiter)
+        return WhisperSTT(engines.whisper)
+
+    # -- the model ---------------------------------------------------------------------------
+
+    def _answers(self, ctx: CallContext, agent: AgentConfig, call_routing: CallRouting | None,
+                 history: Sequence[Mapping[str, str]], resumed: bool, turn_offset: int) -> Processor:
         """The model stage (seeded with the conversation so far), behind the answer cache, inside the journal."""
-        model = self._model(ctx, agent)
+        model = self._model(ctx, agent, call_routing)
         if isinstance(model, ReplyProcessor) and history:
             model.history.extend(ChatMessage("user" if m["role"] == "user" else "assistant", m["text"])
                                  for m in history if m.get("text"))
@@ -161,36 +121,60 @@ class SpeechStack:
             policy = AnswerPolicy(agent, stateless_model=self.settings.llm == "faq", tier=ctx.model_tier)
             model = CachedAnswers(model, self.cache, policy, resumed=resumed)
         if self.store is not None:
-            model = CallJournal(model, self.store)  # outermost: it sees cache hits too
+            model = CallJournal(model, self.store, turn_offset=turn_offset)  # outermost: it sees cache hits too
         return model
 
-    def _model(self, ctx: CallContext, agent: AgentConfig) -> Processor:
-        llm = self.settings.llm
-        if llm == "bedrock" and self.routing is not None and ctx.region != "local":
+    def _model(self, ctx: CallContext, agent: AgentConfig, call_routing: CallRouting | None) -> Processor:
+        settings, engines = self.settings, self.engines
+        if settings.llm == "bedrock":
+            if self.routing is None or call_routing is None:
+                raise ValueError("the Bedrock model stage needs the call's routing")
             routing = self.routing
-            streamer = RoutedBedrock(ctx, routing, (ctx.region, *ctx.fallback_regions),
-                                     endpoint_url=lambda region: routing.catalog.region(region).endpoint_url,
-                                     cost_budget_usd=agent.cost_budget_usd, on_failover=self.on_failover)
-            return ReplyProcessor(streamer, system_prompt=agent.system_prompt, error_text=UNAVAILABLE)
-        if llm == "bedrock":
-            if ctx.region == "local":
-                ctx.region = self.settings.bedrock_region
-            tier = ctx.model_tier if ctx.model_tier != "local" else self.settings.model_tier
-            model = resolve_model(tier, ctx.region, self.settings.model_overrides,
-                                  thinking_budget=self.settings.thinking_budget)
-            ctx.model_tier = model.tier
-            return BedrockLLM(region=ctx.region, model_id=model.model_id, system_prompt=agent.system_prompt,
-                              thinking_budget=model.thinking_budget, error_text=UNAVAILABLE)
-        if llm == "openai":
-            return OpenAICompatLLM(model=self.settings.openai_model, system_prompt=agent.system_prompt)
-        return FAQResponder(agent)
+            policy = routing.failover
+
+            def streamer_for(region: str, model: TierModel) -> BedrockStreamer:
+                # The failover executor owns the deadlines; the streamer's are only a backstop.
+                first_token, stall = policy.first_token_cap_s + 1.0, policy.stall_timeout_s + 1.0
+                client = engines.bedrock(region, routing.catalog.region(region).endpoint_url,
+                                         read_timeout=max(first_token, stall))
+                return BedrockStreamer(region=region, model_id=model.model_id, client=client,
+                                       pool=engines.bedrock_pool, thinking_budget=model.thinking_budget,
+                                       first_token_timeout=first_token, stall_timeout=stall)
+
+            streamer = RoutedBedrock(ctx, routing, call_routing, streamer_for=streamer_for,
+                                     cost_budget_usd=agent.cost_budget_usd,
+                                     cost_so_far=lambda: self._cost_so_far(ctx),
+                                     on_failover=ctx.ledger.failover)
+            return ReplyProcessor(streamer, system_prompt=agent.system_prompt)
+        if settings.llm == "openai":
+            return OpenAICompatLLM(model=settings.openai_model, system_prompt=agent.system_prompt,
+                                   base_url=settings.openai_base_url, api_key=settings.openai_api_key)
+        return FAQResponder(agent, lambda: engines.faq_matcher(agent))
+
+    # -- the voice --------------------------------------------------------------------------
 
     def _tts(self, ctx: CallContext) -> Processor:
-        if self.settings.tts == "deepgram":
-            return DeepgramTTS(voice=self.settings.deepgram_voice,
-                               encoding="mulaw" if ctx.transport == "twilio" else "linear16")
-        voice, other = self.synthesizer, self.other_languages
+        settings = self.settings
+        if settings.tts == "deepgram":
+            primary = DeepgramTTS(self.engines.deepgram(), voice=settings.deepgram_voice,
+                                  voices=settings.deepgram_voices,
+                                  encoding="mulaw" if ctx.transport == "twilio" else "linear16")
+            return FallbackStage(primary, lambda: self._local_tts(ctx), replay=Replay.AGENT_TEXT,
+                                 incident=IncidentKind.TTS_FALLBACK, unavailable=EndReason.TTS_UNAVAILABLE)
+        return self._local_tts(ctx)
+
+    def _local_tts(self, ctx: CallContext) -> Processor:
+        voice, other = self.engines.local_voice, self.engines.other_languages_voice
         if self.cache is not None:  # greetings and common answers cost nothing and start at once
-            voice = CachingSynthesizer(voice, self.cache, ctx=ctx)
-            other = CachingSynthesizer(other, self.cache, ctx=ctx)
+            voice = self._cached(voice, ctx)
+            other = self._cached(other, ctx)
         return TTSProcessor(voice, fallback=other)
+
+    def _cached(self, engine: SpeechSynthesizer, ctx: CallContext) -> SpeechSynthesizer:
+        assert self.cache is not None
+        return CachingSynthesizer(engine, self.cache, ctx=ctx)
+
+    @staticmethod
+    def minutes(ctx: CallContext) -> float:
+        """The call's length so far, in minutes."""
+        return (time.monotonic() - ctx.started_at) / 60

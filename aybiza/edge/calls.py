@@ -210,11 +210,13 @@ class CallStore:
         *,
         cost: Mapping[str, Any] | None = None,
         quality: Mapping[str, Any] | None = None,
+        detail: str = "",
     ) -> CallRecord:
-        """:meth:`end` with the final fields taken from ``ctx`` (starts the record if it never was)."""
+        """:meth:`end` with the final fields taken from ``ctx`` and its ledger (starts the record if it never was)."""
         if ctx.call_id not in self._owned:
             await self.start_call(ctx)
-        return await self.end(ctx.call_id, outcome=reason, **final_fields(ctx, cost=cost, quality=quality))
+        return await self.end(ctx.call_id, outcome=reason,
+                              **final_fields(ctx, cost=cost, quality=quality, detail=detail))
 
     async def resume(self, call_id: str) -> CallRecord | None:
         """Take over a live call from another process (its conversation comes with it); None if not live."""

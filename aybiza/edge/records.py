@@ -1,8 +1,10 @@
 """The call record: what the platform keeps about one call, live and after it ended.
 
 A :class:`CallRecord` holds the route, each turn (what was said, its
-timings, what the cache answered), usage, cost, quality, language, outcome,
-transport and cache hits. It is a pydantic model stored whole as JSON, so
+timings, what the cache answered), the usage the call's ledger counted
+(tokens per model, audio per recogniser, characters per voice, cache hits
+and misses), cost, quality, language, the typed end reason (``outcome``) and
+the incidents the call met. It is a pydantic model stored whole as JSON, so
 every write is a snapshot: idempotent and re-derivable (a retried write
 changes nothing, a lost one is repaired by the next).
 
@@ -14,28 +16,24 @@ latencies inside are durations measured on the monotonic clock.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..pipeline.context import CallContext
+from ..pipeline.ledger import Incident, Usage
 
 __all__ = [
-    "CACHE_HIT_PREFIX",
     "CallRecord",
     "CallStatus",
     "TurnRecord",
-    "cache_hits_from_usage",
     "final_fields",
     "record_from_context",
 ]
 
 CallStatus = Literal["active", "ended", "interrupted"]
 """``active`` while the call runs; ``ended`` after a normal end; ``interrupted`` if its process died."""
-
-CACHE_HIT_PREFIX = "cache_hits:"
-"""Usage keys ``cache_hits:llm`` / ``cache_hits:tts`` count answers and sentences served from the cache."""
 
 
 class TurnRecord(BaseModel):
@@ -73,12 +71,13 @@ class CallRecord(BaseModel):
     ended_at: float | None = None
     turns: list[TurnRecord] = Field(default_factory=list)
     timings: list[tuple[str, float]] = Field(default_factory=list)
-    usage: dict[str, float] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
     cost: dict[str, Any] | None = None
     quality: dict[str, Any] = Field(default_factory=dict)
-    outcome: str | None = None
+    outcome: str | None = None  # an EndReason value
+    outcome_detail: str = ""
+    incidents: list[Incident] = Field(default_factory=list)
     digits: str = ""
-    cache_hits: dict[str, int] = Field(default_factory=dict)
     custom: dict[str, str] = Field(default_factory=dict)
     transcript_purged: bool = False
 
@@ -122,7 +121,9 @@ class CallRecord(BaseModel):
             "turns": len(self.turns),
             "outcome": self.outcome,
             "cost_usd": cost.get("total_usd"),
-            "cache_hits": dict(self.cache_hits),
+            "model": self.usage.answered_by,
+            "cache_hits": {str(kind): use.hits for kind, use in self.usage.cache.items()},
+            "incidents": [incident.kind.value for incident in self.incidents],
             "transcript_purged": self.transcript_purged,
         }
 
@@ -134,15 +135,6 @@ class CallRecord(BaseModel):
     def from_json(cls, data: str | bytes) -> CallRecord:
         """Inverse of :meth:`to_json`."""
         return cls.model_validate_json(data)
-
-
-def cache_hits_from_usage(usage: Mapping[str, float]) -> dict[str, int]:
-    """``{"llm": 3, "tts": 5}`` from the ``cache_hits:*`` usage counters."""
-    return {
-        key[len(CACHE_HIT_PREFIX):]: int(value)
-        for key, value in usage.items()
-        if key.startswith(CACHE_HIT_PREFIX)
-    }
 
 
 def _route(ctx: CallContext) -> dict[str, str]:
@@ -175,16 +167,18 @@ def final_fields(
     *,
     cost: Mapping[str, Any] | None = None,
     quality: Mapping[str, Any] | None = None,
-    timings: Iterable[tuple[str, float]] | None = None,
+    detail: str = "",
 ) -> dict[str, Any]:
-    """The fields :meth:`CallStore.end` takes from the call's context at its end."""
+    """The fields :meth:`CallStore.end` takes from the call's context (and its ledger) at its end."""
+    ledger = ctx.ledger
     fields: dict[str, Any] = {
         "language": ctx.language,
         "route": _route(ctx),
-        "usage": dict(ctx.usage),
+        "usage": ledger.usage(),
         "digits": ctx.digits,
-        "timings": [(stage, float(seconds)) for stage, seconds in (ctx.timings if timings is None else timings)],
-        "cache_hits": cache_hits_from_usage(ctx.usage),
+        "timings": [(stage.value, round(seconds, 6)) for stage, seconds, _ in ledger.samples],
+        "incidents": list(ledger.incidents),
+        "outcome_detail": detail[:500],
     }
     if cost is not None:
         fields["cost"] = dict(cost)

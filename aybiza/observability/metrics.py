@@ -8,9 +8,12 @@ several apps in one process each get their own) with:
   ``aybiza_tts_first_byte_seconds``, ``aybiza_voice_to_voice_seconds`` (caller
   speech end -> first agent audio out) and ``aybiza_edge_frame_seconds`` (edge
   preprocessing of one frame, microsecond buckets);
-- counters ``aybiza_calls_total{country,region,model}``,
+- counters ``aybiza_calls_total{country,region,model}`` (counted when a call
+  ends, with the model that answered most of its turns),
   ``aybiza_cache_requests_total{namespace,result}`` (result ``hit``/``miss``),
-  ``aybiza_errors_total{kind}``, ``aybiza_failovers_total{from_region,to_region}``
+  ``aybiza_errors_total{kind}`` (a call that ended on a failure, by its end
+  reason), ``aybiza_incidents_total{kind}`` (failures a call met: a fallback
+  took over, a turn got no answer), ``aybiza_failovers_total{from_region,to_region}``
   and ``aybiza_call_cost_usd_total{region}``;
 - gauges ``aybiza_active_calls``, ``aybiza_region_health{region}`` (2 healthy,
   1 degraded, 0 unhealthy) and ``aybiza_region_latency_seconds{region}``.
@@ -18,6 +21,10 @@ several apps in one process each get their own) with:
 Labels stay bounded: countries outside ISO 3166-1 become ``unknown``; any other
 label keeps its first ``max_label_values`` distinct values and folds the rest
 into ``other``. No label ever holds a call id.
+
+Calls report into it through their ledgers (:class:`Metrics` is a
+:class:`~aybiza.pipeline.ledger.LedgerSink`): every latency sample, cache
+lookup, failover and incident reaches the series as it is recorded.
 
 ``snapshot()`` gives the dashboard a plain dict: active calls, p50/p95 per
 stage from a small reservoir of recent samples, cache hit ratio, Region
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import date
@@ -36,6 +44,8 @@ from enum import Enum
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ..pipeline.ledger import CacheKind, IncidentKind, Stage
 
 __all__ = [
     "STAGES",
@@ -165,7 +175,10 @@ class Metrics:
             )
             for stage, name in STAGES.items()
         }
-        self._calls = Counter("calls", "Calls started", ["country", "region", "model"], namespace=ns, registry=reg)
+        self._calls = Counter("calls", "Calls ended, by caller country, region and the model that answered",
+                              ["country", "region", "model"], namespace=ns, registry=reg)
+        self._incidents = Counter("incidents", "Failures calls met and survived or ended on", ["kind"],
+                                  namespace=ns, registry=reg)
         self._cache = Counter(
             "cache_requests", "Edge cache lookups", ["namespace", "result"], namespace=ns, registry=reg
         )
@@ -193,6 +206,10 @@ class Metrics:
         self._calls_total = 0
         self._cache_counts: dict[str, list[int]] = {}
         self._error_counts: dict[str, int] = {}
+        self._incident_counts: dict[str, int] = {}
+        self._incident_at: dict[str, float] = {}
+        self._clock = time.monotonic
+        self._calls_by: dict[str, dict[str, int]] = {"country": {}, "model": {}}
         self._failover_count = 0
         self._regions: dict[str, tuple[int, float | None]] = {}
         self._cost_day = today()
@@ -210,29 +227,58 @@ class Metrics:
             self._reservoirs[stage].append(seconds)
             self._stage_counts[stage] += 1
 
-    def call_started(self, country: str, region: str, model: str) -> None:
-        """Count a new call and add it to the active calls."""
-        self._calls.labels(country_label(country), self._region_label(region), self._model_label(model)).inc()
+    # LedgerSink: what every call's ledger reports as it records.
+
+    def timing(self, stage: Stage, seconds: float) -> None:
+        """A call's latency sample."""
+        self.observe_timing(stage.value, seconds)
+
+    def incident(self, kind: IncidentKind) -> None:
+        """A failure a call met."""
+        label = self._kind_label(kind.value)
+        self._incidents.labels(label).inc()
+        with self._lock:
+            self._incident_counts[label] = self._incident_counts.get(label, 0) + 1
+            self._incident_at[label] = self._clock()
+
+    def since_incident(self, kind: IncidentKind) -> float | None:
+        """Seconds since a call last met ``kind`` (None if none has)."""
+        at = self._incident_at.get(kind.value)
+        return None if at is None else self._clock() - at
+
+    def call_started(self) -> None:
+        """Add a call to the active calls."""
         with self._lock:
             self._active_count += 1
-            self._calls_total += 1
             self._active.set(self._active_count)
 
-    def call_ended(self, cost_usd: float | Decimal, region: str) -> None:
-        """Take a call off the active calls and add its cost (negative or NaN costs count as 0)."""
+    def call_ended(self, cost_usd: float | Decimal, *, region: str, country: str = "", model: str = "none",
+                   reason: str = "", failed: bool = False) -> None:
+        """Count an ended call (country, region, answering model), add its cost, count its failure reason.
+
+        Negative or NaN costs count as 0.
+        """
         cost = Decimal(str(cost_usd))
         if not cost.is_finite() or cost < 0:
             cost = Decimal(0)
-        self._cost.labels(self._region_label(region)).inc(float(cost))
+        country, region, model = country_label(country), self._region_label(region), self._model_label(model)
+        self._calls.labels(country, region, model).inc()
+        self._cost.labels(region).inc(float(cost))
+        if failed:
+            self.error(reason or "unknown")
         with self._lock:
             self._active_count = max(0, self._active_count - 1)
             self._active.set(self._active_count)
+            self._calls_total += 1
+            for label, value in (("country", country), ("model", model)):
+                counts = self._calls_by[label]
+                counts[value] = counts.get(value, 0) + 1
             self._roll_day()
             self._cost_today += cost
 
-    def cache(self, namespace: str, hit: bool) -> None:
+    def cache(self, namespace: str | CacheKind, hit: bool) -> None:
         """Count an edge cache lookup in ``namespace`` (agent config, llm answers ...)."""
-        label = self._namespace_label(namespace)
+        label = self._namespace_label(str(namespace))
         self._cache.labels(label, "hit" if hit else "miss").inc()
         with self._lock:
             counts = self._cache_counts.setdefault(label, [0, 0])
@@ -284,6 +330,9 @@ class Metrics:
                 "active_calls": self._active_count,
                 "calls_total": self._calls_total,
                 "errors": dict(sorted(self._error_counts.items())),
+                "incidents": dict(sorted(self._incident_counts.items())),
+                "calls_by_country": dict(sorted(self._calls_by["country"].items())),
+                "calls_by_model": dict(sorted(self._calls_by["model"].items())),
                 "failovers": self._failover_count,
                 "cost_today_usd": float(self._cost_today),
                 "cost_day": self._cost_day.isoformat(),

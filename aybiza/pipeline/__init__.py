@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .context import CallContext, CallLogger
+from .context import Announce, CallContext, CallLogger, Notice
 from .frames import (
     DTMF,
+    AgentSpeaking,
     AgentText,
     AgentTurnDone,
     EndOfCall,
@@ -19,13 +20,23 @@ from .frames import (
     Transcript,
     UserTurn,
 )
-from .pipeline import Pipeline
+from .ledger import CacheKind, CallLedger, IncidentKind, Stage, Usage
+from .pipeline import Pipeline, check_wiring
 from .processor import Processor
 from .worker import Worker
 
 __all__ = [
     "DTMF",
+    "AgentSpeaking",
     "AgentText",
+    "Announce",
+    "CacheKind",
+    "CallLedger",
+    "IncidentKind",
+    "Notice",
+    "Stage",
+    "Usage",
+    "check_wiring",
     "AgentTurnDone",
     "CallContext",
     "CallLogger",

@@ -1,23 +1,35 @@
 """Per-call context shared by the processors of one call.
 
 The context is the one mutable object of a call: identity (who, from where,
-which agent), the route chosen for it, the agent's speaking state (for
-barge-in), usage counters (for cost) and a sink for timing samples. It is
-plain data plus a logger that stamps the call id on every line.
+which agent), the route chosen for it, the caller's last turn end (for the
+voice-to-voice latency), the :class:`~aybiza.pipeline.ledger.CallLedger`
+every stage records usage and timings in, a way to make an announcement in
+the local voice, and a logger that stamps the call id on every line.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CallContext", "CallLogger", "TimingSink"]
+from .ledger import CallLedger
 
-TimingSink = Callable[[str, float], None]
-"""Receives ``(stage, seconds)`` samples, e.g. ``("stt_final", 0.21)``."""
+__all__ = ["Announce", "CallContext", "CallLogger", "Notice"]
+
+
+class Notice(enum.StrEnum):
+    """What a stage may ask the call to say in the local voice when something failed."""
+
+    APOLOGY = "apology"  # "sorry, a technical problem" - the call goes on (a fallback took over)
+    RETRY = "retry"  # the apology and "could you say that again?" - a turn got no answer
+
+
+Announce = Callable[[Notice], Awaitable[None]]
+"""Says a notice to the caller in the local voice (always available, even when providers are not)."""
 
 
 class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -29,7 +41,7 @@ class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return msg, kwargs
 
 
-def _ignore_timing(stage: str, seconds: float) -> None:
+async def _say_nothing(notice: Notice) -> None:
     return None
 
 
@@ -51,26 +63,13 @@ class CallContext:
     quality_tier: str = "high"
     custom: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
-    # True from the moment agent audio is queued for the caller until the
-    # transport knows it finished playing (Twilio marks, WebRTC pacer).
-    agent_speaking: bool = False
     # Monotonic time the caller's last turn ended (their speech stopped);
     # the output transport turns it into the voice-to-voice latency.
     user_turn_ended_at: float | None = None
-    usage: dict[str, float] = field(default_factory=dict)
     digits: str = ""  # DTMF digits the caller pressed, in order
-    timings: list[tuple[str, float]] = field(default_factory=list)
-    on_timing: TimingSink = _ignore_timing
+    ledger: CallLedger = field(default_factory=CallLedger)
+    announce: Announce = _say_nothing
     log: CallLogger = field(init=False)
 
     def __post_init__(self) -> None:
         self.log = CallLogger(logging.getLogger("aybiza.call"), {"call_id": self.call_id})
-
-    def add_usage(self, key: str, amount: float) -> None:
-        """Accumulate a usage counter (``stt_seconds``, ``tts_chars``, ``tokens_in:<model>`` ...)."""
-        self.usage[key] = self.usage.get(key, 0.0) + amount
-
-    def record_timing(self, stage: str, seconds: float) -> None:
-        """Keep a latency sample for this call and forward it to the process-wide sink."""
-        self.timings.append((stage, seconds))
-        self.on_timing(stage, seconds)

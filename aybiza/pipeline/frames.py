@@ -4,7 +4,15 @@ Frames are few and general on purpose (one class per kind of event a stage
 can react to). All are frozen, slotted dataclasses; audio is 16-bit signed
 little-endian mono PCM carrying its sample rate and the monotonic time at
 which it was captured (or produced), so every stage can measure latency
-without a wall clock.
+without a wall clock. Phone audio may also carry the G.711 μ-law it arrived
+(or will leave) as, so a provider that speaks μ-law gets it without a
+decode/encode round trip.
+
+Most frames flow downstream (``push``). *Control* frames flow upstream, from
+a later stage to earlier ones (``steer``; see :mod:`.processor`):
+:class:`LanguageChanged` (the language stage tells the recogniser) and
+:class:`AgentSpeaking` (the output tells turn-taking and the VAD when the
+caller hears the agent).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ __all__ = [
     "Interruption",
     "DTMF",
     "LanguageChanged",
+    "AgentSpeaking",
     "QualityReport",
     "EndOfCall",
 ]
@@ -42,6 +51,7 @@ class InputAudio(Frame):
     sample_rate: int
     captured_at: float
     voiced: bool | None = None  # set by the VAD stage; None = not classified yet
+    ulaw: bytes | None = None  # the same audio as the 8 kHz μ-law it arrived as (phone calls)
 
     @property
     def duration(self) -> float:
@@ -51,16 +61,25 @@ class InputAudio(Frame):
 
 @dataclass(frozen=True, slots=True)
 class OutputAudio(Frame):
-    """Agent audio for the caller, PCM16 mono, tagged with the agent turn it belongs to."""
+    """Agent audio for the caller, tagged with the agent turn it belongs to.
+
+    PCM16 mono in ``pcm``; a provider that synthesised 8 kHz μ-law for a phone
+    call may hand it over as ``ulaw`` alone (``pcm`` empty): the phone output
+    sends it as is, anything else decodes it. Announcements (apologies in the
+    local voice) have a negative ``turn_id``.
+    """
 
     pcm: bytes
     sample_rate: int
     turn_id: int
     produced_at: float
+    ulaw: bytes | None = None
 
     @property
     def duration(self) -> float:
         """Seconds of audio in this frame."""
+        if not self.pcm and self.ulaw is not None:
+            return len(self.ulaw) / self.sample_rate
         return len(self.pcm) / (2 * self.sample_rate)
 
 
@@ -131,10 +150,21 @@ class DTMF(Frame):
 
 @dataclass(frozen=True, slots=True)
 class LanguageChanged(Frame):
-    """The call's language changed (BCP-47 tag such as ``en-GB`` or ``de``)."""
+    """The call's language changed (BCP-47 tag such as ``en-GB`` or ``de``).
+
+    Pushed downstream (the model and the voice follow it) and steered
+    upstream (the recogniser switches to it).
+    """
 
     language: str
     confidence: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpeaking(Frame):
+    """Control: the caller started (True) or stopped (False) hearing the agent. Steered by the output."""
+
+    speaking: bool
 
 
 @dataclass(frozen=True, slots=True)

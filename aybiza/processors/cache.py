@@ -11,11 +11,11 @@ goes into the pipeline in the model's place::
 
 On a cacheable turn (see :class:`~aybiza.edge.answers.AnswerPolicy`) with a
 hit, the cached sentences and an ``AgentTurnDone`` go downstream at once and
-the model never sees the turn (``cache_hits:llm`` usage +1). On a miss the
-turn goes to the model, whose answer is recorded on its way out and stored
-when its ``AgentTurnDone`` arrives — unless the turn was interrupted, the
-model reported an error (``*_errors`` usage grew) or answered with its error
-text. A model that keeps a conversation (``history`` list of
+the model never sees the turn. Every lookup is counted on the call's ledger
+(``CacheKind.ANSWER``, hit or miss), which the metrics see at once. On a miss
+the turn goes to the model, whose answer is recorded on its way out and
+stored when its ``AgentTurnDone`` arrives — unless the turn was interrupted
+or the model failed it. A model that keeps a conversation (``history`` list of
 :class:`ChatMessage`, e.g. :class:`ReplyProcessor`) is told about a turn
 the cache answered, so the next turn has its context.
 
@@ -24,7 +24,9 @@ processor: hits then flow through :class:`TTSProcessor`'s own queue, so a
 cached sentence never overtakes one still being synthesized and barge-in
 drops it like any other. A hit replays the stored chunks (same boundaries,
 so playback starts as soon as it did); a miss passes the engine's chunks
-through and stores them once the sentence was spoken in full.
+through and stores them once the sentence was spoken in full. Lookups are
+counted on the ledger (``CacheKind.AUDIO``); only a miss is billed as
+characters synthesised.
 """
 
 from __future__ import annotations
@@ -50,8 +52,17 @@ from ..edge.answers import (
     tts_key,
 )
 from ..edge.cache import Cache
-from ..edge.records import CACHE_HIT_PREFIX
-from ..pipeline import AgentText, AgentTurnDone, CallContext, Frame, Interruption, Processor, UserTurn
+from ..pipeline import (
+    AgentText,
+    AgentTurnDone,
+    CacheKind,
+    CallContext,
+    Frame,
+    Interruption,
+    Processor,
+    Stage,
+    UserTurn,
+)
 from .llm.sentences import ChatMessage
 from .tts.base import AudioChunk, SpeechSynthesizer
 
@@ -80,11 +91,22 @@ class WrappingProcessor(Processor):
         self.inner = inner
         self.tg: TaskGroup | None = None
         inner.push = self.from_inner
+        inner.steer = self._steer_from_inner
+        self.consumes = inner.consumes  # type: ignore[misc]
+        self.produces = inner.produces  # type: ignore[misc]
+        self.steers = inner.steers  # type: ignore[misc]
 
     def link(self, downstream: Processor | None) -> None:
         """Link this processor; the inner one keeps pushing into :meth:`from_inner`."""
         super().link(downstream)
         self.inner.push = self.from_inner
+
+    async def _steer_from_inner(self, frame: Frame) -> None:
+        await self.steer(frame)
+
+    async def control(self, frame: Frame) -> None:
+        """Control frames from downstream reach the inner processor (which passes them further up)."""
+        await self.inner.control(frame)
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         """Start, then start the inner processor."""
@@ -105,17 +127,15 @@ class WrappingProcessor(Processor):
         await self.push(frame)
 
 
-def _errors(ctx: CallContext | None) -> float:
-    if ctx is None:
-        return 0.0
-    return sum(v for k, v in ctx.usage.items() if k.endswith("_errors"))
+def _errors(ctx: CallContext | None) -> int:
+    return ctx.ledger.model_errors if ctx is not None else 0
 
 
 @dataclass(slots=True)
 class _Recording:
     key: str
     language: str
-    errors_before: float
+    errors_before: int
     texts: list[str] = field(default_factory=list)
 
 
@@ -169,6 +189,8 @@ class CachedAnswers(WrappingProcessor):
             return False
         arrived = time.monotonic()
         answer = await self._lookup(key)
+        if self.ctx is not None:
+            self.ctx.ledger.cache(CacheKind.ANSWER, answer is not None)
         if answer is not None:
             self.hits += 1
             await self._serve(turn, answer, arrived)
@@ -188,8 +210,8 @@ class CachedAnswers(WrappingProcessor):
     async def _serve(self, turn: UserTurn, answer: CachedAnswer, arrived: float) -> None:
         ctx = self.ctx
         if ctx is not None:
-            ctx.add_usage(CACHE_HIT_PREFIX + "llm", 1)
-            ctx.record_timing("cache_answer", time.monotonic() - arrived)
+            ctx.ledger.answered("cache")
+            ctx.ledger.time(Stage.CACHE_ANSWER, time.monotonic() - arrived)
             if ctx.log.isEnabledFor(logging.INFO):
                 ctx.log.info("turn %d answered from the cache", turn.turn_id)
         self._remember(turn.text, " ".join(answer.sentences))
@@ -222,10 +244,7 @@ class CachedAnswers(WrappingProcessor):
                     await self._store(recording.key, answer)
 
     def _worth_keeping(self, recording: _Recording) -> bool:
-        if not recording.texts or _errors(self.ctx) > recording.errors_before:
-            return False
-        error_text = getattr(self.inner, "error_text", None)
-        return not (isinstance(error_text, str) and " ".join(recording.texts) == error_text.strip())
+        return bool(recording.texts) and _errors(self.ctx) <= recording.errors_before
 
     async def _store(self, key: str, answer: CachedAnswer) -> None:
         with anyio.move_on_after(max(self.lookup_timeout_s, 0.5)):
@@ -247,13 +266,15 @@ def engine_voice_id(engine: SpeechSynthesizer) -> str:
 class CachingSynthesizer:
     """A :class:`SpeechSynthesizer` that replays sentences it has spoken before from the cache.
 
-    Build one per call around the process-wide engine (it is cheap) so hits
-    are counted on the call: ``cache_hits:tts`` +1 per sentence, and the
-    ``tts_chars`` the TTS stage counted for it are given back (nothing was
-    synthesized). Runs in the TTS stage's worker thread and reaches the cache
-    on the event loop through ``anyio.from_thread``; outside such a thread it
-    simply passes through.
+    Build one per call around the process-wide engine (it is cheap) so lookups
+    are counted on the call's ledger, and only a miss is billed as characters
+    the engine synthesised (``meters_usage``: the TTS stage leaves the counting
+    to it). Runs in the TTS stage's worker thread and reaches the cache and
+    the ledger on the event loop through ``anyio.from_thread``; outside such a
+    thread it simply passes through.
     """
+
+    meters_usage = True
 
     def __init__(
         self,
@@ -286,9 +307,9 @@ class CachingSynthesizer:
         key = tts_key(text, self.voice, language, self.fmt)
         raw = self._on_loop(self.cache.get, TTS_NAMESPACE, key)
         decoded = decode_audio(raw) if isinstance(raw, bytes) else None
+        self._count(decoded is not None, len(text))
         if decoded is not None:
             chunks, rate = decoded
-            self._count_hit(len(text))
             for chunk in chunks:
                 yield chunk, rate
             return
@@ -314,15 +335,15 @@ class CachingSynthesizer:
         if kept and len(rates) == 1 and size <= self.max_entry_bytes:
             self._on_loop(self.cache.set, TTS_NAMESPACE, key, encode_audio(kept, rates.pop()), self.ttl_s)
 
-    def _count_hit(self, chars: int) -> None:
+    def _count(self, hit: bool, chars: int) -> None:
         ctx = self.ctx
         if ctx is None:
             return
 
         def count() -> None:
-            ctx.add_usage(CACHE_HIT_PREFIX + "tts", 1)
-            if ctx.usage.get("tts_chars", 0.0) >= chars:
-                ctx.add_usage("tts_chars", -chars)
+            ctx.ledger.cache(CacheKind.AUDIO, hit)
+            if not hit:
+                ctx.ledger.add_tts(self.engine.name, chars)
 
         try:
             anyio.from_thread.run_sync(count)

@@ -2,18 +2,18 @@
 
 :class:`CallJournal` wraps the model stage (usually the
 :class:`~aybiza.processors.cache.CachedAnswers` around it), where it sees the
-caller's turns going in and the agent's answers coming out. It opens the
-call's record with :meth:`CallStore.open_call` (start it, or resume a call
-live in another process — then this process's turns are numbered after those
-already recorded) and writes every finished turn — what was said, its
-latencies, whether the cache answered, whether the caller barged in — plus
-language, usage and quality, so a crash loses at most the turn in progress.
-A store failure is logged and never ends the call.
+caller's turns going in and the agent's answers coming out. The call's
+session opened the record (or resumed a call live in another process: then
+this process's turns are numbered after those already recorded). The journal
+writes every finished turn — what was said, its latencies, whether the cache
+answered, whether the caller barged in — plus language, usage and quality,
+so a crash loses at most the turn in progress. A store failure is logged
+and never ends the call.
 
-Latencies are grouped per turn from ``ctx.timings``: ``stt_*`` samples taken
-before a turn belong to it; everything else taken after a turn arrived (model,
-TTS, voice-to-voice) belongs to it until the next turn arrives. Each stage's
-first sample in a turn is kept.
+Latencies come from the call's ledger, which tags every sample with its
+turn; a turn's record is refreshed when the next turn starts and when the
+call stops, so the stages that finish after the model (first audio,
+voice-to-voice) are in it.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..edge.calls import CallStore
-from ..edge.records import CACHE_HIT_PREFIX, TurnRecord
+from ..edge.records import TurnRecord
 from ..edge.state import CallStateError
 from ..pipeline import (
     AgentText,
     AgentTurnDone,
+    CacheKind,
     CallContext,
     Frame,
     Interruption,
@@ -46,58 +47,49 @@ class CallJournal(WrappingProcessor):
 
     name = "journal"
 
-    def __init__(self, model: Processor, store: CallStore) -> None:
+    def __init__(self, model: Processor, store: CallStore, *, turn_offset: int = 0) -> None:
         super().__init__(model)
         self.store = store
-        self._turns: dict[int, TurnRecord] = {}
-        self._current: TurnRecord | None = None
-        self._mark = 0
-        self._hits_at_turn = 0.0
-        self._tts_mark = 0.0
+        self._offset = turn_offset
+        self._turns: dict[int, TurnRecord] = {}  # by the pipeline's turn id
+        self._current: int | None = None
+        self._answer_hits: dict[int, int] = {}  # answer-cache hits when each turn arrived
+        self._audio_hits = 0
         self._quality: dict[str, Any] = {}
         self._dirty: dict[int, TurnRecord] = {}
         self._writing = anyio.Lock()
-        self._offset = 0
-        self._ok = False
-
-    async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
-        """Open the call's record (start or resume it, unless the store owns it already)."""
-        await super().start(ctx, tg)
-        try:
-            if ctx.call_id in self.store.owned:  # opened (maybe resumed) by the server already
-                record = await self.store.get(ctx.call_id)
-            else:
-                record, _ = await self.store.open_call(ctx)
-        except CallStateError as error:
-            ctx.log.warning("call journal off for this call: %s", error)
-            return
-        if record is not None and record.turns:
-            # A resumed call: number this process's turns after the ones already recorded.
-            self._offset = max(t.turn_id for t in record.turns) + 1
         self._ok = True
 
+    async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
+        """Start the model; the session has opened the call's record."""
+        await super().start(ctx, tg)
+        self._ok = ctx.call_id in self.store.owned
+        if not self._ok:
+            ctx.log.warning("call journal off for this call: its record is not open here")
+
     async def stop(self) -> None:
-        """Stop the model, then write the last turn with all its latencies (shielded from cancellation)."""
+        """Stop the model, then write the last turns with all their latencies (shielded from cancellation)."""
         await super().stop()
         with anyio.CancelScope(shield=True):
-            self._take_timings(None)
-            if self._current is not None:
-                self._dirty[self._current.turn_id] = self._current
+            for turn_id in list(self._turns)[-2:]:
+                self._refresh(turn_id)
+                self._dirty[turn_id] = self._turns[turn_id]
             await self._flush()
 
     async def process(self, frame: Frame) -> None:
         """Note caller turns, barge-ins and quality; hand everything to the model."""
         if isinstance(frame, UserTurn) and frame.text.strip():
             previous = self._current
-            self._current = TurnRecord(turn_id=frame.turn_id + self._offset, user=frame.text,
-                                       language=frame.language)
-            self._turns[frame.turn_id] = self._current
-            self._take_timings(previous)
+            self._turns[frame.turn_id] = TurnRecord(turn_id=frame.turn_id + self._offset, user=frame.text,
+                                                    language=frame.language)
+            self._current = frame.turn_id
+            if self.ctx is not None:
+                self._answer_hits[frame.turn_id] = self.ctx.ledger.cache_hits(CacheKind.ANSWER)
             if previous is not None:
+                self._refresh(previous)
                 self._schedule(previous)
-            self._hits_at_turn = self._llm_hits()
         elif isinstance(frame, Interruption) and self._current is not None:
-            self._current.interrupted = True
+            self._turns[self._current].interrupted = True
         elif isinstance(frame, QualityReport):
             low = self._quality.get("min_score", frame.score)
             self._quality = {"score": frame.score, "tier": frame.tier, "min_score": min(low, frame.score)}
@@ -112,40 +104,29 @@ class CallJournal(WrappingProcessor):
                 turn = TurnRecord(turn_id=frame.turn_id + self._offset, language=frame.language)
                 self._turns[frame.turn_id] = turn
                 if self._current is None:
-                    self._current = turn
+                    self._current = frame.turn_id
             turn.agent = f"{turn.agent} {frame.text}".strip()
-        elif isinstance(frame, AgentTurnDone):
-            turn = self._turns.get(frame.turn_id)
-            if turn is None:
-                return
-            if self._llm_hits() > self._hits_at_turn and "llm" not in turn.cached:
-                turn.cached.append("llm")
-            self._schedule(turn)
+        elif isinstance(frame, AgentTurnDone) and frame.turn_id in self._turns:
+            self._refresh(frame.turn_id)
+            self._schedule(frame.turn_id)
 
-    def _llm_hits(self) -> float:
-        return self.ctx.usage.get(CACHE_HIT_PREFIX + "llm", 0.0) if self.ctx is not None else 0.0
-
-    def _take_timings(self, previous: TurnRecord | None) -> None:
-        """Move the samples since the last mark to ``previous`` (or the current turn) and the new turn."""
-        ctx = self.ctx
-        if ctx is None:
+    def _refresh(self, turn_id: int) -> None:
+        """Copy the turn's latencies and cache use from the ledger."""
+        ctx, turn = self.ctx, self._turns.get(turn_id)
+        if ctx is None or turn is None:
             return
-        samples = ctx.timings[self._mark:]
-        self._mark = len(ctx.timings)
-        current = self._current
-        before = previous if previous is not None else current
-        for stage, seconds in samples:
-            target = current if stage.startswith("stt_") and previous is not None else before
-            if target is not None:
-                target.timings.setdefault(stage, round(seconds, 6))
-        tts_hits = ctx.usage.get(CACHE_HIT_PREFIX + "tts", 0.0)
-        if before is not None and tts_hits > self._tts_mark and "tts" not in before.cached:
-            before.cached.append("tts")  # the TTS cache spoke (some of) this turn's answer
-        self._tts_mark = tts_hits
+        ledger = ctx.ledger
+        turn.timings = ledger.timings(turn_id)
+        if ledger.cache_hits(CacheKind.ANSWER) > self._answer_hits.get(turn_id, 1 << 30) and "llm" not in turn.cached:
+            turn.cached.append("llm")
+        audio_hits = ledger.cache_hits(CacheKind.AUDIO)
+        if audio_hits > self._audio_hits and "tts" not in turn.cached:
+            turn.cached.append("tts")  # the audio cache spoke (some of) this turn's answer
+        self._audio_hits = audio_hits
 
-    def _schedule(self, turn: TurnRecord) -> None:
-        """Write ``turn`` soon, off the frame path (writes stay in order; stop() writes what is left)."""
-        self._dirty[turn.turn_id] = turn
+    def _schedule(self, turn_id: int) -> None:
+        """Write the turn soon, off the frame path (writes stay in order; stop() writes what is left)."""
+        self._dirty[turn_id] = self._turns[turn_id]
         if self.tg is not None:
             self.tg.start_soon(self._flush)
 
@@ -159,7 +140,7 @@ class CallJournal(WrappingProcessor):
         ctx = self.ctx
         if not self._ok or ctx is None:
             return
-        changes: dict[str, Any] = {"language": ctx.language, "usage": dict(ctx.usage)}
+        changes: dict[str, Any] = {"language": ctx.language, "usage": ctx.ledger.usage()}
         if self._quality:
             changes["quality"] = dict(self._quality)
         try:

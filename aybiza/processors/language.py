@@ -1,23 +1,25 @@
 """The call's language: a prior from who is calling, then evidence from what they say.
 
-At the start of a call the language comes from, in order: a ``language``
-custom parameter (Twilio ``<Parameter>``), the caller's number
-(``phonenumbers``: +44 -> GB -> ``en-GB``, +49 -> ``de``), the caller
-country the transport knows, else the configured default. Only languages
-the deployment is configured for are chosen.
+Before the call's stages start, its session sets the language from, in
+order: a ``language`` custom parameter (Twilio ``<Parameter>``), the
+caller's number (``phonenumbers``: +44 -> GB -> ``en-GB``, +49 -> ``de``),
+the caller country the transport knows, else the agent's language
+(:func:`prior_language`). Only languages the deployment speaks are chosen.
+Every stage then starts in that language: the recogniser listens in it from
+the first word.
 
 Then the first final transcripts are checked with text language ID
 (``lingua``, restricted to the configured languages). When another
-language wins with at least ``threshold`` confidence, the processor pushes
-``LanguageChanged`` (before the transcript that revealed it) and sets
-``ctx.language``, so STT, the model stage and TTS can switch.
+language wins with at least ``threshold`` confidence, the stage sets
+``ctx.language``, steers ``LanguageChanged`` up the control path (the
+recogniser switches) and pushes it downstream before the transcript that
+revealed it (the model and the voice follow).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from functools import cache
+from collections.abc import Callable, Iterable
 
 import anyio.to_thread
 import phonenumbers
@@ -102,9 +104,8 @@ def _regional(ctx: CallContext, language: str) -> str:
     return tag or language
 
 
-@cache
 def detector_for(languages: frozenset[str]) -> LanguageDetector:
-    """A lingua detector for exactly these languages, models preloaded (built once per process)."""
+    """A lingua detector for exactly these languages, models preloaded (blocking; engines keep one)."""
     try:
         chosen = [Language.from_iso_code_639_1(IsoCode639_1.from_str(code)) for code in sorted(languages)]
     except ValueError as error:
@@ -124,14 +125,18 @@ def detect_language(detector: LanguageDetector, text: str) -> tuple[str, float]:
 
 
 class LanguageProcessor(Processor):
-    """Sets ``ctx.language`` from the caller, then confirms or changes it from the first transcripts."""
+    """Confirms or changes ``ctx.language`` from the first transcripts; steers the recogniser when it changes."""
 
-    __slots__ = ("_languages", "_threshold", "_checks", "_checks_left", "_text", "_detector")
+    __slots__ = ("_languages", "_threshold", "_checks", "_checks_left", "_text", "_detector", "_build")
 
     name = "language"
+    consumes = frozenset({Transcript})
+    produces = frozenset({LanguageChanged})
+    steers = frozenset({LanguageChanged})
 
     def __init__(
         self,
+        detector: LanguageDetector | Callable[[], LanguageDetector] | None = None,
         *,
         languages: Iterable[str] = DEFAULT_LANGUAGES,
         threshold: float = 0.75,
@@ -146,18 +151,22 @@ class LanguageProcessor(Processor):
         self._checks_left = transcripts
         self._text = ""
         self._detector: LanguageDetector | None = None
+        self._build: Callable[[], LanguageDetector] | None = None
+        if isinstance(detector, LanguageDetector):
+            self._detector = detector
+        elif detector is not None:
+            self._build = detector
+        else:
+            languages_ = self._languages
+            self._build = lambda: detector_for(languages_)
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
-        """Apply the prior to ``ctx.language`` and load the detector (in a thread: ~0.5 s once)."""
+        """Load the detector if it is not (in a thread: ~0.5 s the first time)."""
         await super().start(ctx, tg)
         self._checks_left = self._checks
         self._text = ""
-        prior = prior_language(ctx, self._languages)
-        if prior is not None and prior != ctx.language:
-            ctx.log.info("language prior %s", prior)
-            ctx.language = prior
-        if len(self._languages) > 1 and self._checks > 0:
-            self._detector = await anyio.to_thread.run_sync(detector_for, self._languages)
+        if self._detector is None and self._build is not None and len(self._languages) > 1 and self._checks > 0:
+            self._detector = await anyio.to_thread.run_sync(self._build)
 
     async def process(self, frame: Frame) -> None:
         """Check the first final transcripts; everything else passes straight on."""
@@ -182,7 +191,9 @@ class LanguageProcessor(Processor):
             ctx.log.info("language changed %s -> %s (confidence %.2f)", ctx.language, tag, confidence)
             ctx.language = tag
             self._text = ""  # from here on, transcripts come from the new language's recogniser
-            await self.push(LanguageChanged(language=tag, confidence=round(confidence, 3)))
+            changed = LanguageChanged(language=tag, confidence=round(confidence, 3))
+            await self.steer(changed)
+            await self.push(changed)
             frame = dataclasses.replace(frame, language=tag)
         elif language == current and confidence >= self._threshold:
             self._checks_left = 0  # confirmed: stop spending on it

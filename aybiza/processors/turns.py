@@ -3,7 +3,8 @@
 The VAD stage says when speech starts and stops; the STT stage says what
 was said. A turn ends at the first final transcript after the caller
 stopped speaking (or, if the recogniser sent its finals earlier, after a
-short grace period). Speech that starts while the agent is speaking is a
+short grace period). Speech that starts while the caller hears the agent
+(the output steers :class:`AgentSpeaking` up the control path) is a
 barge-in: an :class:`Interruption` goes downstream *before* the
 ``SpeechStarted``, so model, TTS and output drop the agent's reply at once.
 """
@@ -15,6 +16,7 @@ from anyio.abc import TaskGroup
 
 from ..pipeline import (
     DTMF,
+    AgentSpeaking,
     CallContext,
     Frame,
     Interruption,
@@ -32,6 +34,8 @@ class TurnTaker(Processor):
     """Aggregates final transcripts into user turns and raises barge-in."""
 
     name = "turns"
+    consumes = frozenset({SpeechStarted, SpeechStopped, Transcript, DTMF, AgentSpeaking})
+    produces = frozenset({UserTurn, Interruption})
 
     def __init__(self, *, final_grace_s: float = 0.3, final_timeout_s: float = 5.0, barge_in: bool = True) -> None:
         super().__init__()
@@ -41,6 +45,7 @@ class TurnTaker(Processor):
         self._parts: list[str] = []
         self._language = "en"
         self._speaking = False
+        self._agent_speaking = False
         self._stopped_at: float | None = None
         self._turn_id = 0
         self._deadline: anyio.CancelScope | None = None
@@ -50,6 +55,12 @@ class TurnTaker(Processor):
         await super().start(ctx, tg)
         self._tg = tg
         self._language = ctx.language
+
+    async def control(self, frame: Frame) -> None:
+        """Track whether the caller hears the agent (what makes speech a barge-in)."""
+        if isinstance(frame, AgentSpeaking):
+            self._agent_speaking = frame.speaking
+        await self.steer(frame)
 
     async def process(self, frame: Frame) -> None:
         if isinstance(frame, SpeechStarted):
@@ -69,7 +80,7 @@ class TurnTaker(Processor):
         elif isinstance(frame, DTMF):
             if self.ctx is not None:
                 self.ctx.digits += frame.digit
-                self.ctx.log.info("caller pressed %s", frame.digit)
+                self.ctx.log.debug("caller pressed a key")
             await self.push(frame)
         else:
             await self.push(frame)
@@ -78,9 +89,10 @@ class TurnTaker(Processor):
         self._speaking = True
         self._disarm()
         ctx = self.ctx
-        if self.barge_in and ctx is not None and ctx.agent_speaking:
+        if self.barge_in and ctx is not None and self._agent_speaking:
+            self._agent_speaking = False
             ctx.log.info("barge-in: caller spoke over the agent")
-            ctx.add_usage("interruptions", 1)
+            ctx.ledger.interruptions += 1
             await self.push(Interruption(at=frame.at))
         await self.push(frame)
 
@@ -95,7 +107,8 @@ class TurnTaker(Processor):
         self._turn_id += 1
         if self.ctx is not None:
             self.ctx.user_turn_ended_at = ended_at
-            self.ctx.log.info("caller turn %d: %r", self._turn_id, text)
+            self.ctx.ledger.turn = self._turn_id
+            self.ctx.log.info("caller turn %d (%d words)", self._turn_id, len(text.split()))
         await self.push(UserTurn(text=text, turn_id=self._turn_id, language=self._language,
                                  speech_ended_at=ended_at))
 

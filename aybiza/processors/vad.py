@@ -6,7 +6,9 @@ noise-floor gate (``detector="adaptive"``), or plain webrtcvad, or Silero
 VAD (ONNX, model from the ``silero-vad`` package). A small state machine
 smooths the verdicts into speech segments:
 
-* ``start_ms`` of consecutive voiced audio confirms speech: ``SpeechStarted``
+* ``start_ms`` of consecutive voiced audio (``barge_in_start_ms`` while the
+  caller hears the agent, as the output steers with :class:`AgentSpeaking`,
+  so a click or a cough is not a barge-in) confirms speech: ``SpeechStarted``
   (at the first voiced frame's capture time) is pushed, then the held
   pre-roll (up to ``preroll_ms`` before that frame) so the first syllable is
   never clipped, then every frame while in speech;
@@ -36,7 +38,7 @@ import webrtcvad
 from anyio.abc import TaskGroup
 
 from ..pipeline.context import CallContext
-from ..pipeline.frames import EndOfCall, Frame, InputAudio, SpeechStarted, SpeechStopped
+from ..pipeline.frames import AgentSpeaking, EndOfCall, Frame, InputAudio, SpeechStarted, SpeechStopped
 from ..pipeline.processor import Processor
 from .packaged import PackagedModel, verified_dir
 
@@ -239,6 +241,8 @@ class VADProcessor(Processor):
         "_classify",
         "_offload",
         "_start_s",
+        "_base_start_s",
+        "_barge_in_start_s",
         "_stop_s",
         "_preroll_s",
         "_hangover_s",
@@ -256,12 +260,15 @@ class VADProcessor(Processor):
     )
 
     name = "vad"
+    consumes = frozenset({InputAudio, AgentSpeaking})
+    produces = frozenset({SpeechStarted, SpeechStopped})
 
     def __init__(
         self,
         *,
         aggressiveness: int = 2,
         start_ms: int = 60,
+        barge_in_start_ms: int = 100,
         stop_ms: int = 400,
         preroll_ms: int = 200,
         hangover_ms: int = 0,
@@ -270,11 +277,13 @@ class VADProcessor(Processor):
         classifier: FrameClassifier | None = None,
     ) -> None:
         super().__init__()
-        if min(start_ms, stop_ms, preroll_ms, hangover_ms) < 0:
+        if min(start_ms, barge_in_start_ms, stop_ms, preroll_ms, hangover_ms) < 0:
             raise ValueError("VAD durations must not be negative")
         self._classify: FrameClassifier = classifier or make_classifier(detector, aggressiveness)
         self._offload = bool(getattr(self._classify, "offload", False))
         self._start_s = start_ms / 1000
+        self._base_start_s = self._start_s
+        self._barge_in_start_s = max(start_ms, barge_in_start_ms) / 1000
         self._stop_s = stop_ms / 1000
         self._preroll_s = preroll_ms / 1000
         self._hangover_s = hangover_ms / 1000
@@ -297,6 +306,12 @@ class VADProcessor(Processor):
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         """Bind the call (usage counters go to ``ctx``)."""
         await super().start(ctx, tg)
+
+    async def control(self, frame: Frame) -> None:
+        """While the caller hears the agent, speech must last ``barge_in_start_ms`` (a click is no barge-in)."""
+        if isinstance(frame, AgentSpeaking):
+            self._start_s = self._barge_in_start_s if frame.speaking else self._base_start_s
+        await self.steer(frame)
 
     async def process(self, frame: Frame) -> None:
         """Classify caller audio; forward everything else unchanged."""
@@ -346,7 +361,7 @@ class VADProcessor(Processor):
         duration = len(frame.pcm) / (2 * frame.sample_rate)
         ctx = self.ctx
         if ctx is not None:
-            ctx.add_usage("audio_seconds", duration)
+            ctx.ledger.add_audio(duration)
         if self._offload:
             voiced = await anyio.to_thread.run_sync(self._classify, frame.pcm, frame.sample_rate)
         else:
@@ -355,7 +370,7 @@ class VADProcessor(Processor):
         # it must neither start speech nor move its end.
         voiced = voiced and not getattr(self._classify, "holding", False)
         if self.speaking:
-            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True))
+            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True, frame.ulaw))
             if voiced:
                 self._silent_run_s = 0.0
                 self._last_voiced_end = frame.captured_at + duration
@@ -379,10 +394,10 @@ class VADProcessor(Processor):
         if self._tail_s > 0.0:
             # Hangover after SpeechStopped: forward, still marked as part of the segment.
             self._tail_s -= duration
-            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True))
+            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True, frame.ulaw))
             return
         if not self._gate:
-            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, False))
+            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, False, frame.ulaw))
             return
         self._held.append(frame)
         self._held_s += duration
@@ -404,10 +419,10 @@ class VADProcessor(Processor):
             if old.captured_at < earliest:
                 gated += old.duration
             else:
-                await self.push(InputAudio(old.pcm, old.sample_rate, old.captured_at, True))
+                await self.push(InputAudio(old.pcm, old.sample_rate, old.captured_at, True, old.ulaw))
         if gated and self.ctx is not None:
-            self.ctx.add_usage("gated_seconds", gated)
-        await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True))
+            self.ctx.ledger.add_gated(gated)
+        await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True, frame.ulaw))
 
     def _trim_held(self) -> None:
         """Keep what a pre-roll may still need: the current voiced run plus ``preroll_ms``."""
@@ -419,7 +434,7 @@ class VADProcessor(Processor):
             self._held_s -= old.duration
             gated += old.duration
         if gated and self.ctx is not None:
-            self.ctx.add_usage("gated_seconds", gated)
+            self.ctx.ledger.add_gated(gated)
 
     def _drop_held(self) -> None:
         gated = self._held_s
@@ -427,7 +442,7 @@ class VADProcessor(Processor):
         self._held_s = 0.0
         self._voiced_run_s = 0.0
         if gated and self.ctx is not None:
-            self.ctx.add_usage("gated_seconds", gated)
+            self.ctx.ledger.add_gated(gated)
 
     async def _finish(self) -> None:
         """End of call: close an open speech segment, count held audio as gated."""

@@ -1,7 +1,8 @@
 """The per-call cost ledger: one call's usage counters priced into line items and a total.
 
-``cost_of`` turns one call's usage counters (the keys of ``CallContext.usage``)
-into line items and a total in USD, at the prices of a
+``cost_of`` turns one call's :class:`~aybiza.pipeline.ledger.Usage` (tokens per
+model, seconds per recogniser, characters per voice, as its ledger counted
+them) into line items and a total in USD, at the prices of a
 :class:`~aybiza.routing.prices.PriceTable`; ``aggregate`` sums many calls.
 Pure functions over plain values.
 
@@ -18,7 +19,9 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from aybiza.routing.prices import PriceTable, default_prices
+from aybiza.errors import ConfigError
+from aybiza.pipeline.ledger import Usage
+from aybiza.routing.prices import PriceTable, UnknownPriceError, default_prices
 
 __all__ = [
     "USD_QUANTUM",
@@ -26,6 +29,7 @@ __all__ = [
     "CallCost",
     "CostTotals",
     "cost_of",
+    "tokens_cost",
     "aggregate",
 ]
 
@@ -35,9 +39,6 @@ USD_QUANTUM = Decimal("0.000001")
 _MILLION = Decimal(1_000_000)
 _THOUSAND = Decimal(1000)
 _SIXTY = Decimal(60)
-_NON_BILLABLE = frozenset({"audio_seconds", "gated_seconds", "faq_answers", "llm_turns", "interruptions"})
-_NON_BILLABLE_SUFFIXES = ("_errors", "_reconnects")
-_NON_BILLABLE_PREFIXES = ("cache_hits:",)
 
 
 def _qty(value: float) -> Decimal:
@@ -175,8 +176,22 @@ def _line(
     return CostLine(kind, detail, quantity, unit, rate, rate_unit, _usd(quantity * rate / per), estimated)
 
 
+def _engine_rate(rate_of: Any, table: PriceTable, engine: str, default: str, notes: list[str],
+                 strict: bool) -> Decimal:
+    """The unit rate of a paid engine; an engine missing from the table is priced at the default's rate."""
+    try:
+        rate: Decimal = rate_of(engine)
+        return rate
+    except UnknownPriceError:
+        if strict:
+            raise
+        notes.append(f"{engine}: not in the price table; priced as {default}")
+        fallback: Decimal = rate_of(default)
+        return fallback
+
+
 def cost_of(
-    usage: Mapping[str, float],
+    usage: Usage,
     region: str,
     minutes: float,
     prices: PriceTable | None = None,
@@ -184,84 +199,53 @@ def cost_of(
     on: date | None = None,
     transport: str = "twilio",
     voice: str | None = None,
-    stt_model: str | None = None,
-    tts_model: str | None = None,
     strict: bool = False,
 ) -> CallCost:
-    """Price one call's usage counters (``CallContext.usage``) in ``region``.
+    """Price one call's usage in ``region``.
 
     ``minutes`` is the call's length (Twilio bills whole minutes, call and
     stream each); ``transport`` other than ``"twilio"`` (e.g. ``"webrtc"``)
     has no telephony lines. ``on`` is the call's date for dated prices.
-    ``stt_model``/``tts_model`` name the engines (default: the table's Deepgram
-    models); embedded engines listed in ``free_models`` (``whisper``,
-    ``sphinx``, ``piper`` ...) add no line.
+    Recognisers and voices are priced by the engine name the ledger counted
+    them under (``nova-3``, ``aura-2``); embedded engines listed in
+    ``free_models`` (``whisper``, ``sphinx``, ``piper`` ...) add no line.
     """
     table = prices if prices is not None else default_prices()
     day = on or table.as_of
     lines: list[CostLine] = []
     notes: list[str] = []
 
-    tokens: dict[str, list[float]] = {}
-    for key, amount in usage.items():
-        direction, sep, model = key.partition(":")
-        if sep and direction in ("tokens_in", "tokens_out") and model:
-            pair = tokens.setdefault(model, [0.0, 0.0])
-            pair[0 if direction == "tokens_in" else 1] += amount
-        elif (
-            key not in _NON_BILLABLE
-            and key not in ("stt_seconds", "tts_chars")
-            and not key.endswith(_NON_BILLABLE_SUFFIXES)
-            and not key.startswith(_NON_BILLABLE_PREFIXES)
-        ):
-            notes.append(f"usage {key!r} has no price; not counted")
-
-    for model in sorted(tokens):
-        tokens_in, tokens_out = tokens[model]
+    for model in sorted(usage.tokens):
+        counts = usage.tokens[model]
         quote = table.token_price(model, region, on=day, strict=strict)
         notes.extend(n for n in quote.notes if n not in notes)
         if quote.free:
             continue
         for kind, count, rate in (
-            ("llm_input", tokens_in, quote.price.input_per_mtok),
-            ("llm_output", tokens_out, quote.price.output_per_mtok),
+            ("llm_input", counts.input, quote.price.input_per_mtok),
+            ("llm_output", counts.output, quote.price.output_per_mtok),
         ):
             if count > 0:
-                lines.append(
-                    _line(
-                        kind,
-                        model,
-                        _qty(count),
-                        "tokens",
-                        rate,
-                        "per 1M tokens",
-                        _MILLION,
-                        estimated=quote.estimated,
-                    )
-                )
+                lines.append(_line(kind, model, _qty(count), "tokens", rate, "per 1M tokens", _MILLION,
+                                   estimated=quote.estimated))
 
-    stt_free = stt_model is not None and table.is_free(stt_model)
-    stt_rate = Decimal(0) if stt_free else table.stt_rate(stt_model)
-    stt_label = stt_model or table.default_stt_model
-    stt_seconds = usage.get("stt_seconds", 0.0)
-    if stt_seconds > 0 and not stt_free:
+    paid_stt_rate = Decimal(0)
+    for engine in sorted(usage.stt_seconds):
+        seconds = usage.stt_seconds[engine]
+        if seconds <= 0 or table.is_free(engine):
+            continue
+        rate = _engine_rate(table.stt_rate, table, engine, table.default_stt_model, notes, strict)
+        paid_stt_rate = max(paid_stt_rate, rate)
         # Deepgram bills per second of audio sent.
-        billed = Decimal(math.ceil(stt_seconds - 1e-9)) / _SIXTY
-        lines.append(_line("stt", stt_label, billed, "minutes", stt_rate, "per minute", Decimal(1)))
+        billed = Decimal(math.ceil(seconds - 1e-9)) / _SIXTY
+        lines.append(_line("stt", engine, billed, "minutes", rate, "per minute", Decimal(1)))
 
-    tts_chars = usage.get("tts_chars", 0.0)
-    if tts_chars > 0 and not (tts_model is not None and table.is_free(tts_model)):
-        lines.append(
-            _line(
-                "tts",
-                tts_model or table.default_tts_model,
-                _qty(tts_chars),
-                "characters",
-                table.tts_rate(tts_model),
-                "per 1k characters",
-                _THOUSAND,
-            )
-        )
+    for engine in sorted(usage.tts_chars):
+        chars = usage.tts_chars[engine]
+        if chars <= 0 or table.is_free(engine):
+            continue
+        rate = _engine_rate(table.tts_rate, table, engine, table.default_tts_model, notes, strict)
+        lines.append(_line("tts", engine, _qty(chars), "characters", rate, "per 1k characters", _THOUSAND))
 
     if transport == "twilio" and minutes > 0:
         billed_minutes = Decimal(math.ceil(minutes - 1e-9)) if table.round_up_to_minute else Decimal(str(minutes))
@@ -269,20 +253,12 @@ def cost_of(
         voice_rate = table.voice_rate(kind)
         lines.append(_line("telephony", kind, billed_minutes, "minutes", voice_rate, "per minute", Decimal(1)))
         if table.media_streams_per_minute:
-            lines.append(
-                _line(
-                    "media_streams",
-                    "twilio",
-                    billed_minutes,
-                    "minutes",
-                    table.media_streams_per_minute,
-                    "per minute",
-                    Decimal(1),
-                )
-            )
+            lines.append(_line("media_streams", "twilio", billed_minutes, "minutes",
+                               table.media_streams_per_minute, "per minute", Decimal(1)))
 
-    gated = usage.get("gated_seconds", 0.0)
-    savings = _usd(Decimal(str(gated)) / _SIXTY * stt_rate) if gated > 0 else Decimal(0)
+    # Silence the edge held back is audio a paid recogniser would have billed.
+    gated = usage.gated_seconds
+    savings = _usd(Decimal(str(gated)) / _SIXTY * paid_stt_rate) if gated > 0 else Decimal(0)
     total = sum((line.amount for line in lines), Decimal(0))
     return CallCost(
         region=region,
@@ -293,6 +269,21 @@ def cost_of(
         notes=tuple(notes),
         currency=table.currency,
     )
+
+
+def tokens_cost(usage: Usage, region: str, prices: PriceTable | None = None) -> float:
+    """What the model tokens of ``usage`` cost so far, in USD (the per-call budget reads it each turn)."""
+    table = prices if prices is not None else default_prices()
+    total = Decimal(0)
+    for model, counts in usage.tokens.items():
+        try:
+            quote = table.token_price(model, region)
+        except ConfigError:
+            continue
+        if not quote.free:
+            price = quote.price
+            total += (counts.input * price.input_per_mtok + counts.output * price.output_per_mtok) / _MILLION
+    return float(total)
 
 
 @dataclass(frozen=True, slots=True)

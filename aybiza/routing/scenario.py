@@ -67,6 +67,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aybiza.errors import ConfigError
+from aybiza.pipeline.ledger import Usage
 from aybiza.routing.prices import InfraLine, PriceTable, default_prices
 
 __all__ = [
@@ -396,31 +397,32 @@ class Measurements:
     tokens_out: Mapping[str, float] = field(default_factory=dict)
 
 
-def measure(calls: Iterable[tuple[Mapping[str, float], float]]) -> Measurements:
-    """Sum ``(usage, minutes)`` pairs of archived calls."""
+def measure(calls: Iterable[tuple[Usage, float]]) -> Measurements:
+    """Sum ``(usage, minutes)`` pairs of archived calls.
+
+    Turns answered at the edge (the FAQ responder, the answer cache) count as
+    ``faq_answers``; turns answered by a model as ``llm_turns``.
+    """
     count = 0
-    totals = {
-        "minutes": 0.0,
-        "audio_seconds": 0.0,
-        "gated_seconds": 0.0,
-        "llm_turns": 0.0,
-        "faq_answers": 0.0,
-        "tts_chars": 0.0,
-    }
+    totals = dict.fromkeys(("minutes", "audio_seconds", "gated_seconds", "llm_turns", "faq_answers", "tts_chars"),
+                           0.0)
     tokens_in: dict[str, float] = {}
     tokens_out: dict[str, float] = {}
     for usage, minutes in calls:
         count += 1
         totals["minutes"] += minutes
-        for key in ("audio_seconds", "gated_seconds", "llm_turns", "faq_answers", "tts_chars"):
-            totals[key] += usage.get(key, 0.0)
-        for key, amount in usage.items():
-            direction, _, model = key.partition(":")
-            if model and direction == "tokens_in":
-                tokens_in[model] = tokens_in.get(model, 0.0) + amount
-            elif model and direction == "tokens_out":
-                tokens_out[model] = tokens_out.get(model, 0.0) + amount
+        totals["audio_seconds"] += usage.audio_seconds
+        totals["gated_seconds"] += usage.gated_seconds
+        totals["tts_chars"] += sum(usage.tts_chars.values())
+        for model, turns in usage.answers.items():
+            totals["faq_answers" if model in _EDGE_ANSWERERS else "llm_turns"] += turns
+        for model, counts in usage.tokens.items():
+            tokens_in[model] = tokens_in.get(model, 0.0) + counts.input
+            tokens_out[model] = tokens_out.get(model, 0.0) + counts.output
     return Measurements(count, tokens_in=tokens_in, tokens_out=tokens_out, **totals)
+
+
+_EDGE_ANSWERERS = frozenset({"faq", "cache"})
 
 
 def measured_scenario(

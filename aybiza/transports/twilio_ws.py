@@ -1,27 +1,31 @@
-"""The Twilio Media Streams endpoint: thin glue between a WebSocket and the protocol object.
+"""The Twilio Media Streams transport: thin glue between a WebSocket and the protocol object.
 
-``serve_stream`` reads text messages, feeds them to
-:class:`~aybiza.transports.twilio.TwilioProtocol`, turns its events into
-frames for the call's pipeline, and :class:`TwilioOutput` (the pipeline's
-last stage) turns agent audio into ``media``/``mark``/``clear`` messages.
-Any protocol error ends this call only, with a log line saying why.
+:class:`TwilioStream` is what a call's session needs from a phone call: its
+``pump`` reads text messages, feeds them to
+:class:`~aybiza.transports.twilio.TwilioProtocol` and pushes the events as
+frames (caller audio carries the μ-law it arrived in). :class:`TwilioOutput`,
+the pipeline's last stage, turns agent audio into ``media``/``mark``/``clear``
+messages and steers :class:`~aybiza.pipeline.frames.AgentSpeaking` up the
+control path when the caller starts and stops hearing the agent (Twilio's
+mark echoes say when). :func:`accept_stream` runs a stream up to its
+``start`` message. Any protocol error ends this call only, with a log line
+saying why.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
-from anyio.abc import TaskGroup
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..codecs import Resampler, lin2ulaw, ulaw2lin
-from ..errors import AuthError, CallError, ProtocolError
+from ..errors import CallEnded, EndReason, ProtocolError
 from ..pipeline import (
     DTMF,
+    AgentSpeaking,
     AgentTurnDone,
     CallContext,
     EndOfCall,
@@ -29,12 +33,13 @@ from ..pipeline import (
     InputAudio,
     Interruption,
     OutputAudio,
-    Pipeline,
     Processor,
+    Stage,
 )
+from ..session.transport import CallControl, Push
 from .twilio import Dtmf, MarkDone, Media, Started, Stopped, TwilioProtocol
 
-__all__ = ["TwilioOutput", "serve_stream", "CallSetup"]
+__all__ = ["TwilioOutput", "TwilioStream", "accept_stream"]
 
 TWILIO_RATE = 8000
 MARK_EVERY_SAMPLES = TWILIO_RATE  # one mark per second of agent audio
@@ -46,6 +51,8 @@ class TwilioOutput(Processor):
     """Last stage of a phone call: agent audio -> μ-law ``media``, ``mark`` per turn, ``clear`` on barge-in."""
 
     name = "twilio-output"
+    consumes = frozenset({OutputAudio, AgentTurnDone, Interruption})
+    steers = frozenset({AgentSpeaking})
 
     def __init__(self, protocol: TwilioProtocol, send: Callable[[str], Awaitable[None]]) -> None:
         super().__init__()
@@ -54,9 +61,12 @@ class TwilioOutput(Processor):
         self._lock = anyio.Lock()
         self._resampler: Resampler | None = None
         self._turn_open: int | None = None
-        self._first_audio_turn = -1
+        self._timed_turn = 0
         self._unmarked = 0
         self._segment = 0
+        self._speaking = False
+        self._idle = anyio.Event()
+        self._idle.set()
 
     async def process(self, frame: Frame) -> None:
         if isinstance(frame, OutputAudio):
@@ -67,40 +77,55 @@ class TwilioOutput(Processor):
             await self._clear()
         await self.push(frame)
 
+    @property
+    def speaking(self) -> bool:
+        """Whether agent audio is queued at Twilio or still being produced."""
+        return self._turn_open is not None or self.protocol.audio_pending
+
+    async def drained(self) -> None:
+        """Return once every mark sent so far has been echoed (the caller heard it all)."""
+        await self._idle.wait()
+
     async def _send(self, text: str) -> None:
         # The caller may hang up while agent audio (or a clear) is on its way:
         # that ends the call as a disconnect, never as a failure.
         try:
             await self._send_text(text)
-        except (OSError, RuntimeError) as error:
-            raise WebSocketDisconnect(1006, f"send after the peer left: {error}") from error
+        except (OSError, RuntimeError, WebSocketDisconnect) as error:
+            raise CallEnded(EndReason.DISCONNECTED, f"send after the caller left: {error}") from error
 
-    def mark_done(self) -> None:
-        """Called when Twilio echoes a mark: the caller may have stopped hearing the agent."""
-        self._update_speaking()
+    async def mark_done(self) -> None:
+        """Twilio echoed a mark: the caller may have stopped hearing the agent."""
+        await self._update_speaking()
 
     async def _audio(self, frame: OutputAudio) -> None:
-        ctx = self.ctx
         if self._turn_open != frame.turn_id:
             self._turn_open = frame.turn_id
             self._resampler = None
             self._segment = 0
-        if self._resampler is None or self._resampler.from_rate != frame.sample_rate:
-            self._resampler = Resampler(frame.sample_rate, TWILIO_RATE)
-        pcm = self._resampler.process(frame.pcm)
-        if ctx is not None:
-            ctx.agent_speaking = True
-            if frame.turn_id != self._first_audio_turn:
-                self._first_audio_turn = frame.turn_id
-                if frame.turn_id > 0 and ctx.user_turn_ended_at is not None:
-                    ctx.record_timing("voice_to_voice", time.monotonic() - ctx.user_turn_ended_at)
-                    ctx.user_turn_ended_at = None
-        if pcm:
+        if frame.ulaw is not None and frame.sample_rate == TWILIO_RATE:
+            ulaw = frame.ulaw  # already phone audio (Aura): sent as is
+        else:
+            if self._resampler is None or self._resampler.from_rate != frame.sample_rate:
+                self._resampler = Resampler(frame.sample_rate, TWILIO_RATE)
+            pcm = frame.pcm if frame.pcm or frame.ulaw is None else ulaw2lin(frame.ulaw)
+            ulaw = lin2ulaw(self._resampler.process(pcm))
+        ctx = self.ctx
+        if ctx is not None and frame.turn_id > self._timed_turn:
+            self._timed_turn = frame.turn_id
+            if ctx.user_turn_ended_at is not None:
+                ctx.ledger.time(Stage.VOICE_TO_VOICE, time.monotonic() - ctx.user_turn_ended_at)
+                ctx.user_turn_ended_at = None
+        if not self._speaking:
+            self._speaking = True
+            self._idle = anyio.Event()
+            await self.steer(AgentSpeaking(True))
+        if ulaw:
             async with self._lock:
-                await self._send(self.protocol.send_media(lin2ulaw(pcm)))
+                await self._send(self.protocol.send_media(ulaw))
                 # A mark about every second of audio tells us, after a barge-in,
                 # how much of the reply the caller actually heard.
-                self._unmarked += len(pcm) // 2
+                self._unmarked += len(ulaw)
                 if self._unmarked >= MARK_EVERY_SAMPLES:
                     self._unmarked = 0
                     self._segment += 1
@@ -115,7 +140,7 @@ class TwilioOutput(Processor):
                 await self._send(self.protocol.send_media(lin2ulaw(tail)))
             await self._send(self.protocol.send_mark(f"turn-{turn_id}"))
             self._unmarked = 0
-        self._update_speaking()
+        await self._update_speaking()
 
     async def _clear(self) -> None:
         self._unmarked = 0
@@ -123,115 +148,115 @@ class TwilioOutput(Processor):
         self._turn_open = None
         async with self._lock:
             await self._send(self.protocol.send_clear())
-        if self.ctx is not None:
-            self.ctx.agent_speaking = False
+        await self._update_speaking(cleared=True)
 
-    def _update_speaking(self) -> None:
-        if self.ctx is not None:
-            self.ctx.agent_speaking = self._turn_open is not None or self.protocol.audio_pending
-
-
-@dataclass(frozen=True, slots=True)
-class CallSetup:
-    """What the endpoint needs from the server to run one call."""
-
-    check_token: Callable[[dict[str, str]], bool]
-    build: Callable[[CallContext, Started], Awaitable[tuple[list[Processor], list[Frame]]]]
-    context: Callable[[Started], CallContext]
-    on_end: Callable[[CallContext, str], Awaitable[None]]
-    max_message_bytes: int = 64 * 1024
-    start_timeout_s: float = 10.0
+    async def _update_speaking(self, *, cleared: bool = False) -> None:
+        speaking = not cleared and self.speaking
+        if self._speaking and not speaking:
+            self._speaking = False
+            self._idle.set()
+            await self.steer(AgentSpeaking(False))
 
 
-async def serve_stream(websocket: WebSocket, setup: CallSetup) -> None:
-    """Run one Media Stream from ``connected`` to ``stop`` (or a disconnect)."""
+class TwilioStream:
+    """A call's transport over one bidirectional Media Stream (after ``start``)."""
+
+    kind = "twilio"
+    sources: frozenset[type[Frame]] = frozenset({InputAudio, DTMF, EndOfCall})
+
+    def __init__(self, websocket: WebSocket, protocol: TwilioProtocol, ctx: CallContext, *,
+                 control: CallControl | None = None) -> None:
+        self.websocket = websocket
+        self.protocol = protocol
+        self.ctx = ctx
+        self._control = control
+        self._output = TwilioOutput(protocol, websocket.send_text)
+        self._gone = False
+        self._closed = False
+
+    @property
+    def output(self) -> TwilioOutput:
+        """The pipeline's last stage."""
+        return self._output
+
+    @property
+    def control(self) -> CallControl | None:
+        """Call control over Twilio's REST API, when configured."""
+        return self._control
+
+    @property
+    def open(self) -> bool:
+        """The caller is still on the stream."""
+        return not (self._gone or self._closed or self.protocol.stopped or self.protocol.failed)
+
+    def arrange(self, stages: Sequence[Processor]) -> list[Processor]:
+        """The stages as they are."""
+        return list(stages)
+
+    async def pump(self, push: Push) -> EndReason:
+        """Push caller audio and keys until ``stop`` or a disconnect; raises ProtocolError on a bad message."""
+        websocket, protocol, output, ledger = self.websocket, self.protocol, self._output, self.ctx.ledger
+        frames = 0
+        while True:
+            try:
+                message = await _receive_text(websocket)
+            except WebSocketDisconnect:
+                self._gone = True
+                return EndReason.DISCONNECTED
+            for event in protocol.receive(message):
+                if isinstance(event, Media):
+                    arrived = time.monotonic()
+                    await push(InputAudio(ulaw2lin(event.payload), TWILIO_RATE, arrived, None, event.payload))
+                    frames += 1
+                    if frames % EDGE_SAMPLE_EVERY == 0:  # one sample a second keeps the histogram cheap
+                        ledger.time(Stage.EDGE_FRAME, time.monotonic() - arrived)
+                elif isinstance(event, MarkDone):
+                    await output.mark_done()
+                elif isinstance(event, Dtmf):
+                    await push(DTMF(event.digit))
+                elif isinstance(event, Stopped):
+                    return EndReason.HANGUP
+
+    async def drained(self) -> None:
+        """The caller has heard everything sent so far."""
+        await self._output.drained()
+
+    async def close(self, reason: EndReason, detail: str) -> None:
+        """Close the socket with a code that says whose fault it was, and the reason."""
+        if self._closed:
+            return
+        self._closed = True
+        if reason.peer_fault:
+            code = 1008
+        elif reason is EndReason.INTERNAL_ERROR:
+            code = 1011
+        else:
+            code = 1000
+        text = reason.value if not detail or reason.normal else f"{reason.value}: {detail}"
+        await close_websocket(self.websocket, code, text)
+
+
+async def accept_stream(websocket: WebSocket, *, check_token: Callable[[dict[str, str]], bool],
+                        max_message_bytes: int, start_timeout_s: float = 10.0) -> tuple[TwilioProtocol, Started] | None:
+    """Accept the WebSocket and read it up to ``start`` (the call token is checked there).
+
+    Returns None (the socket closed with a reason) when no valid ``start`` came in time.
+    """
     await websocket.accept()
-    protocol = TwilioProtocol(check_token=setup.check_token, max_message_bytes=setup.max_message_bytes)
+    protocol = TwilioProtocol(check_token=check_token, max_message_bytes=max_message_bytes)
     try:
-        with anyio.fail_after(setup.start_timeout_s):
-            started = await _wait_for_start(websocket, protocol)
+        with anyio.fail_after(start_timeout_s):
+            while True:
+                for event in protocol.receive(await _receive_text(websocket)):
+                    if isinstance(event, Started):
+                        return protocol, event
     except (ProtocolError, TimeoutError) as error:
         reason = str(error) or "no start message in time"
         log.warning("stream refused: %s", reason)
-        await _close(websocket, 1008, reason)
-        return
+        await close_websocket(websocket, 1008, reason)
     except WebSocketDisconnect:
-        return
-    try:
-        ctx = setup.context(started)
-    except CallError as error:
-        log.warning("call refused: %s", error)
-        await _close(websocket, 1011, str(error))
-        return
-    output = TwilioOutput(protocol, websocket.send_text)
-    try:
-        processors, opening = await setup.build(ctx, started)
-    except Exception as error:  # a broken agent file, an unreachable store: this call only
-        ctx.log.error("call not built: %s: %s", type(error).__name__, error)
-        with anyio.CancelScope(shield=True):
-            await setup.on_end(ctx, f"error: {error}")
-        await _close(websocket, 1011, "call setup failed")
-        return
-    pipeline = Pipeline([*processors, output])
-    reason = "stopped"
-
-    async def feed(pipe: Pipeline, tg: TaskGroup) -> None:
-        nonlocal reason
-        for frame in opening:
-            await pipe.push(frame)
-        reason = await _pump(websocket, protocol, pipe, output, ctx.on_timing)
-        await pipe.push(EndOfCall(reason))
-
-    code = 1000
-    try:
-        await pipeline.run(ctx, feed)
-    except* AuthError as group:
-        reason, code = f"auth: {group.exceptions[0]}", 1008
-    except* ProtocolError as group:
-        reason, code = f"protocol: {group.exceptions[0]}", 1008
-    except* WebSocketDisconnect:
-        reason = "disconnected"
-    except* Exception as group:
-        reason, code = f"error: {type(group.exceptions[0]).__name__}: {group.exceptions[0]}", 1011
-        ctx.log.error("call failed", exc_info=group.exceptions[0])
-    if code != 1000:
-        ctx.log.warning("call ended: %s", reason)
-    else:
-        ctx.log.info("call ended: %s", reason)
-    with anyio.CancelScope(shield=True):  # the record is committed before the socket closes
-        await setup.on_end(ctx, reason)
-    await _close(websocket, code, reason)
-
-
-async def _wait_for_start(websocket: WebSocket, protocol: TwilioProtocol) -> Started:
-    while True:
-        for event in protocol.receive(await _receive_text(websocket)):
-            if isinstance(event, Started):
-                return event
-
-
-async def _pump(websocket: WebSocket, protocol: TwilioProtocol, pipe: Pipeline, output: TwilioOutput,
-                on_timing: Callable[[str, float], None]) -> str:
-    push = pipe.push
-    frames = 0
-    while True:
-        try:
-            message = await _receive_text(websocket)
-        except WebSocketDisconnect:
-            return "disconnected"
-        for event in protocol.receive(message):
-            if isinstance(event, Media):
-                arrived = time.monotonic()
-                await push(InputAudio(ulaw2lin(event.payload), TWILIO_RATE, arrived))
-                frames += 1
-                if frames % EDGE_SAMPLE_EVERY == 0:  # one sample a second keeps the histogram cheap
-                    on_timing("edge_frame", time.monotonic() - arrived)
-            elif isinstance(event, MarkDone):
-                output.mark_done()
-            elif isinstance(event, Dtmf):
-                await push(DTMF(event.digit))
-            elif isinstance(event, Stopped):
-                return "stopped"
+        pass
+    return None
 
 
 async def _receive_text(websocket: WebSocket) -> str:
@@ -244,7 +269,8 @@ async def _receive_text(websocket: WebSocket) -> str:
     return str(text)
 
 
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+async def close_websocket(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close with ``code`` and a reason cut to what a close frame carries; quiet if the peer is gone."""
     try:
         await websocket.close(code=code, reason=reason[:120])
     except Exception:  # the peer may be gone already; nothing else to do

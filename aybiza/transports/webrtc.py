@@ -10,6 +10,10 @@ schedule, silence when idle, and drops what is queued on barge-in. Live
 events go to the page over the ``events`` data channel
 (:mod:`.webrtc_events`).
 
+:class:`WebRTCPeer` is what a call's session needs from a browser call
+(its pump, its output stage); :class:`WebRTCCalls` answers offers and runs
+each call in the process's task group.
+
 ICE uses host candidates (enough on one machine or a LAN); deployments
 behind NAT list STUN/TURN servers in ``AYBIZA_ICE_SERVERS`` (comma
 separated ``stun:``/``turn:`` URLs; ``AYBIZA_ICE_USERNAME`` and
@@ -22,10 +26,9 @@ import asyncio
 import fractions
 import json
 import logging
-import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,19 +47,20 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from anyio.abc import TaskGroup
 from av import AudioFrame
 
-from ..codecs import Framer, Resampler, frame_bytes
-from ..errors import ConfigError, ProtocolError
+from ..codecs import Framer, Resampler, frame_bytes, ulaw2lin
+from ..errors import ConfigError, EndReason, ProtocolError
 from ..pipeline import (
+    AgentSpeaking,
     AgentTurnDone,
     CallContext,
-    EndOfCall,
     Frame,
     InputAudio,
     Interruption,
     OutputAudio,
-    Pipeline,
     Processor,
+    Stage,
 )
+from ..session.transport import Push
 from .webrtc_events import EventChannel, route_event, with_event_taps
 
 __all__ = [
@@ -64,12 +68,11 @@ __all__ = [
     "AudioInput",
     "Offer",
     "PacedAudioTrack",
-    "WebRTCCall",
     "WebRTCCalls",
     "WebRTCOutput",
-    "WebRTCSetup",
+    "WebRTCPeer",
     "demo_page",
-    "ice_servers_from_env",
+    "ice_servers",
     "mono_pcm16",
     "parse_offer",
 ]
@@ -83,19 +86,16 @@ MAX_SDP_CHARS = 64 * 1024
 log = logging.getLogger("aybiza.webrtc")
 
 
-def ice_servers_from_env(environ: Mapping[str, str] | None = None) -> list[RTCIceServer]:
-    """STUN/TURN servers from ``AYBIZA_ICE_SERVERS`` (none by default: host candidates only)."""
-    env = os.environ if environ is None else environ
-    urls = [url for url in env.get("AYBIZA_ICE_SERVERS", "").replace(" ", ",").split(",") if url]
-    for url in urls:
+def ice_servers(urls: str, username: str = "", credential: str = "") -> list[RTCIceServer]:
+    """STUN/TURN servers from a comma-separated list (``Settings.ice_servers``; none: host candidates only)."""
+    listed = [url for url in urls.replace(" ", ",").split(",") if url]
+    for url in listed:
         if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
             raise ConfigError(f"AYBIZA_ICE_SERVERS: {url!r} is not a stun:/turn: URL")
-    username = env.get("AYBIZA_ICE_USERNAME") or None
-    credential = env.get("AYBIZA_ICE_CREDENTIAL") or None
     return [
-        RTCIceServer(urls=url, username=username, credential=credential) if url.startswith("turn")
+        RTCIceServer(urls=url, username=username or None, credential=credential or None) if url.startswith("turn")
         else RTCIceServer(urls=url)
-        for url in urls
+        for url in listed
     ]
 
 
@@ -294,6 +294,8 @@ class WebRTCOutput(Processor):
     """Last stage of a browser call: agent audio -> the paced track; barge-in flushes it."""
 
     name = "webrtc-output"
+    consumes = frozenset({OutputAudio, AgentTurnDone, Interruption})
+    steers = frozenset({AgentSpeaking})
 
     def __init__(self, track: PacedAudioTrack, events: EventChannel) -> None:
         super().__init__()
@@ -302,46 +304,56 @@ class WebRTCOutput(Processor):
         self._resampler: Resampler | None = None
         self._turn_open: int | None = None
         self._timed_turn = 0
-        self._timings_sent = 0
+        self._samples_sent = 0
+        self._speaking = False
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._playing_changed = False
         track.on_playing = self._playing
-        track.on_idle = self._idle
+        track.on_idle = self._on_track_idle
 
     async def process(self, frame: Frame) -> None:
         if isinstance(frame, OutputAudio):
-            self._audio(frame)
+            await self._audio(frame)
         elif isinstance(frame, AgentTurnDone):
-            self._turn_done(frame.turn_id)
+            await self._turn_done(frame.turn_id)
         elif isinstance(frame, Interruption):
-            self._interrupt()
+            await self._interrupt()
         await self.push(frame)
 
-    def _audio(self, frame: OutputAudio) -> None:
+    async def drained(self) -> None:
+        """Return once the track has sent every queued sample."""
+        await self._idle.wait()
+
+    async def _audio(self, frame: OutputAudio) -> None:
         if self._turn_open != frame.turn_id:
             self._turn_open = frame.turn_id
             self._resampler = None
         if self._resampler is None or self._resampler.from_rate != frame.sample_rate:
             self._resampler = Resampler(frame.sample_rate, self.track.sample_rate)
-        self.track.enqueue(self._resampler.process(frame.pcm), frame.turn_id)
-        if self.ctx is not None:
-            self.ctx.agent_speaking = True
+        pcm = frame.pcm if frame.pcm or frame.ulaw is None else ulaw2lin(frame.ulaw)
+        self.track.enqueue(self._resampler.process(pcm), frame.turn_id)
+        if not self._speaking:
+            self._speaking = True
+            self._idle = anyio.Event()
+            await self.steer(AgentSpeaking(True))
 
-    def _turn_done(self, turn_id: int) -> None:
+    async def _turn_done(self, turn_id: int) -> None:
         if self._resampler is not None and self._turn_open == turn_id:
             self.track.enqueue(self._resampler.flush(), turn_id)
         self._resampler = None
         self._turn_open = None
-        self._update_speaking()
+        await self._update_speaking()
 
-    def _interrupt(self) -> None:
+    async def _interrupt(self) -> None:
         dropped = self.track.flush()
         self._resampler = None
         self._turn_open = None
         ctx = self.ctx
-        if ctx is not None:
-            ctx.agent_speaking = False
-            if ctx.log.isEnabledFor(logging.DEBUG):
-                ctx.log.debug("barge-in: dropped %.2f s of queued agent audio", dropped)
+        if ctx is not None and ctx.log.isEnabledFor(logging.DEBUG):
+            ctx.log.debug("barge-in: dropped %.2f s of queued agent audio", dropped)
         self.events.send({"type": "agent_audio", "state": "idle"})
+        await self._update_speaking()
 
     def _playing(self, turn_id: int) -> None:
         """The track started sending ``turn_id``'s audio: that is when the caller starts hearing it."""
@@ -353,49 +365,74 @@ class WebRTCOutput(Processor):
         if ctx.user_turn_ended_at is not None:
             seconds = time.monotonic() - ctx.user_turn_ended_at
             ctx.user_turn_ended_at = None
-            ctx.record_timing("voice_to_voice", seconds)
-            stages = {stage: round(value * 1000) for stage, value in ctx.timings[self._timings_sent:]}
-            self._timings_sent = len(ctx.timings)
+            ctx.ledger.time(Stage.VOICE_TO_VOICE, seconds)
             self.events.send({"type": "latency", "turn_id": turn_id, "voice_to_voice_ms": round(seconds * 1000),
-                              "stages": stages})
+                              "stages": ctx.ledger.timings(turn_id) | {Stage.VOICE_TO_VOICE.value: seconds}})
 
-    def _idle(self) -> None:
+    def _on_track_idle(self) -> None:
+        """The track ran dry (called from its sender task): settle the speaking state on the loop."""
         self.events.send({"type": "agent_audio", "state": "idle"})
-        self._update_speaking()
+        if self._turn_open is None and self._speaking:
+            self._speaking = False
+            self._idle.set()
+            self._playing_changed = True
 
-    def _update_speaking(self) -> None:
-        if self.ctx is not None:
-            self.ctx.agent_speaking = self._turn_open is not None or self.track.playing
+    async def settle(self) -> None:
+        """Tell the stages before this one that the caller stopped hearing the agent (when the track said so)."""
+        if self._playing_changed:
+            self._playing_changed = False
+            await self.steer(AgentSpeaking(False))
+
+    async def _update_speaking(self) -> None:
+        speaking = self._turn_open is not None or self.track.playing
+        if self._speaking and not speaking:
+            self._speaking = False
+            self._idle.set()
+            await self.steer(AgentSpeaking(False))
 
 
-@dataclass(frozen=True, slots=True)
-class WebRTCSetup:
-    """What browser calls need from the server."""
+class WebRTCPeer:
+    """One browser call: its peer connection, tracks and data channel, as a call's transport."""
 
-    build: Callable[[CallContext], tuple[list[Processor], list[Frame]]]
-    on_end: Callable[[CallContext, str], Awaitable[None]]
-    ice_servers: Sequence[RTCIceServer] = ()
-    connect_timeout_s: float = 20.0
-    # Browsers send audio all the time (silence too); none for this long means the page is gone,
-    # which ICE consent checks would otherwise notice only after about 30 s.
-    media_timeout_s: float = 10.0
+    kind = "webrtc"
+    sources: frozenset[type[Frame]] = frozenset({InputAudio})
 
-
-class WebRTCCall:
-    """One browser call: its peer connection, tracks, data channel and pipeline."""
-
-    def __init__(self, ctx: CallContext, setup: WebRTCSetup) -> None:
+    def __init__(self, ctx: CallContext, *, ice: Sequence[RTCIceServer] = (), connect_timeout_s: float = 20.0,
+                 media_timeout_s: float = 10.0) -> None:
         self.ctx = ctx
-        self.setup = setup
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(setup.ice_servers)))
+        self.connect_timeout_s = connect_timeout_s
+        # Browsers send audio all the time (silence too); none for this long means the page is gone,
+        # which ICE consent checks would otherwise notice only after about 30 s.
+        self.media_timeout_s = media_timeout_s
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice)))
         self.events = EventChannel()
         self.track = PacedAudioTrack()
-        self.output = WebRTCOutput(self.track, self.events)
+        self._output = WebRTCOutput(self.track, self.events)
         self.input = AudioInput()
         self._remote: MediaStreamTrack | None = None
         self._connected = anyio.Event()
         self._ended = anyio.Event()
-        self.reason = "closed"
+        self._reason = EndReason.DISCONNECTED
+        self._closed = False
+
+    @property
+    def output(self) -> WebRTCOutput:
+        """The pipeline's last stage."""
+        return self._output
+
+    @property
+    def control(self) -> None:
+        """A browser call has no provider-side call control."""
+        return None
+
+    @property
+    def open(self) -> bool:
+        """The page is still connected."""
+        return self._connected.is_set() and not self._ended.is_set() and not self._closed
+
+    def arrange(self, stages: Sequence[Processor]) -> list[Processor]:
+        """The stages with an event tap after each, so the page sees transcripts and replies as they happen."""
+        return with_event_taps(stages, self.events)
 
     async def negotiate(self, sdp: str) -> RTCSessionDescription:
         """Apply the browser's offer and return the answer (ICE candidates included)."""
@@ -416,85 +453,65 @@ class WebRTCCall:
             raise ProtocolError("no answer")
         return answer
 
-    def end(self, reason: str) -> None:
+    def end(self, reason: EndReason) -> None:
         """End the call (hang-up, connection lost); the first reason wins."""
         if not self._ended.is_set():
-            self.reason = reason
+            self._reason = reason
             self._ended.set()
             self._connected.set()  # wake a call still waiting to connect
 
-    async def run(self) -> None:
-        """Run the call's pipeline until it ends; then report it and close the connection."""
-        ctx = self.ctx
-        reason = "server stopped"  # unless the feed returns a reason: cancelled at shutdown
-        try:
-            processors, opening = self.setup.build(ctx)
-            pipeline = Pipeline([*with_event_taps(processors, self.events), self.output])
+    async def pump(self, push: Push) -> EndReason:
+        """Wait for the connection, then push the browser's audio until the page leaves."""
+        with anyio.move_on_after(self.connect_timeout_s):
+            await self._connected.wait()
+        if not self._connected.is_set():
+            self.end(EndReason.NO_CONNECTION)
+        if self._ended.is_set():
+            return self._reason
+        self.ctx.log.info("browser connected")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._read_audio, push)
+            await self._ended.wait()
+            tg.cancel_scope.cancel()
+        return self._reason
 
-            async def feed(pipe: Pipeline, tg: TaskGroup) -> None:
-                nonlocal reason
-                for frame in opening:
-                    await pipe.push(frame)
-                reason = await self._pump(pipe)
-                await pipe.push(EndOfCall(reason))
+    async def drained(self) -> None:
+        """The page has been sent every queued sample."""
+        await self._output.drained()
 
-            await pipeline.run(ctx, feed)
-        except* ProtocolError as group:
-            reason = f"protocol: {group.exceptions[0]}"
-        except* Exception as group:
-            reason = f"error: {type(group.exceptions[0]).__name__}: {group.exceptions[0]}"
-            ctx.log.error("call failed", exc_info=group.exceptions[0])
-        finally:
-            if reason.startswith(("error", "protocol")):
-                ctx.log.warning("call ended: %s", reason)
-            else:
-                ctx.log.info("call ended: %s", reason)
-            self.events.send({"type": "end", "reason": reason})
-            with anyio.CancelScope(shield=True):
-                await self.setup.on_end(ctx, reason)
-                await self.close()
-
-    async def close(self) -> None:
-        """Stop the outgoing track and close the peer connection."""
+    async def close(self, reason: EndReason, detail: str) -> None:
+        """Tell the page why, stop the outgoing track and close the peer connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self.events.send({"type": "end", "reason": reason.value})
         self.track.stop()
         await self.pc.close()
 
-    async def _pump(self, pipe: Pipeline) -> str:
-        with anyio.move_on_after(self.setup.connect_timeout_s):
-            await self._connected.wait()
-        if not self._connected.is_set():
-            return "no connection"
-        if self._ended.is_set():
-            return self.reason
-        self.ctx.log.info("browser connected")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._read_audio, pipe)
-            await self._ended.wait()
-            tg.cancel_scope.cancel()
-        return self.reason
-
-    async def _read_audio(self, pipe: Pipeline) -> None:
+    async def _read_audio(self, push: Push) -> None:
         remote = self._remote
         if remote is None:
-            self.end("no audio from the browser")
+            self.end(EndReason.DISCONNECTED)
             return
-        push = pipe.push
         convert = self.input.push
-        timeout = self.setup.media_timeout_s
+        settle = self._output.settle
+        timeout = self.media_timeout_s
         while True:
             frame = None
             with anyio.move_on_after(timeout):
                 try:
                     frame = await remote.recv()
                 except MediaStreamError:
-                    self.end("disconnected")
+                    self.end(EndReason.DISCONNECTED)
                     return
             if frame is None:
-                self.end(f"disconnected: no audio for {timeout:g} s")
+                self.ctx.log.info("no audio from the browser for %g s", timeout)
+                self.end(EndReason.MEDIA_TIMEOUT)
                 return
             if isinstance(frame, AudioFrame):
                 for chunk in convert(frame, time.monotonic()):
                     await push(chunk)
+            await settle()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio" and self._remote is None:
@@ -524,11 +541,11 @@ class WebRTCCall:
 
     def _on_message(self, message: str | bytes) -> None:
         try:
-            kind = json.loads(message).get("type") if isinstance(message, str) else None
+            kind = json.loads(message).get("type") if isinstance(message, str) and len(message) < 4096 else None
         except (ValueError, AttributeError):
             kind = None
         if kind == "hangup":
-            self.end("hangup")
+            self.end(EndReason.HANGUP)
         elif self.ctx.log.isEnabledFor(logging.DEBUG):
             self.ctx.log.debug("ignored data channel message %.80r", message)
 
@@ -536,18 +553,24 @@ class WebRTCCall:
         state = self.pc.connectionState
         if state == "connected":
             self._connected.set()
-        elif state == "closed":
-            self.end("disconnected")
-        elif state == "failed":
-            self.end("connection failed")
+        elif state in ("closed", "failed"):
+            self.end(EndReason.DISCONNECTED)
+
+
+RunCall = Callable[[WebRTCPeer], Awaitable[object]]
+"""Runs one browser call to its end (the server's session)."""
 
 
 class WebRTCCalls:
     """The process's browser calls: answers offers and runs each call in one task group."""
 
-    def __init__(self, setup: WebRTCSetup) -> None:
-        self.setup = setup
-        self.calls: dict[str, WebRTCCall] = {}
+    def __init__(self, run_call: RunCall, *, ice: Sequence[RTCIceServer] = (), connect_timeout_s: float = 20.0,
+                 media_timeout_s: float = 10.0) -> None:
+        self.run_call = run_call
+        self.ice = list(ice)
+        self.connect_timeout_s = connect_timeout_s
+        self.media_timeout_s = media_timeout_s
+        self.calls: dict[str, WebRTCPeer] = {}
         self._tg: TaskGroup | None = None
 
     @asynccontextmanager
@@ -561,24 +584,27 @@ class WebRTCCalls:
                 self._tg = None
                 tg.cancel_scope.cancel()
 
-    async def open(self, ctx: CallContext, offer: Offer) -> RTCSessionDescription:
-        """Answer ``offer`` and start the call; ProtocolError if the offer is unusable."""
+    async def open(self, ctx: CallContext, sdp: str) -> RTCSessionDescription:
+        """Answer the offer and start the call; ProtocolError if the offer is unusable."""
         tg = self._tg
         if tg is None:
             raise RuntimeError("WebRTCCalls.open outside running()")
-        call = WebRTCCall(ctx, self.setup)
+        peer = WebRTCPeer(ctx, ice=self.ice, connect_timeout_s=self.connect_timeout_s,
+                          media_timeout_s=self.media_timeout_s)
         try:
-            answer = await call.negotiate(offer.sdp)
+            answer = await peer.negotiate(sdp)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await call.close()
+                await peer.close(EndReason.PROTOCOL_ERROR, "")
             raise
-        self.calls[ctx.call_id] = call
-        tg.start_soon(self._run, call, name=f"webrtc:{ctx.call_id}")
+        self.calls[ctx.call_id] = peer
+        tg.start_soon(self._run, peer, name=f"webrtc:{ctx.call_id}")
         return answer
 
-    async def _run(self, call: WebRTCCall) -> None:
+    async def _run(self, peer: WebRTCPeer) -> None:
         try:
-            await call.run()
+            await self.run_call(peer)
         finally:
-            self.calls.pop(call.ctx.call_id, None)
+            self.calls.pop(peer.ctx.call_id, None)
+            with anyio.CancelScope(shield=True):
+                await peer.close(EndReason.SHUTDOWN, "")

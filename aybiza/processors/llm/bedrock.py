@@ -1,9 +1,10 @@
 """Claude on Amazon Bedrock through ConverseStream (boto3), for the voice hot path.
 
-* One boto3 client per (Region, endpoint) for the process (:func:`bedrock_client`),
-  configured for voice rather than batch: standard retry mode with at most 2
-  attempts, 1 s connect timeout, read timeout sized to the first-token
-  deadline, TCP keepalive, 64 pooled connections.
+* One boto3 client per (Region, endpoint) for the process, built by
+  :func:`bedrock_client` and kept by the process's engines, configured for
+  voice rather than batch: standard retry mode with at most 2 attempts, 1 s
+  connect timeout, read timeout sized to the first-token deadline, TCP
+  keepalive, 64 pooled connections.
 * The blocking event stream is read in a worker thread and handed to the event
   loop event by event; the loop enforces a first-token deadline and a stream-
   stall timeout (:class:`~aybiza.errors.ProviderTimeout`), and closing the
@@ -16,19 +17,19 @@
   given (the premium tier); reasoning is streamed as ``ThinkingDelta`` and never
   spoken. Blank text blocks are never sent.
 
-:class:`BedrockStreamer` is the lower-level API a router can drive (one per
-Region, same request); :class:`BedrockLLM` is the pipeline processor.
+:class:`BedrockStreamer` is a :class:`~aybiza.processors.llm.sentences.ReplyStreamer`
+on one model in one Region; :class:`~aybiza.processors.llm.routed.RoutedBedrock`
+drives one per Region of the call's route.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import socket
 import threading
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +47,7 @@ from ...errors import (
     ThrottledError,
 )
 from .sentences import (
-    ChatMessage,
     ReplyEvent,
-    ReplyProcessor,
     ReplyRequest,
     ReplyStop,
     ReplyUsage,
@@ -58,27 +57,19 @@ from .sentences import (
 )
 
 __all__ = [
-    "BedrockLLM",
     "BedrockStreamer",
     "MAX_CONCURRENT_STREAMS",
     "bedrock_client",
     "classify_error",
     "client_config",
-    "clear_client_cache",
     "converse_request",
 ]
 
 MAX_CONCURRENT_STREAMS = 64
 """Streams read at once (threads and pooled connections per client)."""
 
-_ENDPOINT_ENV = "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"
-_clients: dict[tuple[str, str | None, float, float], Any] = {}
-_clients_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-
-
 def client_config(read_timeout: float = 2.5, connect_timeout: float = 1.0) -> Any:
-    """botocore ``Config`` for the hot path (ROUTING.md §7.4)."""
+    """botocore ``Config`` for the hot path (docs/routing.md §7.4)."""
     from botocore.config import Config
 
     return Config(
@@ -91,50 +82,41 @@ def client_config(read_timeout: float = 2.5, connect_timeout: float = 1.0) -> An
 
 
 def bedrock_client(
-    region: str, endpoint_url: str | None = None, *, read_timeout: float = 2.5, connect_timeout: float = 1.0
+    region: str,
+    endpoint_url: str | None = None,
+    *,
+    read_timeout: float = 2.5,
+    connect_timeout: float = 1.0,
+    api_key: str = "",
 ) -> Any:
-    """The process's ``bedrock-runtime`` client for ``(region, endpoint_url)``; created once.
+    """A new ``bedrock-runtime`` client for ``(region, endpoint_url)`` (the process's engines keep one per pair).
 
-    Raises :class:`CredentialsError` when the AWS credential chain finds nothing.
-    Blocking the first time (it loads the service model): call at startup to warm.
+    Raises :class:`CredentialsError` when the AWS credential chain finds nothing
+    and no Bedrock API key (``api_key``, a bearer token) is given. Blocking (it
+    loads the service model): build clients at startup.
     """
-    endpoint = endpoint_url or os.environ.get(_ENDPOINT_ENV) or None
-    key = (region, endpoint, float(read_timeout), float(connect_timeout))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is not None:
-            return client
-        import boto3
+    import boto3
 
-        session = boto3.session.Session(region_name=region)
-        try:
-            credentials = session.get_credentials()
-        except Exception as exc:  # a broken profile, SSO token expired ...
-            raise CredentialsError(
-                f"AWS credentials could not be loaded: {exc}", provider="bedrock", region=region
-            ) from exc
-        # A Bedrock API key (bearer token, HTTPS endpoints only) stands in for SigV4 credentials.
-        if credentials is None and not os.environ.get("AWS_BEARER_TOKEN_BEDROCK"):
-            raise CredentialsError(
-                "no AWS credentials found (environment, shared config/credentials files, SSO, container "
-                "or instance role); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
-                provider="bedrock",
-                region=region,
-            )
-        client = session.client(
-            "bedrock-runtime",
-            region_name=region,
-            endpoint_url=endpoint,
-            config=client_config(read_timeout, connect_timeout),
+    session = boto3.session.Session(region_name=region)
+    try:
+        credentials = session.get_credentials()
+    except Exception as exc:  # a broken profile, SSO token expired ...
+        raise CredentialsError(
+            f"AWS credentials could not be loaded: {exc}", provider="bedrock", region=region
+        ) from exc
+    if credentials is None and not api_key:
+        raise CredentialsError(
+            "no AWS credentials found (environment, shared config/credentials files, SSO, container "
+            "or instance role); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
+            provider="bedrock",
+            region=region,
         )
-        _clients[key] = client
-        return client
-
-
-def clear_client_cache() -> None:
-    """Forget every cached client (tests; credential rotation)."""
-    with _clients_lock:
-        _clients.clear()
+    return session.client(
+        "bedrock-runtime",
+        region_name=region,
+        endpoint_url=endpoint_url or None,
+        config=client_config(read_timeout, connect_timeout),
+    )
 
 
 def converse_request(
@@ -252,14 +234,6 @@ def classify_error(
     return None
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    with _clients_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(MAX_CONCURRENT_STREAMS, thread_name_prefix="aybiza-bedrock")
-        return _executor
-
-
 @dataclass(slots=True)
 class _Failed:
     error: BaseException
@@ -356,13 +330,13 @@ class BedrockStreamer:
         *,
         region: str,
         model_id: str,
-        endpoint_url: str | None = None,
+        client: Any,
+        pool: Executor,
         max_tokens: int = 400,
         temperature: float | None = None,
         thinking_budget: int | None = None,
         first_token_timeout: float = 2.5,
         stall_timeout: float = 0.5,
-        connect_timeout: float = 1.0,
     ) -> None:
         if thinking_budget is not None and thinking_budget < 1024:
             raise BadRequestError(
@@ -377,11 +351,8 @@ class BedrockStreamer:
         self.thinking_budget = thinking_budget
         self.first_token_timeout = first_token_timeout
         self.stall_timeout = stall_timeout
-        # The socket read timeout backs up the loop-side deadlines.
-        read_timeout = max(first_token_timeout, stall_timeout)
-        self.client = bedrock_client(
-            region, endpoint_url, read_timeout=read_timeout, connect_timeout=connect_timeout
-        )
+        self.client = client
+        self.pool = pool
 
     def request_kwargs(self, request: ReplyRequest) -> dict[str, Any]:
         """The ``converse_stream`` arguments for ``request``."""
@@ -398,7 +369,7 @@ class BedrockStreamer:
         return self._events(request)
 
     async def aclose(self) -> None:
-        """Nothing to release: the client is shared by the process."""
+        """Nothing to release: the client and the pool are the process's."""
         return None
 
     async def _events(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
@@ -406,7 +377,7 @@ class BedrockStreamer:
         send, receive = anyio.create_memory_object_stream[object](math.inf)
         job = _StreamJob(send)
         started = time.monotonic()
-        _pool().submit(job.run, self.client, kwargs)
+        self.pool.submit(job.run, self.client, kwargs)
         got_token = False
         try:
             with receive:
@@ -472,36 +443,3 @@ def _translate(item: object, model_id: str) -> list[ReplyEvent]:
             )
         ]
     return []
-
-
-class BedrockLLM(ReplyProcessor):
-    """The model stage on Claude via Bedrock ConverseStream."""
-
-    name = "llm-bedrock"
-
-    def __init__(
-        self,
-        *,
-        region: str,
-        model_id: str,
-        system_prompt: str,
-        endpoint_url: str | None = None,
-        thinking_budget: int | None = None,
-        max_tokens: int = 400,
-        temperature: float | None = None,
-        first_token_timeout: float = 2.5,
-        stall_timeout: float = 0.5,
-        history: Sequence[ChatMessage] = (),
-        error_text: str | None = None,
-    ) -> None:
-        streamer = BedrockStreamer(
-            region=region,
-            model_id=model_id,
-            endpoint_url=endpoint_url,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            thinking_budget=thinking_budget,
-            first_token_timeout=first_token_timeout,
-            stall_timeout=stall_timeout,
-        )
-        super().__init__(streamer, system_prompt=system_prompt, history=history, error_text=error_text)

@@ -12,7 +12,6 @@ torch is not needed.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from tokenizers import Tokenizer
 from ...errors import ModelIntegrityError
 from ..packaged import MINILM_L6_V2, verified_dir
 
-__all__ = ["SentenceEncoder", "default_encoder", "EMBEDDING_DIM"]
+__all__ = ["SentenceEncoder", "EMBEDDING_DIM"]
 
 EMBEDDING_DIM = 384
 _HEADS = 12
@@ -80,6 +79,11 @@ class _Layer:
 
 class SentenceEncoder:
     """all-MiniLM-L6-v2 sentence vectors: ``encode(texts) -> (n, 384)`` float32, unit length."""
+
+    @classmethod
+    def packaged(cls) -> SentenceEncoder:
+        """The packaged all-MiniLM-L6-v2, hash-checked (blocking; the process's engines keep one)."""
+        return cls(verified_dir(MINILM_L6_V2))
 
     def __init__(self, directory: Path, max_tokens: int = 128) -> None:
         weights = load_file(str(directory / "model.safetensors"))
@@ -171,16 +175,3 @@ class SentenceEncoder:
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.float32(1e-12))
         vectors: Array = (pooled / norms).astype(np.float32, copy=False)
         return vectors
-
-
-_default: SentenceEncoder | None = None
-_default_lock = threading.Lock()
-
-
-def default_encoder() -> SentenceEncoder:
-    """The packaged all-MiniLM-L6-v2 encoder, hash-checked and loaded once per process."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = SentenceEncoder(verified_dir(MINILM_L6_V2))
-        return _default

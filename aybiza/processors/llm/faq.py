@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,10 +34,10 @@ from ...pipeline import (
     Frame,
     Interruption,
     Processor,
+    Stage,
     UserTurn,
     Worker,
 )
-from .embedding import default_encoder
 
 __all__ = [
     "TextEncoder",
@@ -46,7 +45,6 @@ __all__ = [
     "FAQMatcher",
     "FAQResponder",
     "normalize_turn",
-    "shared_matcher",
     "split_sentences",
 ]
 
@@ -179,23 +177,6 @@ class FAQMatcher:
         return self._faqs[index], score
 
 
-_MAX_SHARED_MATCHERS = 32  # distinct agent configs kept; an edited agent is a new config
-_matchers: dict[AgentConfig, FAQMatcher] = {}
-_matchers_lock = threading.Lock()
-
-
-def shared_matcher(agent: AgentConfig) -> FAQMatcher:
-    """A process-wide matcher per agent config on the packaged encoder (blocks on first use)."""
-    with _matchers_lock:
-        matcher = _matchers.pop(agent, None)
-        if matcher is None:
-            matcher = FAQMatcher(agent, default_encoder())
-        _matchers[agent] = matcher  # most recently used last
-        while len(_matchers) > _MAX_SHARED_MATCHERS:
-            del _matchers[next(iter(_matchers))]
-        return matcher
-
-
 @dataclass(frozen=True, slots=True)
 class _PendingTurn:
     turn: UserTurn
@@ -205,14 +186,17 @@ class _PendingTurn:
 class FAQResponder(Processor):
     """Answers each UserTurn from the agent's FAQ (or its fallback); an FAQ responder, not an LLM."""
 
-    __slots__ = ("agent", "_matcher", "_worker", "_last_match")
+    __slots__ = ("agent", "_matcher", "_build_matcher", "_worker", "_last_match")
 
     name = "faq"
+    consumes = frozenset({UserTurn, Interruption})
+    produces = frozenset({AgentText, AgentTurnDone})
 
-    def __init__(self, agent: AgentConfig, matcher: FAQMatcher | None = None, maxsize: int = 8) -> None:
+    def __init__(self, agent: AgentConfig, matcher: FAQMatcher | Callable[[], FAQMatcher], maxsize: int = 8) -> None:
         super().__init__()
         self.agent = agent
-        self._matcher = matcher
+        self._matcher: FAQMatcher | None = matcher if isinstance(matcher, FAQMatcher) else None
+        self._build_matcher = matcher if not isinstance(matcher, FAQMatcher) else None
         self._worker: Worker[_PendingTurn] = Worker(self._answer, maxsize=maxsize)
         self._last_match: FAQMatch | None = None
 
@@ -224,9 +208,8 @@ class FAQResponder(Processor):
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         """Build (or reuse) the matcher off the event loop, then start the worker."""
         await super().start(ctx, tg)
-        if self._matcher is None:
-            agent = self.agent
-            self._matcher = await anyio.to_thread.run_sync(lambda: shared_matcher(agent))
+        if self._matcher is None and self._build_matcher is not None:
+            self._matcher = await anyio.to_thread.run_sync(self._build_matcher)
         self._worker.start(tg, name=f"{self.name}-worker")
 
     async def stop(self) -> None:
@@ -259,9 +242,9 @@ class FAQResponder(Processor):
         else:
             reply = self.agent.fallback
         sentences = split_sentences(reply)
-        ctx.add_usage("faq_answers", 1)
+        ctx.ledger.answered("faq")
         # The whole answer is ready at once: its "first token" is the first sentence.
-        ctx.record_timing("llm_first_token", time.monotonic() - pending.arrived_at)
+        ctx.ledger.time(Stage.LLM_FIRST_TOKEN, time.monotonic() - pending.arrived_at)
         for sentence in sentences:
             # The text is the agent's, so it is spoken in the agent's language.
             await self.push(AgentText(sentence, turn.turn_id, self.agent.language))

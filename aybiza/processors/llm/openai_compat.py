@@ -11,7 +11,6 @@ requests; 401/403 are credentials.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -41,7 +40,7 @@ from .sentences import (
 
 __all__ = ["OpenAICompatLLM", "OpenAICompatStreamer", "DEFAULT_BASE_URL", "chat_request"]
 
-DEFAULT_BASE_URL = "http://localhost:11434/v1"
+DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"
 """Ollama's OpenAI-compatible endpoint."""
 
 
@@ -89,8 +88,8 @@ class OpenAICompatStreamer:
         self,
         *,
         model: str,
-        base_url: str | None = None,
-        api_key: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str = "not-needed",
         max_tokens: int = 400,
         temperature: float | None = None,
         first_token_timeout: float = 15.0,
@@ -98,8 +97,8 @@ class OpenAICompatStreamer:
         connect_timeout: float = 1.0,
     ) -> None:
         self.model = model
-        self.base_url = (base_url or os.environ.get("AYBIZA_OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or "not-needed"
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.first_token_timeout = first_token_timeout
@@ -218,14 +217,13 @@ class OpenAICompatLLM(ReplyProcessor):
         *,
         model: str,
         system_prompt: str,
-        base_url: str | None = None,
-        api_key: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str = "not-needed",
         max_tokens: int = 400,
         temperature: float | None = None,
         first_token_timeout: float = 15.0,
         stall_timeout: float = 5.0,
         history: Sequence[ChatMessage] = (),
-        error_text: str | None = None,
     ) -> None:
         streamer = OpenAICompatStreamer(
             model=model,
@@ -236,4 +234,4 @@ class OpenAICompatLLM(ReplyProcessor):
             first_token_timeout=first_token_timeout,
             stall_timeout=stall_timeout,
         )
-        super().__init__(streamer, system_prompt=system_prompt, history=history, error_text=error_text)
+        super().__init__(streamer, system_prompt=system_prompt, history=history)

@@ -5,9 +5,13 @@
 model) whose turns run through the :class:`~aybiza.routing.failover.FailoverExecutor`:
 a retryable failure or a missed first-token/stall deadline moves the *same*
 turn, with the whole conversation (and what was already spoken, as a
-prefill), to the next region. The model is chosen per region and per turn
-from the call's quality tier and language. Every region tried is recorded
-on the call; each failover is reported to ``on_failover``.
+prefill), to the next region. Each turn's regions come from the call's
+sticky router (:class:`~aybiza.routing.router.CallRouting` over the health
+every process shares), so a call stays in its region unless that region
+becomes ineligible or another one wins several turns in a row. The model is
+chosen per region and per turn from the call's quality tier, language and
+cost so far (a call past its agent's budget steps down a tier). Every region
+tried is recorded on the call; each failover is reported to ``on_failover``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from contextlib import aclosing
 
 from ...pipeline import CallContext
 from ...routing.failover import FailoverExecutor, Message
+from ...routing.router import CallRouting
 from ...routing.service import RoutingService
-from .bedrock import BedrockStreamer
-from .sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyUsage, TextDelta
+from ...routing.tiers import TierModel
+from .sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyStreamer, ReplyUsage, TextDelta
 
 __all__ = ["RoutedBedrock"]
 
@@ -33,35 +38,30 @@ class RoutedBedrock:
         self,
         ctx: CallContext,
         routing: RoutingService,
-        regions: Sequence[str],
+        call_routing: CallRouting,
         *,
-        endpoint_url: Callable[[str], str | None] = lambda region: None,
+        streamer_for: Callable[[str, TierModel], ReplyStreamer],
         cost_budget_usd: float | None = None,
         cost_so_far: Callable[[], float] = lambda: 0.0,
         on_failover: Callable[[str, str], None] = lambda from_region, to_region: None,
     ) -> None:
         self.ctx = ctx
         self.routing = routing
-        self.regions = tuple(regions)
-        self._endpoint_url = endpoint_url
+        self.call_routing = call_routing
+        self._streamer_for = streamer_for
         self._budget = cost_budget_usd
         self._cost_so_far = cost_so_far
         self._on_failover = on_failover
-        self._streamers: dict[tuple[str, str], BedrockStreamer] = {}
+        self._streamers: dict[tuple[str, str], ReplyStreamer] = {}
 
-    def _streamer(self, region: str) -> BedrockStreamer:
+    def _streamer(self, region: str) -> ReplyStreamer:
         ctx = self.ctx
         model = self.routing.model_for(region, quality_tier=ctx.quality_tier, language=ctx.language,
                                        cost_so_far=self._cost_so_far(), budget=self._budget)
         key = (region, model.model_id)
         streamer = self._streamers.get(key)
         if streamer is None:
-            policy = self.routing.failover
-            # The executor owns the deadlines; the streamer's are only a backstop.
-            streamer = BedrockStreamer(region=region, model_id=model.model_id, endpoint_url=self._endpoint_url(region),
-                                       thinking_budget=model.thinking_budget,
-                                       first_token_timeout=policy.first_token_cap_s + 1.0,
-                                       stall_timeout=policy.stall_timeout_s + 1.0)
+            streamer = self._streamer_for(region, model)
             self._streamers[key] = streamer
         ctx.model_tier = model.tier
         return streamer
@@ -82,7 +82,11 @@ class RoutedBedrock:
 
         executor = FailoverExecutor(stream_turn, health=self.routing.health, budget=self.routing.budget,
                                     policy=self.routing.failover)
-        turn = executor.turn(self.regions, [{"role": m.role, "content": m.text} for m in request.messages])
+        current = self.call_routing.next_turn(self.routing.snapshot())  # NoEligibleRegion ends the call
+        if current.region != self.ctx.region:
+            self.ctx.log.info("route moves to %s: %s", current.region, current.reason)
+            self.ctx.region, self.ctx.fallback_regions = current.region, current.fallbacks
+        turn = executor.turn(current.regions, [{"role": m.role, "content": m.text} for m in request.messages])
         try:
             async for chunk in turn:
                 yield TextDelta(chunk)

@@ -11,6 +11,12 @@ OpenAI-compatible server, or a router that fails over between them) for a
 reply to each :class:`UserTurn` on a :class:`Worker`, pushes
 :class:`AgentText` sentence by sentence and then :class:`AgentTurnDone`.
 Thinking text is never spoken. Barge-in cancels the reply in flight.
+
+A turn no provider answers (every region failed) is never silence: the
+caller hears an apology and "could you say that again?" in the local voice;
+after ``max_failed_turns`` such turns in a row the stage ends the call
+(``EndReason.MODEL_UNAVAILABLE``) and the call's fallback (a transfer, or a
+goodbye) follows.
 """
 
 from __future__ import annotations
@@ -23,14 +29,17 @@ from typing import Literal, Protocol
 
 from anyio.abc import TaskGroup
 
-from ...errors import ProviderError
+from ...errors import CallEnded, EndReason, ProviderError
 from ...pipeline import (
     AgentText,
     AgentTurnDone,
     CallContext,
     Frame,
+    IncidentKind,
     Interruption,
+    Notice,
     Processor,
+    Stage,
     UserTurn,
     Worker,
 )
@@ -224,6 +233,8 @@ class ReplyProcessor(Processor):
     """UserTurn → AgentText per sentence → AgentTurnDone, with the conversation kept."""
 
     name = "llm"
+    consumes = frozenset({UserTurn, Interruption})
+    produces = frozenset({AgentText, AgentTurnDone})
 
     def __init__(
         self,
@@ -232,16 +243,17 @@ class ReplyProcessor(Processor):
         system_prompt: str,
         history: Sequence[ChatMessage] = (),
         max_history: int = 40,
-        error_text: str | None = None,
         max_sentence_chars: int = 240,
+        max_failed_turns: int = 2,
     ) -> None:
         super().__init__()
         self.streamer = streamer
         self.system_prompt = system_prompt
         self.history: list[ChatMessage] = list(history)
         self.max_history = max_history
-        self.error_text = error_text
         self.max_sentence_chars = max_sentence_chars
+        self.max_failed_turns = max_failed_turns
+        self._failed_in_a_row = 0
         self._worker: Worker[UserTurn] = Worker(self._reply, maxsize=8)
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
@@ -267,16 +279,19 @@ class ReplyProcessor(Processor):
 
     async def _reply(self, turn: UserTurn) -> None:
         ctx = self.ctx
+        assert ctx is not None, "ReplyProcessor used before start()"
+        ledger = ctx.ledger
         self.history.append(ChatMessage("user", turn.text))
         request = self._request(turn)
         splitter = SentenceSplitter(self.max_sentence_chars)
         said: list[str] = []
         started = time.monotonic()
         first_token = True
+        answered_by = self.streamer.provider
 
         async def say(sentence: str) -> None:
-            if not said and ctx is not None:
-                ctx.record_timing("llm_first_sentence", time.monotonic() - started)
+            if not said:
+                ledger.time(Stage.LLM_FIRST_SENTENCE, time.monotonic() - started)
             said.append(sentence)
             await self.push(AgentText(sentence, turn.turn_id, turn.language))
 
@@ -284,32 +299,34 @@ class ReplyProcessor(Processor):
             async with aclosing(self.streamer.stream_reply(request)) as events:
                 async for event in events:
                     if isinstance(event, TextDelta):
-                        if first_token and ctx is not None:
+                        if first_token:
                             first_token = False
-                            ctx.record_timing("llm_first_token", time.monotonic() - started)
+                            ledger.time(Stage.LLM_FIRST_TOKEN, time.monotonic() - started)
                         for sentence in splitter.push(event.text):
                             await say(sentence)
-                    elif isinstance(event, ReplyUsage) and ctx is not None:
-                        ctx.add_usage(f"tokens_in:{event.model_id}", event.input_tokens)
-                        ctx.add_usage(f"tokens_out:{event.model_id}", event.output_tokens)
+                    elif isinstance(event, ReplyUsage):
+                        answered_by = event.model_id
+                        ledger.add_tokens(event.model_id, event.input_tokens, event.output_tokens)
                         if event.latency_ms is not None:
-                            ctx.record_timing("llm_provider_latency", event.latency_ms / 1000.0)
+                            ledger.time(Stage.LLM_PROVIDER_LATENCY, event.latency_ms / 1000.0)
             rest = splitter.flush()
             if rest:
                 await say(rest)
         except ProviderError as exc:
-            if ctx is not None:
-                ctx.add_usage("llm_errors", 1)
-                ctx.log.error(
-                    "%s reply failed (%s, retryable=%s): %s",
-                    self.streamer.provider,
-                    type(exc).__name__,
-                    exc.retryable,
-                    exc,
-                )
-            if self.error_text and not said:
-                await say(self.error_text)
+            ledger.model_errors += 1
+            ledger.incident(IncidentKind.MODEL_FAILED, f"{type(exc).__name__}: {exc}")
+            ctx.log.error("%s reply failed (%s, retryable=%s): %s", self.streamer.provider, type(exc).__name__,
+                          exc.retryable, exc)
+            if not said:
+                self._failed_in_a_row += 1
+                if self._failed_in_a_row >= self.max_failed_turns:
+                    raise CallEnded(EndReason.MODEL_UNAVAILABLE,
+                                    f"{self._failed_in_a_row} turns in a row got no answer: {exc}") from exc
+                await ctx.announce(Notice.RETRY)
         finally:
             if said:
                 self.history.append(ChatMessage("assistant", " ".join(said)))
+        if said:
+            self._failed_in_a_row = 0
+            ledger.answered(answered_by)
         await self.push(AgentTurnDone(turn.turn_id))

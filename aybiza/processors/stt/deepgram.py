@@ -2,8 +2,7 @@
 
 One WebSocket per call, opened at ``start`` so the first words do not wait
 for a handshake. Caller audio is sent as it arrives (linear16, or μ-law
-8 kHz for Twilio — the PCM16 frames are re-encoded, which is lossless for
-audio that came in as μ-law). Our VAD drives the stream: ``SpeechStopped``
+8 kHz for Twilio). Our VAD drives the stream: ``SpeechStopped``
 sends ``Finalize`` (the final transcript comes back at once instead of after
 Deepgram's own endpointing), and while the VAD gates silence a
 ``KeepAlive`` goes out every few seconds so Deepgram does not close the
@@ -12,19 +11,24 @@ socket (it does after 10 s without data).
 A dropped socket is reopened with backoff without losing the turn: audio
 Deepgram has not yet finalised (everything after the end of the last final
 result) is kept and sent again on the new socket, and a ``Finalize`` that
-had no answer is repeated. A ``LanguageChanged`` frame reopens the socket
-with the new language the same way. Transcripts are pushed as
+had no answer is repeated. Transcripts are pushed as
 :class:`Transcript` (interim and final); every other frame passes through.
 
-The Deepgram client helpers here (:func:`deepgram_client`) are shared with
-the Aura TTS stage. ``AYBIZA_DEEPGRAM_URL`` points both at another base URL
-(a fake, a proxy, a self-hosted or EU endpoint).
+Phone audio reaches Deepgram as the μ-law it arrived in (``InputAudio.ulaw``):
+no decode/encode round trip. A ``LanguageChanged`` steered up the control
+path by the language stage reconnects with the new ``language``, the
+unsettled audio re-sent, so the utterance in progress is not lost.
+
+Failure is bounded in time: when no socket has been up for
+``outage_limit_s`` (a refused, unreachable or silent endpoint), or the key is
+refused, the stage raises (``OverloadedError``/``CredentialsError``) and the
+call's recogniser fallback takes over. The client comes from the process's
+engines (:func:`deepgram_client` builds one; ``Settings.deepgram_url`` points
+it at another base URL: a fake, a proxy, the EU endpoint).
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 import warnings
 from contextlib import AsyncExitStack
@@ -43,42 +47,27 @@ from ...pipeline import (
     Processor,
     SpeechStarted,
     SpeechStopped,
+    Stage,
     Transcript,
 )
 
 __all__ = [
-    "DEEPGRAM_URL_ENV",
     "DeepgramSTT",
+    "api_error_is_credentials",
     "connection_errors",
     "deepgram_client",
     "deepgram_environment",
-    "resolve_api_key",
+    "deepgram_language",
 ]
 
-DEEPGRAM_URL_ENV = "AYBIZA_DEEPGRAM_URL"
-"""One base URL for both listen and speak (``https://…``/``http://…``; ``wss://``/``ws://`` also accepted)."""
 
-_clients: dict[tuple[str, str], Any] = {}
-_clients_lock = threading.Lock()
-
-
-def resolve_api_key(api_key: str | None = None) -> str:
-    """The Deepgram API key (argument, else ``DEEPGRAM_API_KEY``); :class:`CredentialsError` if none."""
-    key = api_key or os.environ.get("DEEPGRAM_API_KEY", "")
-    if not key.strip():
-        raise CredentialsError(
-            "DEEPGRAM_API_KEY is not set: the Deepgram provider needs an API key", provider="deepgram"
-        )
-    return key.strip()
-
-
-def deepgram_environment(base_url: str | None = None) -> Any:
-    """A ``DeepgramClientEnvironment`` for ``base_url`` (or ``AYBIZA_DEEPGRAM_URL``; else production)."""
+def deepgram_environment(base_url: str = "") -> Any:
+    """A ``DeepgramClientEnvironment`` for ``base_url`` (``Settings.deepgram_url``); production when empty."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from deepgram.environment import DeepgramClientEnvironment
 
-    url = (base_url or os.environ.get(DEEPGRAM_URL_ENV) or "").strip().rstrip("/")
+    url = base_url.strip().rstrip("/")
     if not url:
         return DeepgramClientEnvironment.PRODUCTION
     if url.startswith(("ws://", "wss://")):
@@ -92,23 +81,31 @@ def deepgram_environment(base_url: str | None = None) -> Any:
     return DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http)
 
 
-def deepgram_client(api_key: str | None = None, base_url: str | None = None) -> Any:
-    """The process's ``AsyncDeepgramClient`` for this key and base URL (created once)."""
-    key = resolve_api_key(api_key)
+def deepgram_client(api_key: str, base_url: str = "") -> Any:
+    """A new ``AsyncDeepgramClient`` for this key and base URL (the process's engines keep one)."""
+    if not api_key.strip():
+        raise CredentialsError(
+            "DEEPGRAM_API_KEY is not set: the Deepgram provider needs an API key", provider="deepgram"
+        )
     environment = deepgram_environment(base_url)
-    cache_key = (key, environment.production)
-    with _clients_lock:
-        client = _clients.get(cache_key)
-        if client is None:
-            with warnings.catch_warnings():
-                # deepgram-sdk 7 imports websockets' legacy client, deprecated in websockets 14+.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                import deepgram.core.websocket_compat  # noqa: F401
-                from deepgram import AsyncDeepgramClient
+    with warnings.catch_warnings():
+        # deepgram-sdk 7 imports websockets' legacy client, deprecated in websockets 14+.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import deepgram.core.websocket_compat  # noqa: F401
+        from deepgram import AsyncDeepgramClient
 
-            client = AsyncDeepgramClient(api_key=key, environment=environment)
-            _clients[cache_key] = client
-        return client
+    return AsyncDeepgramClient(api_key=api_key.strip(), environment=environment)
+
+
+_REGIONAL_TAGS = frozenset({"en-US", "en-AU", "en-GB", "en-IN", "en-NZ", "es-419", "fr-CA", "de-CH", "pt-BR",
+                            "pt-PT", "nl-BE"})
+
+
+def deepgram_language(tag: str) -> str:
+    """The ``language`` Deepgram accepts for a BCP-47 tag: a regional tag it knows, else the base language."""
+    if tag in _REGIONAL_TAGS or tag == "multi":
+        return tag
+    return tag.replace("_", "-").split("-", 1)[0].lower() or "en"
 
 
 def connection_errors() -> tuple[type[BaseException], ...]:
@@ -130,12 +127,13 @@ class DeepgramSTT(Processor):
     """InputAudio → Transcript through Deepgram's streaming recogniser."""
 
     name = "stt-deepgram"
+    consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped, LanguageChanged})
+    produces = frozenset({Transcript})
 
     def __init__(
         self,
+        client: Any,
         *,
-        api_key: str | None = None,
-        base_url: str | None = None,
         model: str = "nova-3",
         encoding: Literal["linear16", "mulaw"] = "linear16",
         sample_rate: int | None = None,
@@ -146,15 +144,15 @@ class DeepgramSTT(Processor):
         smart_format: bool = True,
         keyterms: tuple[str, ...] = (),
         keepalive_s: float = 4.0,
-        connect_timeout: float = 3.0,
-        max_reconnects: int = 5,
-        backoff_s: tuple[float, float] = (0.1, 2.0),
+        connect_timeout: float = 1.0,
+        outage_limit_s: float = 1.5,
+        backoff_s: tuple[float, float] = (0.1, 1.0),
         max_buffer_s: float = 30.0,
     ) -> None:
         super().__init__()
         if encoding not in ("linear16", "mulaw"):
             raise ValueError(f"encoding must be linear16 or mulaw, not {encoding!r}")
-        self._client = deepgram_client(api_key, base_url)
+        self._client = client
         self.model = model
         self.encoding = encoding
         self.sample_rate = sample_rate or (8000 if encoding == "mulaw" else 16000)
@@ -166,7 +164,7 @@ class DeepgramSTT(Processor):
         self.keyterms = keyterms
         self.keepalive_s = keepalive_s
         self.connect_timeout = connect_timeout
-        self.max_reconnects = max_reconnects
+        self.outage_limit_s = outage_limit_s
         self.backoff_s = backoff_s
         self.max_buffer_s = max_buffer_s
         self.language = language or "en"
@@ -185,6 +183,7 @@ class DeepgramSTT(Processor):
         self._session_scope: anyio.CancelScope | None = None
         self._stopped_at: float | None = None
         self._stop_seen_at: float | None = None
+        self._down_since: float | None = None
 
     @property
     def bytes_per_second(self) -> int:
@@ -200,6 +199,12 @@ class DeepgramSTT(Processor):
     async def stop(self) -> None:
         self._closing = True
 
+    async def control(self, frame: Frame) -> None:
+        """A language switch steered by the language stage: reconnect in the new language."""
+        if isinstance(frame, LanguageChanged):
+            self._change_language(frame.language)
+        await self.steer(frame)
+
     async def process(self, frame: Frame) -> None:
         if isinstance(frame, InputAudio):
             self._audio(frame)
@@ -212,8 +217,6 @@ class DeepgramSTT(Processor):
             self._stop_seen_at = time.monotonic()
             self._finalize_due = True
             self._wake.set()
-        elif isinstance(frame, LanguageChanged):
-            self._change_language(frame.language)
         await self.push(frame)
 
     # -- audio in -----------------------------------------------------------------
@@ -221,9 +224,12 @@ class DeepgramSTT(Processor):
     def _audio(self, frame: InputAudio) -> None:
         if frame.sample_rate != self.sample_rate:
             self._change_rate(frame.sample_rate)
-        self._buf += lin2ulaw(frame.pcm) if self._width == 1 else frame.pcm
+        if self._width == 2:
+            self._buf += frame.pcm
+        else:
+            self._buf += frame.ulaw if frame.ulaw is not None else lin2ulaw(frame.pcm)
         if self.ctx is not None:
-            self.ctx.add_usage("stt_seconds", frame.duration)
+            self.ctx.ledger.add_stt(self.model, frame.duration)
         excess = len(self._buf) - int(self.max_buffer_s * self.bytes_per_second)
         if excess > 0:
             excess += excess % self._width
@@ -266,7 +272,7 @@ class DeepgramSTT(Processor):
             "channels": 1,
             "interim_results": self.interim_results,
             "smart_format": self.smart_format,
-            "language": self.language,
+            "language": deepgram_language(self.language),
         }
         if self.endpointing_ms is not None:
             params["endpointing"] = self.endpointing_ms
@@ -277,13 +283,13 @@ class DeepgramSTT(Processor):
         return params
 
     async def _run(self) -> None:
-        failures = 0
         errors = connection_errors()
+        failures = 0
+        self._down_since = time.monotonic()
         while not self._closing:
             began = time.monotonic()
-            connected = False
             try:
-                connected = await self._session()
+                await self._session()
             except errors as exc:
                 if api_error_is_credentials(exc):
                     raise CredentialsError(
@@ -296,25 +302,35 @@ class DeepgramSTT(Processor):
             if self._reconnect:
                 self._reconnect = False
                 continue
-            if connected and time.monotonic() - began >= 1.0:
+            now = time.monotonic()
+            if self._down_since is None:  # a session that was up has just dropped
+                self._down_since = now
                 failures = 0
-            failures += 1
-            if failures > self.max_reconnects:
+            if now - began >= 1.0 and self.connections:
+                failures = 0
+            if now - self._down_since >= self.outage_limit_s:
                 raise OverloadedError(
-                    f"Deepgram listen unreachable after {self.max_reconnects} attempts", provider="deepgram"
+                    f"Deepgram listen unreachable for {now - self._down_since:.1f} s", provider="deepgram"
                 )
+            failures += 1
             if self.ctx is not None:
-                self.ctx.add_usage("stt_reconnects", 1)
+                self.ctx.ledger.stt_reconnects += 1
             low, high = self.backoff_s
-            await anyio.sleep(min(high, low * 2 ** (failures - 1)))
+            left = max(0.0, self._down_since + self.outage_limit_s - now)
+            await anyio.sleep(min(high, low * 2 ** (failures - 1), left))
 
-    async def _session(self) -> bool:
+    async def _session(self) -> None:
+        down_since = self._down_since
+        budget = self.connect_timeout
+        if down_since is not None:  # never wait past the outage limit for one handshake
+            budget = max(0.05, min(budget, down_since + self.outage_limit_s - time.monotonic()))
         async with AsyncExitStack() as stack:
-            with anyio.fail_after(self.connect_timeout):
+            with anyio.fail_after(budget):
                 conn = await stack.enter_async_context(
                     self._client.listen.v1.connect(**self._connect_params())
                 )
             self.connections += 1
+            self._down_since = None
             # Resend what Deepgram has not finalised, and an unanswered Finalize.
             self._conn_base = self._buf_start
             self._sent = self._buf_start
@@ -331,7 +347,6 @@ class DeepgramSTT(Processor):
                     tg.cancel_scope.cancel()
             finally:
                 self._session_scope = None
-        return True
 
     async def _sender(self, conn: Any, scope: anyio.CancelScope) -> None:
         chunk = max(self._width, (self.bytes_per_second // 4) // self._width * self._width)
@@ -392,7 +407,7 @@ class DeepgramSTT(Processor):
         ended_at = self._stopped_at if final else None
         ctx = self.ctx
         if final and ctx is not None and self._stop_seen_at is not None:
-            ctx.record_timing("stt_final", time.monotonic() - self._stop_seen_at)
+            ctx.ledger.time(Stage.STT_FINAL, time.monotonic() - self._stop_seen_at)
             self._stop_seen_at = None
         await self.push(
             Transcript(

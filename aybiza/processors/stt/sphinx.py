@@ -3,7 +3,7 @@
 The lightest recogniser: it decodes audio as it arrives, so partial
 transcripts appear while the caller is still talking and the final one
 only waits for the decoder's finishing pass (~0.1 s for a short sentence). A decoder holds about
-90 MB of language model, so decoders live in a process-wide pool and are
+90 MB of language model, so decoders live in a pool the process's engines own and are
 lent to an utterance only while the caller speaks.
 """
 
@@ -22,11 +22,12 @@ from anyio.abc import TaskGroup
 
 from ...pipeline.context import CallContext
 from ...pipeline.frames import Frame, InputAudio, SpeechStarted, SpeechStopped, Transcript
+from ...pipeline.ledger import Stage
 from ...pipeline.processor import Processor
 from ...pipeline.worker import Worker
-from .utterance import MODEL_RATE, UtteranceBuffer, shared_limiter
+from .utterance import MODEL_RATE, UtteranceBuffer
 
-__all__ = ["SphinxRecognizer", "SphinxPool", "SphinxSTT", "SPHINX_POOL"]
+__all__ = ["SphinxRecognizer", "SphinxPool", "SphinxSTT"]
 
 T = TypeVar("T")
 
@@ -148,8 +149,6 @@ class SphinxPool:
         return len(self._idle)
 
 
-SPHINX_POOL = SphinxPool()
-"""The process's decoder pool (empty until a call needs a decoder)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +174,7 @@ class SphinxSTT(Processor):
 
     __slots__ = (
         "pool",
+        "limiter",
         "partial_interval",
         "chunk_seconds",
         "_buffer",
@@ -186,18 +186,22 @@ class SphinxSTT(Processor):
     )
 
     name = "stt.sphinx"
+    consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped})
+    produces = frozenset({Transcript})
 
     def __init__(
         self,
         pool: SphinxPool | None = None,
         *,
+        limiter: anyio.CapacityLimiter | None = None,
         partial_interval: float = 0.2,
         chunk_seconds: float = 0.1,
         max_utterance_seconds: float = 30.0,
         max_pending_chunks: int = 64,
     ) -> None:
         super().__init__()
-        self.pool = pool if pool is not None else SPHINX_POOL
+        self.pool = pool if pool is not None else SphinxPool()
+        self.limiter = limiter if limiter is not None else anyio.CapacityLimiter(2)
         self.partial_interval = partial_interval
         self.chunk_seconds = chunk_seconds
         self._buffer = UtteranceBuffer(max_utterance_seconds)
@@ -246,7 +250,7 @@ class SphinxSTT(Processor):
 
     async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(
-            func, *args, abandon_on_cancel=True, limiter=shared_limiter("sphinx")
+            func, *args, abandon_on_cancel=True, limiter=self.limiter
         )
 
     async def _decode(self, item: _Audio | _End) -> None:
@@ -284,10 +288,10 @@ class SphinxSTT(Processor):
         text = await self._in_thread(recognizer.end)
         self._cmn = recognizer.cmn
         self.pool.release(recognizer)
-        ctx.add_usage("stt_seconds", item.seconds)
+        ctx.ledger.add_stt("sphinx", item.seconds)
         if not text:
             ctx.log.debug("stt.sphinx: no words in a %.2f s utterance", item.seconds)
             return
         if item.ended_at is not None:
-            ctx.record_timing("stt_final", time.monotonic() - item.ended_at)
+            ctx.ledger.time(Stage.STT_FINAL, time.monotonic() - item.ended_at)
         await self.push(Transcript(text, final=True, language=ctx.language, speech_ended_at=item.ended_at))

@@ -1,4 +1,4 @@
-"""Shared pieces of the embedded STT stages: utterance buffering, resampling, CPU limits.
+"""Shared pieces of the embedded STT stages: utterance buffering at one rate, capped in length.
 
 Caller audio arrives as small ``InputAudio`` frames between ``SpeechStarted``
 and ``SpeechStopped``. :class:`UtteranceBuffer` collects them at one sample
@@ -9,35 +9,13 @@ small pieces as it arrives (pocketsphinx).
 
 from __future__ import annotations
 
-import os
-import threading
-
-import anyio
-
 from ...codecs import resample
 from ...pipeline.frames import InputAudio
 
-__all__ = ["UtteranceBuffer", "shared_limiter", "MODEL_RATE"]
+__all__ = ["UtteranceBuffer", "MODEL_RATE"]
 
 MODEL_RATE = 16_000
 """Both embedded recognisers expect 16 kHz audio."""
-
-_limiters: dict[str, anyio.CapacityLimiter] = {}
-_limiters_lock = threading.Lock()
-
-
-def shared_limiter(name: str, tokens: int | None = None) -> anyio.CapacityLimiter:
-    """A process-wide thread limiter for one kind of inference (created on first use).
-
-    ``tokens`` defaults to the number of CPU cores; it is only read when the
-    limiter is created.
-    """
-    with _limiters_lock:
-        limiter = _limiters.get(name)
-        if limiter is None:
-            limiter = anyio.CapacityLimiter(tokens if tokens is not None else (os.cpu_count() or 1))
-            _limiters[name] = limiter
-        return limiter
 
 
 class UtteranceBuffer:

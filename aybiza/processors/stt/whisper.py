@@ -1,16 +1,24 @@
-"""Embedded speech-to-text with faster-whisper (tiny.en by default), one utterance at a time.
+"""Embedded speech-to-text with faster-whisper, one utterance at a time, in the call's language.
 
-The model comes from an installed package and is checked against its pinned
-upstream hashes before loading (or from a directory the user chose). It is
-loaded once per process and shared by every call; inference runs in worker
-threads, one at a time per process, so a busy machine queues utterances
-instead of oversubscribing its cores.
+English goes to the fastest English model (tiny.en by default); other
+languages go to a multilingual model (whisper base by default) with the
+language forced, never guessed. The models come from installed packages and
+are checked against their pinned upstream hashes before loading (or from a
+directory the user chose). The process's engines own one recogniser per
+model and share it with every call; inference runs in worker threads, one at
+a time per process (``slots``), so a busy machine queues utterances instead
+of oversubscribing its cores.
+
+The stage follows the call's language: a ``LanguageChanged`` steered up the
+control path by the language stage switches the recogniser for the next
+utterance.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,50 +29,42 @@ from anyio.abc import TaskGroup
 
 from ...codecs import resample_samples
 from ...errors import ConfigError
-from ...pipeline.context import CallContext
-from ...pipeline.frames import Frame, InputAudio, SpeechStarted, SpeechStopped, Transcript
-from ...pipeline.processor import Processor
-from ...pipeline.worker import Worker
+from ...pipeline import (
+    CallContext,
+    Frame,
+    InputAudio,
+    LanguageChanged,
+    Processor,
+    SpeechStarted,
+    SpeechStopped,
+    Stage,
+    Transcript,
+    Worker,
+)
 from ..packaged import WHISPER_TINY_EN, PackagedModel, verified_dir
-from .utterance import MODEL_RATE, UtteranceBuffer, shared_limiter
+from .utterance import MODEL_RATE, UtteranceBuffer
 
-__all__ = ["WhisperRecognizer", "WhisperSTT", "INFERENCE_SLOTS"]
-
-INFERENCE_SLOTS = 1
-"""Whisper inferences that may run at once in this process (each uses ``cpu_threads`` cores)."""
-
-_models: dict[tuple[Path, int], Any] = {}
-_models_lock = threading.Lock()
-# Held by the thread that runs an inference: an inference abandoned by a
-# cancelled call keeps its slot until it really finishes.
-_inference_slots = threading.BoundedSemaphore(INFERENCE_SLOTS)
+__all__ = ["WhisperRecognizer", "WhisperSTT", "RecognizerFor", "primary_language"]
 
 
-def _load_model(directory: Path, cpu_threads: int) -> Any:
-    """The process-wide model for ``directory`` (loaded on first use)."""
-    key = (directory.resolve(), cpu_threads)
-    with _models_lock:
-        model = _models.get(key)
-        if model is None:
-            from faster_whisper import WhisperModel  # heavy import, deferred to first use
-
-            try:
-                model = WhisperModel(str(key[0]), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
-            except (RuntimeError, ValueError, OSError) as exc:
-                raise ConfigError(f"cannot load the whisper model in {key[0]}: {exc}") from exc
-            _models[key] = model
-        return model
+def primary_language(tag: str) -> str:
+    """``es-MX`` -> ``es``."""
+    return tag.replace("_", "-").split("-", 1)[0].lower() or "en"
 
 
 class WhisperRecognizer:
-    """Transcribes whole utterances with faster-whisper (int8 on CPU).
+    """Transcribes whole utterances with one faster-whisper model (int8 on CPU).
 
-    With no ``model_dir`` the packaged tiny.en model is used, after its files
-    are checked against the pinned hashes; a ``model_dir`` the user gives is
-    loaded as is. Loading is lazy and shared by every recogniser of the process.
+    With no ``model_dir`` the ``packaged`` model is used, after its files are
+    checked against the pinned hashes; a ``model_dir`` the user gives is
+    loaded as is. ``language`` is forced on every utterance unless the model
+    is English-only. ``slots`` bounds the inferences running at once (shared
+    by every recogniser of a process) and ``limiter`` the threads waiting for
+    one.
     """
 
-    __slots__ = ("model_dir", "packaged", "cpu_threads", "beam_size", "language")
+    __slots__ = ("model_dir", "packaged", "cpu_threads", "beam_size", "multilingual", "slots", "limiter",
+                 "_model", "_lock")
 
     def __init__(
         self,
@@ -72,8 +72,10 @@ class WhisperRecognizer:
         *,
         cpu_threads: int = 1,
         beam_size: int = 1,
-        language: str = "en",
         packaged: PackagedModel = WHISPER_TINY_EN,
+        multilingual: bool = False,
+        slots: threading.Semaphore | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         if cpu_threads < 1 or beam_size < 1:
             raise ValueError("cpu_threads and beam_size must be at least 1")
@@ -81,7 +83,11 @@ class WhisperRecognizer:
         self.packaged = packaged
         self.cpu_threads = cpu_threads
         self.beam_size = beam_size
-        self.language = language
+        self.multilingual = multilingual
+        self.slots = slots if slots is not None else threading.BoundedSemaphore(1)
+        self.limiter = limiter if limiter is not None else anyio.CapacityLimiter(1)
+        self._model: Any = None
+        self._lock = threading.Lock()
 
     def directory(self) -> Path:
         """The model directory: the user's, or the packaged one once its hashes check out."""
@@ -91,20 +97,35 @@ class WhisperRecognizer:
             raise ConfigError(f"{self.model_dir} is not a faster-whisper model directory (no model.bin)")
         return self.model_dir
 
-    def load(self) -> None:
-        """Verify and load the model now (blocking); raises ``ModelIntegrityError``/``ConfigError``."""
-        _load_model(self.directory(), self.cpu_threads)
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory."""
+        return self._model is not None
 
-    def transcribe(self, pcm16: bytes, sample_rate: int) -> str:
+    def load(self) -> Any:
+        """Verify and load the model (blocking, once); raises ``ModelIntegrityError``/``ConfigError``."""
+        with self._lock:
+            if self._model is None:
+                from faster_whisper import WhisperModel  # heavy import, deferred to first use
+
+                directory = self.directory()
+                try:
+                    self._model = WhisperModel(str(directory), device="cpu", compute_type="int8",
+                                               cpu_threads=self.cpu_threads)
+                except (RuntimeError, ValueError, OSError) as exc:
+                    raise ConfigError(f"cannot load the whisper model in {directory}: {exc}") from exc
+            return self._model
+
+    def transcribe(self, pcm16: bytes, sample_rate: int, language: str = "en") -> str:
         """Text of one utterance of PCM16 mono audio (blocking; call from a thread)."""
-        model = _load_model(self.directory(), self.cpu_threads)
+        model = self.load()
         audio = resample_samples(pcm16, sample_rate, MODEL_RATE).astype(np.float32) / 32768.0
         if audio.size == 0:
             return ""
-        with _inference_slots:
+        with self.slots:
             segments, _info = model.transcribe(
                 audio,
-                language=self.language,
+                language=primary_language(language) if self.multilingual else "en",
                 beam_size=self.beam_size,
                 vad_filter=False,
                 condition_on_previous_text=False,
@@ -114,15 +135,15 @@ class WhisperRecognizer:
             text = " ".join(segment.text.strip() for segment in segments)
         return text.strip()
 
-    async def transcribe_async(self, pcm16: bytes, sample_rate: int) -> str:
+    async def transcribe_async(self, pcm16: bytes, sample_rate: int, language: str = "en") -> str:
         """``transcribe`` in a worker thread, queued behind the process's other inferences."""
         return await anyio.to_thread.run_sync(
-            self.transcribe,
-            pcm16,
-            sample_rate,
-            abandon_on_cancel=True,
-            limiter=shared_limiter("whisper", INFERENCE_SLOTS),
+            self.transcribe, pcm16, sample_rate, language, abandon_on_cancel=True, limiter=self.limiter
         )
+
+
+RecognizerFor = Callable[[str], WhisperRecognizer]
+"""The recogniser for a language tag (the process's engines decide which model speaks it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +152,7 @@ class _Utterance:
     sample_rate: int
     seconds: float
     ended_at: float | None  # None: cut at the length cap while the caller kept talking
+    language: str
 
 
 class WhisperSTT(Processor):
@@ -143,33 +165,52 @@ class WhisperSTT(Processor):
     (a piece cut while the caller is still talking has ``speech_ended_at=None``).
     """
 
-    __slots__ = ("recognizer", "min_utterance_seconds", "_buffer", "_worker")
+    __slots__ = ("recognizer_for", "min_utterance_seconds", "language", "_buffer", "_worker", "_tg")
 
     name = "stt.whisper"
+    consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped, LanguageChanged})
+    produces = frozenset({Transcript})
 
     def __init__(
         self,
-        recognizer: WhisperRecognizer | None = None,
+        recognizer_for: RecognizerFor | WhisperRecognizer,
         *,
         max_utterance_seconds: float = 30.0,
         min_utterance_seconds: float = 0.1,
         max_pending_utterances: int = 8,
     ) -> None:
         super().__init__()
-        self.recognizer = recognizer if recognizer is not None else WhisperRecognizer()
+        if isinstance(recognizer_for, WhisperRecognizer):
+            single = recognizer_for
+            recognizer_for = lambda language: single  # noqa: E731 - one model for every language
+        self.recognizer_for: RecognizerFor = recognizer_for
         self.min_utterance_seconds = min_utterance_seconds
+        self.language = "en"
         self._buffer = UtteranceBuffer(max_utterance_seconds)
         self._worker: Worker[_Utterance] = Worker(self._transcribe, maxsize=max_pending_utterances)
+        self._tg: TaskGroup | None = None
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
-        """Start the transcription task; load the model in the background if not loaded yet."""
+        """Start the transcription task; load the call's model in the background if not loaded yet."""
         await super().start(ctx, tg)
-        tg.start_soon(self._load, name=f"{self.name}.load")
+        self.language = ctx.language
+        self._tg = tg
+        tg.start_soon(self._load, self.language, name=f"{self.name}.load")
         self._worker.start(tg, name=self.name)
 
     async def stop(self) -> None:
         """Close the transcription queue."""
         await self._worker.close()
+
+    async def control(self, frame: Frame) -> None:
+        """Switch the language of the next utterances (the language stage steers it)."""
+        if isinstance(frame, LanguageChanged) and frame.language != self.language:
+            if self.ctx is not None:
+                self.ctx.log.info("stt.whisper: language %s -> %s", self.language, frame.language)
+            self.language = frame.language
+            if self._tg is not None and not self.recognizer_for(frame.language).loaded:
+                self._tg.start_soon(self._load, frame.language, name=f"{self.name}.load")
+        await self.steer(frame)
 
     async def process(self, frame: Frame) -> None:
         """Buffer caller audio of an utterance; queue it for transcription when speech stops."""
@@ -196,21 +237,22 @@ class WhisperSTT(Processor):
             if self.ctx is not None:
                 self.ctx.log.debug("stt.whisper: ignoring a %.3f s utterance", seconds)
             return
-        await self._worker.put(_Utterance(pcm, sample_rate, seconds, ended_at))
+        await self._worker.put(_Utterance(pcm, sample_rate, seconds, ended_at, self.language))
 
-    async def _load(self) -> None:
-        await anyio.to_thread.run_sync(self.recognizer.load, abandon_on_cancel=True)
+    async def _load(self, language: str) -> None:
+        await anyio.to_thread.run_sync(self.recognizer_for(language).load, abandon_on_cancel=True)
 
     async def _transcribe(self, utterance: _Utterance) -> None:
         ctx = self.ctx
         assert ctx is not None, "WhisperSTT used before start()"
-        text = await self.recognizer.transcribe_async(utterance.pcm, utterance.sample_rate)
-        ctx.add_usage("stt_seconds", utterance.seconds)
+        recognizer = self.recognizer_for(utterance.language)
+        text = await recognizer.transcribe_async(utterance.pcm, utterance.sample_rate, utterance.language)
+        ctx.ledger.add_stt("whisper", utterance.seconds)
         if not text:
             ctx.log.debug("stt.whisper: no words in a %.2f s utterance", utterance.seconds)
             return
         if utterance.ended_at is not None:
-            ctx.record_timing("stt_final", time.monotonic() - utterance.ended_at)
+            ctx.ledger.time(Stage.STT_FINAL, time.monotonic() - utterance.ended_at)
         await self.push(
-            Transcript(text, final=True, language=ctx.language, speech_ended_at=utterance.ended_at)
+            Transcript(text, final=True, language=utterance.language, speech_ended_at=utterance.ended_at)
         )

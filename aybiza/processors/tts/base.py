@@ -37,6 +37,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ...errors import ConfigError, FatalProviderError
 from ...pipeline.context import CallContext
 from ...pipeline.frames import AgentText, AgentTurnDone, Frame, Interruption, OutputAudio
+from ...pipeline.ledger import Stage
 from ...pipeline.processor import Processor
 from ...pipeline.worker import Worker
 
@@ -270,13 +271,16 @@ class TTSProcessor(Processor):
     ``fallback`` speaks every language other than English (for an English-only
     main engine such as piper's joe voice). AgentTurnDone is queued behind
     the turn's text so it reaches downstream after the turn's audio. Records
-    ``tts_first_byte`` (first AgentText of a turn to its first chunk) and
-    ``tts_chars`` usage.
+    ``tts_first_byte`` (first AgentText of a turn to its first chunk) and the
+    characters each engine synthesised on the call's ledger (an engine that
+    accounts for itself, such as the audio cache, sets ``meters_usage``).
     """
 
     __slots__ = ("_synthesizer", "_fallback", "_worker", "_epoch", "_timed_turn")
 
     name = "tts"
+    consumes = frozenset({AgentText, AgentTurnDone, Interruption})
+    produces = frozenset({OutputAudio, AgentTurnDone})
 
     def __init__(
         self,
@@ -340,13 +344,14 @@ class TTSProcessor(Processor):
             return
         ctx = self.ctx
         assert ctx is not None, "TTSProcessor.start was not called"
-        ctx.add_usage("tts_chars", len(frame.text))
         timed = frame.turn_id != self._timed_turn
         self._timed_turn = frame.turn_id
         send, receive = anyio.create_memory_object_stream[_Item](math.inf)
         stop = threading.Event()
         failure: BaseException | None = None
         engine = self.synthesizer_for(frame.language)
+        if not getattr(engine, "meters_usage", False):
+            ctx.ledger.add_tts(engine.name, len(frame.text))
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_run_producer, engine, frame.text, frame.language, send, stop)
@@ -361,7 +366,7 @@ class TTSProcessor(Processor):
                         now = time.monotonic()
                         if timed:
                             timed = False
-                            ctx.record_timing("tts_first_byte", now - job.arrived_at)
+                            ctx.ledger.time(Stage.TTS_FIRST_BYTE, now - job.arrived_at)
                         await self.push(OutputAudio(pcm, sample_rate, frame.turn_id, now))
                 tg.cancel_scope.cancel()  # don't wait for an engine thread we no longer listen to
         finally:

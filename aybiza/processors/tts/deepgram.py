@@ -12,17 +12,24 @@ field (the SDK may hand a ``Cleared`` back as a ``Flushed`` model).
 Barge-in (:class:`Interruption`) drops queued text, sends ``Clear`` and
 ignores audio until Deepgram answers ``Cleared``; interrupted turns get no
 ``AgentTurnDone``. For Twilio (``encoding="mulaw"``) Deepgram sends μ-law 8 kHz
-and it is decoded to PCM16 here, because frames carry PCM16; the Twilio
-output re-encodes it losslessly (G.711 decode→encode is exact), at the cost
-of one table lookup each way per chunk. A dropped socket is reopened with
+and it goes on as such (``OutputAudio.ulaw``): the phone output sends it
+without a decode/encode round trip. A dropped socket is reopened with
 backoff: the turn whose audio was playing is ended, turns not yet started are
-sent again.
+sent again. When no socket has been up for ``outage_limit_s``, or the key is
+refused, the stage raises and the call's voice fallback (the local voice)
+takes over.
+
+The voice follows the call's language: a ``LanguageChanged`` for a language
+with a voice in ``voices`` reconnects with that voice once the turns in
+flight are done. The characters sent are counted on the call's ledger under
+the voice's model (``aura-2``), which is what Deepgram bills.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,13 +45,25 @@ from ...pipeline import (
     CallContext,
     Frame,
     Interruption,
+    LanguageChanged,
     OutputAudio,
     Processor,
+    Stage,
     Worker,
 )
-from ..stt.deepgram import api_error_is_credentials, connection_errors, deepgram_client
+from ..stt.deepgram import api_error_is_credentials, connection_errors
 
-__all__ = ["DeepgramTTS"]
+__all__ = ["DeepgramTTS", "voice_model"]
+
+
+def voice_model(voice: str) -> str:
+    """The model a voice belongs to, as priced: ``aura-2-thalia-en`` -> ``aura-2``."""
+    parts = voice.split("-")
+    return "-".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+
+
+def _primary(language: str) -> str:
+    return language.replace("_", "-").split("-", 1)[0].lower()
 
 
 @dataclass(slots=True)
@@ -67,30 +86,33 @@ class DeepgramTTS(Processor):
     """AgentText → OutputAudio (PCM16) through Deepgram Aura streaming TTS."""
 
     name = "tts-deepgram"
+    consumes = frozenset({AgentText, AgentTurnDone, Interruption})
+    produces = frozenset({OutputAudio, AgentTurnDone})
 
     def __init__(
         self,
+        client: Any,
         *,
-        api_key: str | None = None,
-        base_url: str | None = None,
         voice: str = "aura-2-thalia-en",
+        voices: Mapping[str, str] | None = None,
         encoding: Literal["linear16", "mulaw"] = "linear16",
         sample_rate: int | None = None,
-        connect_timeout: float = 3.0,
-        max_reconnects: int = 5,
-        backoff_s: tuple[float, float] = (0.1, 2.0),
+        connect_timeout: float = 1.0,
+        outage_limit_s: float = 1.5,
+        backoff_s: tuple[float, float] = (0.1, 1.0),
     ) -> None:
         super().__init__()
         if encoding not in ("linear16", "mulaw"):
             raise ValueError(f"encoding must be linear16 or mulaw, not {encoding!r}")
-        self._client = deepgram_client(api_key, base_url)
+        self._client = client
         self.voice = voice
+        self.voices = dict(voices or {})
         self.encoding = encoding
         self.sample_rate = sample_rate or (8000 if encoding == "mulaw" else 24000)
         if encoding == "mulaw" and self.sample_rate not in (8000, 16000):
             raise ValueError("Deepgram sends μ-law only at 8000 or 16000 Hz")
         self.connect_timeout = connect_timeout
-        self.max_reconnects = max_reconnects
+        self.outage_limit_s = outage_limit_s
         self.backoff_s = backoff_s
         self.connections = 0  # sockets opened so far (observability, tests)
         self._worker: Worker[_Command] = Worker(self._command, maxsize=0)
@@ -100,6 +122,8 @@ class DeepgramTTS(Processor):
         self._connected = anyio.Event()
         self._closing = False
         self._carry = b""
+        self._next_voice: str | None = None
+        self._session_scope: anyio.CancelScope | None = None
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         await super().start(ctx, tg)
@@ -120,7 +144,26 @@ class DeepgramTTS(Processor):
             self._interrupt()
             await self.push(frame)
         else:
+            if isinstance(frame, LanguageChanged):
+                self._change_voice(frame.language)
             await self.push(frame)
+
+    def _change_voice(self, language: str) -> None:
+        voice = self.voices.get(language) or self.voices.get(_primary(language))
+        if voice is None or voice == self.voice:
+            if voice is None and self.ctx is not None:
+                self.ctx.log.info("deepgram tts: no voice for %s; keeping %s", language, self.voice)
+            return
+        self._next_voice = voice
+        self._maybe_switch_voice()
+
+    def _maybe_switch_voice(self) -> None:
+        """Reconnect with the next voice once no turn is in flight (a voice is a connection setting)."""
+        if self._next_voice is None or self._turns:
+            return
+        self.voice, self._next_voice = self._next_voice, None
+        if self._session_scope is not None:
+            self._session_scope.cancel()
 
     def _interrupt(self) -> None:
         self._worker.flush()
@@ -152,7 +195,7 @@ class DeepgramTTS(Processor):
             if turn.first_sent_at is None:
                 turn.first_sent_at = time.monotonic()
             if self.ctx is not None:
-                self.ctx.add_usage("tts_chars", len(text))
+                self.ctx.ledger.add_tts(voice_model(self.voice), len(text))
             await self._send(conn.send_text(_speak(text)))
         elif kind == "flush":
             last = self._turns[-1] if self._turns and self._turns[-1].turn_id == turn_id else None
@@ -187,18 +230,19 @@ class DeepgramTTS(Processor):
     async def _run(self) -> None:
         failures = 0
         errors = connection_errors()
+        down_since = time.monotonic()
         while not self._closing:
             began = time.monotonic()
-            connected = False
+            switching = False
             try:
                 async with AsyncExitStack() as stack:
-                    with anyio.fail_after(self.connect_timeout):
+                    budget = max(0.05, min(self.connect_timeout, down_since + self.outage_limit_s - began))
+                    with anyio.fail_after(budget):
                         conn = await stack.enter_async_context(
                             self._client.speak.v1.connect(
                                 model=self.voice, encoding=self.encoding, sample_rate=self.sample_rate
                             )
                         )
-                    connected = True
                     self.connections += 1
                     self._clearing = False
                     self._carry = b""
@@ -206,8 +250,12 @@ class DeepgramTTS(Processor):
                     self._conn = conn
                     self._connected.set()
                     try:
-                        await self._receive(conn)
+                        with anyio.CancelScope() as scope:
+                            self._session_scope = scope
+                            await self._receive(conn)
+                        switching = scope.cancelled_caught
                     finally:
+                        self._session_scope = None
                         self._conn = None
                         self._connected = anyio.Event()
             except errors as exc:
@@ -219,18 +267,20 @@ class DeepgramTTS(Processor):
                     self.ctx.log.warning("deepgram tts: socket failed (%s: %s)", type(exc).__name__, exc)
             if self._closing:
                 return
+            if switching:  # a new voice: reconnect at once
+                down_since = time.monotonic()
+                continue
             await self._after_drop()
-            if connected and time.monotonic() - began >= 1.0:
-                failures = 0
-            failures += 1
-            if failures > self.max_reconnects:
+            now = time.monotonic()
+            if self.connections and now - began >= 1.0:
+                failures, down_since = 0, now  # it was up for a while: a fresh outage starts now
+            if now - down_since >= self.outage_limit_s:
                 raise OverloadedError(
-                    f"Deepgram speak unreachable after {self.max_reconnects} attempts", provider="deepgram"
+                    f"Deepgram speak unreachable for {now - down_since:.1f} s", provider="deepgram"
                 )
-            if self.ctx is not None:
-                self.ctx.add_usage("tts_reconnects", 1)
+            failures += 1
             low, high = self.backoff_s
-            await anyio.sleep(min(high, low * 2 ** (failures - 1)))
+            await anyio.sleep(min(high, low * 2 ** (failures - 1), max(0.0, down_since + self.outage_limit_s - now)))
 
     async def _resend(self, conn: Any) -> None:
         for turn in self._turns:
@@ -261,6 +311,7 @@ class DeepgramTTS(Processor):
                         head = self._turns.popleft()
                         await self.push(AgentTurnDone(head.turn_id))
                         await self._complete_placeholders()
+                        self._maybe_switch_voice()
                 elif kind == "Cleared":
                     self._clearing = False
                 elif kind == "Warning" and self.ctx is not None:
@@ -273,20 +324,24 @@ class DeepgramTTS(Processor):
         if self._clearing or not self._turns:
             return
         head = self._turns[0]
+        ulaw: bytes | None = None
         if self.encoding == "mulaw":
-            pcm = ulaw2lin(data)
+            if self.sample_rate == 8000:
+                pcm, ulaw = b"", data  # phone audio as is: the Twilio output sends it without re-encoding
+            else:
+                pcm = ulaw2lin(data)
         else:
             data = self._carry + data
             cut = len(data) - len(data) % 2
             pcm, self._carry = data[:cut], data[cut:]
-        if not pcm:
+        if not pcm and not ulaw:
             return
         now = time.monotonic()
         if not head.audio_started:
             head.audio_started = True
             if self.ctx is not None and head.first_sent_at is not None:
-                self.ctx.record_timing("tts_first_audio", now - head.first_sent_at)
-        await self.push(OutputAudio(pcm, self.sample_rate, head.turn_id, now))
+                self.ctx.ledger.time(Stage.TTS_FIRST_BYTE, now - head.first_sent_at)
+        await self.push(OutputAudio(pcm, self.sample_rate, head.turn_id, now, ulaw))
 
     async def _complete_placeholders(self) -> None:
         while self._turns and self._turns[0].empty and self._turns[0].flushed:

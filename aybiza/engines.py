@@ -1,0 +1,289 @@
+"""The process's engines: provider clients per region, models and pools, built from Settings, shared by calls.
+
+One :class:`Engines` per process owns everything expensive a call uses:
+the Deepgram client, one Bedrock client per (region, endpoint) and the
+thread pool that reads their streams, the whisper models (English and
+multilingual) and the lock that keeps their inferences one at a time, the
+pocketsphinx decoder pool, the voices, the FAQ matchers (one per agent
+configuration, so an edited agent gets a new one) on one sentence encoder,
+and the language detector. Nothing of this lives in module globals; tests
+and benchmarks build their own :class:`Engines` and throw it away.
+
+Scripted providers plug in where real ones do: ``deepgram_client`` and
+``bedrock_client`` replace the SDK clients (the stages that use them run
+unchanged), the way httpx's ``MockTransport`` replaces a network.
+
+Everything is created lazily and thread-safely; :meth:`warm` loads what the
+settings select (blocking: run it in a thread at startup).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+from lingua import LanguageDetector
+
+from .agents import AgentConfig
+from .config import Settings
+from .edge.answers import agent_fingerprint
+from .errors import ConfigError, CredentialsError
+from .processors.language import DEFAULT_LANGUAGES, detector_for
+from .processors.llm.bedrock import MAX_CONCURRENT_STREAMS, bedrock_client, classify_error
+from .processors.llm.embedding import SentenceEncoder
+from .processors.llm.faq import FAQMatcher
+from .processors.packaged import WHISPER_BASE, joined_dir
+from .processors.stt.deepgram import deepgram_client, deepgram_environment
+from .processors.stt.sphinx import SphinxPool
+from .processors.stt.whisper import WhisperRecognizer, primary_language
+from .processors.tts.base import SpeechSynthesizer
+from .processors.tts.espeak import EspeakSynthesizer
+from .processors.tts.flite import FliteSynthesizer
+from .processors.tts.piper import PiperSynthesizer
+
+__all__ = ["BedrockClientFactory", "Engines"]
+
+BedrockClientFactory = Callable[[str, "str | None", float], Any]
+"""``(region, endpoint_url, read_timeout) -> bedrock-runtime client``."""
+
+_MAX_MATCHERS = 32  # distinct agent configurations kept; an edited agent is a new configuration
+
+
+class Engines:
+    """Provider clients, models and pools of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        deepgram_client: Any = None,
+        bedrock_client: BedrockClientFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._deepgram = deepgram_client
+        self._bedrock_factory = bedrock_client
+        self._bedrock: dict[tuple[str, str | None, float], Any] = {}
+        self._bedrock_pool: ThreadPoolExecutor | None = None
+        # One whisper inference at a time per process, whichever model: each already uses a core.
+        self.whisper_slots = threading.BoundedSemaphore(1)
+        self.whisper_limiter = anyio.CapacityLimiter(1)
+        self._whisper: dict[str, WhisperRecognizer] = {}
+        self.sphinx = SphinxPool()
+        self.sphinx_limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
+        self._voices: dict[str, SpeechSynthesizer] = {}
+        self._encoder: SentenceEncoder | None = None
+        self._matchers: OrderedDict[str, FAQMatcher] = OrderedDict()
+        self._detectors: dict[frozenset[str], LanguageDetector] = {}
+
+    # -- providers ------------------------------------------------------------------
+
+    def deepgram(self) -> Any:
+        """The process's Deepgram client (listen and speak) for the configured key and URL."""
+        with self._lock:
+            if self._deepgram is None:
+                self._deepgram = deepgram_client(self.settings.deepgram_api_key, self.settings.deepgram_url)
+            return self._deepgram
+
+    def bedrock(self, region: str, endpoint_url: str | None = None, *, read_timeout: float = 2.5) -> Any:
+        """The process's ``bedrock-runtime`` client for a region and endpoint (created once)."""
+        endpoint = endpoint_url or self.settings.bedrock_endpoint_url or None
+        key = (region, endpoint, float(read_timeout))
+        with self._lock:
+            client = self._bedrock.get(key)
+            if client is None:
+                if self._bedrock_factory is not None:
+                    client = self._bedrock_factory(region, endpoint, read_timeout)
+                else:
+                    client = bedrock_client(region, endpoint, read_timeout=read_timeout,
+                                            api_key=self.settings.bedrock_api_key)
+                self._bedrock[key] = client
+            return client
+
+    @property
+    def bedrock_pool(self) -> ThreadPoolExecutor:
+        """Threads that read Bedrock event streams (one per stream in flight)."""
+        with self._lock:
+            if self._bedrock_pool is None:
+                self._bedrock_pool = ThreadPoolExecutor(MAX_CONCURRENT_STREAMS, thread_name_prefix="aybiza-bedrock")
+            return self._bedrock_pool
+
+    # -- recognisers ------------------------------------------------------------------
+
+    def whisper(self, language: str = "en") -> WhisperRecognizer:
+        """The recogniser for ``language``: the English model for English, the multilingual one otherwise."""
+        multilingual = primary_language(language) != "en"
+        key = "multilingual" if multilingual else "en"
+        with self._lock:
+            recognizer = self._whisper.get(key)
+            if recognizer is None:
+                settings = self.settings
+                if multilingual:
+                    directory = settings.whisper_multilingual_dir or joined_dir(
+                        WHISPER_BASE, settings.data_dir / "models")
+                    recognizer = WhisperRecognizer(directory, beam_size=settings.whisper_beam_size,
+                                                   multilingual=True, slots=self.whisper_slots,
+                                                   limiter=self.whisper_limiter)
+                else:
+                    recognizer = WhisperRecognizer(settings.whisper_model_dir, beam_size=settings.whisper_beam_size,
+                                                   slots=self.whisper_slots, limiter=self.whisper_limiter)
+                self._whisper[key] = recognizer
+            return recognizer
+
+    # -- voices -------------------------------------------------------------------------
+
+    def voice(self, name: str) -> SpeechSynthesizer:
+        """An embedded voice engine by name (``piper``, ``espeak``, ``flite``), created once."""
+        with self._lock:
+            engine = self._voices.get(name)
+            if engine is None:
+                if name == "piper":
+                    engine = PiperSynthesizer()
+                elif name == "espeak":
+                    engine = EspeakSynthesizer()
+                elif name == "flite":
+                    engine = FliteSynthesizer()
+                else:
+                    raise ConfigError(f"no embedded voice {name!r} (piper, espeak, flite)")
+                self._voices[name] = engine
+            return engine
+
+    @property
+    def local_voice(self) -> SpeechSynthesizer:
+        """The voice that always works, offline: the embedded voice the settings chose, else piper."""
+        tts = self.settings.tts
+        return self.voice(tts if tts in ("piper", "espeak", "flite") else "piper")
+
+    @property
+    def other_languages_voice(self) -> SpeechSynthesizer:
+        """The local voice for languages the main voice cannot speak."""
+        return self.voice("espeak")
+
+    # -- understanding ------------------------------------------------------------------
+
+    def faq_matcher(self, agent: AgentConfig) -> FAQMatcher:
+        """The FAQ matcher of this agent configuration (blocking the first time: run it in a thread)."""
+        key = agent_fingerprint(agent)
+        with self._lock:
+            matcher = self._matchers.pop(key, None)
+            if matcher is None:
+                if self._encoder is None:
+                    self._encoder = SentenceEncoder.packaged()
+                matcher = FAQMatcher(agent, self._encoder)
+            self._matchers[key] = matcher  # most recently used last
+            while len(self._matchers) > _MAX_MATCHERS:
+                self._matchers.popitem(last=False)
+            return matcher
+
+    def language_detector(self, languages: frozenset[str] = frozenset(DEFAULT_LANGUAGES)) -> LanguageDetector:
+        """A text language detector for exactly these languages (blocking the first time)."""
+        with self._lock:
+            detector = self._detectors.get(languages)
+            if detector is None:
+                detector = detector_for(languages)
+                self._detectors[languages] = detector
+            return detector
+
+    # -- startup checks ---------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Fail fast, before serving, when a chosen provider has no credentials (``CredentialsError``)."""
+        settings = self.settings
+        if "deepgram" in (settings.stt, settings.tts):
+            self.deepgram()
+        if settings.llm == "bedrock":
+            self.bedrock(settings.bedrock_region)
+
+    def verify_keys(self, timeout_s: float = 5.0) -> list[str]:
+        """Ask each chosen provider whether it accepts our key (blocking).
+
+        Raises ``CredentialsError`` when a provider refuses it; returns warnings
+        for providers that could not be asked (unreachable: the call-time
+        fallbacks cover those).
+        """
+        settings, warnings = self.settings, []
+        if "deepgram" in (settings.stt, settings.tts):
+            warnings += _verify_deepgram(settings, timeout_s)
+        if settings.llm == "bedrock":
+            warnings += _verify_bedrock(self.bedrock(settings.bedrock_region), settings.bedrock_region)
+        return warnings
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def warm(self, agent: AgentConfig) -> None:
+        """Load every engine the settings select, plus the fallbacks a failure would need (blocking)."""
+        settings = self.settings
+        if settings.stt in ("whisper", "deepgram"):  # whisper is Deepgram's fallback too
+            languages = {"en"} | {primary_language(language) for language in agent.languages}
+            for language in sorted(languages)[:2]:  # English and one multilingual model at most
+                recognizer = self.whisper(language)
+                recognizer.load()
+                recognizer.transcribe(bytes(32000), 16000, language)  # the first inference is twice as slow
+        elif settings.stt == "sphinx":
+            self.sphinx.warm()
+        warm = getattr(self.local_voice, "warm", None)
+        if callable(warm):
+            warm()
+        if settings.llm == "faq":
+            self.faq_matcher(agent)
+        self.language_detector()
+        if settings.stt == "deepgram" or settings.tts == "deepgram":
+            self.deepgram()
+
+    def close(self) -> None:
+        """Stop the Bedrock reader threads (in-flight reads end with their sockets)."""
+        with self._lock:
+            if self._bedrock_pool is not None:
+                self._bedrock_pool.shutdown(wait=False, cancel_futures=True)
+                self._bedrock_pool = None
+
+    @property
+    def models_dir(self) -> Path:
+        """Where models that must be assembled on disk (the joined whisper base) are kept."""
+        return self.settings.data_dir / "models"
+
+
+def _verify_deepgram(settings: Settings, timeout_s: float) -> list[str]:
+    """``GET /v1/projects`` with our key: 401/403 means Deepgram refuses it."""
+    import httpx
+
+    environment = deepgram_environment(settings.deepgram_url)
+    url = f"{environment.base.rstrip('/')}/v1/projects"
+    try:
+        response = httpx.get(url, headers={"Authorization": f"Token {settings.deepgram_api_key.strip()}"},
+                             timeout=timeout_s)
+    except httpx.HTTPError as error:
+        return [f"Deepgram could not be asked about the key ({url}: {type(error).__name__}); the local "
+                "recogniser and voice stand in if it stays unreachable"]
+    if response.status_code in (401, 403):
+        raise CredentialsError(f"Deepgram refused DEEPGRAM_API_KEY (HTTP {response.status_code} from {url})",
+                               provider="deepgram")
+    return []
+
+
+def _verify_bedrock(client: Any, region: str) -> list[str]:
+    """A request for a model that does not exist: a credentials error means Bedrock refuses our key.
+
+    Bedrock checks the signature before the model id, and an invalid model id costs nothing.
+    """
+    request = {"modelId": "aybiza-credentials-check", "inferenceConfig": {"maxTokens": 1},
+               "messages": [{"role": "user", "content": [{"text": "."}]}]}
+    try:
+        response = client.converse_stream(**request)
+        close = getattr(response.get("stream"), "close", None)
+        if callable(close):
+            close()
+    except Exception as error:  # botocore raises many types; classify them
+        mapped = classify_error(error, region=region)
+        if isinstance(mapped, CredentialsError):
+            raise CredentialsError(f"Bedrock refused our AWS credentials in {region}: {mapped}",
+                                   provider="bedrock", region=region) from error
+        if mapped is None or mapped.retryable:
+            return [f"Bedrock in {region} could not be asked about our credentials ({type(error).__name__})"]
+    return []

@@ -1,0 +1,282 @@
+"""The call's ledger: typed usage and timings, the one source the record, the cost and the metrics read.
+
+Stages write to the ledger as things happen (tokens per model, seconds of
+audio sent to a recogniser, characters synthesised, cache hits and misses,
+stage latencies); nothing is kept as string keys to be parsed back later.
+A :class:`LedgerSink` (the process's metrics) is told about every sample
+and every cache lookup as it is recorded, so the dashboard and Prometheus
+see a call while it runs. ``usage()`` is the snapshot that goes into the
+call record and is priced when the call ends.
+
+Timing samples are tagged with the turn they belong to. The ledger's
+``turn`` is the agent turn being answered (0 is the greeting); a stage
+measured *before* the caller's turn is complete (the final transcript)
+belongs to the turn about to start, ``turn + 1``.
+
+The ledger is written on the event loop only (stages in worker threads hop
+back to it), so it needs no lock. Writes on the per-frame path
+(:meth:`add_audio`) are one addition.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CacheKind",
+    "CacheUse",
+    "CallLedger",
+    "Incident",
+    "IncidentKind",
+    "LedgerSink",
+    "Stage",
+    "TokenUse",
+    "Usage",
+]
+
+
+class Stage(enum.StrEnum):
+    """A latency the platform measures; the value is the name metrics and records use."""
+
+    STT_FINAL = "stt_final"  # caller speech end -> final transcript
+    LLM_FIRST_TOKEN = "llm_first_token"  # caller turn -> first token of the reply
+    LLM_FIRST_SENTENCE = "llm_first_sentence"  # caller turn -> first sentence ready to speak
+    LLM_PROVIDER_LATENCY = "llm_provider_latency"  # what the provider reports for the whole reply
+    TTS_FIRST_BYTE = "tts_first_byte"  # first text of a turn -> its first audio
+    VOICE_TO_VOICE = "voice_to_voice"  # caller speech end -> first agent audio out
+    CACHE_ANSWER = "cache_answer"  # caller turn -> answer served from the cache
+    EDGE_FRAME = "edge_frame"  # edge preprocessing of one caller frame
+
+    @property
+    def before_turn(self) -> bool:
+        """Measured before the caller's turn is complete: belongs to the next turn."""
+        return self is Stage.STT_FINAL
+
+
+class CacheKind(enum.StrEnum):
+    """What an edge cache lookup was for (the metrics' ``namespace`` label)."""
+
+    ANSWER = "llm"
+    AUDIO = "tts"
+    AGENT = "agent"
+
+
+class IncidentKind(enum.StrEnum):
+    """Something went wrong and the call went on (or ended) with a fallback."""
+
+    STT_FALLBACK = "stt_fallback"  # the recogniser failed; the embedded one took over
+    TTS_FALLBACK = "tts_fallback"  # the voice failed; the local voice took over
+    MODEL_FAILED = "model_failed"  # no region answered a turn
+    STAGE_FAILED = "stage_failed"  # a stage raised; the call ended with an apology
+    ROUTE_REFUSED = "route_refused"  # no eligible region (or residency) for the call
+
+
+class TokenUse(BaseModel):
+    """Tokens one model read and wrote over the call."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: int = 0
+    output: int = 0
+
+
+class CacheUse(BaseModel):
+    """Hits and misses of one cache kind over the call."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    hits: int = 0
+    misses: int = 0
+
+
+class Incident(BaseModel):
+    """A failure the call survived or ended on: what, why, and when (seconds into the call)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: IncidentKind
+    detail: str = ""
+    at_s: float = 0.0
+
+
+class Usage(BaseModel):
+    """What a call used, by provider and engine: stored in its record, priced at its end."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tokens: dict[str, TokenUse] = Field(default_factory=dict)  # model id -> tokens
+    stt_seconds: dict[str, float] = Field(default_factory=dict)  # recogniser -> seconds of audio sent
+    tts_chars: dict[str, int] = Field(default_factory=dict)  # voice engine -> characters synthesised
+    audio_seconds: float = 0.0  # caller audio that reached the edge
+    gated_seconds: float = 0.0  # of which held back as silence (never sent to a recogniser)
+    cache: dict[CacheKind, CacheUse] = Field(default_factory=dict)
+    answers: dict[str, int] = Field(default_factory=dict)  # model or engine -> turns it answered
+    interruptions: int = 0
+    stt_reconnects: int = 0
+    model_errors: int = 0
+    failovers: list[tuple[str, str]] = Field(default_factory=list)  # (from region, to region)
+
+    @property
+    def answered_by(self) -> str:
+        """The model that answered most turns (``none`` if none did)."""
+        if not self.answers:
+            return "none"
+        return max(self.answers.items(), key=lambda item: item[1])[0]
+
+    def cache_hits(self, kind: CacheKind) -> int:
+        """Hits of ``kind``."""
+        use = self.cache.get(kind)
+        return use.hits if use is not None else 0
+
+
+class LedgerSink(Protocol):
+    """Where a ledger reports as it records: the process's metrics."""
+
+    def timing(self, stage: Stage, seconds: float) -> None:
+        """A latency sample."""
+
+    def cache(self, kind: CacheKind, hit: bool) -> None:
+        """A cache lookup."""
+
+    def failover(self, from_region: str, to_region: str) -> None:
+        """A turn moved to another region."""
+
+    def incident(self, kind: IncidentKind) -> None:
+        """A failure the call met."""
+
+
+class CallLedger:
+    """Usage, timings and incidents of one call, recorded by its stages as they happen."""
+
+    __slots__ = (
+        "sink",
+        "turn",
+        "samples",
+        "incidents",
+        "audio_seconds",
+        "gated_seconds",
+        "interruptions",
+        "stt_reconnects",
+        "model_errors",
+        "_clock",
+        "_started",
+        "_tokens",
+        "_stt",
+        "_tts",
+        "_cache",
+        "_answers",
+        "_failovers",
+    )
+
+    def __init__(self, sink: LedgerSink | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.sink = sink
+        self.turn = 0
+        self.samples: list[tuple[Stage, float, int]] = []
+        self.incidents: list[Incident] = []
+        self.audio_seconds = 0.0
+        self.gated_seconds = 0.0
+        self.interruptions = 0
+        self.stt_reconnects = 0
+        self.model_errors = 0
+        self._clock = clock
+        self._started = clock()
+        self._tokens: dict[str, list[int]] = {}
+        self._stt: dict[str, float] = {}
+        self._tts: dict[str, int] = {}
+        self._cache: dict[CacheKind, list[int]] = {}
+        self._answers: dict[str, int] = {}
+        self._failovers: list[tuple[str, str]] = []
+
+    # -- recording ----------------------------------------------------------------
+
+    def add_tokens(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        """Tokens a model read and wrote for one reply."""
+        counts = self._tokens.setdefault(model, [0, 0])
+        counts[0] += input_tokens
+        counts[1] += output_tokens
+
+    def add_stt(self, engine: str, seconds: float) -> None:
+        """Seconds of caller audio a recogniser was given (what a streaming one bills)."""
+        self._stt[engine] = self._stt.get(engine, 0.0) + seconds
+
+    def add_tts(self, engine: str, chars: int) -> None:
+        """Characters a voice engine synthesised."""
+        self._tts[engine] = self._tts.get(engine, 0) + chars
+
+    def add_audio(self, seconds: float) -> None:
+        """Caller audio that reached the edge."""
+        self.audio_seconds += seconds
+
+    def add_gated(self, seconds: float) -> None:
+        """Caller audio held back as silence (never sent to a recogniser)."""
+        self.gated_seconds += seconds
+
+    def cache(self, kind: CacheKind, hit: bool) -> None:
+        """An edge cache lookup and its result."""
+        counts = self._cache.setdefault(kind, [0, 0])
+        counts[0 if hit else 1] += 1
+        if self.sink is not None:
+            self.sink.cache(kind, hit)
+
+    def answered(self, model: str) -> None:
+        """``model`` (an id, ``faq``, ``cache`` ...) answered the current turn."""
+        self._answers[model] = self._answers.get(model, 0) + 1
+
+    def time(self, stage: Stage, seconds: float) -> None:
+        """A latency sample of ``stage`` for the current (or, before the turn, the next) turn."""
+        turn = self.turn + 1 if stage.before_turn else self.turn
+        self.samples.append((stage, seconds, turn))
+        if self.sink is not None:
+            self.sink.timing(stage, seconds)
+
+    def failover(self, from_region: str, to_region: str) -> None:
+        """A turn failed in ``from_region`` and was answered by ``to_region``."""
+        self._failovers.append((from_region, to_region))
+        if self.sink is not None:
+            self.sink.failover(from_region, to_region)
+
+    def incident(self, kind: IncidentKind, detail: str = "") -> None:
+        """A failure the call met (and survived, or ended on)."""
+        self.incidents.append(Incident(kind=kind, detail=detail[:500], at_s=round(self._clock() - self._started, 3)))
+        if self.sink is not None:
+            self.sink.incident(kind)
+
+    # -- reading ------------------------------------------------------------------
+
+    def usage(self) -> Usage:
+        """A snapshot of everything counted so far."""
+        return Usage(
+            tokens={model: TokenUse(input=i, output=o) for model, (i, o) in self._tokens.items()},
+            stt_seconds={engine: round(s, 3) for engine, s in self._stt.items()},
+            tts_chars=dict(self._tts),
+            audio_seconds=round(self.audio_seconds, 3),
+            gated_seconds=round(self.gated_seconds, 3),
+            cache={kind: CacheUse(hits=h, misses=m) for kind, (h, m) in self._cache.items()},
+            answers=dict(self._answers),
+            interruptions=self.interruptions,
+            stt_reconnects=self.stt_reconnects,
+            model_errors=self.model_errors,
+            failovers=list(self._failovers),
+        )
+
+    def cache_hits(self, kind: CacheKind) -> int:
+        """Hits of ``kind`` so far."""
+        counts = self._cache.get(kind)
+        return counts[0] if counts is not None else 0
+
+    def timings(self, turn: int) -> dict[str, float]:
+        """The first sample of each stage in ``turn``, in seconds."""
+        found: dict[str, float] = {}
+        for stage, seconds, sample_turn in self.samples:
+            if sample_turn == turn and stage.value not in found:
+                found[stage.value] = round(seconds, 6)
+        return found
+
+    def elapsed(self) -> float:
+        """Seconds since the call's ledger was opened."""
+        return self._clock() - self._started

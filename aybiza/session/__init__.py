@@ -1,0 +1,10 @@
+"""A call from admission to archive, whatever the transport: the session, its transports' contract, its failsafe."""
+
+from __future__ import annotations
+
+from .admission import Admission, Ticket
+from .failsafe import FailsafeVoice
+from .session import CallSession
+from .transport import CallControl, CallTransport
+
+__all__ = ["Admission", "CallControl", "CallSession", "CallTransport", "FailsafeVoice", "Ticket"]

@@ -1,0 +1,74 @@
+"""The failsafe voice: apologies and goodbyes in a local voice, rendered ahead so a failure never means silence.
+
+Whatever breaks — the recogniser, the cloud voice, every model region, the
+agent's configuration, a stage — the caller must hear a short apology and
+what happens next. That audio cannot depend on the provider that failed, so
+it is spoken by the process's local voice (piper, or espeak-ng: always
+installed, no network) and kept rendered: :meth:`FailsafeVoice.warm` renders
+the default agent's texts at startup, and every other text is rendered once,
+the first time it is needed, then reused.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import anyio
+import anyio.to_thread
+
+from ..codecs import resample
+from ..processors.tts.base import SpeechSynthesizer
+
+__all__ = ["FailsafeVoice"]
+
+_MAX_RENDERED = 64
+
+
+class FailsafeVoice:
+    """Texts rendered to PCM16 by a local voice, cached by (text, language)."""
+
+    def __init__(self, voice: SpeechSynthesizer, other_languages: SpeechSynthesizer | None = None) -> None:
+        self.voice = voice
+        self.other_languages = other_languages
+        self._rendered: OrderedDict[tuple[str, str], tuple[bytes, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _engine(self, language: str) -> SpeechSynthesizer:
+        english = language.replace("_", "-").split("-", 1)[0].lower() == "en"
+        return self.voice if english or self.other_languages is None else self.other_languages
+
+    def render(self, text: str, language: str = "en") -> tuple[bytes, int]:
+        """``text`` as PCM16 mono and its rate (blocking the first time: call it from a thread)."""
+        key = (" ".join(text.split()), language)
+        with self._lock:
+            found = self._rendered.get(key)
+            if found is not None:
+                self._rendered.move_to_end(key)
+                return found
+        rate = 0
+        parts: list[bytes] = []
+        for pcm, chunk_rate in self._engine(language).synthesize(key[0], language):
+            if rate and chunk_rate != rate:
+                pcm = resample(pcm, chunk_rate, rate)
+            rate = rate or chunk_rate
+            parts.append(pcm)
+        rendered = (b"".join(parts), rate or 16000)
+        with self._lock:
+            self._rendered[key] = rendered
+            while len(self._rendered) > _MAX_RENDERED:
+                self._rendered.popitem(last=False)
+        return rendered
+
+    async def render_async(self, text: str, language: str = "en") -> tuple[bytes, int]:
+        """:meth:`render` off the event loop (at once when it is rendered already)."""
+        key = (" ".join(text.split()), language)
+        found = self._rendered.get(key)
+        if found is not None:
+            return found
+        return await anyio.to_thread.run_sync(self.render, text, language)
+
+    def warm(self, *texts: str, language: str = "en") -> None:
+        """Render ``texts`` now (blocking; at startup)."""
+        for text in texts:
+            self.render(text, language)
