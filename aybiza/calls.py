@@ -90,8 +90,9 @@ class BrowserCalls:
         if ticket is None:
             return None
         agent_id = offer.agent or runtime.settings.default_agent
+        custom = {"client": client} | ({"language": offer.language} if offer.language else {})
         ctx = CallContext(call_id=f"WR{secrets.token_hex(16)}", transport="webrtc", agent_id=agent_id,
-                          codec="opus", custom={"client": client})
+                          codec="opus", custom=custom)
         self._tickets[ctx.call_id] = ticket
         try:
             answer = await self.calls.open(ctx, offer.sdp)

@@ -74,6 +74,7 @@ class IncidentKind(enum.StrEnum):
     MODEL_FAILED = "model_failed"  # no region answered a turn
     STAGE_FAILED = "stage_failed"  # a stage raised; the call ended with an apology
     ROUTE_REFUSED = "route_refused"  # no eligible region (or residency) for the call
+    AGENT_FAILED = "agent_failed"  # the agent's configuration could not be loaded
 
 
 class TokenUse(BaseModel):

@@ -119,9 +119,11 @@ class FallbackStage(Processor):
     async def _supervise(self, stage: Processor, is_backup: bool, *, task_status: TaskStatus[None]) -> None:
         """Run ``stage``'s background work in a group of its own; a provider failure switches (or ends)."""
         assert self.ctx is not None
+        started = False
         try:
             async with anyio.create_task_group() as group:
                 await stage.start(self.ctx, group)
+                started = True
                 task_status.started()
                 await anyio.sleep_forever()
         except* ProviderError as failures:
@@ -129,6 +131,8 @@ class FallbackStage(Processor):
             if is_backup:
                 raise CallEnded(self._unavailable, f"{stage.name} failed too: {error}") from error
             await self._switch(error)
+            if not started:  # the primary failed in start(): the backup stands in, so this stage has started
+                task_status.started()
 
     # -- frames -------------------------------------------------------------------------
 

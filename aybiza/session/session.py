@@ -79,8 +79,6 @@ def classify(error: BaseException) -> tuple[EndReason, str]:
         return EndReason.AUTH_FAILED, str(error)
     if isinstance(error, ProtocolError):
         return EndReason.PROTOCOL_ERROR, str(error)
-    if isinstance(error, ConfigError):
-        return EndReason.AGENT_UNAVAILABLE, str(error)
     return EndReason.INTERNAL_ERROR, detail
 
 
@@ -147,6 +145,9 @@ class CallSession:
         elif reason in (EndReason.NO_ELIGIBLE_REGION, EndReason.RESIDENCY_REFUSED):
             ctx.ledger.incident(IncidentKind.ROUTE_REFUSED, detail)
             ctx.log.warning("call refused: %s", detail)
+        elif reason is EndReason.AGENT_UNAVAILABLE:
+            ctx.ledger.incident(IncidentKind.AGENT_FAILED, detail)
+            ctx.log.warning("call ending: %s: %s", reason, detail)
         elif not reason.normal:
             ctx.log.warning("call ending: %s: %s", reason, detail)
         return reason, detail

@@ -284,13 +284,16 @@ async def _wait_reply_audio(report: CallReport, delay: float, done: anyio.Event)
         await anyio.sleep(0.01)
 
 
-def caller_speech(text: str, *, engine: str = "espeak", voice: str = "en-us") -> bytes:
-    """Synthesize what the caller says as 8 kHz μ-law (espeak-ng or flite: not the agent's voice)."""
+def caller_speech(text: str, *, engine: str = "espeak", language: str = "en") -> bytes:
+    """Synthesize what the caller says as 8 kHz μ-law (espeak-ng or flite: not the agent's voice).
+
+    A synthetic voice, labelled as such wherever it is measured.
+    """
     from ..processors.tts.espeak import EspeakSynthesizer
     from ..processors.tts.flite import FliteSynthesizer
 
     synthesizer = FliteSynthesizer() if engine == "flite" else EspeakSynthesizer()
     ulaw = bytearray()
-    for pcm, rate in synthesizer.synthesize(text, "en"):
+    for pcm, rate in synthesizer.synthesize(text, language):
         ulaw += lin2ulaw(resample(pcm, rate, 8000))
     return bytes(ulaw)

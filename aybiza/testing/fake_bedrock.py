@@ -88,16 +88,26 @@ class _State:
 class FakeBedrock(LoopbackServer):
     """Bedrock Runtime ConverseStream on a free loopback port (``.url`` is its endpoint_url)."""
 
-    def __init__(self, script: Script = None, *, validate: bool = True) -> None:
+    def __init__(self, script: Script = None, *, validate: bool = True, access_key_id: str | None = None) -> None:
         super().__init__()
         self.script = script
         self.validate = validate
+        self.access_key_id = access_key_id  # when set, other keys are refused like AWS does
         self._state = _State()
 
     @property
     def requests(self) -> list[BedrockRequest]:
         """Every request received so far, in order."""
         return self._state.requests
+
+    def turns(self) -> list[BedrockRequest]:
+        """The requests that were caller turns (not the startup credentials check)."""
+        return [r for r in self._state.requests if r.model_id != "aybiza-credentials-check"]
+
+    def rescript(self, script: Script) -> None:
+        """Answer the next requests from ``script`` (from its first reply)."""
+        self.script = script
+        self._state.served = 0
 
     def make_app(self) -> web.Application:
         app = web.Application()
@@ -123,6 +133,10 @@ class FakeBedrock(LoopbackServer):
             return web.Response(status=499)
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
+        if self.access_key_id is not None and f"Credential={self.access_key_id}/" not in request.headers.get(
+                "Authorization", ""):
+            return _error_response(403, "UnrecognizedClientException",
+                                   "The security token included in the request is invalid.")
         loop = asyncio.get_running_loop()
         body = await request.json()
         record = BedrockRequest(

@@ -16,7 +16,10 @@ returns for its audio). Behaviour:
   ``Flushed``; ``Clear`` drops queued audio → ``Cleared`` (``clear_delay_s``
   late, audio still flowing meanwhile, like a slow network); ``Close`` closes;
   ``speak_drop_after_s`` drops the first speak connection after that much audio.
-* without ``Authorization: Token <api_key>`` the upgrade is refused with 401.
+* without ``Authorization: Token <api_key>`` the upgrade is refused with 401
+  (and so is every upgrade after the first ``accept_connections``: a key
+  revoked mid-call); ``GET /v1/projects`` answers 200 for the key, 401
+  otherwise (what ``aybiza serve`` asks at startup).
 
     async with FakeDeepgram(transcripts=["hello there"]) as dg:
         stt = DeepgramSTT(api_key="test-key", base_url=dg.url)
@@ -115,6 +118,8 @@ class FakeDeepgram(LoopbackServer):
         chunk_delay_s: float = 0.0,
         clear_delay_s: float = 0.0,
         speak_drop_after_s: float | None = None,
+        accept_connections: int | None = None,
+        speak_status: int | None = None,
     ) -> None:
         super().__init__()
         self.transcripts = transcripts
@@ -129,16 +134,31 @@ class FakeDeepgram(LoopbackServer):
         self.chunk_delay_s = chunk_delay_s
         self.clear_delay_s = clear_delay_s
         self.speak_drop_after_s = speak_drop_after_s
+        self.accept_connections = accept_connections
+        self.accepted = 0
+        self.speak_status = speak_status  # answer speak upgrades with this HTTP status (a TTS outage)
         self.listens: list[ListenSession] = []
         self.speaks: list[SpeakSession] = []
         self.rejected = 0
+        self._cursor = 0
+
+    def rescript(self, transcripts: Transcripts) -> None:
+        """Answer the next utterances with ``transcripts`` (from the first)."""
+        self.transcripts = transcripts
         self._cursor = 0
 
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v1/listen", self._listen)
         app.router.add_get("/v1/speak", self._speak)
+        app.router.add_get("/v1/projects", self._projects)
         return app
+
+    async def _projects(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            self.rejected += 1
+            return web.json_response({"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials."}, status=401)
+        return web.json_response({"projects": [{"project_id": "fake", "name": "aybiza tests"}]})
 
     # -- shared ---------------------------------------------------------------
 
@@ -146,6 +166,15 @@ class FakeDeepgram(LoopbackServer):
         if self.api_key is None:
             return True
         return request.headers.get("Authorization", "") in (f"Token {self.api_key}", f"token {self.api_key}")
+
+    def _admit(self, request: web.Request) -> bool:
+        """A WebSocket upgrade with the key, while the key is still accepted."""
+        if not self._authorized(request) or (
+                self.accept_connections is not None and self.accepted >= self.accept_connections):
+            self.rejected += 1
+            return False
+        self.accepted += 1
+        return True
 
     def _text_for(self, audio: bytes, *, consume: bool) -> str:
         if callable(self.transcripts):
@@ -160,8 +189,7 @@ class FakeDeepgram(LoopbackServer):
     # -- listen ---------------------------------------------------------------
 
     async def _listen(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request):
-            self.rejected += 1
+        if not self._admit(request):
             return web.Response(status=401, text="invalid credentials")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
@@ -272,6 +300,8 @@ class FakeDeepgram(LoopbackServer):
         if not self._authorized(request):
             self.rejected += 1
             return web.Response(status=401, text="invalid credentials")
+        if self.speak_status is not None:
+            return web.Response(status=self.speak_status, text="speak is unavailable")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self.track(ws)

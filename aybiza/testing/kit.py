@@ -69,12 +69,16 @@ class FrameRecorder(Processor):
         """The recorded frames of ``kind``, in order."""
         return [frame for frame in self.frames if isinstance(frame, kind)]
 
+    async def arrival(self) -> None:
+        """Wait for the next frame to arrive."""
+        self._arrived = anyio.Event()
+        await self._arrived.wait()
+
     async def wait_for(self, kind: type[Frame], count: int = 1, timeout_s: float = 5.0) -> None:
         """Wait until ``count`` frames of ``kind`` arrived (TimeoutError otherwise)."""
         with anyio.fail_after(timeout_s):
             while len(self.of(kind)) < count:
-                self._arrived = anyio.Event()
-                await self._arrived.wait()
+                await self.arrival()
 
 
 class _ControlSink(Processor):
@@ -116,7 +120,7 @@ async def run_stage(
         if until is not None:
             with anyio.fail_after(timeout_s):
                 while not until(recorder):
-                    await anyio.sleep(0.005)
+                    await recorder.arrival()
         elif settle_s:
             await anyio.sleep(settle_s)
 
@@ -157,8 +161,7 @@ async def check_conformance(make: Callable[[], Processor | Awaitable[Processor]]
         await stage.control(_ControlProbe(7))
         await pipe.push(Interruption(at=time.monotonic()))
         with anyio.move_on_after(2.0):
-            while not recorder.of(Interruption):
-                await anyio.sleep(0.005)
+            await recorder.wait_for(Interruption)
 
     await pipeline.run(CallContext(call_id="CAconformance", ledger=CallLedger()), feed)
     await stage.stop()  # a second stop (the pipeline stopped it once) must be harmless

@@ -11,12 +11,13 @@ private gateways and tests (``aybiza.testing.fake_twilio``) stand in.
 
 from __future__ import annotations
 
+import anyio
 from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from ..errors import CredentialsError, OverloadedError, ProviderError
+from ..errors import CredentialsError, OverloadedError, ProviderError, ProviderTimeout
 
 __all__ = ["TwilioCallControl", "dial_twiml"]
 
@@ -55,13 +56,18 @@ class TwilioCallControl:
                         http_client=AsyncTwilioHttpClient(timeout=self._timeout_s, max_retries=1))
         client.api.base_url = self._api_url
         try:
-            await client.api.v2010.accounts(self.account_sid).calls(self.call_sid).update_async(
-                twiml=dial_twiml(target))
+            # The SDK's async client ignores its own timeout (aiohttp's 5-minute default applies): bound it here.
+            with anyio.fail_after(self._timeout_s):
+                await client.api.v2010.accounts(self.account_sid).calls(self.call_sid).update_async(
+                    twiml=dial_twiml(target))
         except TwilioException as error:
             status = getattr(error, "status", None)
             if status in (401, 403):
                 raise CredentialsError(f"Twilio refused the call update: {error}", provider="twilio") from error
             raise ProviderError(f"Twilio call update failed: {error}", provider="twilio") from error
+        except TimeoutError as error:
+            raise ProviderTimeout(f"Twilio API did not answer within {self._timeout_s:g} s",
+                                  provider="twilio") from error
         except OSError as error:
             raise OverloadedError(f"Twilio API unreachable: {error}", provider="twilio") from error
         finally:

@@ -26,6 +26,7 @@ import asyncio
 import fractions
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -50,6 +51,7 @@ from av import AudioFrame
 from ..codecs import Framer, Resampler, frame_bytes, ulaw2lin
 from ..errors import ConfigError, EndReason, ProtocolError
 from ..pipeline import (
+    DTMF,
     AgentSpeaking,
     AgentTurnDone,
     CallContext,
@@ -61,6 +63,7 @@ from ..pipeline import (
     Stage,
 )
 from ..session.transport import Push
+from .twilio import DTMF_DIGITS
 from .webrtc_events import EventChannel, route_event, with_event_taps
 
 __all__ = [
@@ -112,17 +115,21 @@ def demo_page(ice_servers: Sequence[RTCIceServer] = ()) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """A browser's request to start a call."""
+    """A browser's request to start a call (``language``: the browser's, a prior for the call's)."""
 
     sdp: str
     agent: str | None = None
+    language: str | None = None
+
+
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$")
 
 
 def parse_offer(body: object) -> Offer:
-    """Validate ``{"sdp", "type": "offer", "agent"?}``; raise ProtocolError saying what is wrong."""
+    """Validate ``{"sdp", "type": "offer", "agent"?, "language"?}``; raise ProtocolError saying what is wrong."""
     if not isinstance(body, dict):
         raise ProtocolError("the offer must be a JSON object")
-    sdp, kind, agent = body.get("sdp"), body.get("type"), body.get("agent")
+    sdp, kind, agent, language = body.get("sdp"), body.get("type"), body.get("agent"), body.get("language")
     if kind != "offer":
         raise ProtocolError(f"type must be 'offer', not {kind!r}")
     if not isinstance(sdp, str) or not sdp.startswith("v=0"):
@@ -131,7 +138,9 @@ def parse_offer(body: object) -> Offer:
         raise ProtocolError(f"sdp is longer than {MAX_SDP_CHARS} characters")
     if agent is not None and (not isinstance(agent, str) or not agent):
         raise ProtocolError("agent must be a non-empty string")
-    return Offer(sdp, agent)
+    if language is not None and (not isinstance(language, str) or not _LANGUAGE_TAG.fullmatch(language)):
+        raise ProtocolError("language must be a BCP-47 tag such as en-GB")
+    return Offer(sdp, agent, language)
 
 
 def mono_pcm16(frame: AudioFrame) -> bytes:
@@ -366,8 +375,10 @@ class WebRTCOutput(Processor):
             seconds = time.monotonic() - ctx.user_turn_ended_at
             ctx.user_turn_ended_at = None
             ctx.ledger.time(Stage.VOICE_TO_VOICE, seconds)
+            stages = ctx.ledger.timings(turn_id) | {Stage.VOICE_TO_VOICE.value: seconds}
+            # The page shows each stage in milliseconds.
             self.events.send({"type": "latency", "turn_id": turn_id, "voice_to_voice_ms": round(seconds * 1000),
-                              "stages": ctx.ledger.timings(turn_id) | {Stage.VOICE_TO_VOICE.value: seconds}})
+                              "stages": {stage: round(value * 1000) for stage, value in stages.items()}})
 
     def _on_track_idle(self) -> None:
         """The track ran dry (called from its sender task): settle the speaking state on the loop."""
@@ -395,7 +406,7 @@ class WebRTCPeer:
     """One browser call: its peer connection, tracks and data channel, as a call's transport."""
 
     kind = "webrtc"
-    sources: frozenset[type[Frame]] = frozenset({InputAudio})
+    sources: frozenset[type[Frame]] = frozenset({InputAudio, DTMF})
 
     def __init__(self, ctx: CallContext, *, ice: Sequence[RTCIceServer] = (), connect_timeout_s: float = 20.0,
                  media_timeout_s: float = 10.0) -> None:
@@ -414,6 +425,8 @@ class WebRTCPeer:
         self._ended = anyio.Event()
         self._reason = EndReason.DISCONNECTED
         self._closed = False
+        # Keys pressed on the page arrive on the data channel (a callback); the pump pushes them.
+        self._keys_in, self._keys_out = anyio.create_memory_object_stream[DTMF](16)
 
     @property
     def output(self) -> WebRTCOutput:
@@ -471,9 +484,14 @@ class WebRTCPeer:
         self.ctx.log.info("browser connected")
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read_audio, push)
+            tg.start_soon(self._read_keys, push)
             await self._ended.wait()
             tg.cancel_scope.cancel()
         return self._reason
+
+    async def _read_keys(self, push: Push) -> None:
+        async for key in self._keys_out:
+            await push(key)
 
     async def drained(self) -> None:
         """The page has been sent every queued sample."""
@@ -541,11 +559,18 @@ class WebRTCPeer:
 
     def _on_message(self, message: str | bytes) -> None:
         try:
-            kind = json.loads(message).get("type") if isinstance(message, str) and len(message) < 4096 else None
-        except (ValueError, AttributeError):
-            kind = None
+            event = json.loads(message) if isinstance(message, str) and len(message) < 4096 else None
+            kind = event.get("type") if isinstance(event, dict) else None
+        except (ValueError, RecursionError):
+            event, kind = None, None
         if kind == "hangup":
             self.end(EndReason.HANGUP)
+        elif kind == "dtmf" and isinstance(event, dict) and isinstance(digit := event.get("digit"), str) \
+                and digit in DTMF_DIGITS:  # a list or object is unhashable: never let the page's input raise here
+            try:
+                self._keys_in.send_nowait(DTMF(digit))
+            except anyio.WouldBlock:  # a page pressing faster than the call reads: the key is dropped
+                self.ctx.log.debug("dropped a key press")
         elif self.ctx.log.isEnabledFor(logging.DEBUG):
             self.ctx.log.debug("ignored data channel message %.80r", message)
 

@@ -60,7 +60,8 @@ async def test_call_with_deepgram_and_bedrock_answers_through_the_fakes(
     assert listen.query["model"] == "nova-3"
     assert "Finalize" in listen.types()
     # LLM: the transcript reached Claude with the agent's system prompt
-    [request] = bedrock.requests
+    [check, request] = bedrock.requests
+    assert check.model_id == "aybiza-credentials-check"  # the startup key check, not a turn
     # clean audio in English: the premium tier with extended thinking, as a US inference profile
     assert request.model_id == "us.anthropic.claude-sonnet-4-6"
     assert request.thinking is not None
@@ -76,7 +77,8 @@ async def test_call_with_deepgram_and_bedrock_answers_through_the_fakes(
     async with httpx.AsyncClient(timeout=5) as client:
         record = (await client.get(f"{server.http}/api/calls/{report.call_sid}")).json()
     usage = record["usage"]
-    assert any(key.startswith("tokens_in:") and value == 120 for key, value in usage.items())
+    assert usage["tokens"]["us.anthropic.claude-sonnet-4-6"] == {"input": 120, "output": 18}
+    assert usage["stt_seconds"]["nova-3"] > 0 and usage["tts_chars"]["aura-2"] > 0
     assert record["route"]["region"] == "us-east-1" and float(record["cost"]["total_usd"]) > 0
     assert record["route"]["regions_tried"] == "us-east-1"
 

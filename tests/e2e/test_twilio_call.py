@@ -105,7 +105,7 @@ async def test_call_greets_answers_the_question_and_receives_dtmf(
     assert {"harbor", "dental"} & words, transcript  # the greeting
     assert {"open", "monday"} <= words, transcript  # the opening-hours answer
     record = await _record(server, report.call_sid)
-    assert (record["status"], record["outcome"], record["digits"]) == ("ended", "stopped", "42")
+    assert (record["status"], record["outcome"], record["digits"]) == ("ended", "hangup", "42")
     assert any(stage == "voice_to_voice" for stage, _ in record["timings"])
     assert [turn["user"] for turn in record["turns"]] and record["turns"][0]["agent"]  # the transcript
     assert float(record["cost"]["total_usd"]) > 0  # Twilio minutes
@@ -145,7 +145,7 @@ async def test_a_call_fed_garbage_ends_alone_while_another_completes(server: Ser
                                        headers={"X-Twilio-Signature": signature})).text
         token = re.search(r'name="call_token" value="([^"]+)"', twiml)
         assert token is not None
-        protocol = TwilioCallerProtocol(custom_parameters={"call_token": token.group(1)})
+        protocol = TwilioCallerProtocol(custom_parameters={"call_token": token.group(1)}, call_sid="CAgarbage")
         async with websockets.connect(server.stream_url) as ws:
             await ws.send(protocol.connected())
             await ws.send(protocol.start())
@@ -164,4 +164,4 @@ async def test_a_call_fed_garbage_ends_alone_while_another_completes(server: Ser
     good = results["good"]
     assert good.close_code == 1000  # type: ignore[attr-defined]
     assert good.turns and good.turns[0].latency is not None  # type: ignore[attr-defined]
-    assert "protocol:" in server.log()
+    assert "protocol_error" in server.log()

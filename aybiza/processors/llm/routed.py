@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 
+from ...errors import OverloadedError
 from ...pipeline import CallContext
 from ...routing.failover import FailoverExecutor, Message
-from ...routing.router import CallRouting
+from ...routing.router import CallRouting, NoEligibleRegion
 from ...routing.service import RoutingService
 from ...routing.tiers import TierModel
 from .sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyStreamer, ReplyUsage, TextDelta
@@ -82,7 +83,10 @@ class RoutedBedrock:
 
         executor = FailoverExecutor(stream_turn, health=self.routing.health, budget=self.routing.budget,
                                     policy=self.routing.failover)
-        current = self.call_routing.next_turn(self.routing.snapshot())  # NoEligibleRegion ends the call
+        try:
+            current = self.call_routing.next_turn(self.routing.snapshot())
+        except NoEligibleRegion as error:  # every region failed or was ejected since the call began
+            raise OverloadedError(f"no region can take the turn: {error}", provider="bedrock") from error
         if current.region != self.ctx.region:
             self.ctx.log.info("route moves to %s: %s", current.region, current.reason)
             self.ctx.region, self.ctx.fallback_regions = current.region, current.fallbacks

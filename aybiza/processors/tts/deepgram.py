@@ -86,7 +86,7 @@ class DeepgramTTS(Processor):
     """AgentText → OutputAudio (PCM16) through Deepgram Aura streaming TTS."""
 
     name = "tts-deepgram"
-    consumes = frozenset({AgentText, AgentTurnDone, Interruption})
+    consumes = frozenset({AgentText, AgentTurnDone, Interruption, LanguageChanged})
     produces = frozenset({OutputAudio, AgentTurnDone})
 
     def __init__(

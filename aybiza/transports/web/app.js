@@ -213,7 +213,7 @@
     setStatus("connecting", "connecting");
     await pc.setLocalDescription(await pc.createOffer());
     await gatheringComplete(pc);
-    const body = { sdp: pc.localDescription.sdp, type: "offer" };
+    const body = { sdp: pc.localDescription.sdp, type: "offer", language: navigator.language || "en" };
     if (agent) body.agent = agent;
     const response = await fetch("/webrtc/offer", {
       method: "POST",

@@ -1,0 +1,59 @@
+"""Shared end-to-end fixtures: the recogniser that checks what callers heard, and agent directories."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from aybiza.codecs import ulaw2lin
+from aybiza.processors.stt.whisper import WhisperRecognizer
+from aybiza.testing.caller import CallReport
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def recognizer() -> Iterator[WhisperRecognizer]:
+    """tiny.en, for checking what a caller heard."""
+    recognizer = WhisperRecognizer()
+    recognizer.load()
+    yield recognizer
+
+
+def words(text: str) -> set[str]:
+    """The lower-case words of ``text``."""
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def heard_pcm(report: CallReport) -> bytes:
+    """What the caller heard, as 8 kHz PCM16."""
+    return ulaw2lin(bytes(report.heard))
+
+
+def speech_seconds(pcm: bytes, rate: int = 8000) -> float:
+    """Seconds of 20 ms frames louder than -40 dBFS (speech, not line noise)."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+    frame = rate // 50
+    count = len(samples) // frame
+    if not count:
+        return 0.0
+    rms = np.sqrt((samples[: count * frame].reshape(count, frame) ** 2).mean(axis=1))
+    return float((rms > 32768 * 0.01).sum()) / 50
+
+
+def agents_dir(tmp: Path, **variants: Mapping[str, Any]) -> Path:
+    """A directory with the default agent (short greeting) and variants of it: ``name={field: value}``."""
+    base = yaml.safe_load((ROOT / "agents" / "default.yaml").read_text())
+    base["greeting"] = "Hello, Harbor Lane Dental."
+    directory = tmp / "agents"
+    directory.mkdir(exist_ok=True)
+    (directory / "default.yaml").write_text(yaml.safe_dump(base))
+    for name, changes in variants.items():
+        (directory / f"{name}.yaml").write_text(yaml.safe_dump({**base, "id": name, **changes}))
+    return directory
