@@ -13,6 +13,7 @@ import pytest
 from aybiza.cli import main
 from aybiza.config import Settings
 from aybiza.edge.calls import open_call_store
+from aybiza.errors import EndReason
 from aybiza.pipeline import CallContext
 from aybiza.reports import calls_report, costs_report, route_report, scenario_report
 from aybiza.routing.costs import cost_of
@@ -161,18 +162,23 @@ def test_costs_and_calls_read_the_archive(tmp_path: Path) -> None:
     async def one_call() -> None:
         store = await open_call_store(tmp_path)
         ctx = CallContext(call_id="CAcost", caller="+447700900123", region="eu-west-2")
-        ctx.add_usage("tokens_in:eu.anthropic.claude-haiku-4-5-20251001-v1:0", 1000)
-        ctx.add_usage("tokens_out:eu.anthropic.claude-haiku-4-5-20251001-v1:0", 100)
-        cost = cost_of(ctx.usage, ctx.region, 1.0)
+        ctx.ledger.add_tokens("eu.anthropic.claude-haiku-4-5-20251001-v1:0", 1000, 100)
+        ctx.ledger.answered("eu.anthropic.claude-haiku-4-5-20251001-v1:0")
+        ctx.ledger.add_stt("nova-3", 30.0)
+        ctx.ledger.add_audio(60.0)
+        ctx.ledger.add_gated(30.0)
+        cost = cost_of(ctx.ledger.usage(), ctx.region, 1.0)
         await store.start_call(ctx)
-        await store.end_call(ctx, "stopped", cost=cost.to_dict())
+        await store.end_call(ctx, EndReason.HANGUP.value, cost=cost.to_dict())
         await store.aclose()
 
     anyio.run(one_call)
     calls = calls_report(settings)
-    assert "CAcost" in calls and "stopped" in calls
+    assert "CAcost" in calls and "hangup" in calls
     costs = costs_report(settings)
     assert "eu-west-2" in costs and "haiku" in costs
+    measured = scenario_report(settings, measured=True)  # the archived typed usage feeds the scenario
+    assert "Hybrid saves" in measured and measured != scenario_report(settings)
 
 
 def test_the_route_command_reads_the_settings_and_probes(

@@ -66,7 +66,7 @@ STAGES: dict[str, str] = {
     "voice_to_voice": "voice_to_voice_seconds",
     "edge_frame": "edge_frame_seconds",
 }
-"""Timing stage names (as passed to ``CallContext.record_timing``) -> histogram names."""
+"""Timing stage names (as passed to ``CallLedger.time``) -> histogram names."""
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 EDGE_FRAME_BUCKETS = (
@@ -218,7 +218,7 @@ class Metrics:
     # -- what the server and pipeline call ----------------------------------
 
     def observe_timing(self, stage: str, seconds: float) -> None:
-        """Record a latency sample; fits ``CallContext.on_timing``. Unknown stages are ignored."""
+        """Record a latency sample; a call ledger reports through :meth:`timing`. Unknown stages are ignored."""
         histogram = self._histograms.get(stage)
         if histogram is None or not math.isfinite(seconds) or seconds < 0:
             return

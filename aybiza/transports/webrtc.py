@@ -565,8 +565,8 @@ class WebRTCPeer:
             event, kind = None, None
         if kind == "hangup":
             self.end(EndReason.HANGUP)
-        elif kind == "dtmf" and isinstance(event, dict) and isinstance(digit := event.get("digit"), str) \
-                and digit in DTMF_DIGITS:  # a list or object is unhashable: never let the page's input raise here
+        elif (kind == "dtmf" and isinstance(event, dict) and isinstance(digit := event.get("digit"), str)
+              and digit in DTMF_DIGITS):  # a list or object would be unhashable: the page's input must not raise
             try:
                 self._keys_in.send_nowait(DTMF(digit))
             except anyio.WouldBlock:  # a page pressing faster than the call reads: the key is dropped

@@ -19,6 +19,7 @@ import anyio
 
 from aybiza.edge.calls import open_call_store
 from aybiza.edge.records import CallRecord, TurnRecord
+from aybiza.pipeline import Usage
 
 TURNS = [
     ("Hi, I'd like to book a cleaning.", "Sure. Which day suits you?"),
@@ -34,11 +35,11 @@ async def serve(data_dir: Path, redis_url: str | None) -> None:
             await store.start(CallRecord(call_id=call_id, caller="+15550001"))
             for number, (user, agent) in enumerate(TURNS, 1):
                 await store.update(call_id, turn=TurnRecord(turn_id=number, user=user, agent=agent))
-            await store.end(call_id, outcome="hangup", usage={"stt_seconds": 5.0})
+            await store.end(call_id, outcome="hangup", usage=Usage(stt_seconds={"nova-3": 5.0}))
         await store.start(CallRecord(call_id="open-1", caller="+15550002"))
         for number, (user, agent) in enumerate(TURNS, 1):
             await store.update("open-1", turn=TurnRecord(turn_id=number, user=user, agent=agent),
-                               usage={"stt_seconds": float(number)})
+                               usage=Usage(stt_seconds={"nova-3": float(number)}))
         print("READY", flush=True)
         await anyio.sleep_forever()
 

@@ -11,6 +11,7 @@ import pytest
 from aybiza.edge.archive import Archive, PostgresArchive, SQLiteArchive, default_archive_url, open_archive
 from aybiza.edge.records import CallRecord, TurnRecord
 from aybiza.errors import ConfigError
+from aybiza.pipeline import Usage
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +33,7 @@ def _record(call_id: str, *, version: int = 3, ended_days_ago: float = 0.0, agen
         started_at=ended - 60, updated_at=ended, ended_at=ended, outcome="hangup", digits="42",
         turns=[TurnRecord(turn_id=1, user="What are your hours?", agent="Nine to five.",
                           timings={"llm_first_token": 0.1})],
-        usage={"stt_seconds": 4.0}, cost={"total_usd": "0.01"},
+        usage=Usage(stt_seconds={"nova-3": 4.0}), cost={"total_usd": "0.01"},
     )
 
 

@@ -18,7 +18,7 @@ from aybiza.edge.state import CallFenced, CallStateError, StateBackend
 from aybiza.edge.state_redis import RedisState
 from aybiza.edge.state_sqlite import SQLiteState
 from aybiza.errors import ConfigError
-from aybiza.pipeline import CallContext
+from aybiza.pipeline import CacheKind, CallContext, IncidentKind, Stage, Usage
 from aybiza.testing.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -63,11 +63,13 @@ async def test_lifecycle_start_update_end_archives_before_returning(open_store: 
     live = await store.get("CA1")
     assert live is not None and live.status == "active" and [t.user for t in live.turns] == ["Hours?", "Parking?"]
 
-    ended = await store.end("CA1", outcome="hangup", usage={"stt_seconds": 3.5}, cost={"total_usd": "0.02"})
+    ended = await store.end("CA1", outcome="hangup", usage=Usage(stt_seconds={"nova-3": 3.5}),
+                            cost={"total_usd": "0.02"})
     archived = await store.archive.get("CA1")  # committed before end() returned
     assert archived == ended
     assert archived is not None and archived.status == "ended" and archived.outcome == "hangup"
-    assert archived.language == "en-GB" and archived.usage == {"stt_seconds": 3.5} and len(archived.turns) == 2
+    assert archived.language == "en-GB" and archived.usage == Usage(stt_seconds={"nova-3": 3.5})
+    assert len(archived.turns) == 2
     assert archived.ended_at is not None and archived.ended_at >= archived.started_at
     assert await store.state.read("CA1") is None  # gone from live state
     assert await store.get("CA1") == archived
@@ -117,14 +119,16 @@ async def test_recovery_archives_calls_of_dead_owners_only(open_store: OpenStore
     alive, dying = await open_store(), await open_store()
     await alive.start(CallRecord(call_id="CA-alive"))
     await dying.start(CallRecord(call_id="CA-dead"))
-    await dying.update("CA-dead", turn=_turn(1, "Hello?", "Hi, how can I help?"), usage={"stt_seconds": 1.0})
+    await dying.update("CA-dead", turn=_turn(1, "Hello?", "Hi, how can I help?"),
+                       usage=Usage(stt_seconds={"nova-3": 1.0}))
     await dying.state.aclose()  # the process is gone without ending its call
 
     restarted = await open_store()
     assert await restarted.recover_interrupted() == ["CA-dead"]
     record = await restarted.archive.get("CA-dead")
     assert record is not None and record.status == "interrupted" and record.outcome == "interrupted"
-    assert [t.agent for t in record.turns] == ["Hi, how can I help?"] and record.usage == {"stt_seconds": 1.0}
+    assert [t.agent for t in record.turns] == ["Hi, how can I help?"]
+    assert record.usage == Usage(stt_seconds={"nova-3": 1.0})
     assert await restarted.recover_interrupted() == []
     live = await alive.get("CA-alive")
     assert live is not None and live.status == "active"
@@ -211,19 +215,29 @@ async def test_exactly_one_of_many_concurrent_takeovers_wins(redis_url: str) -> 
 async def test_end_call_and_list_calls_give_the_api_data(open_store: OpenStore, tmp_path: Path) -> None:
     store = await open_store()
     ctx = CallContext(call_id="CA1", caller="+15550001", agent_id="default", region="eu-west-2")
-    ctx.add_usage("stt_seconds", 2.0)
-    ctx.add_usage("cache_hits:llm", 1)
-    ctx.record_timing("voice_to_voice", 0.8)
+    ctx.ledger.add_stt("nova-3", 2.0)
+    ctx.ledger.cache(CacheKind.ANSWER, hit=True)
+    ctx.ledger.answered("cache")
+    ctx.ledger.time(Stage.VOICE_TO_VOICE, 0.8)
+    ctx.ledger.incident(IncidentKind.TTS_FALLBACK, "aura-2 refused")
     await store.start_call(ctx)
     await store.start(CallRecord(call_id="CA2"))
-    ended = await store.end_call(ctx, "hangup", cost={"total_usd": "0.01"})
-    assert ended.route["region"] == "eu-west-2" and ended.cache_hits == {"llm": 1}
+    ended = await store.end_call(ctx, "hangup", cost={"total_usd": "0.01"}, detail="the caller hung up")
+    assert ended.route["region"] == "eu-west-2" and ended.usage.cache_hits(CacheKind.ANSWER) == 1
+    assert ended.usage.stt_seconds == {"nova-3": 2.0}
     assert ended.timings == [("voice_to_voice", 0.8)] and ended.cost == {"total_usd": "0.01"}
+    assert ended.outcome == "hangup" and ended.outcome_detail == "the caller hung up"
+    assert [(i.kind, i.detail) for i in ended.incidents] == [(IncidentKind.TTS_FALLBACK, "aura-2 refused")]
+    archived = await store.archive.get("CA1")
+    assert archived == ended  # the typed usage and incidents survive the archive's JSON
 
     listing = await store.list_calls()
     assert [c["call_id"] for c in listing["active"]] == ["CA2"]
     assert [c["call_id"] for c in listing["calls"]] == ["CA1"] and listing["archived_total"] == 1
-    assert listing["calls"][0]["cost_usd"] == "0.01" and "turns" in listing["calls"][0]
+    summary = listing["calls"][0]
+    assert summary["cost_usd"] == "0.01" and "turns" in summary
+    assert summary["cache_hits"] == {"llm": 1} and summary["model"] == "cache"
+    assert summary["incidents"] == ["tts_fallback"]
 
 
 async def test_read_calls_for_the_cli(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from aybiza.edge.calls import open_call_store
+from aybiza.pipeline import Usage
 
 pytestmark = pytest.mark.anyio
 
@@ -67,11 +68,11 @@ async def test_sigkill_mid_call_then_restart_archives_it_as_interrupted(
         interrupted = await store.get("open-1")
         assert interrupted is not None and interrupted.status == "interrupted"
         assert [t.user for t in interrupted.turns] == ["Hi, I'd like to book a cleaning.", "Tuesday morning, please."]
-        assert interrupted.usage == {"stt_seconds": 2.0} and interrupted.caller == "+15550002"
+        assert interrupted.usage == Usage(stt_seconds={"nova-3": 2.0}) and interrupted.caller == "+15550002"
         for call_id in ("done-1", "done-2"):
             done = await store.archive.get(call_id)
             assert done is not None and done.status == "ended" and len(done.turns) == 2
-            assert done.usage == {"stt_seconds": 5.0}
+            assert done.usage == Usage(stt_seconds={"nova-3": 5.0})
         assert await store.archive.count() == 3
         assert await store.live() == []
     finally:

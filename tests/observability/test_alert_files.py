@@ -128,10 +128,10 @@ def test_alerts_fire_on_bad_numbers_and_stay_quiet_on_good_ones(tmp_path: Path) 
                  "exp_alerts": [alert("AybizaRegionUnhealthy", region="eu-west-2")]},
             ],
         },
-        {  # 10 errors per 100 calls, then 1 per 100
+        {  # 10 of 100 calls end on a failure, then 1 of 100 (both counted at the call's end)
             "interval": "1m",
             "input_series": [
-                {"series": 'aybiza_errors_total{kind="ProviderTimeout"}', "values": "0+10x30 300+1x30"},
+                {"series": 'aybiza_errors_total{kind="model_unavailable"}', "values": "0+10x30 300+1x30"},
                 {"series": 'aybiza_calls_total{country="US",region="us-east-1",model="m"}',
                  "values": "0+100x60"},
             ],
@@ -180,6 +180,24 @@ def test_every_exported_family_is_shown_or_alerted_on() -> None:
 
     used = {name for expr in [r["expr"] for r in alert_rules()] + dashboard_exprs() for name in METRIC.findall(expr)}
     assert {family(n) for n in Metrics().metric_names()} - {family(n) for n in used} == set()
+
+
+def test_the_files_say_calls_are_counted_when_they_end() -> None:
+    # aybiza_calls_total is counted at the end of a call (with the model that answered it),
+    # and aybiza_errors_total counts calls that ended on a failure: the texts must not say "started".
+    panels = {panel["title"]: panel for panel in dashboard()["panels"]}
+    for title in ("Global request distribution", "Regional health", "Cost breakdown"):
+        description = panels[title]["description"]
+        assert "started" not in description and "end" in description, title
+    (rule,) = [r for r in alert_rules() if r["alert"] == "AybizaHighErrorRate"]
+    assert "started" not in rule["annotations"]["description"]
+    assert "ended" in rule["annotations"]["description"]
+    assert "started" not in ALERTS.read_text()
+
+
+def test_dashboard_shows_the_incidents_calls_met() -> None:
+    panels = {panel["title"]: " ".join(t["expr"] for t in panel["targets"]) for panel in dashboard()["panels"]}
+    assert "sum by (kind) (increase(aybiza_incidents_total" in panels["Regional health"]
 
 
 def test_dashboard_has_the_designs_five_panels() -> None:

@@ -18,8 +18,8 @@ from aybiza.observability.metrics import Metrics
 def live_snapshot() -> dict[str, Any]:
     metrics = Metrics()
     for _ in range(3):
-        metrics.call_started("US", "us-east-1", "m")
-    metrics.call_ended(0.0412, "us-east-1")
+        metrics.call_started()
+    metrics.call_ended(0.0412, region="us-east-1", country="US", model="m", reason="hangup")
     for seconds in (0.5, 0.6, 0.7, 0.8):
         metrics.observe_timing("voice_to_voice", seconds)
     metrics.observe_timing("edge_frame", 21e-6)

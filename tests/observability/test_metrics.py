@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aybiza.observability.metrics import Metrics, country_label, percentile
+from aybiza.pipeline import CacheKind, CallContext, CallLedger, IncidentKind, Stage
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -24,26 +25,29 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 def test_rendered_metrics_carry_the_expected_labels_after_a_call() -> None:
     metrics = Metrics()
-    metrics.call_started("us", "us-east-1", "us.anthropic.claude-haiku-4-5-20251001-v1:0")
-    metrics.observe_timing("voice_to_voice", 0.62)
+    metrics.call_started()
+    metrics.timing(Stage.VOICE_TO_VOICE, 0.62)
     metrics.observe_timing("stt_final", 0.18)
     metrics.cache("agent_config", hit=True)
-    metrics.cache("llm", hit=False)
+    metrics.cache(CacheKind.ANSWER, hit=False)
     metrics.error("ProviderTimeout")
     metrics.failover("us-east-1", "us-west-2")
+    metrics.incident(IncidentKind.TTS_FALLBACK)
     metrics.region_state("us-east-1", "degraded", 0.09)
-    metrics.call_ended(Decimal("0.0412"), "us-west-2")
+    metrics.call_ended(Decimal("0.0412"), region="us-west-2", country="us",
+                       model="us.anthropic.claude-haiku-4-5-20251001-v1:0", reason="hangup")
 
     got = samples(metrics)
     calls = (
         "aybiza_calls_total",
-        (("country", "US"), ("model", "us.anthropic.claude-haiku-4-5-20251001-v1:0"), ("region", "us-east-1")),
+        (("country", "US"), ("model", "us.anthropic.claude-haiku-4-5-20251001-v1:0"), ("region", "us-west-2")),
     )
-    assert got[calls] == 1
+    assert got[calls] == 1  # counted at the end, with the region and the model that answered
     assert got[("aybiza_cache_requests_total", (("namespace", "agent_config"), ("result", "hit")))] == 1
     assert got[("aybiza_cache_requests_total", (("namespace", "llm"), ("result", "miss")))] == 1
     assert got[("aybiza_errors_total", (("kind", "ProviderTimeout"),))] == 1
     assert got[("aybiza_failovers_total", (("from_region", "us-east-1"), ("to_region", "us-west-2")))] == 1
+    assert got[("aybiza_incidents_total", (("kind", "tts_fallback"),))] == 1
     assert got[("aybiza_call_cost_usd_total", (("region", "us-west-2"),))] == pytest.approx(0.0412)
     assert got[("aybiza_region_health", (("region", "us-east-1"),))] == 1
     assert got[("aybiza_region_latency_seconds", (("region", "us-east-1"),))] == pytest.approx(0.09)
@@ -52,6 +56,41 @@ def test_rendered_metrics_carry_the_expected_labels_after_a_call() -> None:
     assert got[("aybiza_voice_to_voice_seconds_bucket", (("le", "0.75"),))] == 1
     assert got[("aybiza_voice_to_voice_seconds_bucket", (("le", "0.5"),))] == 0
     assert got[("aybiza_stt_final_seconds_bucket", (("le", "0.2"),))] == 1
+
+
+def test_a_call_is_counted_when_it_ends_not_when_it_starts() -> None:
+    metrics = Metrics()
+    metrics.call_started()
+    assert metrics.snapshot()["active_calls"] == 1 and metrics.snapshot()["calls_total"] == 0
+    assert not any(name == "aybiza_calls_total" for name, _ in samples(metrics))
+    metrics.call_ended(0.01, region="eu-west-2", country="GB", model="faq", reason="hangup")
+    snap = metrics.snapshot()
+    assert snap["active_calls"] == 0 and snap["calls_total"] == 1
+    assert snap["calls_by_country"] == {"GB": 1} and snap["calls_by_model"] == {"faq": 1}
+    assert snap["errors"] == {}  # a normal end is not an error
+
+
+def test_a_failed_call_counts_its_end_reason_as_an_error() -> None:
+    metrics = Metrics()
+    for reason in ("model_unavailable", "model_unavailable", "hangup"):
+        metrics.call_started()
+        metrics.call_ended(0, region="local", reason=reason, failed=reason != "hangup")
+    snap = metrics.snapshot()
+    assert snap["errors"] == {"model_unavailable": 2}
+    assert snap["calls_by_country"] == {"unknown": 3} and snap["calls_by_model"] == {"none": 3}
+    assert samples(metrics)[("aybiza_errors_total", (("kind", "model_unavailable"),))] == 2
+
+
+def test_incidents_are_counted_and_timed() -> None:
+    metrics = Metrics()
+    assert metrics.since_incident(IncidentKind.STT_FALLBACK) is None
+    metrics.incident(IncidentKind.STT_FALLBACK)
+    metrics.incident(IncidentKind.STT_FALLBACK)
+    metrics.incident(IncidentKind.MODEL_FAILED)
+    assert metrics.snapshot()["incidents"] == {"model_failed": 1, "stt_fallback": 2}
+    since = metrics.since_incident(IncidentKind.STT_FALLBACK)
+    assert since is not None and 0 <= since < 5
+    assert metrics.since_incident(IncidentKind.TTS_FALLBACK) is None
 
 
 def test_content_type_is_the_prometheus_text_format() -> None:
@@ -96,7 +135,7 @@ def test_label_values_are_bounded() -> None:
 
 def test_fresh_registries_are_independent() -> None:
     first, second = Metrics(), Metrics()
-    first.call_started("US", "us-east-1", "m")
+    first.call_started()
     assert first.snapshot()["active_calls"] == 1
     assert second.snapshot()["active_calls"] == 0
     assert first.registry is not second.registry
@@ -134,10 +173,10 @@ def test_reservoir_keeps_recent_samples() -> None:
 def test_cost_today_starts_over_on_a_new_day() -> None:
     day = [date(2026, 11, 26)]
     metrics = Metrics(today=lambda: day[0])
-    metrics.call_started("US", "us-east-1", "m")
-    metrics.call_ended(0.25, "us-east-1")
-    metrics.call_started("US", "us-east-1", "m")
-    metrics.call_ended(0.5, "us-east-1")
+    metrics.call_started()
+    metrics.call_ended(0.25, region="us-east-1")
+    metrics.call_started()
+    metrics.call_ended(0.5, region="us-east-1")
     assert metrics.snapshot()["cost_today_usd"] == 0.75
     day[0] = date(2026, 11, 27)
     assert metrics.snapshot()["cost_today_usd"] == 0.0
@@ -148,8 +187,8 @@ def test_cost_today_starts_over_on_a_new_day() -> None:
 
 def test_active_calls_never_go_negative_and_bad_costs_count_as_zero() -> None:
     metrics = Metrics()
-    metrics.call_ended(-3, "us-east-1")
-    metrics.call_ended(float("nan"), "us-east-1")
+    metrics.call_ended(-3, region="us-east-1")
+    metrics.call_ended(float("nan"), region="us-east-1")
     assert metrics.snapshot()["active_calls"] == 0
     assert metrics.snapshot()["cost_today_usd"] == 0.0
 
@@ -170,13 +209,18 @@ def test_region_state_accepts_names_codes_and_enums() -> None:
             metrics.region_state("d", bad)
 
 
-def test_timing_sink_fits_call_context() -> None:
-    from aybiza.pipeline.context import CallContext
-
+def test_metrics_are_the_ledger_sink_of_a_call() -> None:
     metrics = Metrics()
-    ctx = CallContext(call_id="CA123", on_timing=metrics.observe_timing)
-    ctx.record_timing("voice_to_voice", 0.7)
-    assert metrics.snapshot()["latency"]["voice_to_voice"]["count"] == 1
+    ctx = CallContext(call_id="CA123", ledger=CallLedger(metrics))
+    ctx.ledger.time(Stage.VOICE_TO_VOICE, 0.7)
+    ctx.ledger.time(Stage.CACHE_ANSWER, 0.01)  # measured per call, not exported
+    ctx.ledger.cache(CacheKind.AUDIO, hit=True)
+    ctx.ledger.failover("us-east-1", "us-west-2")
+    ctx.ledger.incident(IncidentKind.MODEL_FAILED, "every region throttled")
+    snap = metrics.snapshot()
+    assert snap["latency"]["voice_to_voice"]["count"] == 1
+    assert snap["cache"]["namespaces"]["tts"] == {"hits": 1, "misses": 0, "hit_ratio": 1.0}
+    assert snap["failovers"] == 1 and snap["incidents"] == {"model_failed": 1}
     body, _ = metrics.render()
     assert b"CA123" not in body
 

@@ -18,13 +18,16 @@ from aybiza.pipeline import (
     DTMF,
     AgentText,
     AgentTurnDone,
+    CacheKind,
     CallContext,
     Frame,
     Interruption,
     OutputAudio,
     Processor,
+    Stage,
     UserTurn,
 )
+from aybiza.pipeline.ledger import CacheUse
 from aybiza.processors.cache import CachedAnswers, CachingSynthesizer, engine_voice_id
 from aybiza.processors.llm.sentences import ChatMessage
 from aybiza.processors.tts.base import TTSProcessor
@@ -69,7 +72,7 @@ class ScriptedModel(Processor):
         assert self.ctx is not None
         self.history.append(ChatMessage("user", turn.text))
         if self.fail:
-            self.ctx.add_usage("llm_errors", 1)
+            self.ctx.ledger.model_errors += 1
             await self.push(AgentText(self.error_text, turn.turn_id))
         else:
             await self.push(AgentText(f"About {turn.text.lower().rstrip('?')}.", turn.turn_id))
@@ -120,7 +123,8 @@ async def test_repeated_first_question_is_answered_from_the_cache_without_the_mo
     cached = CachedAnswers(first, cache, AnswerPolicy(AGENT))
     async with running(cached) as (sink, ctx):
         await ask(cached, sink, "Do you take new patients?")
-        assert first.asked == ["Do you take new patients?"] and "cache_hits:llm" not in ctx.usage
+        assert first.asked == ["Do you take new patients?"]
+        assert ctx.ledger.usage().cache == {CacheKind.ANSWER: CacheUse(hits=0, misses=1)}
     await stored(cache, "llm", 1)
 
     second = ScriptedModel()
@@ -130,8 +134,9 @@ async def test_repeated_first_question_is_answered_from_the_cache_without_the_mo
         assert second.asked == []
         assert texts(sink) == ["About do you take new patients.", "That is all."]
         assert isinstance(sink.frames[-1], AgentTurnDone)
-        assert ctx.usage["cache_hits:llm"] == 1
-        assert [stage for stage, _ in ctx.timings] == ["cache_answer"]
+        assert ctx.ledger.cache_hits(CacheKind.ANSWER) == 1
+        assert [stage for stage, _, _ in ctx.ledger.samples] == [Stage.CACHE_ANSWER]
+        assert ctx.ledger.usage().answered_by == "cache"
         # A model that keeps the conversation is told about the turn it did not answer.
         assert [(m.role, m.text) for m in second.history] == [
             ("user", "Um, do you take new patients?"), ("assistant", "About do you take new patients. That is all.")]
@@ -166,7 +171,7 @@ async def test_stateless_model_answers_are_cached_on_every_turn() -> None:
     second = CachedAnswers(model, cache, policy)
     async with running(second, "CA2") as (sink, ctx):
         await ask(second, sink, "And on Sundays?", 1)
-    assert model.asked == [] and ctx.usage["cache_hits:llm"] == 1
+    assert model.asked == [] and ctx.ledger.cache_hits(CacheKind.ANSWER) == 1
 
 
 async def test_interrupted_answer_is_not_stored() -> None:
@@ -253,8 +258,9 @@ async def test_spoken_sentences_are_replayed_from_the_cache() -> None:
     assert engine.requests == ["Hello, thanks for calling.", "How can I help?", "Something new."]
     assert [f.pcm for f in sink.of(OutputAudio)][:3] == first_audio[:3]  # same chunks, same boundaries
     assert all(f.sample_rate == 16000 for f in sink.of(OutputAudio))
-    assert ctx.usage["cache_hits:tts"] == 1
-    assert ctx.usage["tts_chars"] == len("Something new.")  # the replayed sentence cost nothing
+    usage = ctx.ledger.usage()
+    assert usage.cache == {CacheKind.AUDIO: CacheUse(hits=1, misses=1)}
+    assert usage.tts_chars == {"counting": len("Something new.")}  # the replayed sentence cost nothing
 
 
 async def test_sentence_cut_short_by_barge_in_is_not_stored() -> None:

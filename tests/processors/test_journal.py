@@ -18,11 +18,13 @@ from aybiza.edge.state_sqlite import SQLiteState
 from aybiza.pipeline import (
     AgentText,
     AgentTurnDone,
+    CacheKind,
     CallContext,
     Frame,
     Interruption,
     Processor,
     QualityReport,
+    Stage,
     UserTurn,
 )
 from aybiza.processors.cache import CachedAnswers
@@ -85,16 +87,18 @@ async def test_turns_reach_the_store_during_the_call_and_the_archive_at_its_end(
     journal.link(None)
     journal.push = sink
     ctx = CallContext(call_id="CA1", caller="+15550001")
+    await store.open_call(ctx)  # the call's session opens the record before the stages start
     async with anyio.create_task_group() as tg:
         await journal.start(ctx, tg)
         await journal.process(AgentText("Hello, Harbor Lane Dental.", 0))
         await journal.process(AgentTurnDone(0))
-        ctx.record_timing("tts_first_byte", 0.11)  # the greeting's audio
-        ctx.record_timing("stt_final", 0.21)  # the caller's first turn being recognised
+        ctx.ledger.time(Stage.TTS_FIRST_BYTE, 0.11)  # the greeting's audio
+        ctx.ledger.time(Stage.STT_FINAL, 0.21)  # the caller's first turn being recognised: turn 1's
+        ctx.ledger.turn = 1  # what turn-taking does when the caller's turn ends
         await journal.process(QualityReport(score=0.9, tier="high"))
         await journal.process(UserTurn("What are your opening hours?", turn_id=1))
         assert sink.has(AgentTurnDone, 1)
-        ctx.record_timing("voice_to_voice", 0.61)
+        ctx.ledger.time(Stage.VOICE_TO_VOICE, 0.61)
 
         live = await live_record(store, "CA1", 2)  # written while the call runs: a crash keeps it
         assert [(t.turn_id, t.user, t.agent) for t in live.turns] == [
@@ -104,6 +108,7 @@ async def test_turns_reach_the_store_during_the_call_and_the_archive_at_its_end(
         assert live.status == "active" and live.quality["tier"] == "high"
 
         await journal.process(QualityReport(score=0.4, tier="low"))
+        ctx.ledger.turn = 2
         await journal.process(UserTurn("Do you do implants?", turn_id=2))
         await journal.process(Interruption(at=1.0))
         assert sink.has(AgentTurnDone, 2)
@@ -117,6 +122,7 @@ async def test_turns_reach_the_store_during_the_call_and_the_archive_at_its_end(
     assert turns[2].interrupted and not turns[1].interrupted
     assert record.quality == {"score": 0.4, "tier": "low", "min_score": 0.4}
     assert record.outcome == "hangup" and record.status == "ended"
+    assert record.timings == [("tts_first_byte", 0.11), ("stt_final", 0.21), ("voice_to_voice", 0.61)]
     assert await store.archive.get("CA1") == record
 
 
@@ -129,6 +135,7 @@ async def test_cache_hits_are_marked_on_the_turn(store: CallStore) -> None:
         journal.link(None)
         journal.push = sink
         ctx = CallContext(call_id=call_id)
+        await store.open_call(ctx)
         async with anyio.create_task_group() as tg:
             await journal.start(ctx, tg)
             await journal.process(UserTurn("What are your opening hours?", turn_id=1))
@@ -144,7 +151,8 @@ async def test_cache_hits_are_marked_on_the_turn(store: CallStore) -> None:
     first, second = await store.archive.get("CA1"), await store.archive.get("CA2")
     assert first is not None and second is not None
     assert first.turns[0].cached == [] and second.turns[0].cached == ["llm"]
-    assert second.cache_hits == {"llm": 1} and first.cache_hits == {}
+    assert second.usage.cache_hits(CacheKind.ANSWER) == 1 and first.usage.cache_hits(CacheKind.ANSWER) == 0
+    assert second.summary()["cache_hits"] == {"llm": 1} and first.summary()["cache_hits"] == {"llm": 0}
 
 
 async def test_a_resumed_call_keeps_the_turns_of_the_process_before(tmp_path: Path, store: CallStore) -> None:
@@ -152,13 +160,14 @@ async def test_a_resumed_call_keeps_the_turns_of_the_process_before(tmp_path: Pa
     await store.update("CA1", turn=TurnRecord(turn_id=0, agent="Hello."))
     await store.update("CA1", turn=TurnRecord(turn_id=1, user="Book a cleaning.", agent="Which day?"))
     other = await CallStore(SQLiteState(tmp_path / "live.db"), store.archive).open()
-    assert await other.resume("CA1") is not None
+    ctx = CallContext(call_id="CA1")
+    opened, resumed = await other.open_call(ctx)  # what the session does: the call is taken over
+    assert resumed and len(opened.turns) == 2
 
-    journal = CallJournal(ScriptedModel(), other)
+    journal = CallJournal(ScriptedModel(), other, turn_offset=2)  # numbered after the turns on record
     sink = RecordingSink()
     journal.link(None)
     journal.push = sink
-    ctx = CallContext(call_id="CA1")
     async with anyio.create_task_group() as tg:
         await journal.start(ctx, tg)
         await journal.process(UserTurn("Tuesday.", turn_id=1))  # the new process counts from 1 again
@@ -167,3 +176,18 @@ async def test_a_resumed_call_keeps_the_turns_of_the_process_before(tmp_path: Pa
     record = await other.end_call(ctx, "hangup")
     assert [(t.turn_id, t.user) for t in record.turns] == [(0, ""), (1, "Book a cleaning."), (3, "Tuesday.")]
     await other.state.aclose()
+
+
+async def test_a_call_whose_record_is_not_open_here_runs_without_a_journal(store: CallStore) -> None:
+    journal = CallJournal(ScriptedModel(), store)
+    sink = RecordingSink()
+    journal.link(None)
+    journal.push = sink
+    ctx = CallContext(call_id="CAnot-opened")
+    async with anyio.create_task_group() as tg:
+        await journal.start(ctx, tg)
+        await journal.process(UserTurn("Hello?", turn_id=1))
+        tg.cancel_scope.cancel()
+    await journal.stop()
+    assert sink.has(AgentTurnDone, 1), "the call goes on"
+    assert await store.state.read("CAnot-opened") is None

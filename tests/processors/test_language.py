@@ -17,7 +17,7 @@ from aybiza.processors.language import (
 
 
 class Sink:
-    """Collects what the processor pushes."""
+    """Collects what the processor pushes (or, as its ``steer``, sends up the control path)."""
 
     def __init__(self) -> None:
         self.frames: list[Frame] = []
@@ -26,12 +26,15 @@ class Sink:
         self.frames.append(frame)
 
 
-async def started(ctx: CallContext, **options: object) -> tuple[LanguageProcessor, Sink]:
+async def started(ctx: CallContext, **options: object) -> tuple[LanguageProcessor, Sink, Sink]:
+    """A started processor with the language its call's session chose (the prior), and its two sinks."""
+    ctx.language = prior_language(ctx) or ctx.language  # what the call's session does before the stages start
     processor = LanguageProcessor(**options)  # type: ignore[arg-type]
-    sink = Sink()
+    sink, steered = Sink(), Sink()
     processor.push = sink
+    processor.steer = steered
     await processor.start(ctx, None)  # type: ignore[arg-type]  # spawns no task
-    return processor, sink
+    return processor, sink, steered
 
 
 @pytest.mark.parametrize(
@@ -63,16 +66,17 @@ def test_custom_parameter_beats_the_number_and_unknown_languages_are_ignored() -
 
 
 @pytest.mark.anyio
-async def test_start_sets_the_call_language_from_the_caller() -> None:
-    ctx = CallContext(call_id="c", caller="+4930123456")
-    await started(ctx)
-    assert ctx.language == "de"
+async def test_start_keeps_the_language_the_call_began_in() -> None:
+    ctx = CallContext(call_id="c", caller="+4930123456", language="fr")
+    processor = LanguageProcessor()
+    await processor.start(ctx, None)  # type: ignore[arg-type]  # spawns no task
+    assert ctx.language == "fr", "the prior is the session's; the stage only judges transcripts"
 
 
 @pytest.mark.anyio
 async def test_a_transcript_in_another_language_changes_the_call_language_first() -> None:
     ctx = CallContext(call_id="c", caller="+442079460000")
-    processor, sink = await started(ctx)
+    processor, sink, steered = await started(ctx)
     interim = Transcript("Guten Tag", final=False)
     await processor.process(interim)
     assert sink.frames == [interim] and ctx.language == "en-GB", "interim transcripts are not judged"
@@ -82,21 +86,23 @@ async def test_a_transcript_in_another_language_changes_the_call_language_first(
     assert changed.confidence >= 0.75
     assert isinstance(transcript, Transcript) and transcript.language == "de"
     assert ctx.language == "de"
+    assert steered.frames == [changed], "the recogniser upstream is steered to the new language"
 
 
 @pytest.mark.anyio
 async def test_the_detected_language_takes_the_callers_region() -> None:
     ctx = CallContext(call_id="c", caller="+525512345678", custom={"language": "en"})
-    processor, sink = await started(ctx)
+    processor, sink, steered = await started(ctx)
     await processor.process(Transcript("Hola, quisiera saber el saldo de mi cuenta", final=True))
     assert ctx.language == "es-MX"
     assert isinstance(sink.frames[0], LanguageChanged) and sink.frames[0].language == "es-MX"
+    assert steered.frames == [sink.frames[0]]
 
 
 @pytest.mark.anyio
 async def test_matching_or_ambiguous_transcripts_change_nothing() -> None:
     ctx = CallContext(call_id="c", caller="+442079460000")
-    processor, sink = await started(ctx)
+    processor, sink, steered = await started(ctx)
     frames: list[Frame] = [
         Transcript("ok", final=True),
         DTMF("1"),
@@ -106,16 +112,17 @@ async def test_matching_or_ambiguous_transcripts_change_nothing() -> None:
     for frame in frames:
         await processor.process(frame)
     assert sink.frames == frames
+    assert steered.frames == []
     assert ctx.language == "en-GB"
 
 
 @pytest.mark.anyio
 async def test_only_the_first_transcripts_are_checked() -> None:
     ctx = CallContext(call_id="c", language="en")
-    processor, sink = await started(ctx, transcripts=1)
+    processor, sink, steered = await started(ctx, transcripts=1)
     await processor.process(Transcript("yes", final=True))
     await processor.process(Transcript("Je voudrais connaître le solde de mon compte", final=True))
-    assert not any(isinstance(f, LanguageChanged) for f in sink.frames)
+    assert not any(isinstance(f, LanguageChanged) for f in sink.frames + steered.frames)
     assert ctx.language == "en"
 
 
@@ -125,3 +132,19 @@ def test_detection_is_restricted_to_the_configured_languages() -> None:
     assert language in {"en", "de"} and 0.0 <= confidence <= 1.0
     with pytest.raises(ConfigError):
         detector_for(frozenset({"en", "xx"}))
+
+
+@pytest.mark.anyio
+async def test_the_detector_comes_from_the_factory_once_the_call_starts() -> None:
+    built: list[frozenset[str]] = []
+
+    def factory() -> object:
+        languages = frozenset({"en", "de"})
+        built.append(languages)
+        return detector_for(languages)
+
+    ctx = CallContext(call_id="c", language="en")
+    processor, sink, _ = await started(ctx, detector=factory)
+    assert len(built) == 1, "built once, when the call starts"
+    await processor.process(Transcript("Guten Tag, ich möchte meinen Kontostand wissen", final=True))
+    assert ctx.language == "de"

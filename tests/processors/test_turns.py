@@ -9,6 +9,7 @@ import pytest
 
 from aybiza.pipeline import (
     DTMF,
+    AgentSpeaking,
     CallContext,
     Frame,
     Interruption,
@@ -31,10 +32,15 @@ class Sink(Processor):
         self.frames.append(frame)
 
 
-async def _run(frames: list[Frame | float], ctx: CallContext | None = None, **options: Any) -> list[Frame]:
+async def _run(frames: list[Frame | float], ctx: CallContext | None = None, *, agent_speaking: bool = False,
+               **options: Any) -> list[Frame]:
+    """Run a TurnTaker over ``frames`` (floats are pauses); ``agent_speaking`` steers AgentSpeaking(True) first."""
     sink = Sink()
+    turns = TurnTaker(**options)
 
     async def feed(pipe: Pipeline, tg: Any) -> None:
+        if agent_speaking:
+            await sink.steer(AgentSpeaking(True))  # what the output steers up when the caller hears the agent
         for item in frames:
             if isinstance(item, float):
                 await anyio.sleep(item)
@@ -42,7 +48,7 @@ async def _run(frames: list[Frame | float], ctx: CallContext | None = None, **op
                 await pipe.push(item)
         await anyio.sleep(0.05)
 
-    await Pipeline([TurnTaker(**options), sink]).run(ctx or CallContext(call_id="t"), feed)
+    await Pipeline([turns, sink]).run(ctx or CallContext(call_id="t"), feed)
     return sink.frames
 
 
@@ -88,20 +94,45 @@ async def test_interim_transcripts_and_empty_speech_make_no_turn() -> None:
 @pytest.mark.anyio
 async def test_speech_while_the_agent_speaks_interrupts_before_anything_else() -> None:
     ctx = CallContext(call_id="b")
-    ctx.agent_speaking = True
-    frames = await _run([SpeechStarted(5.0)], ctx)
+    frames = await _run([SpeechStarted(5.0)], ctx, agent_speaking=True)
     assert isinstance(frames[0], Interruption) and frames[0].at == 5.0
     assert isinstance(frames[1], SpeechStarted)
-    assert ctx.usage["interruptions"] == 1
+    assert ctx.ledger.interruptions == 1
+    assert ctx.ledger.usage().interruptions == 1
 
 
 @pytest.mark.anyio
 async def test_no_barge_in_when_the_agent_is_quiet_or_barge_in_is_off() -> None:
     quiet = await _run([SpeechStarted(5.0)])
-    ctx = CallContext(call_id="off")
-    ctx.agent_speaking = True
-    off = await _run([SpeechStarted(5.0)], ctx, barge_in=False)
+    off = await _run([SpeechStarted(5.0)], agent_speaking=True, barge_in=False)
     assert not any(isinstance(f, Interruption) for f in quiet + off)
+
+
+@pytest.mark.anyio
+async def test_the_agent_falling_silent_ends_the_barge_in_window() -> None:
+    sink = Sink()
+
+    async def feed(pipe: Pipeline, tg: Any) -> None:
+        await sink.steer(AgentSpeaking(True))
+        await sink.steer(AgentSpeaking(False))
+        await pipe.push(SpeechStarted(5.0))
+
+    steered: list[Frame] = []
+
+    async def on_control(frame: Frame) -> None:
+        steered.append(frame)
+
+    await Pipeline([TurnTaker(), sink], on_control=on_control).run(CallContext(call_id="quiet"), feed)
+    assert not any(isinstance(f, Interruption) for f in sink.frames)
+    assert steered == [AgentSpeaking(True), AgentSpeaking(False)], "AgentSpeaking goes on up to the VAD"
+
+
+@pytest.mark.anyio
+async def test_a_final_transcript_moves_the_ledger_to_the_new_turn() -> None:
+    ctx = CallContext(call_id="ledger")
+    await _run([SpeechStarted(1.0), SpeechStopped(2.0), Transcript("hello", final=True)], ctx)
+    assert ctx.ledger.turn == 1
+    assert ctx.user_turn_ended_at == 2.0
 
 
 @pytest.mark.anyio

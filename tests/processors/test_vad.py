@@ -16,6 +16,7 @@ import soxr
 from aybiza.pipeline.context import CallContext
 from aybiza.pipeline.frames import (
     DTMF,
+    AgentSpeaking,
     EndOfCall,
     Frame,
     InputAudio,
@@ -125,10 +126,14 @@ async def test_silence_is_gated_and_counted() -> None:
     assert ctx is not None
     total = len(audio) / RATE
     forwarded = sum(f.duration for f in sink.of(InputAudio))
-    assert ctx.usage["audio_seconds"] == pytest.approx(total, abs=0.021)
-    assert ctx.usage["gated_seconds"] == pytest.approx(ctx.usage["audio_seconds"] - forwarded, abs=1e-6)
+    ledger = ctx.ledger
+    assert ledger.audio_seconds == pytest.approx(total, abs=0.021)
+    assert ledger.gated_seconds == pytest.approx(ledger.audio_seconds - forwarded, abs=1e-6)
     # Most of the 2 s of padding never reaches STT; the speech itself does.
-    assert ctx.usage["gated_seconds"] > 2 * PAD_S - 0.2 - 0.4 - 0.2
+    assert ledger.gated_seconds > 2 * PAD_S - 0.2 - 0.4 - 0.2
+    usage = ledger.usage()
+    assert (usage.audio_seconds, usage.gated_seconds) == (round(ledger.audio_seconds, 3),
+                                                          round(ledger.gated_seconds, 3))
     assert forwarded >= offset - onset
 
 
@@ -190,7 +195,7 @@ async def test_steady_noise_alone_is_not_speech() -> None:
     vad = VADProcessor()
     sink = await run(vad, hiss)
     assert sink.of(SpeechStarted) == []
-    assert vad.ctx is not None and vad.ctx.usage["gated_seconds"] == pytest.approx(3.0, abs=0.03)
+    assert vad.ctx is not None and vad.ctx.ledger.gated_seconds == pytest.approx(3.0, abs=0.03)
 
 
 @needs_espeak
@@ -230,3 +235,49 @@ async def test_hangover_forwards_a_tail_after_speech_stopped_at_16khz() -> None:
     assert stop.at == pytest.approx(0.1)
     after = sink.frames[sink.frames.index(stop) + 1 :]
     assert len(after) == 5 and all(isinstance(f, InputAudio) and f.voiced for f in after)
+
+
+@pytest.mark.anyio
+async def test_while_the_agent_speaks_a_click_is_not_speech_but_a_longer_sound_is() -> None:
+    verdicts = iter([True] * 4 + [False] * 30 + [True] * 6)  # 80 ms click, silence, 120 ms of speech
+    vad = VADProcessor(classifier=lambda pcm, rate: next(verdicts), start_ms=60, barge_in_start_ms=100,
+                       stop_ms=100)
+    sink = Sink()
+    vad.push = sink
+    steered: list[Frame] = []
+
+    async def upstream(frame: Frame) -> None:
+        steered.append(frame)
+
+    vad.steer = upstream
+    await vad.control(AgentSpeaking(True))
+    for i in range(40):
+        await vad.process(InputAudio(bytes(2 * FRAME), RATE, i * 0.02))
+    [start] = sink.of(SpeechStarted)
+    assert start.at == pytest.approx(34 * 0.02), "the click alone did not start speech"
+    assert steered == [AgentSpeaking(True)], "AgentSpeaking goes on up"
+
+
+@pytest.mark.anyio
+async def test_when_the_agent_is_quiet_again_the_usual_start_applies() -> None:
+    verdicts = iter([True] * 4)
+    vad = VADProcessor(classifier=lambda pcm, rate: next(verdicts), start_ms=60, barge_in_start_ms=100)
+    sink = Sink()
+    vad.push = sink
+    await vad.control(AgentSpeaking(True))
+    await vad.control(AgentSpeaking(False))
+    for i in range(4):
+        await vad.process(InputAudio(bytes(2 * FRAME), RATE, i * 0.02))
+    assert len(sink.of(SpeechStarted)) == 1
+
+
+@pytest.mark.anyio
+async def test_phone_audio_keeps_the_ulaw_it_arrived_as() -> None:
+    verdicts = iter([False] * 5 + [True] * 5)
+    vad = VADProcessor(classifier=lambda pcm, rate: next(verdicts), start_ms=40, preroll_ms=40)
+    sink = Sink()
+    vad.push = sink
+    for i in range(10):
+        await vad.process(InputAudio(bytes(2 * FRAME), RATE, i * 0.02, ulaw=bytes([i]) * FRAME))
+    forwarded = sink.of(InputAudio)
+    assert forwarded and all(f.ulaw == bytes([round(f.captured_at / 0.02)]) * FRAME for f in forwarded)

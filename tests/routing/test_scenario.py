@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from aybiza.errors import ConfigError
+from aybiza.pipeline.ledger import TokenUse, Usage
 from aybiza.routing.scenario import (
     DESIGN_PRESET,
     Scenario,
@@ -84,27 +85,23 @@ def test_voice_providers_add_telephony_and_gated_stt() -> None:
 def test_measured_calls_become_a_scenario() -> None:
     calls = [
         (
-            {
-                f"tokens_in:{HAIKU45}": 3000,
-                f"tokens_out:{HAIKU45}": 300,
-                "llm_turns": 3,
-                "faq_answers": 1,
-                "audio_seconds": 120,
-                "gated_seconds": 84,
-                "tts_chars": 1200,
-            },
+            Usage(
+                tokens={HAIKU45: TokenUse(input=3000, output=300)},
+                answers={HAIKU45: 3, "faq": 1},
+                audio_seconds=120,
+                gated_seconds=84,
+                tts_chars={"aura-2": 1200},
+            ),
             2.0,
         ),
         (
-            {
-                f"tokens_in:{HAIKU45}": 1000,
-                f"tokens_out:{HAIKU45}": 100,
-                "llm_turns": 1,
-                "faq_answers": 3,
-                "audio_seconds": 240,
-                "gated_seconds": 168,
-                "tts_chars": 2400,
-            },
+            Usage(
+                tokens={HAIKU45: TokenUse(input=1000, output=100)},
+                answers={HAIKU45: 1, "cache": 2, "faq": 1},  # the answer cache answers at the edge too
+                audio_seconds=240,
+                gated_seconds=168,
+                tts_chars={"aura-2": 1800, "piper": 600},  # every character spoken counts, whoever spoke it
+            ),
             4.0,
         ),
     ]
@@ -128,7 +125,7 @@ def test_measured_calls_become_a_scenario() -> None:
 
 
 def test_measured_scenario_estimates_turns_from_tokens_without_a_turn_count() -> None:
-    measured = measure([({f"tokens_in:{HAIKU45}": 900, f"tokens_out:{HAIKU45}": 60}, 1.5)])
+    measured = measure([(Usage(tokens={HAIKU45: TokenUse(input=900, output=60)}), 1.5)])
     scenario = measured_scenario(measured)
     assert scenario.tokens_in_per_turn == DESIGN_PRESET.tokens_in_per_turn
     assert scenario.llm_turns_per_minute == pytest.approx(3 / 1.5)

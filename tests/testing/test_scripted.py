@@ -1,21 +1,31 @@
-"""Scripted STT/LLM/TTS keep the real stages' frame contracts; the scripted stack answers a caller."""
+"""Scripted providers at the SDK seams: our real stages on them keep the scripted timings exactly.
+
+``ScriptedDeepgram`` stands in for the Deepgram client under ``DeepgramSTT`` and
+``DeepgramTTS``, ``ScriptedBedrock`` for the ``bedrock-runtime`` client under
+``BedrockStreamer``; ``scripted_engines`` plugs them into a process's engines so
+the production stack runs unchanged on them.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import anyio
 import numpy as np
+import numpy.typing as npt
 import pytest
 from anyio.abc import TaskGroup
 
+from aybiza.codecs import lin2ulaw
 from aybiza.pipeline import (
     AgentText,
     AgentTurnDone,
     CallContext,
     EndOfCall,
-    Frame,
     InputAudio,
     Interruption,
     OutputAudio,
@@ -24,153 +34,246 @@ from aybiza.pipeline import (
     QualityReport,
     SpeechStarted,
     SpeechStopped,
+    Stage,
     Transcript,
     UserTurn,
 )
+from aybiza.pipeline.ledger import TokenUse
+from aybiza.processors.fallback import FallbackStage
 from aybiza.processors.language import LanguageProcessor
+from aybiza.processors.llm.bedrock import BedrockStreamer
+from aybiza.processors.llm.sentences import (
+    ChatMessage,
+    ReplyProcessor,
+    ReplyRequest,
+    ReplyUsage,
+    TextDelta,
+)
 from aybiza.processors.quality import QualityProcessor
+from aybiza.processors.stt.deepgram import DeepgramSTT
+from aybiza.processors.tts.deepgram import DeepgramTTS
 from aybiza.processors.turns import TurnTaker
 from aybiza.processors.vad import VADProcessor
+from aybiza.routing.service import RoutingService
+from aybiza.stack import SpeechStack
+from aybiza.testing.kit import FrameRecorder
 from aybiza.testing.scripted import (
-    CallStamps,
     FrameClock,
     LatencyHistogram,
-    ScriptedLLM,
-    ScriptedStack,
-    ScriptedSTT,
+    ScriptedBedrock,
+    ScriptedDeepgram,
     ScriptedTimings,
-    ScriptedTTS,
+    bench_agent,
+    scripted_engines,
+    scripted_settings,
 )
 
 FAST = ScriptedTimings(stt_final_ms=5, llm_first_token_ms=5, llm_next_sentence_ms=1, tts_first_byte_ms=5,
                        tts_speed=1000, transcripts=("first", "second"), reply=("One.", "Two more words."))
 
+# Scheduling noise allowed on top of a scripted delay (two cores shared with other tests).
+SLACK_S = 0.1
 
-class Sink(Processor):
-    """Collects what reaches the end of the pipeline."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frames: list[Frame] = []
-
-    async def process(self, frame: Frame) -> None:
-        self.frames.append(frame)
-
-    def of(self, kind: type) -> list[Frame]:
-        return [f for f in self.frames if isinstance(f, kind)]
+Feed = Callable[[Pipeline, FrameRecorder], Awaitable[None]]
 
 
-async def run(processors: list[Processor], feed: Callable[[Pipeline], object], *, settle: float = 0.3,
-              ctx: CallContext | None = None) -> Sink:
-    """Run ``processors -> sink``, push what ``feed`` pushes, wait ``settle`` s for workers, return the sink."""
-    sink = Sink()
+async def run(processors: Sequence[Processor], feed: Feed, ctx: CallContext | None = None) -> FrameRecorder:
+    """Run ``processors -> recorder`` for one call while ``feed`` drives it."""
+    recorder = FrameRecorder()
 
     async def drive(pipe: Pipeline, tg: TaskGroup) -> None:
-        await feed(pipe)  # type: ignore[misc]
-        await anyio.sleep(settle)
+        await feed(pipe, recorder)
 
-    await Pipeline([*processors, sink]).run(ctx or CallContext(call_id="test"), drive)
-    return sink
-
-
-def audio(at: float = 0.0) -> InputAudio:
-    return InputAudio(b"\x01\x00" * 160, 8000, at, True)
+    await Pipeline([*processors, recorder]).run(ctx or CallContext(call_id="scripted"), drive)
+    return recorder
 
 
-@pytest.mark.anyio
-async def test_stt_sends_a_final_transcript_per_utterance_after_speech_stops() -> None:
-    stamps = CallStamps("test")
-    stt = ScriptedSTT(FAST, stamps=stamps)
+def tone(seconds: float, rate: int = 16000) -> list[bytes]:
+    """20 ms PCM16 frames of a tone."""
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (np.sin(2 * math.pi * 220 * t) * 6000).astype("<i2").tobytes()
+    step = rate // 50 * 2
+    return [pcm[i : i + step] for i in range(0, len(pcm), step)]
 
-    async def feed(pipe: Pipeline) -> None:
-        for text_turn in range(2):
-            await pipe.push(SpeechStarted(at=1.0))
-            for _ in range(10):
-                await pipe.push(audio())
-            await pipe.push(SpeechStopped(at=2.0 + text_turn))
-            await anyio.sleep(0.05)
 
-    sink = await run([stt], feed)
-    transcripts = sink.of(Transcript)
-    assert [(t.text, t.final, t.speech_ended_at) for t in transcripts] == [("first", True, 2.0), ("second", True, 3.0)]
-    assert not sink.of(InputAudio), "the STT stage consumes caller audio"
-    assert len(sink.of(SpeechStarted)) == 2 and len(sink.of(SpeechStopped)) == 2, "VAD events are forwarded"
-    first = stamps.turns[0]
-    assert first.stt_deadline - first.speech_stopped == pytest.approx(0.005, abs=1e-3)
-    assert first.transcript is not None and first.transcript >= first.stt_deadline
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(4, thread_name_prefix="test-scripted") as executor:
+        yield executor
+
+
+# -- Deepgram listen -------------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_stt_ignores_an_utterance_shorter_than_the_minimum() -> None:
-    async def feed(pipe: Pipeline) -> None:
-        await pipe.push(SpeechStarted(at=1.0))
-        await pipe.push(audio())  # 20 ms < 100 ms
-        await pipe.push(SpeechStopped(at=1.02))
+async def test_deepgram_stt_on_the_scripted_client_gives_the_final_stt_final_ms_after_speech_stops() -> None:
+    timings = ScriptedTimings(stt_final_ms=150, transcripts=("first", "second"))
+    stt = DeepgramSTT(ScriptedDeepgram(timings))
+    ctx = CallContext(call_id="stt")
+    stopped: list[float] = []
 
-    sink = await run([ScriptedSTT(FAST)], feed, settle=0.05)
-    assert not sink.of(Transcript)
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
+        for utterance in range(2):
+            await pipe.push(SpeechStarted(at=time.monotonic()))
+            for pcm in tone(0.3):
+                await pipe.push(InputAudio(pcm, 16000, time.monotonic(), voiced=True))
+            stopped.append(time.monotonic())
+            await pipe.push(SpeechStopped(at=stopped[-1]))
+            await recorder.wait_for(Transcript, utterance + 1)
+
+    recorder = await run([stt], feed, ctx)
+    finals = recorder.of(Transcript)
+    assert [(t.text, t.final, t.speech_ended_at) for t in finals] == [
+        ("first", True, stopped[0]), ("second", True, stopped[1])]
+    for transcript, stop in zip(finals, stopped, strict=True):
+        arrived = recorder.times[recorder.frames.index(transcript)]
+        assert 0.15 <= arrived - stop <= 0.15 + SLACK_S
+    samples = [seconds for stage, seconds, _ in ctx.ledger.samples if stage is Stage.STT_FINAL]
+    assert len(samples) == 2 and all(0.15 <= s <= 0.15 + SLACK_S for s in samples)
+    assert not recorder.of(InputAudio), "the recogniser consumes the caller's audio"
+    assert ctx.ledger.usage().stt_seconds == {"nova-3": pytest.approx(0.6)}
 
 
 @pytest.mark.anyio
-async def test_llm_speaks_the_scripted_reply_then_ends_the_turn() -> None:
-    async def feed(pipe: Pipeline) -> None:
+async def test_the_scripted_listen_socket_is_opened_with_our_parameters() -> None:
+    client = ScriptedDeepgram(FAST)
+    stt = DeepgramSTT(client, encoding="mulaw")
+
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
+        await pipe.push(SpeechStarted(at=time.monotonic()))
+        for pcm in tone(0.2, 8000):
+            await pipe.push(InputAudio(pcm, 8000, time.monotonic(), voiced=True, ulaw=lin2ulaw(pcm)))
+        await pipe.push(SpeechStopped(at=time.monotonic()))
+        await recorder.wait_for(Transcript)
+
+    recorder = await run([stt], feed)
+    assert [t.text for t in recorder.of(Transcript)] == ["first"]
+    assert client.connections == 1 and stt.connections == 1
+
+
+# -- Bedrock ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_bedrock_streamer_on_the_scripted_client_gives_the_first_token_after_llm_first_token_ms(
+    pool: ThreadPoolExecutor,
+) -> None:
+    timings = ScriptedTimings(llm_first_token_ms=200, llm_next_sentence_ms=50, input_tokens=30, output_tokens=9,
+                              reply=("We open at nine.", "Anything else?"))
+    client = ScriptedBedrock(timings)
+    streamer = BedrockStreamer(region="eu-west-2", model_id="eu.anthropic.claude-haiku-4-5", client=client,
+                               pool=pool)
+    began = time.monotonic()
+    arrivals: list[tuple[float, object]] = []
+    async for event in streamer.stream_reply(ReplyRequest("Be brief.", (ChatMessage("user", "Hours?"),))):
+        arrivals.append((time.monotonic() - began, event))
+
+    texts = [(at, event.text) for at, event in arrivals if isinstance(event, TextDelta)]
+    assert [text for _, text in texts] == ["We open at nine. ", "Anything else? "]
+    (first_at, _), (second_at, _) = texts
+    assert 0.2 <= first_at <= 0.2 + SLACK_S
+    assert 0.05 <= second_at - first_at <= 0.05 + SLACK_S
+    [usage] = [event for _, event in arrivals if isinstance(event, ReplyUsage)]
+    assert usage == ReplyUsage("eu.anthropic.claude-haiku-4-5", 30, 9, 200.0)
+    [request] = client.requests
+    assert request["modelId"] == "eu.anthropic.claude-haiku-4-5"
+    assert request["messages"] == [{"role": "user", "content": [{"text": "Hours?"}]}]
+
+
+@pytest.mark.anyio
+async def test_the_reply_processor_on_scripted_bedrock_speaks_the_reply_then_ends_the_turn(
+    pool: ThreadPoolExecutor,
+) -> None:
+    streamer = BedrockStreamer(region="eu-west-2", model_id="m", client=ScriptedBedrock(FAST), pool=pool)
+    ctx = CallContext(call_id="llm")
+
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
         await pipe.push(QualityReport(score=0.9, tier="high"))
         await pipe.push(UserTurn("hello", turn_id=3, language="de"))
+        await recorder.wait_for(AgentTurnDone)
 
-    sink = await run([ScriptedLLM(FAST)], feed, settle=0.1)
-    texts = sink.of(AgentText)
+    recorder = await run([ReplyProcessor(streamer, system_prompt="Be brief.")], feed, ctx)
+    texts = recorder.of(AgentText)
     assert [(t.text, t.turn_id, t.language) for t in texts] == [("One.", 3, "de"), ("Two more words.", 3, "de")]
-    assert sink.frames[-1] == AgentTurnDone(3)
-    assert sink.of(QualityReport), "frames it does not consume pass through"
-    assert not sink.of(UserTurn)
+    assert recorder.frames[-1] == AgentTurnDone(3)
+    assert recorder.of(QualityReport), "frames it does not consume pass through"
+    assert ctx.ledger.usage().tokens == {"m": TokenUse(input=FAST.input_tokens, output=FAST.output_tokens)}
 
 
 @pytest.mark.anyio
-async def test_llm_drops_the_answer_in_progress_on_barge_in() -> None:
+async def test_the_reply_in_progress_on_scripted_bedrock_is_dropped_on_barge_in(pool: ThreadPoolExecutor) -> None:
     slow = ScriptedTimings(llm_first_token_ms=200)
+    streamer = BedrockStreamer(region="eu-west-2", model_id="m", client=ScriptedBedrock(slow), pool=pool)
 
-    async def feed(pipe: Pipeline) -> None:
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
         await pipe.push(UserTurn("hello", turn_id=1))
         await anyio.sleep(0.02)
         await pipe.push(Interruption(at=0.0))
+        await anyio.sleep(0.4)
 
-    sink = await run([ScriptedLLM(slow)], feed, settle=0.3)
-    assert not sink.of(AgentText)
-    assert sink.of(Interruption), "the interruption itself goes on downstream"
+    recorder = await run([ReplyProcessor(streamer, system_prompt="Be brief.")], feed)
+    assert not recorder.of(AgentText) and not recorder.of(AgentTurnDone)
+    assert recorder.of(Interruption), "the interruption itself goes on downstream"
+
+
+# -- Deepgram speak -------------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_tts_speaks_each_text_as_audio_chunks_and_ends_the_turn_after_them() -> None:
-    timings = ScriptedTimings(tts_first_byte_ms=5, tts_chunk_ms=100, tts_speed=1000, tts_sample_rate=16000,
-                              tts_seconds_per_char=0.05)
+async def test_deepgram_tts_on_the_scripted_client_gives_first_audio_after_tts_first_byte_ms() -> None:
+    timings = ScriptedTimings(tts_first_byte_ms=100, tts_chunk_ms=100, tts_speed=1000, tts_seconds_per_char=0.05)
+    ctx = CallContext(call_id="tts")
+    sent: list[float] = []
 
-    async def feed(pipe: Pipeline) -> None:
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
+        sent.append(time.monotonic())
         await pipe.push(AgentText("Hello there.", turn_id=2))  # 12 chars * 50 ms = 0.6 s = 6 chunks
         await pipe.push(AgentTurnDone(2))
+        await recorder.wait_for(AgentTurnDone)
 
-    sink = await run([ScriptedTTS(timings)], feed, settle=0.2)
-    chunks = sink.of(OutputAudio)
+    recorder = await run([DeepgramTTS(ScriptedDeepgram(timings))], feed, ctx)
+    chunks = recorder.of(OutputAudio)
     assert len(chunks) == 6
-    assert {(c.turn_id, c.sample_rate) for c in chunks} == {(2, 16000)}
+    assert {(c.turn_id, c.sample_rate) for c in chunks} == {(2, 24000)}
     assert sum(c.duration for c in chunks) == pytest.approx(0.6, abs=1e-6)
-    assert sink.frames[-1] == AgentTurnDone(2), "AgentTurnDone follows the turn's audio"
-    assert not sink.of(AgentText)
+    first_audio = recorder.times[recorder.frames.index(chunks[0])]
+    assert 0.1 <= first_audio - sent[0] <= 0.1 + SLACK_S
+    [(stage, seconds, _)] = ctx.ledger.samples
+    assert stage is Stage.TTS_FIRST_BYTE and 0.1 <= seconds <= 0.1 + SLACK_S
+    assert recorder.frames[-1] == AgentTurnDone(2), "AgentTurnDone follows the turn's audio"
+    assert ctx.ledger.usage().tts_chars == {"aura-2": len("Hello there.")}
 
 
 @pytest.mark.anyio
-async def test_tts_stops_speaking_on_barge_in_and_forwards_the_interruption() -> None:
+async def test_phone_audio_from_the_scripted_voice_is_ulaw_at_8khz() -> None:
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
+        await pipe.push(AgentText("Hi.", turn_id=1))
+        await pipe.push(AgentTurnDone(1))
+        await recorder.wait_for(AgentTurnDone)
+
+    recorder = await run([DeepgramTTS(ScriptedDeepgram(FAST), encoding="mulaw")], feed)
+    chunks = recorder.of(OutputAudio)
+    assert chunks and all(c.pcm == b"" and c.ulaw and c.sample_rate == 8000 for c in chunks)
+
+
+@pytest.mark.anyio
+async def test_the_scripted_voice_stops_on_barge_in() -> None:
     timings = ScriptedTimings(tts_first_byte_ms=1, tts_chunk_ms=100, tts_speed=2)  # a chunk every 50 ms
 
-    async def feed(pipe: Pipeline) -> None:
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
         await pipe.push(AgentText("A rather long sentence to speak.", turn_id=1))
         await pipe.push(AgentTurnDone(1))
-        await anyio.sleep(0.08)
+        await recorder.wait_for(OutputAudio)
         await pipe.push(Interruption(at=0.0))
+        await anyio.sleep(0.3)
 
-    sink = await run([ScriptedTTS(timings)], feed, settle=0.3)
-    position = sink.frames.index(next(f for f in sink.frames if isinstance(f, Interruption)))
-    assert 0 < len(sink.of(OutputAudio)) < math.ceil(32 * 0.06 / 0.1)
-    assert not any(isinstance(f, OutputAudio | AgentTurnDone) for f in sink.frames[position:])
+    recorder = await run([DeepgramTTS(ScriptedDeepgram(timings))], feed)
+    position = recorder.frames.index(recorder.of(Interruption)[0])
+    assert 0 < len(recorder.of(OutputAudio)) < math.ceil(32 * 0.06 / 0.1)
+    assert not any(isinstance(f, OutputAudio | AgentTurnDone) for f in recorder.frames[position:])
+
+
+# -- the instruments ---------------------------------------------------------------------
 
 
 def test_histogram_percentiles_and_reset() -> None:
@@ -191,10 +294,13 @@ def test_histogram_percentiles_and_reset() -> None:
 async def test_frame_clock_measures_lateness_against_the_most_punctual_frame() -> None:
     now = [100.0]
     late: list[float] = []
-    stamps = CallStamps("test")
-    clock = FrameClock(stamps, late.append, clock=lambda: now[0])
+    frames: list[float] = []
+    clock = FrameClock(late.append, lambda: frames.append(now[0]), clock=lambda: now[0])
 
-    async def feed(pipe: Pipeline) -> None:
+    def audio(at: float) -> InputAudio:
+        return InputAudio(b"\x01\x00" * 160, 8000, at, True)
+
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
         for at in (100.0, 100.02, 100.04):  # on time
             now[0] = at
             await pipe.push(audio(at))
@@ -202,63 +308,73 @@ async def test_frame_clock_measures_lateness_against_the_most_punctual_frame() -
         await pipe.push(audio(now[0]))
         now[0] = 100.08  # due at 100.08, early relative to the late one: on time again
         await pipe.push(audio(now[0]))
+        await pipe.push(EndOfCall("hangup"))  # not audio: not counted
 
-    sink = await run([clock], feed, settle=0)
+    recorder = await run([clock], feed)
     assert late == pytest.approx([0.0, 0.0, 0.0, 0.05, 0.0], abs=1e-9)
-    assert stamps.frames == 5 and stamps.last_frame_at == 100.08
-    assert len(sink.of(InputAudio)) == 5
+    assert frames == [100.0, 100.02, 100.04, 100.11, 100.08]
+    assert len(recorder.of(InputAudio)) == 5 and recorder.of(EndOfCall)
 
 
-def voiced(seconds: float, rng: np.random.Generator) -> np.ndarray:
+# -- the production stack on scripted providers ---------------------------------------------
+
+
+def test_scripted_engines_hand_out_the_scripted_clients() -> None:
+    engines = scripted_engines(scripted_settings(), FAST)
+    engines.check()  # no keys and no network needed
+    assert isinstance(engines.deepgram(), ScriptedDeepgram)
+    bedrock = engines.bedrock("eu-west-2")
+    assert isinstance(bedrock, ScriptedBedrock) and engines.bedrock("us-east-1") is bedrock
+    assert bedrock.timings is FAST
+
+
+def voiced(seconds: float, rng: np.random.Generator) -> npt.NDArray[np.float64]:
     t = np.arange(int(seconds * 8000)) / 8000
     voice = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 10))
-    return 5000 * voice * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + rng.normal(0, 30, t.size)
+    return np.asarray(5000 * voice * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + rng.normal(0, 30, t.size))
 
 
-def frames_of(samples: np.ndarray) -> list[bytes]:
+def frames_of(samples: npt.NDArray[np.float64]) -> list[bytes]:
     pcm = np.clip(samples, -32768, 32767).astype("<i2").tobytes()
     return [pcm[i : i + 320] for i in range(0, len(pcm) - 319, 320)]
 
 
-def test_stack_builds_the_real_edge_chain_around_the_scripted_providers() -> None:
-    stack = ScriptedStack(timings=FAST, record_turns=True)
-    processors, opening = stack.build(CallContext(call_id="CA1"))
-    assert [type(p) for p in processors] == [FrameClock, QualityProcessor, VADProcessor, ScriptedSTT,
-                                             LanguageProcessor, TurnTaker, ScriptedLLM, ScriptedTTS]
-    assert isinstance(opening[0], AgentText) and opening[0].turn_id == 0 and opening[1] == AgentTurnDone(0)
-    assert stack.has_agent("default") and not stack.has_agent("other")
-    assert stack.agent("default").id == "default"
-    assert "CA1" in stack.calls
-    _, resumed_opening = stack.build(CallContext(call_id="CA1"), history=[{"role": "user", "text": "hi"}],
-                                     resumed=True)
-    assert resumed_opening == [], "a call resumed from another process is not greeted again"
-
-
 @pytest.mark.anyio
-async def test_a_spoken_turn_is_answered_with_audio_and_every_stamp_recorded() -> None:
-    stack = ScriptedStack(timings=FAST, record_turns=True, language=False)
-    ctx = CallContext(call_id="CA2")
-    processors, opening = stack.build(ctx)
+async def test_the_production_stack_on_scripted_providers_answers_a_spoken_turn(tmp_path: Path) -> None:
+    settings = scripted_settings(data_dir=tmp_path)
+    engines = scripted_engines(settings, FAST)
+    routing = RoutingService.from_settings(settings)
+    stack = SpeechStack(settings, engines, routing=routing)
+    ctx = CallContext(call_id="CAscripted", caller="+447700900123", transport="twilio")
+    call_routing = routing.call_routing(ctx.caller)
+    chosen = call_routing.next_turn(routing.snapshot())
+    ctx.region, ctx.fallback_regions = chosen.region, chosen.fallbacks
+    processors, opening = stack.build(ctx, bench_agent(), call_routing=call_routing)
+    assert [type(p) for p in processors] == [QualityProcessor, VADProcessor, FallbackStage, LanguageProcessor,
+                                             TurnTaker, ReplyProcessor, FallbackStage]
+    stt, tts = processors[2], processors[-1]
+    assert isinstance(stt, FallbackStage) and isinstance(stt.primary, DeepgramSTT)
+    assert isinstance(tts, FallbackStage) and isinstance(tts.primary, DeepgramTTS)
+
     rng = np.random.default_rng(0)
     quiet = rng.normal(0, 30, 8000)  # 1 s of line noise
     call_audio = frames_of(np.concatenate([quiet, voiced(1.0, rng), quiet]))
 
-    async def feed(pipe: Pipeline) -> None:
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
         for frame in opening:
             await pipe.push(frame)
-        at = 0.0
         for pcm in call_audio:
-            await pipe.push(InputAudio(pcm, 8000, at))
-            at += 0.02
-        await anyio.sleep(0.2)
-        await pipe.push(EndOfCall("stopped"))
+            await pipe.push(InputAudio(pcm, 8000, time.monotonic(), ulaw=lin2ulaw(pcm)))
+            await anyio.sleep(0.002)
+        await recorder.wait_for(AgentTurnDone, 2, timeout_s=10)
 
-    sink = await run(processors, feed, settle=0, ctx=ctx)
-    assert {f.turn_id for f in sink.of(OutputAudio)} == {0, 1}, "the greeting and the answer were spoken"
-    assert stack.frames_in == len(call_audio) and stack.lateness.count == len(call_audio)
-    (turn,) = stack.calls["CA2"].turns
-    assert turn.complete and turn.turn_id == 1
-    assert turn.speech_stopped <= turn.stt_deadline <= turn.transcript <= turn.user_turn  # type: ignore[operator]
-    assert turn.user_turn <= turn.first_text <= turn.tts_in <= turn.first_audio  # type: ignore[operator]
-    assert 1 <= turn.window_chunk <= len(call_audio)
-    assert {"stt_final", "llm_first_token", "tts_first_byte"} <= {stage for stage, _ in ctx.timings}
+    recorder = await run(processors, feed, ctx)
+    assert {f.turn_id for f in recorder.of(OutputAudio)} == {0, 1}, "the greeting and the answer were spoken"
+    assert all(f.ulaw and not f.pcm for f in recorder.of(OutputAudio)), "phone audio stays μ-law end to end"
+    [request] = engines.bedrock(ctx.region).requests
+    assert request["messages"][-1] == {"role": "user", "content": [{"text": "first"}]}, "the scripted transcript"
+    assert not stt.switched and not tts.switched
+    stages = {stage for stage, _, turn in ctx.ledger.samples if turn == 1}
+    assert {Stage.STT_FINAL, Stage.LLM_FIRST_TOKEN, Stage.LLM_FIRST_SENTENCE, Stage.TTS_FIRST_BYTE} <= stages
+    usage = ctx.ledger.usage()
+    assert usage.answered_by in usage.tokens, "the routed model answered and its tokens were counted"

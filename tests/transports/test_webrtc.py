@@ -1,9 +1,14 @@
-"""The WebRTC transport without a browser: pacing track, input conversion, events, offer, a loopback call."""
+"""The WebRTC transport without a browser: pacing track, input conversion, events, offer, ICE, loopback calls.
+
+The loopback calls go through :class:`aybiza.calls.BrowserCalls` (admission, the call's session) on a real
+:class:`~aybiza.runtime.Runtime` whose stack is a stand-in stage, so no model loads.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -14,33 +19,44 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from aybiza.agents import AgentConfig
+from aybiza.calls import BrowserCalls
+from aybiza.config import Settings
+from aybiza.engines import Engines
 from aybiza.errors import ConfigError, ProtocolError
 from aybiza.pipeline import (
+    DTMF,
+    AgentSpeaking,
     AgentText,
     AgentTurnDone,
     CallContext,
+    CallLedger,
     Frame,
     InputAudio,
     Interruption,
     OutputAudio,
     Processor,
     QualityReport,
+    Stage,
     Transcript,
     UserTurn,
 )
+from aybiza.routing.router import CallRouting
+from aybiza.runtime import Runtime
+from aybiza.stack import SpeechStack
 from aybiza.transports.webrtc import (
     AudioInput,
     Offer,
     PacedAudioTrack,
-    WebRTCCalls,
     WebRTCOutput,
-    WebRTCSetup,
     demo_page,
-    ice_servers_from_env,
+    ice_servers,
     mono_pcm16,
     parse_offer,
 )
 from aybiza.transports.webrtc_events import EventChannel, EventTap, event_for, with_event_taps
+
+from ._runtime import stand_in_runtime
 
 
 class FakeClock:
@@ -143,70 +159,106 @@ async def test_track_ends_like_an_aiortc_track() -> None:
 # --- the output stage -------------------------------------------------------------------------------
 
 
-async def _started_output(ctx: CallContext, tg: anyio.abc.TaskGroup) -> tuple[WebRTCOutput, EventChannel,
-                                                                                 list[dict[str, object]]]:
+class Started:
+    """A started output stage on a fake clock, the events it sent the page and the control frames it steered up."""
+
+    def __init__(self, output: WebRTCOutput, sent: list[dict[str, object]], controls: list[Frame]) -> None:
+        self.output = output
+        self.sent = sent
+        self.controls = controls
+
+    def speaking(self) -> list[bool]:
+        return [frame.speaking for frame in self.controls if isinstance(frame, AgentSpeaking)]
+
+
+async def _started_output(ctx: CallContext, tg: anyio.abc.TaskGroup) -> Started:
     clock = FakeClock()
     track = PacedAudioTrack(clock=clock, sleep=clock.sleep)
     events = EventChannel()
     sent: list[dict[str, object]] = []
     events.attach(lambda message: sent.append(json.loads(message)))
     output = WebRTCOutput(track, events)
+    controls: list[Frame] = []
+
+    async def steer(frame: Frame) -> None:  # the top of the control path (as a pipeline wires it)
+        controls.append(frame)
+
+    output.steer = steer
     await output.start(ctx, tg)
-    return output, events, sent
+    return Started(output, sent, controls)
 
 
 @pytest.mark.anyio
 async def test_output_resamples_agent_audio_to_the_track_and_tracks_speaking() -> None:
-    ctx = CallContext("CAout", transport="webrtc")
+    ctx = CallContext("CAout", transport="webrtc", ledger=CallLedger())
     async with anyio.create_task_group() as tg:
-        output, _, _ = await _started_output(ctx, tg)
+        started = await _started_output(ctx, tg)
+        output = started.output
         tone = _tone(22050, 0.5)
         for chunk in np.array_split(tone, 5):
             await output.process(OutputAudio(chunk.tobytes(), 22050, 1, 0.0))
-        assert ctx.agent_speaking
+        assert started.speaking() == [True]
         await output.process(AgentTurnDone(1))
         assert output.track.buffered_s == pytest.approx(0.5, abs=0.001)  # nothing lost at the turn's end
+        assert started.speaking() == [True]  # queued is still to be heard
         heard = np.concatenate([_pcm(await output.track.recv()) for _ in range(25)])
         assert _peak_hz(heard, 48000) == pytest.approx(440, abs=5)
-        assert not ctx.agent_speaking  # the track drained after the turn ended
+        await output.settle()  # the pump settles after each input frame: the track ran dry
+        assert started.speaking() == [True, False]
+        with anyio.fail_after(1):
+            await output.drained()
+
+
+@pytest.mark.anyio
+async def test_phone_audio_given_as_ulaw_is_decoded_for_the_browser() -> None:
+    ctx = CallContext("CAulaw", transport="webrtc", ledger=CallLedger())
+    async with anyio.create_task_group() as tg:
+        started = await _started_output(ctx, tg)
+        await started.output.process(OutputAudio(b"", 8000, 1, 0.0, ulaw=b"\x80" * 800))  # 0.1 s of μ-law
+        assert started.output.track.buffered_s == pytest.approx(0.1, abs=0.005)
 
 
 @pytest.mark.anyio
 async def test_interruption_flushes_queued_agent_audio_at_once() -> None:
-    ctx = CallContext("CAbarge", transport="webrtc")
+    ctx = CallContext("CAbarge", transport="webrtc", ledger=CallLedger())
     async with anyio.create_task_group() as tg:
-        output, _, sent = await _started_output(ctx, tg)
+        started = await _started_output(ctx, tg)
+        output = started.output
         await output.process(OutputAudio(_tone(16000, 2.0).tobytes(), 16000, 1, 0.0))
         assert _pcm(await output.track.recv()).any()
         await output.process(Interruption(at=0.0))
-        assert not ctx.agent_speaking
+        assert started.speaking() == [True, False]
         assert output.track.buffered_s == 0
         assert not _pcm(await output.track.recv()).any()
         # the next turn plays normally
         await output.process(OutputAudio(_tone(16000, 0.1).tobytes(), 16000, 2, 0.0))
         await output.process(AgentTurnDone(2))
         assert _pcm(await output.track.recv()).any()
-    assert {"type": "agent_audio", "state": "idle"} in sent
+        assert started.speaking() == [True, False, True]
+    assert {"type": "agent_audio", "state": "idle"} in started.sent
 
 
 @pytest.mark.anyio
 async def test_voice_to_voice_is_measured_when_the_reply_starts_playing() -> None:
-    ctx = CallContext("CAv2v", transport="webrtc")
+    ctx = CallContext("CAv2v", transport="webrtc", ledger=CallLedger())
     async with anyio.create_task_group() as tg:
-        output, _, sent = await _started_output(ctx, tg)
+        started = await _started_output(ctx, tg)
+        output = started.output
         await output.process(OutputAudio(_tone(16000, 0.1).tobytes(), 16000, 0, 0.0))  # greeting: not timed
         await output.track.recv()
-        assert ctx.timings == []
+        assert ctx.ledger.samples == []
         ctx.user_turn_ended_at = 0.0  # monotonic time the caller stopped speaking
-        ctx.record_timing("stt_final", 0.2)
+        ctx.ledger.time(Stage.STT_FINAL, 0.2)  # measured before the turn: belongs to turn 1
+        ctx.ledger.turn = 1  # the turn-taker ended the caller's turn
         await output.process(OutputAudio(_tone(16000, 0.1).tobytes(), 16000, 1, 0.0))
-        assert not any(stage == "voice_to_voice" for stage, _ in ctx.timings)  # queued is not heard
+        assert [stage for stage, _, _ in ctx.ledger.samples] == [Stage.STT_FINAL]  # queued is not heard
         for _ in range(6):
             await output.track.recv()
-    assert [stage for stage, _ in ctx.timings] == ["stt_final", "voice_to_voice"]
-    latency = [event for event in sent if event["type"] == "latency"]
+    assert [(stage, turn) for stage, _, turn in ctx.ledger.samples] == [(Stage.STT_FINAL, 1),
+                                                                       (Stage.VOICE_TO_VOICE, 1)]
+    latency = [event for event in started.sent if event["type"] == "latency"]
     assert len(latency) == 1 and latency[0]["turn_id"] == 1
-    assert latency[0]["stages"] == {"stt_final": 200, "voice_to_voice": latency[0]["voice_to_voice_ms"]}
+    assert latency[0]["stages"] == {"stt_final": 200, "voice_to_voice": latency[0]["voice_to_voice_ms"]}  # ms
     assert ctx.user_turn_ended_at is None
 
 
@@ -323,24 +375,33 @@ def test_offer_names_an_agent() -> None:
     assert parse_offer({"sdp": "v=0\r\n", "type": "offer", "agent": "dental"}) == Offer("v=0\r\n", "dental")
 
 
-def test_ice_servers_come_from_the_environment() -> None:
-    assert ice_servers_from_env({}) == []
-    servers = ice_servers_from_env({
-        "AYBIZA_ICE_SERVERS": "stun:stun.example.org:3478, turn:turn.example.org:3478?transport=udp",
-        "AYBIZA_ICE_USERNAME": "user",
-        "AYBIZA_ICE_CREDENTIAL": "secret",
-    })
+def test_offer_may_carry_the_browsers_language() -> None:
+    offer = parse_offer({"sdp": "v=0\r\n", "type": "offer", "language": "es-ES"})
+    assert offer.language == "es-ES"
+    for bad in ("Spanish", "", 7, "es_ES", "x" * 40):
+        with pytest.raises(ProtocolError, match="language"):
+            parse_offer({"sdp": "v=0\r\n", "type": "offer", "language": bad})
+
+
+def test_ice_servers_come_from_the_settings(tmp_path: Path) -> None:
+    assert ice_servers("") == []
+    servers = ice_servers("stun:stun.example.org:3478, turn:turn.example.org:3478?transport=udp", "user", "secret")
     assert [(s.urls, s.username, s.credential) for s in servers] == [
         ("stun:stun.example.org:3478", None, None),
         ("turn:turn.example.org:3478?transport=udp", "user", "secret"),
     ]
     with pytest.raises(ConfigError, match="stun:/turn:"):
-        ice_servers_from_env({"AYBIZA_ICE_SERVERS": "https://example.org"})
+        ice_servers("https://example.org")
+    settings = Settings(data_dir=tmp_path, ice_servers="stun:stun.example.org:3478 turns:turn.example.org:5349",
+                        ice_username="user", ice_credential="secret")
+    browser = BrowserCalls(Runtime(settings))  # the server and the page use the settings' servers
+    assert [(s.urls, s.username) for s in browser.ice] == [("stun:stun.example.org:3478", None),
+                                                          ("turns:turn.example.org:5349", "user")]
+    assert browser.calls.ice == browser.ice
 
 
 def test_demo_page_carries_the_ice_servers_and_loads_nothing_remote() -> None:
-    servers = ice_servers_from_env({"AYBIZA_ICE_SERVERS": "stun:stun.example.org:3478"})
-    html = demo_page(servers)
+    html = demo_page(ice_servers("stun:stun.example.org:3478"))
     assert '{"iceServers": [{"urls": "stun:stun.example.org:3478"}]}' in html
     web = Path(__file__).resolve().parents[2] / "aybiza" / "transports" / "web"
     for name in ("index.html", "app.js", "style.css"):
@@ -348,7 +409,7 @@ def test_demo_page_carries_the_ice_servers_and_loads_nothing_remote() -> None:
         assert "http://" not in text and "https://" not in text, name  # no CDN: the page works offline
 
 
-# --- a whole call between two aiortc peers ----------------------------------------------------------
+# --- whole calls between two aiortc peers, through the session -----------------------------------------
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -358,19 +419,62 @@ async def _until(condition: Callable[[], bool]) -> None:
         await anyio.sleep(0.02)
 
 
+class Listener(Processor):
+    """Stands in for the recogniser and turn-taking: keeps what reaches it, passes it on, never interrupts."""
+
+    name = "listener"
+    consumes = frozenset({InputAudio, DTMF})
+    produces = frozenset({Interruption})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[Frame] = []
+
+    async def process(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        await self.push(frame)
+
+
+GREETING = _tone(16000, 0.6).tobytes()
+
+
+class ListeningStack(SpeechStack):
+    """A browser call's stages for these tests: the listener; the agent greets with a tone."""
+
+    def __init__(self, settings: Settings, engines: Engines) -> None:
+        super().__init__(settings, engines)
+        self.listeners: list[Listener] = []
+
+    def build(self, ctx: CallContext, agent: AgentConfig, *, call_routing: CallRouting | None = None,
+              history: Sequence[Mapping[str, str]] = (), resumed: bool = False,
+              turn_offset: int = 0) -> tuple[list[Processor], list[Frame]]:
+        listener = Listener()
+        self.listeners.append(listener)
+        return [listener], [AgentText("Hello.", 0), OutputAudio(GREETING, 16000, 0, 0.0), AgentTurnDone(0)]
+
+
+def _runtime(root: Path, **values: object) -> Runtime:
+    return stand_in_runtime(root, ListeningStack, **values)
+
+
+async def _offer(browser: RTCPeerConnection, **fields: str) -> Offer:
+    await browser.setLocalDescription(await browser.createOffer())
+    assert browser.localDescription is not None
+    return parse_offer({"sdp": browser.localDescription.sdp, "type": "offer", **fields})
+
+
+def _ended(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("call ended")]
+
+
 @pytest.mark.anyio
-async def test_a_peer_talks_hears_the_agent_and_hangs_up_over_the_data_channel() -> None:
-    heard_by_pipeline = Collect()
-    ended: list[tuple[CallContext, str]] = []
-    greeting = _tone(16000, 0.6).tobytes()
-
-    def build(ctx: CallContext) -> tuple[list[Processor], list[Frame]]:
-        return [heard_by_pipeline], [AgentText("Hello.", 0), OutputAudio(greeting, 16000, 0, 0.0), AgentTurnDone(0)]
-
-    async def on_end(ctx: CallContext, reason: str) -> None:
-        ended.append((ctx, reason))
-
-    calls = WebRTCCalls(WebRTCSetup(build=build, on_end=on_end))
+async def test_a_peer_talks_hears_the_agent_presses_a_key_and_hangs_up(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aybiza.call")
+    runtime = _runtime(tmp_path)
+    stack = runtime.stack
+    assert isinstance(stack, ListeningStack)
+    browser_calls = BrowserCalls(runtime)
     browser = RTCPeerConnection()
     microphone = PacedAudioTrack()
     microphone.enqueue(_tone(48000, 2.0, hz=300).tobytes(), turn_id=0)
@@ -391,76 +495,93 @@ async def test_a_peer_talks_hears_the_agent_and_hangs_up_over_the_data_channel()
             if np.abs(frame.to_ndarray()).max() > 3000:
                 loud_frames += 1
 
-    ctx = CallContext("WRtest", transport="webrtc")
+    def heard() -> list[Frame]:
+        return stack.listeners[0].frames if stack.listeners else []
+
     try:
         with anyio.fail_after(15):
-            async with calls.running(), anyio.create_task_group() as tg:
+            async with browser_calls.calls.running(), anyio.create_task_group() as tg:
                 browser.on("track", lambda track: tg.start_soon(listen, track))
-                await browser.setLocalDescription(await browser.createOffer())
-                assert browser.localDescription is not None
-                answer = await calls.open(ctx, Offer(browser.localDescription.sdp))
-                await browser.setRemoteDescription(RTCSessionDescription(answer.sdp, answer.type))
+                answer = await browser_calls.answer(await _offer(browser, language="en-GB"), "127.0.0.1")
+                assert answer is not None
+                sdp, kind, call_id = answer
+                assert call_id.startswith("WR") and runtime.admission.counts == {"webrtc": 1}
+                await browser.setRemoteDescription(RTCSessionDescription(sdp, kind))
                 await _until(lambda: loud_frames >= 20  # 0.4 s of the greeting reached the browser
-                             and sum(isinstance(f, InputAudio) for f in heard_by_pipeline.frames) >= 50)
+                             and sum(isinstance(f, InputAudio) for f in heard()) >= 50)
+                for junk in ("not json", "[]", '{"type": "dtmf", "digit": "X"}', '{"type": "dtmf", "digit": [1]}',
+                             '{"type": {"nested": true}}', "x" * 5000):  # the page is not trusted
+                    channel.send(junk)
+                channel.send(json.dumps({"type": "dtmf", "digit": "7"}))
+                await _until(lambda: DTMF("7") in heard())
                 channel.send(json.dumps({"type": "hangup"}))
-                await _until(lambda: bool(ended))
+                await _until(lambda: not browser_calls.calls.calls)
                 tg.cancel_scope.cancel()
     finally:
         await browser.close()
-    assert ended == [(ctx, "hangup")]
-    inputs = [f for f in heard_by_pipeline.frames if isinstance(f, InputAudio)]
+    assert _ended(caplog) == ["call ended: hangup"]
+    assert [f for f in heard() if isinstance(f, DTMF)] == [DTMF("7")]
+    inputs = [f for f in heard() if isinstance(f, InputAudio)]
     assert {(len(f.pcm), f.sample_rate) for f in inputs} == {(640, 16000)}
     spoken = np.frombuffer(b"".join(f.pcm for f in inputs[5:50]), dtype=np.int16)
     assert _peak_hz(spoken, 16000) == pytest.approx(300, abs=10)  # the caller's tone survived Opus
     assert {"call", "route"} <= {event["type"] for event in events}
+    assert {"type": "call", "call_id": call_id, "agent": "default"} in events
     assert {"type": "agent_text", "turn_id": 0, "text": "Hello.", "language": "en"} in events
     assert {"type": "agent_audio", "state": "playing", "turn_id": 0} in events
-    assert calls.calls == {}
+    assert runtime.admission.active == 0 and runtime.calls == {}
+    assert runtime.metrics.snapshot()["calls_total"] == 1 and runtime.metrics.snapshot()["errors"] == {}
 
 
 @pytest.mark.anyio
-async def test_a_peer_that_stops_sending_audio_is_hung_up() -> None:
-    ended: list[str] = []
-
-    async def on_end(ctx: CallContext, reason: str) -> None:
-        ended.append(reason)
-
-    calls = WebRTCCalls(WebRTCSetup(build=lambda ctx: ([], []), on_end=on_end, media_timeout_s=0.3))
+async def test_a_peer_that_stops_sending_audio_is_hung_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aybiza.call")
+    runtime = _runtime(tmp_path)
+    browser_calls = BrowserCalls(runtime)
+    browser_calls.calls.media_timeout_s = 0.3
     browser = RTCPeerConnection()
     microphone = PacedAudioTrack()
     browser.addTrack(microphone)
     try:
         with anyio.fail_after(10):
-            async with calls.running():
-                await browser.setLocalDescription(await browser.createOffer())
-                assert browser.localDescription is not None
-                answer = await calls.open(CallContext("WRgone", transport="webrtc"),
-                                          Offer(browser.localDescription.sdp))
-                await browser.setRemoteDescription(RTCSessionDescription(answer.sdp, answer.type))
+            async with browser_calls.calls.running():
+                answer = await browser_calls.answer(await _offer(browser), "127.0.0.1")
+                assert answer is not None
+                await browser.setRemoteDescription(RTCSessionDescription(answer[0], answer[1]))
                 await _until(lambda: browser.connectionState == "connected")
                 await anyio.sleep(0.5)
-                assert ended == []  # silence keeps the call up: the browser sends it
+                assert _ended(caplog) == []  # silence keeps the call up: the browser sends it
                 microphone.stop()  # the page vanished without hanging up
-                await _until(lambda: bool(ended))
+                await _until(lambda: bool(_ended(caplog)))
     finally:
         await browser.close()
-    assert ended == ["disconnected: no audio for 0.3 s"]
+    assert _ended(caplog) == ["call ended: media_timeout"]
+    assert any("no audio from the browser for 0.3 s" in r.getMessage() for r in caplog.records)
+    assert runtime.admission.active == 0
 
 
 @pytest.mark.anyio
-async def test_an_offer_without_audio_is_refused() -> None:
-    async def on_end(ctx: CallContext, reason: str) -> None:
-        return None
-
-    calls = WebRTCCalls(WebRTCSetup(build=lambda ctx: ([], []), on_end=on_end))
+async def test_an_offer_without_audio_is_refused_and_gives_its_slot_back(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path)
+    browser_calls = BrowserCalls(runtime)
     browser = RTCPeerConnection()
     browser.createDataChannel("events")
     try:
-        async with calls.running():
-            await browser.setLocalDescription(await browser.createOffer())
-            assert browser.localDescription is not None
+        async with browser_calls.calls.running():
             with pytest.raises(ProtocolError, match="no audio"):
-                await calls.open(CallContext("WRmute", transport="webrtc"), Offer(browser.localDescription.sdp))
+                await browser_calls.answer(await _offer(browser), "127.0.0.1")
     finally:
         await browser.close()
-    assert calls.calls == {}
+    assert browser_calls.calls.calls == {} and runtime.admission.active == 0
+
+
+@pytest.mark.anyio
+async def test_offers_beyond_the_browser_budget_are_refused(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path, max_calls=5, max_browser_calls=1)
+    browser_calls = BrowserCalls(runtime)
+    held = runtime.admission.admit("webrtc")  # one browser call is live
+    assert held is not None
+    async with browser_calls.calls.running():
+        assert await browser_calls.answer(Offer("v=0\r\n"), "127.0.0.1") is None  # answered 503: no SDP parsed
+    assert runtime.admission.counts == {"webrtc": 1}
+    assert runtime.admission.admit("twilio") is not None  # phone callers keep their slots

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import TaskGroup
 
+from aybiza.config import Settings
+from aybiza.engines import Engines
 from aybiza.errors import (
     BadRequestError,
+    CallEnded,
     CredentialsError,
+    EndReason,
     OverloadedError,
     ProviderError,
     ProviderTimeout,
@@ -22,13 +29,17 @@ from aybiza.pipeline import (
     AgentTurnDone,
     CallContext,
     Frame,
+    IncidentKind,
     Interruption,
+    Notice,
     Pipeline,
     Processor,
+    Stage,
     UserTurn,
 )
-from aybiza.processors.llm.bedrock import BedrockLLM, BedrockStreamer, bedrock_client, clear_client_cache
-from aybiza.processors.llm.sentences import ChatMessage, ReplyRequest, TextDelta, ThinkingDelta
+from aybiza.pipeline.ledger import TokenUse
+from aybiza.processors.llm.bedrock import BedrockStreamer, bedrock_client
+from aybiza.processors.llm.sentences import ChatMessage, ReplyProcessor, ReplyRequest, TextDelta, ThinkingDelta
 from aybiza.testing import BedrockReply, FakeBedrock, wait_until
 from aybiza.testing.fake_bedrock import DEFAULT_THINKING
 
@@ -72,21 +83,45 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    clear_client_cache()
 
 
-def llm(fb: FakeBedrock, **kwargs: object) -> BedrockLLM:
-    return BedrockLLM(region="eu-west-2", model_id=MODEL, system_prompt=SYSTEM, endpoint_url=fb.url, **kwargs)  # type: ignore[arg-type]
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    """The reader threads (the process's engines own one pool for every stream)."""
+    with ThreadPoolExecutor(8, thread_name_prefix="test-bedrock") as executor:
+        yield executor
+
+
+def streamer(fb: FakeBedrock, pool: ThreadPoolExecutor, *, region: str = "eu-west-2", **kwargs: Any) -> BedrockStreamer:
+    """A streamer on a new client for the fake's endpoint."""
+    return BedrockStreamer(region=region, model_id=MODEL, client=bedrock_client(region, fb.url), pool=pool,
+                           **kwargs)
+
+
+def llm(fb: FakeBedrock, pool: ThreadPoolExecutor, *, history: list[ChatMessage] | None = None,
+        **kwargs: Any) -> ReplyProcessor:
+    """The model stage on Bedrock: the reply processor on one streamer."""
+    return ReplyProcessor(streamer(fb, pool, **kwargs), system_prompt=SYSTEM, history=history or ())
+
+
+class Announcements:
+    """What the call was asked to say in the local voice."""
+
+    def __init__(self) -> None:
+        self.notices: list[Notice] = []
+
+    async def __call__(self, notice: Notice) -> None:
+        self.notices.append(notice)
 
 
 @pytest.mark.anyio
-async def test_reply_is_spoken_sentence_by_sentence_and_the_conversation_is_kept() -> None:
+async def test_reply_is_spoken_sentence_by_sentence_and_the_conversation_is_kept(pool: ThreadPoolExecutor) -> None:
     script = [
         BedrockReply(text="Sure. Your table for two is booked for eight. Anything else?"),
         BedrockReply(text="Goodbye!"),
     ]
     with FakeBedrock(script=script) as fb:
-        stage = llm(fb)
+        stage = llm(fb, pool)
         sink = Sink()
 
         async def feed(p: Pipeline, tg: TaskGroup) -> None:
@@ -116,7 +151,7 @@ async def test_reply_is_spoken_sentence_by_sentence_and_the_conversation_is_kept
 
 
 @pytest.mark.anyio
-async def test_the_first_sentence_is_pushed_while_the_model_is_still_writing() -> None:
+async def test_the_first_sentence_is_pushed_while_the_model_is_still_writing(pool: ThreadPoolExecutor) -> None:
     reply = BedrockReply(
         text="Of course. Let me check what we have for Friday evening.",
         chunk_chars=4,
@@ -124,7 +159,7 @@ async def test_the_first_sentence_is_pushed_while_the_model_is_still_writing() -
         stall_s=0.4,
     )
     with FakeBedrock(script=[reply]) as fb:
-        stage = llm(fb, stall_timeout=2.0)
+        stage = llm(fb, pool, stall_timeout=2.0)
         sink = Sink()
         still_writing: list[bool] = []
 
@@ -141,9 +176,9 @@ async def test_the_first_sentence_is_pushed_while_the_model_is_still_writing() -
 
 
 @pytest.mark.anyio
-async def test_premium_thinking_is_requested_and_never_spoken() -> None:
+async def test_premium_thinking_is_requested_and_never_spoken(pool: ThreadPoolExecutor) -> None:
     with FakeBedrock(script=[BedrockReply(text="Happy to help. What date?")]) as fb:
-        stage = llm(fb, thinking_budget=1024, temperature=0.3)
+        stage = llm(fb, pool, thinking_budget=1024, temperature=0.3)
         sink = Sink()
 
         async def feed(p: Pipeline, tg: TaskGroup) -> None:
@@ -161,12 +196,10 @@ async def test_premium_thinking_is_requested_and_never_spoken() -> None:
 
 
 @pytest.mark.anyio
-async def test_thinking_arrives_as_thinking_deltas_on_the_stream() -> None:
+async def test_thinking_arrives_as_thinking_deltas_on_the_stream(pool: ThreadPoolExecutor) -> None:
     with FakeBedrock(script=[BedrockReply(text="Yes.")]) as fb:
-        streamer = BedrockStreamer(
-            region="eu-west-2", model_id=MODEL, endpoint_url=fb.url, thinking_budget=2048
-        )
-        events = [e async for e in streamer.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hi"),)))]
+        premium = streamer(fb, pool, thinking_budget=2048)
+        events = [e async for e in premium.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hi"),)))]
     thinking = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert (thinking, text) == (DEFAULT_THINKING, "Yes.")
@@ -176,10 +209,10 @@ async def test_thinking_arrives_as_thinking_deltas_on_the_stream() -> None:
 
 
 @pytest.mark.anyio
-async def test_usage_and_provider_latency_are_recorded_on_the_call() -> None:
+async def test_usage_and_provider_latency_are_recorded_on_the_call(pool: ThreadPoolExecutor) -> None:
     reply = BedrockReply(text="Done.", input_tokens=25, output_tokens=7, latency_ms=321)
     with FakeBedrock(script=[reply]) as fb:
-        stage = llm(fb)
+        stage = llm(fb, pool)
         sink = Sink()
         ctx = CallContext(call_id="llm")
 
@@ -189,15 +222,16 @@ async def test_usage_and_provider_latency_are_recorded_on_the_call() -> None:
 
         await Pipeline([stage, sink]).run(ctx, feed)
 
-    assert ctx.usage[f"tokens_in:{MODEL}"] == 25
-    assert ctx.usage[f"tokens_out:{MODEL}"] == 7
-    timings = dict(ctx.timings)
-    assert timings["llm_provider_latency"] == pytest.approx(0.321)
-    assert {"llm_first_token", "llm_first_sentence"} <= set(timings)
+    usage = ctx.ledger.usage()
+    assert usage.tokens == {MODEL: TokenUse(input=25, output=7)}
+    assert usage.answered_by == MODEL
+    timings = {stage: seconds for stage, seconds, _ in ctx.ledger.samples}
+    assert timings[Stage.LLM_PROVIDER_LATENCY] == pytest.approx(0.321)
+    assert {Stage.LLM_FIRST_TOKEN, Stage.LLM_FIRST_SENTENCE} <= set(timings)
 
 
 @pytest.mark.anyio
-async def test_blank_text_is_never_sent_and_roles_alternate() -> None:
+async def test_blank_text_is_never_sent_and_roles_alternate(pool: ThreadPoolExecutor) -> None:
     # The fake rejects blank blocks and non-alternating roles as Bedrock does.
     history = [
         ChatMessage("assistant", "Hello, you're through to the restaurant."),
@@ -205,7 +239,7 @@ async def test_blank_text_is_never_sent_and_roles_alternate() -> None:
         ChatMessage("user", "Hi"),
     ]
     with FakeBedrock(script=[BedrockReply(text="How can I help?")]) as fb:
-        stage = llm(fb, history=history)
+        stage = llm(fb, pool, history=history)
         sink = Sink()
 
         async def feed(p: Pipeline, tg: TaskGroup) -> None:
@@ -263,21 +297,15 @@ SCRIPTED_FAILURES = [
     ],
 )
 async def test_failures_map_onto_the_error_tree(
-    reply: BedrockReply, error: type[ProviderError], retryable: bool, attempts: int
+    reply: BedrockReply, error: type[ProviderError], retryable: bool, attempts: int, pool: ThreadPoolExecutor
 ) -> None:
     with FakeBedrock(script=[reply]) as fb:
         # botocore's one in-place retry waits up to 1 s (jittered): leave room for it,
         # except where the deadline itself is under test.
         deadline = 0.5 if error is ProviderTimeout else 2.5
-        streamer = BedrockStreamer(
-            region="eu-west-2",
-            model_id=MODEL,
-            endpoint_url=fb.url,
-            first_token_timeout=deadline,
-            stall_timeout=0.3,
-        )
+        failing = streamer(fb, pool, first_token_timeout=deadline, stall_timeout=0.3)
         with pytest.raises(error) as caught:
-            async for _ in streamer.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hello"),))):
+            async for _ in failing.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hello"),))):
                 pass
     assert caught.value.retryable is retryable
     assert (caught.value.provider, caught.value.region) == ("bedrock", "eu-west-2")
@@ -285,13 +313,16 @@ async def test_failures_map_onto_the_error_tree(
 
 
 @pytest.mark.anyio
-async def test_a_failed_reply_does_not_end_the_call() -> None:
+async def test_a_turn_no_region_answered_asks_the_caller_again_and_the_call_goes_on(
+    pool: ThreadPoolExecutor,
+) -> None:
     with FakeBedrock(
         script=[BedrockReply(status=429), BedrockReply(status=429), BedrockReply(text="Yes, we're open.")]
     ) as fb:
-        stage = llm(fb, error_text="Sorry, could you say that again?")
+        stage = llm(fb, pool)
         sink = Sink()
-        ctx = CallContext(call_id="llm")
+        announce = Announcements()
+        ctx = CallContext(call_id="llm", announce=announce)
 
         async def feed(p: Pipeline, tg: TaskGroup) -> None:
             await p.push(UserTurn("Are you open?", 1))
@@ -301,18 +332,43 @@ async def test_a_failed_reply_does_not_end_the_call() -> None:
 
         await Pipeline([stage, sink]).run(ctx, feed)
 
-    assert sink.said(1) == ["Sorry, could you say that again?"]
+    assert sink.said(1) == [], "nothing of a failed reply is spoken by the model"
+    assert announce.notices == [Notice.RETRY], "the local voice apologises and asks again"
     assert sink.said(2) == ["Yes, we're open."]
-    assert ctx.usage["llm_errors"] == 1
+    assert ctx.ledger.model_errors == 1
+    assert [incident.kind for incident in ctx.ledger.incidents] == [IncidentKind.MODEL_FAILED]
 
 
 @pytest.mark.anyio
-async def test_barge_in_cancels_the_reply_in_flight() -> None:
+async def test_turns_failing_in_a_row_end_the_call_as_model_unavailable(pool: ThreadPoolExecutor) -> None:
+    script = [BedrockReply(status=403, error_type="AccessDeniedException")] * 2
+    with FakeBedrock(script=script) as fb:
+        stage = llm(fb, pool)
+        sink = Sink()
+        announce = Announcements()
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await p.push(UserTurn("Are you open?", 1))
+            await wait_until(lambda: sink.done() == [1])
+            await p.push(UserTurn("Hello?", 2))
+            await anyio.sleep(5)  # the stage ends the call meanwhile
+
+        with pytest.raises(ExceptionGroup) as caught:
+            await Pipeline([stage, sink]).run(CallContext(call_id="llm", announce=announce), feed)
+    ended = caught.value.subgroup(CallEnded)
+    assert ended is not None
+    [error] = ended.exceptions
+    assert isinstance(error, CallEnded) and error.reason is EndReason.MODEL_UNAVAILABLE
+    assert announce.notices == [Notice.RETRY], "asked again once; the second failure ends the call"
+
+
+@pytest.mark.anyio
+async def test_barge_in_cancels_the_reply_in_flight(pool: ThreadPoolExecutor) -> None:
     long = "Let me read you the whole menu. " + " ".join(f"Dish {i} is lovely." for i in range(40))
     with FakeBedrock(
         script=[BedrockReply(text=long, chunk_chars=6, chunk_delay=0.01), BedrockReply(text="Of course.")]
     ) as fb:
-        stage = llm(fb)
+        stage = llm(fb, pool)
         sink = Sink()
 
         async def feed(p: Pipeline, tg: TaskGroup) -> None:
@@ -334,38 +390,50 @@ async def test_barge_in_cancels_the_reply_in_flight() -> None:
     assert history[1]["role"] == "assistant" and history[1]["content"][0]["text"].startswith("Let me read")
 
 
-def test_missing_aws_credentials_are_a_clear_error_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_aws_credentials_are_a_clear_error_when_the_client_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(CredentialsError, match="no AWS credentials"):
-        BedrockLLM(
-            region="eu-west-2", model_id=MODEL, system_prompt=SYSTEM, endpoint_url="http://127.0.0.1:9"
-        )
+        bedrock_client("eu-west-2", "http://127.0.0.1:9")
 
 
-def test_one_client_per_region_with_hot_path_settings() -> None:
+def test_clients_have_the_hot_path_settings() -> None:
     client = bedrock_client("us-east-1", "http://127.0.0.1:9", read_timeout=2.0)
-    assert bedrock_client("us-east-1", "http://127.0.0.1:9", read_timeout=2.0) is client
-    assert bedrock_client("eu-west-2", "http://127.0.0.1:9", read_timeout=2.0) is not client
     config = client.meta.config
     assert config.retries == {"mode": "standard", "total_max_attempts": 2}
     assert (config.connect_timeout, config.read_timeout, config.tcp_keepalive) == (1.0, 2.0, True)
+    assert bedrock_client("us-east-1", "http://127.0.0.1:9", read_timeout=2.0) is not client, (
+        "no module cache: the process's engines keep the clients")
+
+
+def test_the_process_keeps_one_client_per_region_and_endpoint() -> None:
+    engines = Engines(Settings(llm="bedrock"))
+    try:
+        client = engines.bedrock("us-east-1", "http://127.0.0.1:9", read_timeout=2.0)
+        assert engines.bedrock("us-east-1", "http://127.0.0.1:9", read_timeout=2.0) is client
+        assert engines.bedrock("eu-west-2", "http://127.0.0.1:9", read_timeout=2.0) is not client
+        assert client.meta.region_name == "us-east-1"
+    finally:
+        engines.close()
 
 
 @pytest.mark.anyio
 async def test_the_standard_endpoint_variable_points_the_client_elsewhere(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, pool: ThreadPoolExecutor
 ) -> None:
     with FakeBedrock(script=[BedrockReply(text="Hi.")]) as fb:
         monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fb.url)
-        streamer = BedrockStreamer(region="us-west-2", model_id="us.anthropic.claude-sonnet-4-6")
-        events = [e async for e in streamer.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hi"),)))]
+        sonnet = BedrockStreamer(region="us-west-2", model_id="us.anthropic.claude-sonnet-4-6",
+                                 client=bedrock_client("us-west-2"), pool=pool)
+        events = [e async for e in sonnet.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hi"),)))]
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hi."]
     assert fb.requests[0].model_id == "us.anthropic.claude-sonnet-4-6"
 
 
 @pytest.mark.anyio
-async def test_a_stalled_stream_is_abandoned_without_freezing_the_event_loop() -> None:
+async def test_a_stalled_stream_is_abandoned_without_freezing_the_event_loop(pool: ThreadPoolExecutor) -> None:
     # A blackholed or hung region: the reader thread sits in recv() until the
     # read timeout. Giving up on it must not block the loop other calls run on.
     gaps: list[float] = []
@@ -379,13 +447,12 @@ async def test_a_stalled_stream_is_abandoned_without_freezing_the_event_loop() -
             last = now
 
     with FakeBedrock(script=[BedrockReply(text="One two three four five.", stall_after=1, stall_s=6.0)]) as fb:
-        streamer = BedrockStreamer(region="eu-west-2", model_id=MODEL, endpoint_url=fb.url,
-                                   first_token_timeout=5.0, stall_timeout=0.3)
+        stalled = streamer(fb, pool, first_token_timeout=5.0, stall_timeout=0.3)
         async with anyio.create_task_group() as tg:
             tg.start_soon(heartbeat)
             started = time.monotonic()
             with pytest.raises(ProviderTimeout):
-                async for _ in streamer.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hi"),))):
+                async for _ in stalled.stream_reply(ReplyRequest(SYSTEM, (ChatMessage("user", "Hi"),))):
                     pass
             await anyio.sleep(0.3)  # the abandoned reader winds down meanwhile
             tg.cancel_scope.cancel()

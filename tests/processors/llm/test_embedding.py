@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aybiza.processors.llm.embedding import EMBEDDING_DIM, SentenceEncoder, default_encoder
+from aybiza.processors.llm.embedding import EMBEDDING_DIM, SentenceEncoder
 
 
 @pytest.fixture(scope="module")
 def encoder() -> SentenceEncoder:
-    return default_encoder()
+    return SentenceEncoder.packaged()
 
 
 def test_reproduces_the_published_similarity_matrix(encoder: SentenceEncoder) -> None:
@@ -58,6 +58,3 @@ def test_long_input_is_truncated_not_rejected(encoder: SentenceEncoder) -> None:
 def test_empty_list_gives_empty_matrix(encoder: SentenceEncoder) -> None:
     assert encoder.encode([]).shape == (0, EMBEDDING_DIM)
 
-
-def test_encoder_is_loaded_once_per_process(encoder: SentenceEncoder) -> None:
-    assert default_encoder() is encoder

@@ -12,6 +12,8 @@ import numpy.typing as npt
 import pytest
 
 from aybiza.agents import AgentConfig, load_agent
+from aybiza.config import Settings
+from aybiza.engines import Engines
 from aybiza.pipeline import (
     AgentText,
     AgentTurnDone,
@@ -20,14 +22,14 @@ from aybiza.pipeline import (
     Interruption,
     Processor,
     QualityReport,
+    Stage,
     UserTurn,
 )
-from aybiza.processors.llm.embedding import default_encoder
+from aybiza.processors.llm.embedding import SentenceEncoder
 from aybiza.processors.llm.faq import (
     FAQMatcher,
     FAQResponder,
     normalize_turn,
-    shared_matcher,
     split_sentences,
 )
 
@@ -72,8 +74,13 @@ def agent() -> AgentConfig:
 
 
 @pytest.fixture(scope="module")
-def matcher(agent: AgentConfig) -> FAQMatcher:
-    return FAQMatcher(agent, default_encoder())
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder.packaged()
+
+
+@pytest.fixture(scope="module")
+def matcher(agent: AgentConfig, encoder: SentenceEncoder) -> FAQMatcher:
+    return FAQMatcher(agent, encoder)
 
 
 def test_paraphrases_not_in_the_yaml_find_the_right_faq(matcher: FAQMatcher) -> None:
@@ -121,8 +128,8 @@ def test_normalize_turn_drops_only_the_opening_fillers_and_hesitations() -> None
     assert normalize_turn("Sorry, wrong number.") == "Sorry, wrong number."
 
 
-def test_raising_the_threshold_turns_weak_matches_into_fallbacks(agent: AgentConfig) -> None:
-    strict = FAQMatcher(agent.model_copy(update={"match_threshold": 0.99}), default_encoder())
+def test_raising_the_threshold_turns_weak_matches_into_fallbacks(agent: AgentConfig, encoder: SentenceEncoder) -> None:
+    strict = FAQMatcher(agent.model_copy(update={"match_threshold": 0.99}), encoder)
     assert strict.match("wear are you located")[0] is None
 
 
@@ -178,15 +185,22 @@ async def test_user_turn_becomes_sentences_then_turn_done(agent: AgentConfig, ma
     assert spoken == " ".join(split_sentences(hours.answer))
     assert len(texts) == len(split_sentences(hours.answer)) > 1
     assert "open" in spoken and "Monday" in spoken
-    assert ctx.usage["faq_answers"] == 1
-    assert [stage for stage, _ in ctx.timings] == ["llm_first_token"]
+    assert ctx.ledger.usage().answers == {"faq": 1}
+    assert [stage for stage, _, _ in ctx.ledger.samples] == [Stage.LLM_FIRST_TOKEN]
     assert responder.last_match is not None
     assert responder.last_match.faq_id == "opening_hours" and responder.last_match.turn_id == 3
 
 
 @pytest.mark.anyio
-async def test_responder_without_a_matcher_builds_the_shared_one(agent: AgentConfig) -> None:
-    responder = FAQResponder(agent)
+async def test_a_matcher_factory_is_called_when_the_call_starts(agent: AgentConfig, matcher: FAQMatcher) -> None:
+    built: list[FAQMatcher] = []
+
+    def factory() -> FAQMatcher:
+        built.append(matcher)
+        return matcher
+
+    responder = FAQResponder(agent, factory)
+    assert built == [], "nothing is loaded while the stack is assembled"
     recorder = _wire(responder)
     async with anyio.create_task_group() as tg:
         await responder.start(CallContext(call_id="c"), tg)
@@ -194,8 +208,17 @@ async def test_responder_without_a_matcher_builds_the_shared_one(agent: AgentCon
         with anyio.fail_after(30):
             await recorder.turn_done.wait()
         await responder.stop()
+    assert len(built) == 1
     assert responder.last_match is not None and responder.last_match.faq_id == "parking"
-    assert shared_matcher(agent) is shared_matcher(load_agent("default", AGENTS_DIR))
+
+
+def test_the_process_keeps_one_matcher_per_agent_configuration_on_one_encoder(agent: AgentConfig) -> None:
+    engines = Engines(Settings())
+    same = engines.faq_matcher(load_agent("default", AGENTS_DIR))
+    assert engines.faq_matcher(agent) is same
+    edited = engines.faq_matcher(agent.model_copy(update={"match_threshold": 0.99}))
+    assert edited is not same, "an edited agent gets a matcher of its own"
+    assert edited._encoder is same._encoder, "the sentence encoder is loaded once per process"
 
 
 @pytest.mark.anyio
@@ -229,7 +252,7 @@ async def test_blank_turns_are_ignored_and_other_frames_pass_straight_through(
         assert recorder.frames == [report]
         await responder.stop()
     assert recorder.frames == [report]
-    assert "faq_answers" not in ctx.usage
+    assert ctx.ledger.usage().answers == {}
 
 
 class _BlockingEncoder:

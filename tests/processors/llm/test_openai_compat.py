@@ -14,6 +14,7 @@ from aybiza.errors import (
     ThrottledError,
 )
 from aybiza.pipeline import AgentText, AgentTurnDone, CallContext, Frame, Pipeline, Processor, UserTurn
+from aybiza.pipeline.ledger import TokenUse
 from aybiza.processors.llm.openai_compat import OpenAICompatLLM, OpenAICompatStreamer
 from aybiza.processors.llm.sentences import ChatMessage, ReplyRequest
 from aybiza.testing import ChatReply, FakeOpenAI, wait_until
@@ -67,8 +68,7 @@ async def test_a_local_model_answers_sentence_by_sentence_without_its_reasoning(
         {"role": "user", "content": "When are you open?"},
     ]
     assert fo.headers[0]["Authorization"] == "Bearer local-key"
-    assert ctx.usage["tokens_in:llama3.2:3b"] == 7
-    assert ctx.usage["tokens_out:llama3.2:3b"] == 8
+    assert ctx.ledger.usage().tokens == {"llama3.2:3b": TokenUse(input=7, output=8)}
 
 
 @pytest.mark.anyio

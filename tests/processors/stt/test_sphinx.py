@@ -9,6 +9,7 @@ import pytest
 
 from aybiza.pipeline.context import CallContext
 from aybiza.pipeline.frames import Frame, InputAudio, Interruption, SpeechStarted, SpeechStopped, Transcript
+from aybiza.pipeline.ledger import Stage
 from aybiza.processors.stt.sphinx import SphinxPool, SphinxRecognizer, SphinxSTT
 
 from .helpers import RATE, needs_espeak, run_stage, telephone_speech, utterance
@@ -58,8 +59,8 @@ async def test_partials_while_speaking_then_a_final_at_speech_stop(pool: SphinxP
     assert "what" in first.text.split(), first.text
     assert "what" in second.text.split(), second.text
     assert [t.speech_ended_at for t in (first, second)] == [s.at for s in stops]
-    assert ctx.usage["stt_seconds"] == pytest.approx(2 * (0.1 + len(speech) / (2 * RATE)))
-    assert [stage for stage, _ in ctx.timings] == ["stt_final", "stt_final"]
+    assert ctx.ledger.usage().stt_seconds == {"sphinx": pytest.approx(2 * (0.1 + len(speech) / (2 * RATE)), abs=1e-3)}
+    assert [stage for stage, _, _ in ctx.ledger.samples] == [Stage.STT_FINAL, Stage.STT_FINAL]
     assert pool.idle == 1  # the decoder went back to the pool
 
 
@@ -84,4 +85,4 @@ async def test_a_long_utterance_is_finalised_at_the_cap(pool: SphinxPool) -> Non
     out, ctx = await run_stage(stage, frames, lambda got, _: len(finals(got)) == 2)
 
     assert [t.speech_ended_at is None for t in finals(out)] == [True, False]
-    assert ctx.usage["stt_seconds"] == pytest.approx(2 * len(speech) / (2 * RATE))
+    assert ctx.ledger.usage().stt_seconds == {"sphinx": pytest.approx(2 * len(speech) / (2 * RATE), abs=1e-3)}

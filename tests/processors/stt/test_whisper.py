@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from anyio.abc import TaskGroup
 
 from aybiza.errors import ConfigError, ModelIntegrityError
 from aybiza.pipeline.context import CallContext
@@ -16,14 +17,18 @@ from aybiza.pipeline.frames import (
     Frame,
     InputAudio,
     Interruption,
+    LanguageChanged,
     SpeechStarted,
     SpeechStopped,
     Transcript,
 )
+from aybiza.pipeline.ledger import Stage
+from aybiza.pipeline.pipeline import Pipeline
 from aybiza.processors.packaged import WHISPER_TINY_EN, PackagedModel, verified_dir
 from aybiza.processors.stt.whisper import WhisperRecognizer, WhisperSTT
+from aybiza.testing import wait_until
 
-from .helpers import RATE, audio_frames, needs_espeak, run_stage, telephone_speech, utterance
+from .helpers import RATE, Collector, audio_frames, needs_espeak, run_stage, telephone_speech, utterance
 
 
 def finals(frames: list[Frame]) -> list[Transcript]:
@@ -37,15 +42,21 @@ class ScriptedRecognizer(WhisperRecognizer):
         super().__init__()
         self.answers = list(answers)
         self.heard: list[tuple[int, int]] = []  # (bytes, sample rate)
+        self.languages: list[str] = []
         self.gate = gate
 
     def load(self) -> None:
         return None
 
-    def transcribe(self, pcm16: bytes, sample_rate: int) -> str:
+    @property
+    def loaded(self) -> bool:
+        return True
+
+    def transcribe(self, pcm16: bytes, sample_rate: int, language: str = "en") -> str:
         if self.gate is not None:
             self.gate.wait(10)
         self.heard.append((len(pcm16), sample_rate))
+        self.languages.append(language)
         return self.answers.pop(0) if self.answers else ""
 
 
@@ -75,15 +86,15 @@ async def test_whisper_stage_turns_an_utterance_into_a_final_transcript() -> Non
     stopped = next(f for f in frames if isinstance(f, SpeechStopped))
     ctx = CallContext(call_id="whisper-e2e", language="en-GB")
 
-    out, ctx = await run_stage(WhisperSTT(), frames, lambda got, _: bool(finals(got)), ctx)
+    out, ctx = await run_stage(WhisperSTT(WhisperRecognizer()), frames, lambda got, _: bool(finals(got)), ctx)
 
     assert [type(f) for f in out] == [SpeechStarted, SpeechStopped, Transcript]
     (transcript,) = finals(out)
     assert "cancel" in transcript.text.lower() and "order" in transcript.text.lower()
     assert transcript.language == "en-GB"
     assert transcript.speech_ended_at == stopped.at
-    assert ctx.usage["stt_seconds"] == pytest.approx(0.1 + len(speech) / (2 * RATE))
-    assert [stage for stage, _ in ctx.timings] == ["stt_final"]
+    assert ctx.ledger.usage().stt_seconds == {"whisper": pytest.approx(0.1 + len(speech) / (2 * RATE), abs=1e-3)}
+    assert [(stage, turn) for stage, _, turn in ctx.ledger.samples] == [(Stage.STT_FINAL, 1)]
 
 
 def test_a_user_model_directory_is_loaded_without_a_pin(tmp_path: Path) -> None:
@@ -159,7 +170,7 @@ async def test_a_long_utterance_is_transcribed_in_capped_pieces() -> None:
     assert [t.text for t in finals(out)] == ["one", "two", "three"]
     assert [t.speech_ended_at for t in finals(out)] == [None, None, stopped.at]
     assert recognizer.heard == [(8000, RATE), (8000, RATE), (3200, RATE)]
-    assert ctx.usage["stt_seconds"] == pytest.approx(1.2)
+    assert ctx.ledger.usage().stt_seconds == {"whisper": pytest.approx(1.2)}
 
 
 @pytest.mark.anyio
@@ -167,7 +178,10 @@ async def test_silence_and_blips_give_no_transcript() -> None:
     recognizer = ScriptedRecognizer("")
     frames = [*utterance(b"", pre_roll=0.04), *utterance(bytes(16000), pre_roll=0.0)]
 
-    out, ctx = await run_stage(WhisperSTT(recognizer), frames, lambda _, call: "stt_seconds" in call.usage)
+    def transcribed(_: list[Frame], call: CallContext) -> bool:
+        return "whisper" in call.ledger.usage().stt_seconds
+
+    out, ctx = await run_stage(WhisperSTT(recognizer), frames, transcribed)
 
     assert recognizer.heard == [(16000, RATE)]  # the 40 ms blip is not worth a transcription
     assert not any(isinstance(f, (Transcript, InputAudio)) for f in out)
@@ -183,3 +197,28 @@ async def test_utterances_at_16k_are_collected_at_their_own_rate() -> None:
 
     assert recognizer.heard == [(6400, 16000)]
     assert finals(out)[0].speech_ended_at == 1.0
+
+
+@pytest.mark.anyio
+async def test_a_language_steered_up_switches_the_recogniser_for_the_next_utterance() -> None:
+    english, german = ScriptedRecognizer("hello"), ScriptedRecognizer("guten tag")
+    stage = WhisperSTT(lambda language: german if language.startswith("de") else english)
+    sink = Collector()
+    steered: list[Frame] = []
+
+    async def on_control(frame: Frame) -> None:
+        steered.append(frame)
+
+    async def feed(pipeline: Pipeline, tg: TaskGroup) -> None:
+        for frame in utterance(bytes(3200)):
+            await pipeline.push(frame)
+        await wait_until(lambda: len(finals(sink.frames)) == 1)
+        await sink.steer(LanguageChanged("de"))  # what the language stage downstream steers up
+        for frame in utterance(bytes(3200)):
+            await pipeline.push(frame)
+        await wait_until(lambda: len(finals(sink.frames)) == 2)
+
+    await Pipeline([stage, sink], on_control=on_control).run(CallContext(call_id="lang", language="en"), feed)
+    assert [(t.text, t.language) for t in finals(sink.frames)] == [("hello", "en"), ("guten tag", "de")]
+    assert english.languages == ["en"] and german.languages == ["de"]
+    assert steered == [LanguageChanged("de")], "the language change goes on up"

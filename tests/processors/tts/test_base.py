@@ -17,6 +17,7 @@ import pytest
 from aybiza.errors import ConfigError, FatalProviderError
 from aybiza.pipeline.context import CallContext
 from aybiza.pipeline.frames import DTMF, AgentText, AgentTurnDone, Interruption, OutputAudio
+from aybiza.pipeline.ledger import Stage
 from aybiza.processors.tts.base import (
     TTSProcessor,
     primary_language,
@@ -101,8 +102,8 @@ async def test_audio_of_each_text_in_order_then_the_turn_end() -> None:
     ]
     assert all(f.turn_id == 1 and f.sample_rate == RATE for f in audio)
     assert isinstance(sink.frames[-1], AgentTurnDone)
-    assert ctx.usage["tts_chars"] == len("Hello, thanks for calling.") + len("We open at nine.")
-    assert [stage for stage, _ in ctx.timings] == ["tts_first_byte"]  # once per turn
+    assert ctx.ledger.usage().tts_chars == {"scripted": len("Hello, thanks for calling.") + len("We open at nine.")}
+    assert [stage for stage, _, _ in ctx.ledger.samples] == [Stage.TTS_FIRST_BYTE]  # once per turn
 
 
 @pytest.mark.anyio
@@ -162,7 +163,7 @@ async def test_blank_text_is_not_spoken() -> None:
         await sink.wait_for(lambda _: sink.has(AgentTurnDone, 1))
     assert engine.requests == []
     assert sink.of(OutputAudio) == []
-    assert "tts_chars" not in ctx.usage
+    assert ctx.ledger.usage().tts_chars == {}
 
 
 @pytest.mark.anyio
@@ -260,3 +261,17 @@ def test_stream_wav_command_yields_samples_and_reports_failures() -> None:
 def test_require_binary_names_the_package_to_install() -> None:
     with pytest.raises(ConfigError, match="apt-get install some-package"):
         require_binary("no-such-binary-aybiza", "some-package")
+
+
+@pytest.mark.anyio
+async def test_an_engine_that_meters_itself_is_not_counted_twice() -> None:
+    class MeteredSynthesizer(ScriptedSynthesizer):
+        meters_usage = True  # like the audio cache: it counts only what it really synthesised
+
+    tts = TTSProcessor(MeteredSynthesizer(chunks=1))
+    async with running(tts) as (sink, ctx):
+        await tts.process(AgentText("Hello there.", 1))
+        await tts.process(AgentTurnDone(1))
+        await sink.wait_for(lambda _: sink.has(AgentTurnDone, 1))
+    assert sink.of(OutputAudio)
+    assert ctx.ledger.usage().tts_chars == {}

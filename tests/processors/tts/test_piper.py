@@ -13,6 +13,7 @@ import pytest
 from aybiza.errors import ConfigError
 from aybiza.pipeline.context import CallContext
 from aybiza.pipeline.frames import AgentText, AgentTurnDone, Interruption, OutputAudio
+from aybiza.pipeline.ledger import Stage
 from aybiza.processors.tts.base import TTSProcessor
 from aybiza.processors.tts.piper import PiperSynthesizer, load_voice
 
@@ -101,7 +102,7 @@ async def test_processor_speaks_english_with_piper_and_german_with_espeak() -> N
     assert all(f.turn_id == 1 and f.sample_rate == 22050 for f in audio)
     assert sum(f.duration for f in audio) > 2.5
     assert rms(b"".join(f.pcm for f in audio)) > 500
-    assert [stage for stage, _ in ctx.timings] == ["tts_first_byte"]
+    assert [stage for stage, _, _ in ctx.ledger.samples] == [Stage.TTS_FIRST_BYTE]
 
 
 @pytest.mark.anyio
