@@ -53,3 +53,34 @@ def running_server(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[
     with serving(command, health_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=environment,
                  cwd=ROOT) as process:
         yield Server(port, process, log_path)
+
+
+@contextmanager
+def serving_app(app: object, port: int | None = None) -> Iterator[int]:
+    """Serve an ASGI app built in this process (uvicorn in a thread) until the block ends; yields the port."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,  # type: ignore[arg-type]
+                                           ws_ping_interval=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the in-process server did not come up")
+            time.sleep(0.1)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(15)
