@@ -52,5 +52,5 @@ def test_a_killed_server_leaves_no_call_unrecorded(tmp_path: Path) -> None:
         assert (crashed["status"], crashed["outcome"]) == ("interrupted", "interrupted")
         assert any(turn["user"] for turn in crashed["turns"])  # what was known survived
         done = httpx.get(f"{second.http}/api/calls/{finished.call_sid}", timeout=5).json()
-        assert (done["status"], done["outcome"]) == ("ended", "stopped")
+        assert (done["status"], done["outcome"]) == ("ended", "hangup")
         assert "interrupted" in second.log()

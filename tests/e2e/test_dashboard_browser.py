@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def test_metrics_carry_the_call_with_bounded_labels(server: Server) -> None:
     text = httpx.get(f"{server.http}/metrics", timeout=5).text
-    assert 'aybiza_calls_total{country="GB",model="local",region="local"} 1.0' in text
+    assert 'aybiza_calls_total{country="GB",model="faq",region="local"} 1.0' in text
     assert re.search(r"^aybiza_voice_to_voice_seconds_count 1\.0$", text, re.M)
     assert re.search(r"^aybiza_stt_final_seconds_count [1-9]", text, re.M)
     assert re.search(r"^aybiza_tts_first_byte_seconds_count [1-9]", text, re.M)

@@ -28,6 +28,7 @@ from aybiza.server import create_app
 from aybiza.testing.caller import CallReport, Say, Wait, caller_speech, place_call
 from aybiza.testing.fake_bedrock import BedrockReply, FakeBedrock
 from aybiza.testing.fake_deepgram import FakeDeepgram
+from aybiza.testing.fake_twilio import FakeTwilio
 from aybiza.testing.processes import free_port
 
 from .conftest import agents_dir, heard_pcm, speech_seconds, words
@@ -140,13 +141,24 @@ async def test_a_voice_outage_is_spoken_by_the_local_voice(tmp_path: Path, recog
 # -- the model and its regions --------------------------------------------------------------------
 
 
+ACCOUNT_SID = "AC" + "0" * 32
+DESK = "+14155550100"
+
+
 @pytest.fixture(scope="module")
-def bedrock_down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def twilio() -> Iterator[FakeTwilio]:
+    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def bedrock_down(tmp_path_factory: pytest.TempPathFactory, twilio: FakeTwilio) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("bedrock-down")
-    agents = agents_dir(tmp, own_zone={"residency": "caller"})
+    agents = agents_dir(tmp, own_zone={"residency": "caller"}, transfers={"transfer_to": DESK})
     with FakeBedrock(script=[BedrockReply(status=503, error_type="ServiceUnavailableException")]) as bedrock:
         env = {"AYBIZA_LLM": "bedrock", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.url,
-               "AYBIZA_HEALTH_PROBES": "false", "AYBIZA_AGENTS_DIR": str(agents), **AWS}
+               "AYBIZA_HEALTH_PROBES": "false", "AYBIZA_AGENTS_DIR": str(agents),
+               "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "AYBIZA_TWILIO_API_URL": twilio.url, **AWS}
         with running_server(tmp, env) as running:
             yield running
 
@@ -165,6 +177,21 @@ async def test_when_no_region_answers_the_caller_is_asked_again_then_told_goodby
     assert [i["kind"] for i in record["incidents"]] == ["model_failed", "model_failed"]
     assert len(record["route"]["regions_tried"].split(",")) >= 2  # each turn failed over before giving up
     assert [t["user"] for t in record["turns"] if t["user"]], "the caller's turns were lost"
+
+
+@pytest.mark.anyio
+async def test_an_agent_with_a_number_hands_the_caller_to_a_person_when_the_model_is_gone(
+    bedrock_down: Server, twilio: FakeTwilio, recognizer: WhisperRecognizer
+) -> None:
+    report = await place_call(bedrock_down.stream_url,
+                              [Wait(6), Say(caller_speech(QUESTION)), Wait(15), Say(caller_speech(QUESTION)),
+                               Wait(15)], auth_token=AUTH_TOKEN, agent="transfers")
+    heard = await _apologised(report, recognizer)
+    assert {"colleague", "through"} & heard  # the handoff line, in the local voice, before the transfer
+    [update] = [u for u in twilio.updates if u.call_sid == report.call_sid]
+    assert f"<Dial><Number>{DESK}</Number></Dial>" in update.twiml
+    record = await _record(bedrock_down.http, report.call_sid)
+    assert record["outcome"] == "model_unavailable" and f"transferred to {DESK}" in record["outcome_detail"]
 
 
 @pytest.mark.anyio

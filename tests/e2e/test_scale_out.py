@@ -59,5 +59,5 @@ def test_a_call_started_on_one_server_is_resumed_on_another(tmp_path: Path, redi
         assert len(users) == 2, record["turns"]  # A's turn was carried over, B's added
         greetings = [t for t in record["turns"] if "Harbor Lane Dental" in t["agent"]]
         assert len(greetings) == 1  # B did not greet the caller again
-        assert (record["status"], record["outcome"]) == ("ended", "stopped")
+        assert (record["status"], record["outcome"]) == ("ended", "hangup")
         assert "resumed a call from another process" in server_b.log()
