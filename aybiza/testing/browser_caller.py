@@ -22,7 +22,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
 from ..codecs import resample
-from ..transports.webrtc import TRACK_RATE, PacedAudioTrack
+from ..transports.webrtc_media import TRACK_RATE, PacedAudioTrack
 
 __all__ = ["BrowserReport", "place_browser_call"]
 

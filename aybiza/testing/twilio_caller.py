@@ -1,7 +1,7 @@
 """Twilio's side of a Media Stream, sans-I/O: for the fake caller and tests.
 
 :class:`TwilioCallerProtocol` builds the messages Twilio sends, in exactly the
-shape of PROTOCOLS.md §1.3 (same key order, compact JSON, string
+shape of docs/protocols.md §1.3 (same key order, compact JSON, string
 ``sequenceNumber``/``chunk``/``timestamp``), and parses what a server sends
 back (§1.4) into :class:`ServerMedia`, :class:`ServerMark` and
 :class:`ServerClear`. Garbage from the server raises

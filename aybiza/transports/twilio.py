@@ -5,7 +5,7 @@ back typed events; call ``send_media`` / ``send_mark`` / ``send_clear`` for the
 JSON text to write. No sockets, no asyncio, no logging: the WebSocket endpoint
 is a thin adapter around this object, and its tests need no event loop.
 
-Message shapes are PROTOCOLS.md §1.3 (Twilio → us) and §1.4 (us → Twilio).
+Message shapes are docs/protocols.md §1.3 (Twilio → us) and §1.4 (us → Twilio).
 Anything we cannot accept raises :class:`~aybiza.errors.ProtocolError` (a
 rejected call token raises its subclass :class:`~aybiza.errors.AuthError`), and
 the protocol then stays failed: the call is over.

@@ -47,8 +47,9 @@ from aybiza.testing.scripted import FrameClock, ScriptedBedrock, ScriptedDeepgra
 from aybiza.testing.twilio_caller import TwilioCallerProtocol
 from aybiza.transports.twilio import TwilioProtocol
 from aybiza.transports.twilio_ws import TwilioOutput
-from aybiza.transports.webrtc import PacedAudioTrack, WebRTCOutput
+from aybiza.transports.webrtc import WebRTCOutput
 from aybiza.transports.webrtc_events import EventChannel
+from aybiza.transports.webrtc_media import PacedAudioTrack
 
 pytestmark = pytest.mark.anyio
 

@@ -66,7 +66,7 @@ def test_known_call_costs_usage_times_listed_prices() -> None:
     )
     cost = cost_of(usage, "us-east-1", 2.5, default_prices())
 
-    # By hand, at the packaged table's prices (PROTOCOLS.md §3.8, §5):
+    # By hand, at the packaged table's prices (docs/protocols.md §3.8, §5):
     llm = Decimal("12000") * Decimal("0.25") / 10**6 + Decimal("800") * Decimal("1.25") / 10**6
     stt = Decimal("0.012192")  # 95 s / 60 x $0.0077 = 0.0121916.. -> rounded to a micro-dollar
     tts = Decimal("1.5") * Decimal("0.030")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from aybiza.testing.eventstream import encode_message, error_frame, event_frame, exception_frame
 
-# PROTOCOLS.md §3.4: a messageStart frame accepted by botocore.
+# docs/protocols.md §3.4: a messageStart frame accepted by botocore.
 WORKED_EXAMPLE = bytes.fromhex(
     "0000007700000052abb5d36e0b3a6576656e742d7479706507000c6d65737361676553746172740d3a636f6e74656e742d74"
     "7970650700106170706c69636174696f6e2f6a736f6e0d3a6d6573736167652d747970650700056576656e747b22726f6c65"

@@ -1,6 +1,6 @@
 """The Twilio Media Streams protocol, both ends, without sockets or an event loop.
 
-Golden inputs are the exact messages of PROTOCOLS.md §1.3 (Twilio's docs),
+Golden inputs are the exact messages of docs/protocols.md §1.3 (Twilio's docs),
 kept verbatim in ``golden/twilio_inbound.jsonl``.
 """
 

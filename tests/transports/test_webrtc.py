@@ -44,17 +44,9 @@ from aybiza.pipeline import (
 from aybiza.routing.router import CallRouting
 from aybiza.runtime import Runtime
 from aybiza.stack import SpeechStack
-from aybiza.transports.webrtc import (
-    AudioInput,
-    Offer,
-    PacedAudioTrack,
-    WebRTCOutput,
-    demo_page,
-    ice_servers,
-    mono_pcm16,
-    parse_offer,
-)
+from aybiza.transports.webrtc import Offer, WebRTCOutput, demo_page, ice_servers, parse_offer
 from aybiza.transports.webrtc_events import EventChannel, EventTap, event_for, with_event_taps
+from aybiza.transports.webrtc_media import AudioInput, PacedAudioTrack, mono_pcm16
 
 from ._runtime import stand_in_runtime
 
