@@ -26,7 +26,7 @@ from .processors.language import DEFAULT_LANGUAGES, LanguageProcessor, detector_
 from .processors.llm.bedrock import BedrockLLM, bedrock_client
 from .processors.llm.faq import FAQResponder, shared_matcher
 from .processors.llm.openai_compat import OpenAICompatLLM
-from .processors.llm.routed import RoutedBedrock
+from .processors.llm.routed import RoutedBedrock, bedrock_streamer_for
 from .processors.llm.sentences import ChatMessage, ReplyProcessor
 from .processors.quality import QualityProcessor
 from .processors.stt.deepgram import DeepgramSTT, resolve_api_key
@@ -39,6 +39,7 @@ from .processors.tts.flite import FliteSynthesizer
 from .processors.tts.piper import PiperSynthesizer
 from .processors.turns import TurnTaker
 from .processors.vad import VADProcessor
+from .routing.router import CallInfo, CallRouting, RoutingPolicy
 from .routing.service import RoutingService
 from .routing.tiers import resolve_model
 
@@ -168,8 +169,11 @@ class SpeechStack:
         llm = self.settings.llm
         if llm == "bedrock" and self.routing is not None and ctx.region != "local":
             routing = self.routing
-            streamer = RoutedBedrock(ctx, routing, (ctx.region, *ctx.fallback_regions),
-                                     endpoint_url=lambda region: routing.catalog.region(region).endpoint_url,
+            # The same policy as RoutingService.route_call, which placed the call.
+            policy = RoutingPolicy(data_residency=bool(agent.residency),
+                                   residency_zones=frozenset({agent.residency or "EU"}))
+            call_routing = CallRouting(CallInfo.from_number(ctx.caller), routing.catalog, policy)
+            streamer = RoutedBedrock(ctx, routing, call_routing, streamer_for=bedrock_streamer_for(routing),
                                      cost_budget_usd=agent.cost_budget_usd, on_failover=self.on_failover)
             return ReplyProcessor(streamer, system_prompt=agent.system_prompt, error_text=UNAVAILABLE)
         if llm == "bedrock":

@@ -1,13 +1,23 @@
-"""Claude on Bedrock across regions: each turn tries the call's region, then its fallbacks.
+"""Claude on Bedrock across regions: every turn is routed afresh, then fails over along its route.
 
 :class:`RoutedBedrock` is a :class:`~aybiza.processors.llm.sentences.ReplyStreamer`
 (so :class:`~aybiza.processors.llm.sentences.ReplyProcessor` speaks it like any
-model) whose turns run through the :class:`~aybiza.routing.failover.FailoverExecutor`:
-a retryable failure or a missed first-token/stall deadline moves the *same*
-turn, with the whole conversation (and what was already spoken, as a
-prefill), to the next region. The model is chosen per region and per turn
-from the call's quality tier and language. Every region tried is recorded
-on the call; each failover is reported to ``on_failover``.
+model). Each turn asks the call's :class:`~aybiza.routing.router.CallRouting`
+for its route against the process's current health
+(:meth:`~aybiza.routing.service.RoutingService.snapshot`), so a region that
+went unhealthy between turns is left out and the call sticks to its region
+otherwise (``keep_sticky`` hysteresis). The turn then runs through the
+:class:`~aybiza.routing.failover.FailoverExecutor`: a retryable failure or a
+missed first-token/stall deadline moves the *same* turn, with the whole
+conversation (and what was already spoken, as a prefill), to the route's next
+region. No eligible region raises
+:class:`~aybiza.routing.router.NoEligibleRegion` (a ``CallError``: the call
+layer apologises and ends the call).
+
+The model is chosen per region and per turn from the call's quality tier and
+language; ``streamer_for(region, model)`` supplies the streamer (production:
+:func:`bedrock_streamer_for`, on the process's shared boto3 clients). Every
+region tried is recorded on the call; each failover is reported to ``on_failover``.
 """
 
 from __future__ import annotations
@@ -16,16 +26,39 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 
 from ...pipeline import CallContext
-from ...routing.failover import FailoverExecutor, Message
+from ...routing.failover import FailoverExecutor, Message, TurnRecord
+from ...routing.router import CallRouting
 from ...routing.service import RoutingService
+from ...routing.tiers import TierModel
 from .bedrock import BedrockStreamer
-from .sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyUsage, TextDelta
+from .sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyStreamer, ReplyUsage, TextDelta
 
-__all__ = ["RoutedBedrock"]
+__all__ = ["RoutedBedrock", "StreamerFor", "bedrock_streamer_for"]
+
+StreamerFor = Callable[[str, TierModel], ReplyStreamer]
+"""``streamer_for(region, model)``: the streamer that asks ``model`` in ``region``."""
+
+
+def bedrock_streamer_for(routing: RoutingService) -> Callable[[str, TierModel], BedrockStreamer]:
+    """ConverseStream streamers on the process's boto3 clients (one per region and endpoint).
+
+    The endpoint is the catalog's (a fake or VPC endpoint) or boto3's default.
+    The executor owns the deadlines; the streamer's are only a backstop.
+    """
+    policy = routing.failover
+
+    def streamer_for(region: str, model: TierModel) -> BedrockStreamer:
+        return BedrockStreamer(region=region, model_id=model.model_id,
+                               endpoint_url=routing.catalog.region(region).endpoint_url,
+                               thinking_budget=model.thinking_budget,
+                               first_token_timeout=policy.first_token_cap_s + 1.0,
+                               stall_timeout=policy.stall_timeout_s + 1.0)
+
+    return streamer_for
 
 
 class RoutedBedrock:
-    """ConverseStream with per-turn failover over the call's route."""
+    """ConverseStream with a fresh route and per-turn failover on every turn of one call."""
 
     provider = "bedrock"
 
@@ -33,41 +66,46 @@ class RoutedBedrock:
         self,
         ctx: CallContext,
         routing: RoutingService,
-        regions: Sequence[str],
+        call_routing: CallRouting,
         *,
-        endpoint_url: Callable[[str], str | None] = lambda region: None,
+        streamer_for: StreamerFor,
         cost_budget_usd: float | None = None,
         cost_so_far: Callable[[], float] = lambda: 0.0,
         on_failover: Callable[[str, str], None] = lambda from_region, to_region: None,
     ) -> None:
         self.ctx = ctx
         self.routing = routing
-        self.regions = tuple(regions)
-        self._endpoint_url = endpoint_url
+        self.call_routing = call_routing
+        self._streamer_for = streamer_for
         self._budget = cost_budget_usd
         self._cost_so_far = cost_so_far
         self._on_failover = on_failover
-        self._streamers: dict[tuple[str, str], BedrockStreamer] = {}
+        self._streamers: dict[tuple[str, str], ReplyStreamer] = {}
+        self.last_turn: TurnRecord | None = None
+        """The latest turn's record (attempts, who answered, first-token times); None before the
+        first turn and when the latest one found no route."""
 
-    def _streamer(self, region: str) -> BedrockStreamer:
+    def _streamer(self, region: str) -> ReplyStreamer:
         ctx = self.ctx
         model = self.routing.model_for(region, quality_tier=ctx.quality_tier, language=ctx.language,
                                        cost_so_far=self._cost_so_far(), budget=self._budget)
         key = (region, model.model_id)
         streamer = self._streamers.get(key)
         if streamer is None:
-            policy = self.routing.failover
-            # The executor owns the deadlines; the streamer's are only a backstop.
-            streamer = BedrockStreamer(region=region, model_id=model.model_id, endpoint_url=self._endpoint_url(region),
-                                       thinking_budget=model.thinking_budget,
-                                       first_token_timeout=policy.first_token_cap_s + 1.0,
-                                       stall_timeout=policy.stall_timeout_s + 1.0)
-            self._streamers[key] = streamer
+            streamer = self._streamers[key] = self._streamer_for(region, model)
         ctx.model_tier = model.tier
         return streamer
 
     async def stream_reply(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
-        """The reply, from the first region that answers; raises ``TurnFailed`` when none does."""
+        """The reply, from the first region of this turn's route that answers.
+
+        Raises ``NoEligibleRegion`` when routing finds no region, ``TurnFailed`` when none answers.
+        """
+        self.last_turn = None
+        previous = self.call_routing.current
+        route = self.call_routing.next_turn(self.routing.snapshot())
+        if previous is not None and previous.region != route.region:
+            self.ctx.log.info("call moves to %s: %s", route.region, route.reason)
         usage: list[ReplyUsage] = []
 
         async def stream_turn(region: str, messages: Sequence[Message]) -> AsyncIterator[str]:
@@ -82,7 +120,8 @@ class RoutedBedrock:
 
         executor = FailoverExecutor(stream_turn, health=self.routing.health, budget=self.routing.budget,
                                     policy=self.routing.failover)
-        turn = executor.turn(self.regions, [{"role": m.role, "content": m.text} for m in request.messages])
+        turn = executor.turn(route.regions, [{"role": m.role, "content": m.text} for m in request.messages])
+        self.last_turn = turn.record
         try:
             async for chunk in turn:
                 yield TextDelta(chunk)
@@ -94,7 +133,7 @@ class RoutedBedrock:
             for region in tried:
                 if region != answered and answered is not None:
                     self._on_failover(region, answered)
-            if answered is not None and answered != self.ctx.region:
+            if answered is not None and answered != route.region:
                 self.ctx.log.warning("turn answered by %s after %s failed", answered, ", ".join(tried[:-1]))
         for event in usage:
             yield event
