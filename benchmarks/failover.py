@@ -1,6 +1,6 @@
 """Failover suite: failover time per fault kind and failed turns, on emulated regions.
 
-Builds the five-region network lab (aybiza.testing.netlab: namespaces, veth
+Builds the five-region network lab (benchmarks.lab: namespaces, veth
 pairs, delay proxies with the measured RTTs from us-east-1), then:
 
 * routes a US, a UK and a German caller with live probe latencies;
@@ -36,7 +36,7 @@ from typing import Any
 import anyio
 
 from aybiza.routing.failover import FailoverPolicy
-from aybiza.testing.netlab import (
+from benchmarks.lab import (
     FAULT_KINDS,
     RTT_FROM_US_EAST_1_MS,
     LabSettings,

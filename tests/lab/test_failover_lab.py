@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aybiza.testing.netlab import (
+from benchmarks.lab import (
     FAULT_KINDS,
     NetLab,
     RunResult,

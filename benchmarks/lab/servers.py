@@ -2,7 +2,7 @@
 
 Run one per lab namespace (standard library only, so it starts fast)::
 
-    python fake_region.py --region eu-west-2 --port 8000 --first-token-ms 150 --token-ms 25
+    python -m benchmarks.lab.servers --region eu-west-2 --port 8000 --first-token-ms 150 --token-ms 25
 
 With ``--wire bedrock`` it serves Bedrock's ConverseStream instead, through
 :class:`aybiza.testing.fake_bedrock.FakeBedrock` (same answers, same timing), so

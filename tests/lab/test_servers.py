@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from aybiza.routing.regions import default_catalog
-from aybiza.testing.delayproxy import DelayProxy
-from aybiza.testing.fake_region import FakeRegionClient, RegionServer, answer_for, continue_answer
+from benchmarks.lab.delayproxy import DelayProxy
+from benchmarks.lab.servers import FakeRegionClient, RegionServer, answer_for, continue_answer
 
 CONVERSATION = [{"role": "user", "content": "where is my order?"}]
 
