@@ -26,7 +26,7 @@ from .processors.language import DEFAULT_LANGUAGES, LanguageProcessor, detector_
 from .processors.llm.bedrock import BedrockLLM, bedrock_client
 from .processors.llm.faq import FAQResponder, shared_matcher
 from .processors.llm.openai_compat import OpenAICompatLLM
-from .processors.llm.routed import RoutedBedrock, bedrock_streamer_for
+from .processors.llm.routed import BedrockStreamers, RoutedBedrock
 from .processors.llm.sentences import ChatMessage, ReplyProcessor
 from .processors.quality import QualityProcessor
 from .processors.stt.deepgram import DeepgramSTT, resolve_api_key
@@ -117,6 +117,8 @@ class SpeechStack:
                 warm()
         if self.settings.llm == "faq":
             shared_matcher(agent)
+        if self.settings.llm == "bedrock" and self.routing is not None:
+            BedrockStreamers(self.routing).warm()  # made on first use, a client would block the event loop
         detector_for(frozenset(DEFAULT_LANGUAGES))
 
     def build(self, ctx: CallContext, *, history: Sequence[Mapping[str, str]] = (),
@@ -173,7 +175,7 @@ class SpeechStack:
             policy = RoutingPolicy(data_residency=bool(agent.residency),
                                    residency_zones=frozenset({agent.residency or "EU"}))
             call_routing = CallRouting(CallInfo.from_number(ctx.caller), routing.catalog, policy)
-            streamer = RoutedBedrock(ctx, routing, call_routing, streamer_for=bedrock_streamer_for(routing),
+            streamer = RoutedBedrock(ctx, routing, call_routing, streamer_for=BedrockStreamers(routing),
                                      cost_budget_usd=agent.cost_budget_usd, on_failover=self.on_failover)
             return ReplyProcessor(streamer, system_prompt=agent.system_prompt, error_text=UNAVAILABLE)
         if llm == "bedrock":

@@ -16,7 +16,7 @@ layer apologises and ends the call).
 
 The model is chosen per region and per turn from the call's quality tier and
 language; ``streamer_for(region, model)`` supplies the streamer (production:
-:func:`bedrock_streamer_for`, on the process's shared boto3 clients). Every
+:class:`BedrockStreamers`, on the process's shared boto3 clients). Every
 region tried is recorded on the call; each failover is reported to ``on_failover``.
 """
 
@@ -33,28 +33,40 @@ from ...routing.tiers import TierModel
 from .bedrock import BedrockStreamer
 from .sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyStreamer, ReplyUsage, TextDelta
 
-__all__ = ["RoutedBedrock", "StreamerFor", "bedrock_streamer_for"]
+__all__ = ["RoutedBedrock", "StreamerFor", "BedrockStreamers"]
 
 StreamerFor = Callable[[str, TierModel], ReplyStreamer]
 """``streamer_for(region, model)``: the streamer that asks ``model`` in ``region``."""
 
 
-def bedrock_streamer_for(routing: RoutingService) -> Callable[[str, TierModel], BedrockStreamer]:
-    """ConverseStream streamers on the process's boto3 clients (one per region and endpoint).
+class BedrockStreamers:
+    """Production's ``streamer_for``: ConverseStream streamers on the process's boto3 clients.
 
-    The endpoint is the catalog's (a fake or VPC endpoint) or boto3's default.
-    The executor owns the deadlines; the streamer's are only a backstop.
+    One client per region and endpoint (the catalog's, a fake or VPC endpoint,
+    else boto3's default) for the process. The executor owns the deadlines; the
+    streamers' are only a backstop.
     """
-    policy = routing.failover
 
-    def streamer_for(region: str, model: TierModel) -> BedrockStreamer:
+    def __init__(self, routing: RoutingService) -> None:
+        self.routing = routing
+
+    def __call__(self, region: str, model: TierModel) -> BedrockStreamer:
+        policy = self.routing.failover
         return BedrockStreamer(region=region, model_id=model.model_id,
-                               endpoint_url=routing.catalog.region(region).endpoint_url,
+                               endpoint_url=self.routing.catalog.region(region).endpoint_url,
                                thinking_budget=model.thinking_budget,
                                first_token_timeout=policy.first_token_cap_s + 1.0,
                                stall_timeout=policy.stall_timeout_s + 1.0)
 
-    return streamer_for
+    def warm(self) -> None:
+        """Create every catalog region's client now (blocking: at startup, in a thread).
+
+        A client made on first use would block the event loop (0.1-0.6 s), stalling
+        every call's audio and inflating the health probes' latency, in the middle
+        of the first turn (or the first failover) that needs it.
+        """
+        for region in self.routing.catalog.names:
+            self(region, self.routing.model_for(region, quality_tier="high", language="en"))
 
 
 class RoutedBedrock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -9,7 +10,7 @@ import pytest
 
 from aybiza.errors import OverloadedError
 from aybiza.pipeline import CallContext
-from aybiza.processors.llm.routed import RoutedBedrock, bedrock_streamer_for
+from aybiza.processors.llm.routed import BedrockStreamers, RoutedBedrock
 from aybiza.processors.llm.sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyUsage, TextDelta
 from aybiza.routing.failover import FailoverPolicy
 from aybiza.routing.health import FailureKind
@@ -180,9 +181,26 @@ def test_production_streamers_use_the_catalog_endpoint_and_backstop_deadlines(
     catalog = default_catalog().with_endpoints({"eu-west-2": "http://127.0.0.1:9"})
     routing = RoutingService(catalog, failover=FailoverPolicy(first_token_cap_s=2.0, stall_timeout_s=0.5))
     model = routing.model_for("eu-west-2", quality_tier="high", language="en")
-    streamer = bedrock_streamer_for(routing)("eu-west-2", model)
-    again = bedrock_streamer_for(routing)("eu-west-2", model)
+    streamer = BedrockStreamers(routing)("eu-west-2", model)
+    again = BedrockStreamers(routing)("eu-west-2", model)
     assert streamer.model_id == model.model_id and streamer.thinking_budget == model.thinking_budget
     assert streamer.client.meta.endpoint_url == "http://127.0.0.1:9"
     assert (streamer.first_token_timeout, streamer.stall_timeout) == (3.0, 1.5)
     assert again.client is streamer.client  # one boto3 client per region and endpoint
+
+
+def test_warm_makes_every_region_client_before_the_first_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("boto3")
+    from aybiza.processors.llm.bedrock import clear_client_cache
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    routing = RoutingService(default_catalog().with_endpoints({"eu-west-2": "http://127.0.0.1:9"}))
+    streamers = BedrockStreamers(routing)
+    clear_client_cache()
+    streamers.warm()
+    for region in routing.catalog.names:
+        started = time.perf_counter()
+        streamers(region, routing.model_for(region, quality_tier="medium", language="en"))
+        # A client made here would block the event loop for 0.1-0.6 s.
+        assert time.perf_counter() - started < 0.05, region
