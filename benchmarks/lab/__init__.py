@@ -8,7 +8,7 @@ kernel has it) giving the measured inter-region RTT::
     root netns (the edge, this process)             netns aylab<K>-<region>
       ayh<K>x<i> 10.251.K.(4i+1)/30  <== veth ==>  ayn<K>x<i> 10.251.K.(4i+2)/30
                                                      :80   delayproxy (RTT)
-                                                     :port servers (127.0.0.1)
+                                                     :port fake Bedrock (127.0.0.1)
     guard: ip route replace unreachable 10.251.K.0/24
 
 The guard route goes in before anything else and every fault asserts it first:
@@ -24,13 +24,15 @@ Modules, along the seams:
 * :mod:`.faults` — nftables rules and signals for one region;
 * :mod:`.lab` — :class:`NetLab`: the regions, their processes, fault injection;
 * :mod:`.servers`, :mod:`.delayproxy` — what runs inside each namespace;
-* :mod:`.calls` — concurrent calls through the routing stack while faults hit;
+* :mod:`.calls` — concurrent calls through production's model path
+  (``RoutedBedrock`` turn by turn: ``RoutingService``, its prober, ``CallRouting``
+  per call, the failover executor, boto3 ConverseStream) while faults hit;
 * :mod:`.summary` — the run's records and its figures (ROUTING.md section 5.4).
 """
 
 from __future__ import annotations
 
-from .calls import LabSettings, lab_catalog, route_check, run_calls
+from .calls import LabSettings, LabStack, lab_catalog, route_check, run_calls
 from .faults import FAULT_KINDS
 from .lab import NetLab
 from .netns import RTT_FROM_US_EAST_1_MS, LabRegion, lab_unavailable_reason
@@ -44,6 +46,7 @@ __all__ = [
     "NetLab",
     "lab_catalog",
     "LabSettings",
+    "LabStack",
     "TurnResult",
     "FaultEvent",
     "FaultStep",

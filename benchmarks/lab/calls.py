@@ -1,8 +1,17 @@
-"""Calls through the routing stack on the lab, while a timeline injects faults.
+"""Calls through production's model path on the lab, while a timeline injects faults.
 
-:func:`run_calls` drives concurrent calls (health prober, router, failover
-executor) turn after turn and records every attempt; :func:`route_check` routes
-a few callers with measured health and runs one turn each.
+Each emulated call is what :class:`~aybiza.processors.llm.sentences.ReplyProcessor`
+does with a model, without the rest of the pipeline: a
+:class:`~aybiza.processors.llm.routed.RoutedBedrock` per call, asked turn after
+turn with :meth:`~aybiza.processors.llm.routed.RoutedBedrock.stream_reply`. So
+every turn is routed by the call's own :class:`~aybiza.routing.router.CallRouting`
+against a real :class:`~aybiza.routing.service.RoutingService` (catalog pointed
+at the lab, health fed by the service's own prober), fails over in the
+:class:`~aybiza.routing.failover.FailoverExecutor`, and reaches the regions'
+fake Bedrock servers through boto3 ConverseStream
+(:class:`~aybiza.processors.llm.routed.BedrockStreamers`: one client per region
+and endpoint for the process, made before the first call as production's
+startup does).
 """
 
 from __future__ import annotations
@@ -11,106 +20,46 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
-from aybiza.errors import CallError
-from aybiza.routing.failover import FailoverExecutor, FailoverPolicy, Message, RetryBudget, TurnFailed
-from aybiza.routing.health import HealthConfig, HealthProber, HealthRegistry
-from aybiza.routing.regions import Catalog, Region, default_catalog
-from aybiza.routing.router import CallInfo, CallRouting, RoutingPolicy, route
+from aybiza.errors import CallError, ProviderError
+from aybiza.pipeline import CallContext
+from aybiza.processors.llm.routed import BedrockStreamers, RoutedBedrock
+from aybiza.processors.llm.sentences import ChatMessage, ReplyRequest, ReplyStreamer, TextDelta, normalise_messages
+from aybiza.routing.failover import FailoverPolicy
+from aybiza.routing.health import HealthProber, HttpProbe
+from aybiza.routing.regions import Catalog, default_catalog
+from aybiza.routing.router import CallInfo, CallRouting, RoutingPolicy
+from aybiza.routing.service import RoutingService
+from aybiza.routing.tiers import TierModel
 
 from .lab import NetLab
-from .servers import FakeRegionClient, answer_for
+from .servers import answer_for
 from .summary import FaultEvent, FaultStep, RunResult, TurnResult
 
-__all__ = [
-    "LabClient",
-    "BedrockLabClient",
-    "lab_client",
-    "lab_catalog",
-    "LabSettings",
-    "run_calls",
-    "route_check",
-]
+__all__ = ["LabSettings", "LabStack", "lab_catalog", "run_calls", "route_check"]
+
+SYSTEM_PROMPT = "You are the lab's voice agent. Answer in one short sentence."
 
 
-# -- clients ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LabSettings:
+    """The routing stack's knobs for a lab run."""
 
-
-class LabClient(Protocol):
-    """What a run needs from a client: stream a turn from a region, probe a region, close."""
-
-    def stream_turn(self, region: str, messages: Sequence[Message]) -> AsyncIterator[str]:
-        """Stream the answer to ``messages`` from ``region``."""
-        ...
-
-    async def probe(self, region: Region) -> None:
-        """Raise unless the region answers."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
-        ...
-
-
-class BedrockLabClient:
-    """The real boto3 ConverseStream path (:class:`aybiza.processors.llm.bedrock.BedrockStreamer`,
-    with its production deadlines) against the lab's fake Bedrock servers.
-
-    Sets dummy AWS credentials in the environment if none are set (the fakes ignore them).
-    """
-
-    def __init__(
-        self,
-        urls: Mapping[str, str],
-        model_id: str = "anthropic.claude-3-haiku-20240307-v1:0",
-        probe_timeout_s: float = 1.5,
-    ) -> None:
-        import httpx
-
-        from aybiza.processors.llm.bedrock import BedrockStreamer
-
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "lab")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "lab")
-        self._streamers = {
-            name: BedrockStreamer(region=name, model_id=model_id, endpoint_url=url) for name, url in urls.items()
-        }
-        self._probes = {name: httpx.AsyncClient(base_url=url, timeout=probe_timeout_s) for name, url in urls.items()}
-
-    async def stream_turn(self, region: str, messages: Sequence[Message]) -> AsyncIterator[str]:
-        """A :data:`~aybiza.routing.failover.StreamTurn` over ConverseStream."""
-        from aybiza.processors.llm.sentences import ChatMessage, ReplyRequest, TextDelta
-
-        conversation = tuple(
-            ChatMessage("assistant" if m["role"] == "assistant" else "user", m["content"]) for m in messages
-        )
-        reply = self._streamers[region].stream_reply(ReplyRequest(system="", messages=conversation))
-        try:
-            async for event in reply:
-                if isinstance(event, TextDelta) and event.text:
-                    yield event.text
-        finally:
-            await reply.aclose()
-
-    async def probe(self, region: Region) -> None:
-        """Any HTTP answer below 500 from the region's endpoint means it is reachable."""
-        import httpx
-
-        try:
-            response = await self._probes[region.name].get("/ping")
-        except httpx.TransportError as exc:
-            raise ConnectionError(f"{region.name}: {type(exc).__name__}") from exc
-        if response.status_code >= 500:
-            raise ConnectionError(f"{region.name}: probe answered {response.status_code}")
-
-    async def aclose(self) -> None:
-        """Close the probe clients (the boto3 clients are shared by the process)."""
-        for client in self._probes.values():
-            await client.aclose()
+    failover: FailoverPolicy = FailoverPolicy(first_token_timeout_s=1.0, stall_timeout_s=0.5)
+    routing: RoutingPolicy = RoutingPolicy(data_residency=True)
+    probe_interval_s: float = 2.0
+    probe_timeout_s: float = 1.5
+    # Medium audio: the fast tier in every region and no extended thinking, whose reasoning
+    # stream would delay the first spoken token differently per region.
+    quality_tier: str = "medium"
+    language: str = "en"
+    think_s: float = 0.1
 
 
 def lab_catalog(lab: NetLab, catalog: Catalog | None = None) -> Catalog:
@@ -123,29 +72,77 @@ def lab_catalog(lab: NetLab, catalog: Catalog | None = None) -> Catalog:
     return dataclasses.replace(pointed, regions=tuple(r for r in pointed.regions if r.name in lab.regions))
 
 
-def lab_client(lab: NetLab, tokens: int = 10) -> LabClient:
-    """The client matching the lab's wire."""
-    if lab.wire == "bedrock":
-        return BedrockLabClient(lab.urls)
-    return FakeRegionClient(lab.urls, tokens=tokens)
+class LabStack:
+    """What a process builds once for every call: the routing service, its prober, Bedrock streamers.
+
+    Sets dummy AWS credentials in the environment if none are set (the fakes ignore them).
+    """
+
+    def __init__(self, lab: NetLab, settings: LabSettings, catalog: Catalog | None = None) -> None:
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "lab")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "lab")
+        self.settings = settings
+        self.tokens = lab.tokens
+        self.service = RoutingService(lab_catalog(lab, catalog), failover=settings.failover)
+        self.prober: HealthProber = self.service.prober(
+            interval_s=settings.probe_interval_s, timeout_s=settings.probe_timeout_s
+        )
+        self._streamers = BedrockStreamers(self.service)
+        self.clients: dict[str, set[int]] = {}
+        """Region -> the boto3 clients (by id) its streamers used."""
+
+    async def warm(self, probes: int = 2) -> None:
+        """What production's startup does before the first call: make the boto3 clients (in a
+        thread), then probe every region (the first probe only warms its connection)."""
+        await anyio.to_thread.run_sync(self._streamers.warm)
+        for _ in range(probes):
+            await self.prober.probe_once()
+
+    def streamer_for(self, region: str, model: TierModel) -> ReplyStreamer:
+        """Production's streamer; notes which boto3 client it is built on."""
+        streamer = self._streamers(region, model)
+        self.clients.setdefault(region, set()).add(id(streamer.client))
+        return streamer
+
+    def call(self, call_id: str, number: str) -> RoutedBedrock:
+        """The model of one new call from ``number``, with its own sticky routing."""
+        ctx = CallContext(call_id=call_id, caller=number, quality_tier=self.settings.quality_tier,
+                          language=self.settings.language)
+        call_routing = CallRouting(CallInfo.from_number(number), self.service.catalog, self.settings.routing)
+        return RoutedBedrock(ctx, self.service, call_routing, streamer_for=self.streamer_for)
+
+    async def aclose(self) -> None:
+        """Close the prober's connections (boto3's belong to the process)."""
+        if isinstance(self.prober.probe, HttpProbe):
+            await self.prober.probe.aclose()
 
 
-# -- driving calls through the routing stack ---------------------------------------------------
+@dataclass(slots=True)
+class _Heard:
+    text: str
+    error: str
+    region: str
 
 
-@dataclass(frozen=True, slots=True)
-class LabSettings:
-    """The routing stack's knobs for a lab run."""
-
-    health: HealthConfig = HealthConfig()
-    failover: FailoverPolicy = FailoverPolicy(first_token_timeout_s=1.0, stall_timeout_s=0.5)
-    routing: RoutingPolicy = RoutingPolicy(data_residency=True)
-    probe_interval_s: float = 2.0
-    probe_unhealthy_interval_s: float = 1.0
-    probe_edge_interval_s: float = 0.5
-    probe_timeout_s: float = 1.5
-    think_s: float = 0.1
-    tokens: int = 10
+async def _ask(model: RoutedBedrock, conversation: Sequence[ChatMessage], tokens: int) -> _Heard:
+    """One turn as the caller hears it; wrong or missing words are an error."""
+    request = ReplyRequest(SYSTEM_PROMPT, tuple(normalise_messages(conversation)), model.ctx.language)
+    expected = "".join(answer_for([{"role": m.role, "content": m.text} for m in request.messages], tokens))
+    heard: list[str] = []
+    error = ""
+    try:
+        async with aclosing(model.stream_reply(request)) as reply:
+            async for event in reply:
+                if isinstance(event, TextDelta):
+                    heard.append(event.text)
+    except (ProviderError, CallError) as exc:  # TurnFailed, a fatal provider error, NoEligibleRegion
+        error = f"{type(exc).__name__}: {exc}"
+    text = "".join(heard)
+    if not error and text != expected:
+        error = f"heard {text!r}, expected {expected!r}"
+    route = model.call_routing.current
+    region = route.region if route is not None and model.last_turn is not None else ""
+    return _Heard(text, error, region)
 
 
 async def run_calls(
@@ -162,27 +159,11 @@ async def run_calls(
     Stops after ``duration_s`` once at least ``min_turns`` turns finished (and the
     timeline is done). Faults still in effect at the end are restored.
     """
-    settings = settings or LabSettings()
-    catalog = lab_catalog(lab, catalog)
-    client = lab_client(lab, settings.tokens)
-    registry = HealthRegistry(
-        catalog.names, settings.health, baselines_ms={name: r.rtt_ms for name, r in lab.regions.items()}
-    )
-    prober = HealthProber(
-        registry,
-        catalog.regions,
-        client.probe,
-        interval_s=settings.probe_interval_s,
-        unhealthy_interval_s=settings.probe_unhealthy_interval_s,
-        edge_interval_s=settings.probe_edge_interval_s,
-        timeout_s=settings.probe_timeout_s,
-    )
-    executor = FailoverExecutor(client.stream_turn, health=registry, budget=RetryBudget(), policy=settings.failover)
+    stack = LabStack(lab, settings or LabSettings(), catalog)
     result = RunResult()
     active: dict[tuple[str, str], float] = {}
     try:
-        for _ in range(2):  # measure latency and warm every pool before the first call
-            await prober.probe_once()
+        await stack.warm()
         result.started_at = time.monotonic()
         stop_at = result.started_at + duration_s
         timeline_done = anyio.Event()
@@ -205,111 +186,86 @@ async def run_calls(
             timeline_done.set()
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(prober.run)
+            tg.start_soon(stack.prober.run)
             tg.start_soon(faults)
             async with anyio.create_task_group() as calls:
                 for index, number in enumerate(callers):
-                    calls.start_soon(_call, index, number, executor, registry, catalog, settings, result, finished)
+                    calls.start_soon(_call, index, number, stack, result, finished)
             tg.cancel_scope.cancel()
     finally:
         for (region, kind), at in list(active.items()):
             await anyio.to_thread.run_sync(lab.restore, region, kind)
             result.faults.append(FaultEvent(kind, region, at, time.monotonic()))
         result.ended_at = time.monotonic()
-        await client.aclose()
+        result.clients = {region: len(ids) for region, ids in stack.clients.items()}
+        await stack.aclose()
     return result
 
 
-async def _call(
-    index: int,
-    number: str,
-    executor: FailoverExecutor,
-    registry: HealthRegistry,
-    catalog: Catalog,
-    settings: LabSettings,
-    result: RunResult,
-    finished: Callable[[], bool],
-) -> None:
-    routing = CallRouting(CallInfo.from_number(number), catalog, settings.routing)
-    messages: list[Message] = []
+async def _call(index: int, number: str, stack: LabStack, result: RunResult, finished: Callable[[], bool]) -> None:
+    model = stack.call(f"lab-call-{index}", number)
+    conversation: list[ChatMessage] = []
     # Calls that start together stay in lockstep; stagger them over about one turn, with jittered pauses.
     rng = random.Random(index)
     await anyio.sleep((index * 0.137) % 0.6)
     turn_number = 0
-    while not finished():
-        turn_number += 1
-        messages.append({"role": "user", "content": f"caller {index} question {turn_number}"})
-        started = time.monotonic()
-        expected = "".join(answer_for(messages, settings.tokens))
-        heard: list[str] = []
-        region = ""
-        turn = None
-        error = ""
-        try:
-            current = routing.next_turn(registry.snapshot())
-            region = current.region
-            turn = executor.turn(current.regions, messages)
-            async for chunk in turn:
-                heard.append(chunk)
-        except (TurnFailed, CallError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        text = "".join(heard)
-        if not error and text != expected:
-            error = f"heard {text!r}, expected {expected!r}"
-        record = turn.record if turn is not None else None
-        result.turns.append(
-            TurnResult(
-                call=index,
-                caller=number,
-                started_at=started,
-                ended_at=time.monotonic(),
-                ok=not error,
-                region=region,
-                answered_by=record.answered_by if record else None,
-                first_token_at=record.first_token_at if record else None,
-                attempts=[
-                    (a.region, a.outcome, a.started_at, a.first_token_at, a.ended_at)
-                    for a in (record.attempts if record else [])
-                ],
-                error=error,
+    try:
+        while not finished():
+            turn_number += 1
+            conversation.append(ChatMessage("user", f"caller {index} question {turn_number}"))
+            started = time.monotonic()
+            heard = await _ask(model, conversation, stack.tokens)
+            record = model.last_turn
+            result.turns.append(
+                TurnResult(
+                    call=index,
+                    caller=number,
+                    started_at=started,
+                    ended_at=time.monotonic(),
+                    ok=not heard.error,
+                    region=heard.region,
+                    answered_by=record.answered_by if record else None,
+                    first_token_at=record.first_token_at if record else None,
+                    attempts=[
+                        (a.region, a.outcome, a.started_at, a.first_token_at, a.ended_at)
+                        for a in (record.attempts if record else [])
+                    ],
+                    error=heard.error,
+                )
             )
-        )
-        messages.append({"role": "assistant", "content": text or "(silence)"})
-        await anyio.sleep(settings.think_s * rng.uniform(0.5, 1.5))
-
-
+            conversation.append(ChatMessage("assistant", heard.text or "(silence)"))
+            await anyio.sleep(stack.settings.think_s * rng.uniform(0.5, 1.5))
+    finally:
+        await model.aclose()
 
 
 async def route_check(
     lab: NetLab, numbers: Mapping[str, str], settings: LabSettings | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Probe the lab, route each caller with the measured health, and run one real turn each.
+    """Probe the lab, then one call per caller: where its first turn was routed and who answered.
 
-    Returns per label: the routed region, who answered, the measured RTT of that region.
+    Returns per label: the routed region and fallbacks, who answered, the measured RTT of that region.
     """
-    settings = settings or LabSettings()
-    catalog = lab_catalog(lab)
-    client = lab_client(lab, settings.tokens)
-    registry = HealthRegistry(catalog.names, settings.health)
-    prober = HealthProber(registry, catalog.regions, client.probe, timeout_s=settings.probe_timeout_s)
-    executor = FailoverExecutor(client.stream_turn, health=registry, policy=settings.failover)
+    stack = LabStack(lab, settings or LabSettings())
     out: dict[str, dict[str, Any]] = {}
     try:
-        for _ in range(3):
-            await prober.probe_once()
-        snapshot = registry.snapshot()
+        await stack.warm(probes=3)
         for label, number in numbers.items():
-            chosen = route(CallInfo.from_number(number), snapshot, catalog, settings.routing)
-            messages: list[Message] = [{"role": "user", "content": f"hello from {label}"}]
-            text, record = await executor.complete(chosen.regions, messages)
-            view = snapshot.get(chosen.region)
+            model = stack.call(f"route-check-{label}", number)
+            try:
+                heard = await _ask(model, [ChatMessage("user", f"hello from {label}")], stack.tokens)
+            finally:
+                await model.aclose()
+            chosen = model.call_routing.current
+            view = stack.service.snapshot().get(chosen.region) if chosen else None
             out[label] = {
-                "region": chosen.region,
-                "fallbacks": list(chosen.fallbacks),
-                "answered_by": record.answered_by,
+                "region": chosen.region if chosen else None,
+                "fallbacks": list(chosen.fallbacks) if chosen else [],
+                "answered_by": model.last_turn.answered_by if model.last_turn else None,
                 "measured_rtt_ms": round(view.latency_ms, 1) if view and view.latency_ms else None,
-                "heard_ok": text == "".join(answer_for(messages, settings.tokens)),
+                "heard_ok": not heard.error,
+                "error": heard.error,
             }
     finally:
-        await client.aclose()
+        await stack.aclose()
     return out

@@ -56,6 +56,8 @@ class RunResult:
     faults: list[FaultEvent] = field(default_factory=list)
     started_at: float = 0.0
     ended_at: float = 0.0
+    clients: dict[str, int] = field(default_factory=dict)
+    """Region -> how many boto3 clients its turns used (one: shared by every call and turn)."""
 
 
 FaultStep = tuple[float, str, str, str]
@@ -140,6 +142,7 @@ def summarise(result: RunResult, allowed_zone_regions: Sequence[str] | None = No
             max((t.first_token_at - t.started_at for t in turns if t.first_token_at is not None), default=None)
         ),
         "residency_violations": violations,
+        "boto3_clients_per_region": dict(result.clients),
         "fault_kinds": kinds,
         "duration_s": round(result.ended_at - result.started_at, 2),
     }

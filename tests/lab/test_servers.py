@@ -1,17 +1,16 @@
-"""The lab's building blocks on loopback (no root): fake region server, its client, the delay proxy."""
+"""The lab's building blocks on loopback (no root): the answers, the fake Bedrock script, the delay proxy."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from aybiza.routing.regions import default_catalog
+from aybiza.processors.llm.sentences import ChatMessage, ReplyRequest, TextDelta
 from benchmarks.lab.delayproxy import DelayProxy
-from benchmarks.lab.servers import FakeRegionClient, RegionServer, answer_for, continue_answer
+from benchmarks.lab.servers import answer_for, continue_answer, lab_reply
 
 CONVERSATION = [{"role": "user", "content": "where is my order?"}]
 
@@ -47,54 +46,51 @@ async def _serve(handler: object) -> tuple[asyncio.AbstractServer, int]:
 
 
 @pytest.fixture
-async def region_url() -> AsyncIterator[str]:
-    server, port = await _serve(RegionServer("eu-west-2", first_token_s=0.0, token_s=0.0).handle)
-    proxy = DelayProxy(("127.0.0.1", port), rtt_s=0.05)
-    front, front_port = await _serve(proxy.handle)
-    yield f"http://127.0.0.1:{front_port}"
-    for listener in (front, server):
-        listener.close()
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Static test credentials; nothing may look further (no profiles, no instance metadata)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+async def region_url(aws_env: None) -> AsyncIterator[str]:
+    """A lab region on loopback: the lab's fake Bedrock behind a 50 ms delay proxy."""
+    pytest.importorskip("aiohttp")
+    from aybiza.testing.fake_bedrock import FakeBedrock
+
+    with FakeBedrock(script=lab_reply(first_token_s=0.0, token_s=0.0)) as fake:
+        proxy = DelayProxy(("127.0.0.1", fake.port), rtt_s=0.05)
+        front, front_port = await _serve(proxy.handle)
+        yield f"http://127.0.0.1:{front_port}"
+        front.close()
+
+
+async def _ask(url: str, messages: list[dict[str, str]]) -> str:
+    pytest.importorskip("boto3")
+    from aybiza.processors.llm.bedrock import BedrockStreamer
+
+    streamer = BedrockStreamer(region="eu-west-2", model_id="eu.anthropic.claude-haiku-4-5-20251001-v1:0",
+                               endpoint_url=url)
+    request = ReplyRequest("", tuple(ChatMessage(m["role"], m["content"]) for m in messages))  # type: ignore[arg-type]
+    return "".join([e.text async for e in streamer.stream_reply(request) if isinstance(e, TextDelta)])
 
 
 @pytest.mark.anyio
-async def test_client_streams_a_turn_through_the_delay_proxy(region_url: str) -> None:
-    client = FakeRegionClient({"eu-west-2": region_url})
-    try:
-        started = time.perf_counter()
-        chunks = [chunk async for chunk in client.stream_turn("eu-west-2", CONVERSATION)]
-        elapsed = time.perf_counter() - started
-        await client.probe(default_catalog().region("eu-west-2"))
-    finally:
-        await client.aclose()
-    assert "".join(chunks) == "".join(answer_for(CONVERSATION))
-    assert elapsed >= 2 * 0.05  # a new connection costs two round trips through the proxy
+async def test_boto3_hears_the_lab_answer_through_the_delay_proxy(region_url: str) -> None:
+    started = time.perf_counter()
+    text = await _ask(region_url, CONVERSATION)
+    assert text == "".join(answer_for(CONVERSATION))
+    assert time.perf_counter() - started >= 2 * 0.05  # a new connection costs two round trips through the proxy
 
 
 @pytest.mark.anyio
-async def test_client_refuses_an_answer_from_the_wrong_region(region_url: str) -> None:
-    client = FakeRegionClient({"eu-central-1": region_url})
-    try:
-        with pytest.raises(RuntimeError, match="lab wiring"):
-            async for _ in client.stream_turn("eu-central-1", CONVERSATION):
-                pass
-        with pytest.raises(ConnectionError, match="probe answered"):
-            await client.probe(default_catalog().region("eu-central-1"))
-    finally:
-        await client.aclose()
-
-
-@pytest.mark.anyio
-async def test_client_reports_a_refused_connection_as_a_connection_error() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # bound, never listening: connections are refused
-        client = FakeRegionClient({"us-east-1": f"http://127.0.0.1:{port}"})
-        try:
-            with pytest.raises(ConnectionError, match="us-east-1"):
-                async for _ in client.stream_turn("us-east-1", CONVERSATION):
-                    pass
-        finally:
-            await client.aclose()
+async def test_boto3_hears_the_rest_of_the_answer_after_a_prefill(region_url: str) -> None:
+    answer = answer_for(CONVERSATION)
+    spoken = "".join(answer[:4]).rstrip()
+    text = await _ask(region_url, [*CONVERSATION, {"role": "assistant", "content": spoken}])
+    assert spoken + text == "".join(answer)  # the continuation starts with the space the prefill lost
 
 
 def test_delay_proxy_one_way_delay_is_half_the_rtt_and_never_negative() -> None:
