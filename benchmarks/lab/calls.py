@@ -73,7 +73,7 @@ def lab_catalog(lab: NetLab, catalog: Catalog | None = None) -> Catalog:
 
 
 class LabStack:
-    """What a process builds once for every call: the routing service, its prober, Bedrock streamers.
+    """What a process builds once and all its calls share: the routing service, its prober, streamers.
 
     Sets dummy AWS credentials in the environment if none are set (the fakes ignore them).
     """
