@@ -91,6 +91,7 @@ class Runtime:
         self._default_agent = await self.agents.get(settings.default_agent)
         agent = self._default_agent
         await anyio.to_thread.run_sync(self.engines.warm, agent)
+        await anyio.to_thread.run_sync(self.stack.warm)
         await anyio.to_thread.run_sync(
             lambda: self.failsafe.warm(agent.apology, f"{agent.apology} {agent.goodbye}",
                                        f"{agent.apology} {agent.retry_prompt}", f"{agent.apology} {agent.handoff}",

@@ -26,10 +26,9 @@ from .processors.cache import CachedAnswers, CachingSynthesizer
 from .processors.fallback import FallbackStage, Replay
 from .processors.journal import CallJournal
 from .processors.language import LanguageProcessor
-from .processors.llm.bedrock import BedrockStreamer
 from .processors.llm.faq import FAQResponder
 from .processors.llm.openai_compat import OpenAICompatLLM
-from .processors.llm.routed import RoutedBedrock
+from .processors.llm.routed import BedrockStreamers, RoutedBedrock
 from .processors.llm.sentences import ChatMessage, ReplyProcessor
 from .processors.quality import QualityProcessor
 from .processors.stt.deepgram import DeepgramSTT
@@ -41,7 +40,6 @@ from .processors.turns import TurnTaker
 from .processors.vad import VADProcessor
 from .routing.router import CallRouting
 from .routing.service import RoutingService
-from .routing.tiers import TierModel
 
 __all__ = ["SpeechStack"]
 
@@ -64,6 +62,25 @@ class SpeechStack:
         self.routing = routing
         self.store: CallStore | None = None  # set once the durable store is open
         self._cost_so_far = cost_so_far
+
+    @property
+    def bedrock_streamers(self) -> BedrockStreamers:
+        """ConverseStream streamers on the process's boto3 clients and reader threads."""
+        assert self.routing is not None
+        engines = self.engines
+        return BedrockStreamers(
+            self.routing, lambda region, endpoint, read_timeout: engines.bedrock(region, endpoint,
+                                                                                 read_timeout=read_timeout),
+            engines.bedrock_pool)
+
+    def warm(self) -> None:
+        """Create what a call would otherwise create on the event loop (blocking: run it in a thread at startup).
+
+        A boto3 client made on first use blocks the loop for 0.1-0.6 s, stalling every
+        call's audio in the middle of the first turn (or failover) that needs it.
+        """
+        if self.settings.llm == "bedrock" and self.routing is not None:
+            self.bedrock_streamers.warm()
 
     def build(
         self,
@@ -130,18 +147,7 @@ class SpeechStack:
             if self.routing is None or call_routing is None:
                 raise ValueError("the Bedrock model stage needs the call's routing")
             routing = self.routing
-            policy = routing.failover
-
-            def streamer_for(region: str, model: TierModel) -> BedrockStreamer:
-                # The failover executor owns the deadlines; the streamer's are only a backstop.
-                first_token, stall = policy.first_token_cap_s + 1.0, policy.stall_timeout_s + 1.0
-                client = engines.bedrock(region, routing.catalog.region(region).endpoint_url,
-                                         read_timeout=max(first_token, stall))
-                return BedrockStreamer(region=region, model_id=model.model_id, client=client,
-                                       pool=engines.bedrock_pool, thinking_budget=model.thinking_budget,
-                                       first_token_timeout=first_token, stall_timeout=stall)
-
-            streamer = RoutedBedrock(ctx, routing, call_routing, streamer_for=streamer_for,
+            streamer = RoutedBedrock(ctx, routing, call_routing, streamer_for=self.bedrock_streamers,
                                      cost_budget_usd=agent.cost_budget_usd,
                                      cost_so_far=lambda: self._cost_so_far(ctx),
                                      on_failover=ctx.ledger.failover)

@@ -1,16 +1,18 @@
 """Failover suite: failover time per fault kind and failed turns, on emulated regions.
 
-Builds the five-region network lab (aybiza.testing.netlab: namespaces, veth
-pairs, delay proxies with the measured RTTs from us-east-1), then:
+Builds the five-region network lab (benchmarks.lab: namespaces, veth pairs,
+delay proxies with the measured RTTs from us-east-1, a fake Bedrock per region)
+and drives calls through production's model path: a RoutedBedrock per call,
+turn by turn, routed by its CallRouting against a RoutingService whose prober
+watches the lab, failing over in the FailoverExecutor, over boto3
+ConverseStream (one client per region for the process). Then:
 
 * routes a US, a UK and a German caller with live probe latencies;
 * per fault kind (crash = kill -9, blackhole = nft drop, reset = nft TCP reset,
   hang = kill -STOP) and per deadline setting, runs concurrent UK calls
   (residency: EU only) and injects the fault into eu-west-2 mid-call;
 * runs >= 200 turns while eu-west-2 flaps through every fault kind;
-* (full run) 5 % packet loss each way, and a US caller losing us-east-1;
-* the fault kinds again through the real boto3 ConverseStream client
-  (aybiza.processors.llm.bedrock) against FakeBedrock servers in the namespaces.
+* (full run) 5 % packet loss each way, and a US caller losing us-east-1.
 
 Failover time = fault -> first chunk from another region, per call that was
 mid-turn in the faulted region (ROUTING.md section 5.4). Needs root; without
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import sys
@@ -33,10 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import anyio
 
 from aybiza.routing.failover import FailoverPolicy
-from aybiza.testing.netlab import (
+from benchmarks.lab import (
     FAULT_KINDS,
     RTT_FROM_US_EAST_1_MS,
     LabSettings,
@@ -70,6 +76,8 @@ def _merge(results: list[RunResult]) -> RunResult:
         merged.turns.extend(result.turns)
         merged.faults.extend(result.faults)
         merged.ended_at += result.ended_at - result.started_at
+        for region, count in result.clients.items():
+            merged.clients[region] = max(count, merged.clients.get(region, 0))
     return merged
 
 
@@ -139,25 +147,6 @@ async def _us_caller(lab: NetLab) -> dict[str, Any]:
     return figures
 
 
-async def _bedrock_wire(workdir: Path) -> dict[str, Any]:
-    """The same faults through the real boto3 ConverseStream client against fake Bedrock servers."""
-    try:
-        import aiohttp  # noqa: F401
-        import boto3  # noqa: F401
-    except ImportError as exc:
-        return {"skipped": f"needs boto3 and aiohttp: {exc}"}
-    rtts = {name: RTT_FROM_US_EAST_1_MS[name] for name in EU}
-    settings = LabSettings(failover=DEADLINES["tight_ftt0.5_stall0.5"])
-    out: dict[str, Any] = {"regions": rtts, "client": "aybiza.processors.llm.bedrock.BedrockStreamer (defaults)"}
-    with NetLab(rtts, workdir=workdir, wire="bedrock") as lab:
-        for kind in FAULT_KINDS:
-            timeline = [(1.5, "inject", "eu-west-2", kind), (4.0, "restore", "eu-west-2", kind)]
-            figures = summarise(await run_calls(lab, [UK] * 10, 4.2, timeline, settings), EU)
-            out[kind] = {**figures, **figures.pop("fault_kinds")[kind]}
-            _line(f"bedrock wire {kind:9}", out[kind])
-    return out
-
-
 def _line(label: str, figures: dict[str, Any]) -> None:
     print(
         f"{label}: turns {figures.get('turns')}, failed {figures.get('failed_turns')}, "
@@ -174,6 +163,8 @@ async def _run(quick: bool) -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "rtt_from_edge_ms": dict(RTT_FROM_US_EAST_1_MS),
+        "model_path": "RoutedBedrock per call -> FailoverExecutor -> BedrockStreamer (boto3 ConverseStream) "
+        "-> FakeBedrock in each region's namespace",
     }
     if reason is not None:
         return {"skipped": reason, "environment": environment}
@@ -192,8 +183,6 @@ async def _run(quick: bool) -> dict[str, Any]:
             result["loss"] = await _loss(lab)
             result["us_caller_crash"] = await _us_caller(lab)
     result["leftovers_after_teardown"] = lab.leftovers()
-    with tempfile.TemporaryDirectory(prefix="aybiza-bedrocklab-") as workdir:
-        result["bedrock_wire"] = await _bedrock_wire(Path(workdir))
     result["wall_s"] = round(time.monotonic() - started, 1)
     tight = result["faults"]["tight_ftt0.5_stall0.5"]
     result["targets"] = {
@@ -202,13 +191,25 @@ async def _run(quick: bool) -> dict[str, Any]:
         "flapping_turns_at_least_200": result["flapping"]["turns"] >= 200,
         "failover_max_ms_with_0.5s_stall": max(f["failover_ms_max"] or 0.0 for f in tight.values()),
         "failover_within_1s_with_0.5s_stall": all((f["failover_ms_max"] or 0.0) <= 1000.0 for f in tight.values()),
+        "one_boto3_client_per_region": all(
+            count == 1
+            for figures in [*(f for table in result["faults"].values() for f in table.values()), result["flapping"]]
+            for count in figures["boto3_clients_per_region"].values()
+        ),
     }
     return result
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Run the suite, write ``benchmarks/results/failover.json`` and return the figures."""
-    result = anyio.run(_run, quick)
+    # Every failover logs a warning on its call; the figures count them, the console need not.
+    calls_log = logging.getLogger("aybiza.call")
+    level = calls_log.level
+    calls_log.setLevel(logging.ERROR)
+    try:
+        result = anyio.run(_run, quick)
+    finally:
+        calls_log.setLevel(level)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     return result

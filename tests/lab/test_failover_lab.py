@@ -1,11 +1,13 @@
 """Routing and failover on an emulated five-region network with real latency.
 
 Five network namespaces joined to this process by veth pairs, each with a fake
-region server behind a delay proxy giving the measured RTT from us-east-1
-(ROUTING.md section 6.1). Faults are nftables rules and signals to processes the
-lab started, always after the guard route is in place. Skipped, with the reason,
-where namespaces cannot be created. Timings are reported (printed here, measured
-in benchmarks/failover.py), not asserted.
+Bedrock behind a delay proxy giving the measured RTT from us-east-1 (ROUTING.md
+section 6.1). Calls take production's model path: RoutedBedrock per call, routed
+every turn by its CallRouting against a RoutingService whose prober watches the
+lab, over boto3 ConverseStream. Faults are nftables rules and signals to
+processes the lab started, always after the guard route is in place. Skipped,
+with the reason, where namespaces cannot be created. Timings are reported
+(printed here, measured in benchmarks/failover.py), not asserted.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from aybiza.testing.netlab import (
+from benchmarks.lab import (
     FAULT_KINDS,
     NetLab,
     RunResult,
@@ -33,11 +35,17 @@ DE = "+4930901820"
 EU = ("eu-west-2", "eu-central-1")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
+def _skip_without_lab() -> None:
     reason = lab_unavailable_reason()
     if reason is not None:
         pytest.skip(f"emulated regions unavailable: {reason}")
+    pytest.importorskip("aiohttp")  # each region's fake Bedrock
+    pytest.importorskip("boto3")  # the calls' ConverseStream client
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
+    _skip_without_lab()
     net = NetLab(workdir=tmp_path_factory.mktemp("netlab"))
     try:
         net.up()
@@ -94,6 +102,8 @@ async def test_region_fault_mid_call_moves_the_call_to_its_fallback(lab: NetLab,
     print(kind, json.dumps(figures))
     assert figures["failed_turns"] == 0, figures["failed_examples"]
     assert figures["residency_violations"] == 0
+    # Every call and turn shares one boto3 client per region.
+    assert figures["boto3_clients_per_region"] == {"eu-west-2": 1, "eu-central-1": 1}
     hit = _calls_mid_turn_at_fault(result, "eu-west-2")
     assert hit, "the fault hit no call mid-turn"
     for call, index in hit.items():
@@ -134,9 +144,7 @@ async def test_two_hundred_turns_with_one_region_flapping_fail_none(lab: NetLab)
 
 
 def test_teardown_removes_everything_it_made(tmp_path: Path) -> None:
-    reason = lab_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"emulated regions unavailable: {reason}")
+    _skip_without_lab()
     net = NetLab({"r-one": 10.0}, workdir=tmp_path)
     try:
         net.up()
@@ -151,9 +159,7 @@ def test_teardown_removes_everything_it_made(tmp_path: Path) -> None:
 
 
 def test_faults_are_refused_without_the_guard_route(tmp_path: Path) -> None:
-    reason = lab_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"emulated regions unavailable: {reason}")
+    _skip_without_lab()
     net = NetLab({"r-one": 10.0}, workdir=tmp_path)
     try:
         net.up()
@@ -164,38 +170,3 @@ def test_faults_are_refused_without_the_guard_route(tmp_path: Path) -> None:
     finally:
         net.down()
     assert net.leftovers() == []
-
-
-@pytest.fixture(scope="module")
-def bedrock_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
-    reason = lab_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"emulated regions unavailable: {reason}")
-    pytest.importorskip("boto3")
-    pytest.importorskip("aiohttp")
-    net = NetLab(
-        {"eu-west-2": 77.7, "eu-central-1": 93.1}, workdir=tmp_path_factory.mktemp("bedrocklab"), wire="bedrock"
-    )
-    try:
-        net.up()
-        yield net
-    finally:
-        problems = net.down()
-        left = net.leftovers()
-        assert not problems and not left, f"lab teardown left {problems + left}"
-
-
-@pytest.mark.anyio
-async def test_bedrock_wire_call_moves_when_its_region_is_killed(bedrock_lab: NetLab) -> None:
-    """The real boto3 ConverseStream client against fake Bedrock servers in the namespaces."""
-    timeline = [(1.5, "inject", "eu-west-2", "crash"), (3.4, "restore", "eu-west-2", "crash")]
-    result = await run_calls(bedrock_lab, [UK] * 6, 3.5, timeline)
-    figures = summarise(result, EU)
-    print(json.dumps(figures))
-    assert figures["failed_turns"] == 0, figures["failed_examples"]
-    assert figures["residency_violations"] == 0
-    hit = _calls_mid_turn_at_fault(result, "eu-west-2")
-    assert hit
-    for call, index in hit.items():
-        turns = [t for t in result.turns if t.call == call]
-        assert turns[index].answered_by == "eu-central-1"

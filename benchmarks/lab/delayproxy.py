@@ -2,7 +2,7 @@
 
 Run inside a lab namespace in front of a fake region server::
 
-    python delayproxy.py --listen 10.251.7.2:80 --upstream 127.0.0.1:8000 --rtt-ms 78
+    python -m benchmarks.lab.delayproxy --listen 10.251.7.2:80 --upstream 127.0.0.1:8000 --rtt-ms 78
 
 Each accepted connection waits one RTT before it is connected upstream (the
 kernel completed the client's handshake instantly; this stands in for it), and
