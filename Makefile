@@ -6,6 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.stamp-install
 HOST   ?= 0.0.0.0
 PORT   ?= 8080
+BENCH_OUT ?= benchmarks/results
 
 .PHONY: install system run test bench lint typecheck clean
 
@@ -31,7 +32,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 bench: install
-	$(VENV)/bin/aybiza bench
+	$(VENV)/bin/aybiza bench --out $(BENCH_OUT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check aybiza tests benchmarks

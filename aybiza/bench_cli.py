@@ -1,8 +1,10 @@
-"""``aybiza bench [SUITE ...]``: run the latency benchmarks of a source checkout against their budgets.
+"""``aybiza bench [SUITE ...] [--out DIR]``: run the latency benchmarks of a source checkout against their budgets.
 
 The suites live in ``benchmarks/`` next to the ``aybiza`` package (they are
 not installed with it); :func:`bench_main` finds them, runs them through
-``benchmarks.harness`` and returns its exit status.
+``benchmarks.harness`` and returns its exit status. The report (JSON,
+Markdown, plots) goes to ``out``: by default ``bench-results/`` in the
+current working directory, never into the package or the source tree.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import importlib
 import sys
 from pathlib import Path
 
-__all__ = ["bench_main", "benchmarks_root"]
+__all__ = ["DEFAULT_OUT", "bench_main", "benchmarks_root"]
+
+DEFAULT_OUT = Path("bench-results")
 
 
 def benchmarks_root() -> Path | None:
@@ -20,9 +24,10 @@ def benchmarks_root() -> Path | None:
     return root if (root / "benchmarks" / "harness.py").is_file() else None
 
 
-def bench_main(suites: list[str], quick: bool) -> int:
-    """Run ``suites`` (every suite when empty) in quick or full mode; 0 when every budget is met.
+def bench_main(suites: list[str], quick: bool, out: Path | None = None) -> int:
+    """Run ``suites`` (every suite when empty) in quick or full mode, report into ``out``; 0 when every budget is met.
 
+    ``out`` defaults to ``bench-results/`` under the current working directory.
     1: a budget missed or a suite failed; 2: unknown suite or no benchmarks directory.
     """
     root = benchmarks_root()
@@ -38,4 +43,5 @@ def bench_main(suites: list[str], quick: bool) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    return int(harness.run_and_report([s.name for s in names], quick))
+    directory = (out if out is not None else Path.cwd() / DEFAULT_OUT).resolve()
+    return int(harness.run_and_report([s.name for s in names], quick, directory=directory))

@@ -143,7 +143,7 @@ def _route(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench_cli import bench_main
 
-    return bench_main(list(args.suites), quick=not args.full)
+    return bench_main(list(args.suites), quick=not args.full, out=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,8 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     route.set_defaults(func=_route)
 
     bench = commands.add_parser("bench", help="latency benchmarks against their budgets")
-    bench.add_argument("suites", nargs="*", help="hop edge ingress capacity turn failover soak (default: all)")
+    bench.add_argument("suites", nargs="*", help="hop edge ingress turn capacity failover soak cache "
+                       "providers_overhead accuracy (default: all)")
     bench.add_argument("--full", action="store_true", help="full-length runs (soak: 10 minutes)")
+    bench.add_argument("--out", type=Path, metavar="DIR",
+                       help="write the report (JSON, Markdown, plots) here (default: ./bench-results)")
     bench.set_defaults(func=_bench)
     return parser
 

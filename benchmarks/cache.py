@@ -24,7 +24,7 @@ loop; Redis Lua), the end-of-call archive commit (SQLite ``FULL``), and an
 ``anyio.to_thread`` round trip for comparison — the figures behind running
 SQLite writes inline.
 
-Run: ``.venv/bin/python benchmarks/cache.py [--quick]`` -> ``benchmarks/results/cache.json``.
+Run: ``.venv/bin/python benchmarks/cache.py [--quick]`` (prints the figures).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import json
 import platform
 import random
 import statistics
@@ -60,13 +59,12 @@ from aybiza.edge.records import CallRecord, TurnRecord
 from aybiza.edge.redis_util import redis_client
 from aybiza.edge.state_redis import RedisState
 from aybiza.edge.state_sqlite import SQLiteState
-from aybiza.pipeline import AgentText, AgentTurnDone, CallContext, Frame, Processor, UserTurn
+from aybiza.pipeline import AgentText, AgentTurnDone, CacheKind, CallContext, Frame, Processor, Usage, UserTurn
 from aybiza.processors.cache import CachedAnswers, CachingSynthesizer
 
 __all__ = ["run"]
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 FAQ_SHARE = 0.70
 CONCURRENCY = 50
 
@@ -280,9 +278,9 @@ async def _tts(cache: Cache, agent: AgentConfig, calls: int, delay: float) -> di
         if turns[0][1] == "faq":
             texts.append(answers[rng.choice(list(answers))])
         for text in texts:
-            before = ctx.usage.get("cache_hits:tts", 0.0)
+            before = ctx.ledger.cache_hits(CacheKind.AUDIO)
             seconds = await anyio.to_thread.run_sync(_first_chunk, synthesizer, text)
-            (cached_ms if ctx.usage.get("cache_hits:tts", 0.0) > before else fresh_ms).append(seconds * 1000)
+            (cached_ms if ctx.ledger.cache_hits(CacheKind.AUDIO) > before else fresh_ms).append(seconds * 1000)
     stats = cache.stats("tts")
     return {
         "sentences": len(cached_ms) + len(fresh_ms),
@@ -330,7 +328,7 @@ async def _state(directory: Path, redis_url: str | None, calls: int) -> dict[str
                                   agent="We are open from nine to one on Saturdays.",
                                   timings={"stt_final": 0.2, "llm_first_token": 0.3, "voice_to_voice": 0.9})
                 t0 = time.perf_counter()
-                await store.update(call_id, turn=turn, usage={"stt_seconds": 2.0 * turn_id})
+                await store.update(call_id, turn=turn, usage=Usage(stt_seconds={"nova-3": 2.0 * turn_id}))
                 updates.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             await store.end(call_id, outcome="hangup")
@@ -386,12 +384,10 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Run standalone and write the JSON result."""
+    """Run standalone and print the figures."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     result = run(quick=parser.parse_args().quick)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cache.json").write_text(json.dumps(result, indent=2) + "\n")
     for backend, row in result["answers"].items():
         if "skipped" in row:
             print(f"answers[{backend}]: skipped ({row['skipped']})")

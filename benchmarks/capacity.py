@@ -1,12 +1,15 @@
 """Capacity: how many concurrent Twilio calls one server process on one core carries.
 
-The server (``benchmarks.scripted_server``: the real app, transport, VAD,
-quality meter and turn-taker, scripted STT/LLM/TTS) is pinned to one core;
+The server (``benchmarks.scripted_server``: ``aybiza serve``'s app, every
+call on our real stages — transport, quality, VAD, Deepgram STT, turn-taker,
+journal, Bedrock model stage, Deepgram TTS — with only the far side of the
+Deepgram and Bedrock SDKs scripted) is pinned to one core;
 the callers (``benchmarks.loadgen``: real WebSocket clients streaming 20 ms
 μ-law frames at real-time pace, speaking and pausing, hearing the replies)
 run in another process pinned to the other core. Calls are added in steps;
 at each step, after a settling time, the server measures every inbound
-frame's lateness (see :class:`~aybiza.testing.scripted.FrameClock`) over a
+frame's lateness (see :class:`~aybiza.testing.scripted.FrameClock`, which the
+bench server puts first in every call) over a
 window. Capacity is the largest step with p99 lateness <= 20 ms and no
 failed call (the last two steps are bisected). RSS per call is the slope of
 the server's RSS against the number of calls.
@@ -16,7 +19,7 @@ each process waited for its core (``/proc/PID/schedstat``): when the
 callers fall behind, or other work on the machine takes the server's core,
 the figure is a floor (``client_bound``, ``contended_failing_steps``).
 
-Run: ``.venv/bin/python -m benchmarks.capacity [--quick]`` -> ``benchmarks/results/capacity.json``.
+Run: ``.venv/bin/python -m benchmarks.capacity [--quick]`` (prints the figures).
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from benchmarks.loadgen import ProgressFn, run_scenario
 
 __all__ = ["run", "rss_per_call_mb"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LATENESS_P99_MS = 20.0
 
 
@@ -60,7 +62,7 @@ def cpu_ms_per_call_second(steps: list[dict[str, Any]]) -> float | None:
 
 
 def run(quick: bool = False, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Ramp calls until frame lateness breaks the limit; writes ``results/capacity.json``."""
+    """Ramp calls until frame lateness breaks the limit."""
     params = {"start": 50, "step": 50, "max_calls": 600 if quick else 1000, "settle_s": 3.0 if quick else 5.0,
               "window_s": 5.0 if quick else 10.0, "refine": 2 if quick else 3, "lateness_p99_ms": LATENESS_P99_MS}
     raw = run_scenario("capacity", params, progress=progress)
@@ -97,8 +99,6 @@ def run(quick: bool = False, progress: ProgressFn | None = None) -> dict[str, An
         "cdf_ms": {f"{s['calls']} calls": s["lateness_cdf_ms"] for s in sorted(steps, key=lambda s: s["calls"])
                    if s["lateness_cdf_ms"]},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "capacity.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

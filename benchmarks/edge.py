@@ -8,7 +8,7 @@ is pushed through each processor and through the chain
 frame for the chain. Text language ID runs once per early final transcript,
 not per frame; its cost is reported separately.
 
-Run: ``.venv/bin/python benchmarks/edge.py [--quick]`` -> ``benchmarks/results/edge.json``.
+Run: ``.venv/bin/python benchmarks/edge.py [--quick]`` (prints the figures).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ if __package__ in (None, ""):
 
 import argparse
 import asyncio
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -38,7 +37,6 @@ from aybiza.processors.vad import VADProcessor
 
 __all__ = ["run"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RATE = 8000
 FRAME_BYTES = RATE // 50 * 2
 
@@ -193,12 +191,10 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Run standalone and write the JSON result."""
+    """Run standalone and print the figures."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     result = run(quick=parser.parse_args().quick)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "edge.json").write_text(json.dumps(result, indent=2) + "\n")
     for name, row in result["per_frame"].items():
         if "p50_us" in row:
             print(f"{name:16s} p50 {row['p50_us']:7.2f} us  p99 {row['p99_us']:7.2f} us  max {row['max_us']:8.1f} us")

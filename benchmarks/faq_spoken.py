@@ -5,7 +5,7 @@ Each question is spoken by espeak-ng (four voices at 150-175 wpm), flite
 here; reported apart as well), resampled to 8 kHz and passed through G.711 μ-law and back (the
 telephone band of a Twilio media stream), transcribed by the
 embedded :class:`~aybiza.processors.stt.whisper.WhisperRecognizer` and matched
-by the default agent's :func:`~aybiza.processors.llm.faq.shared_matcher`.
+by the default agent's :class:`~aybiza.processors.llm.faq.FAQMatcher` on the packaged sentence encoder.
 It reports how often the right FAQ is answered (per voice and overall), how
 often off-topic questions get the fallback, word error rates with examples of
 misrecognitions, and the time per question.
@@ -28,7 +28,7 @@ turns (about a minute). Whisper may fall back to sampling on a garbled
 utterance, so two runs can differ by a transcript or two.
 
 Run: ``.venv/bin/python benchmarks/faq_spoken.py [--quick] [--save-transcripts F | --from-transcripts F]``
--> ``benchmarks/results/faq_spoken.json``.
+(prints the figures).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ import numpy as np
 
 from aybiza.agents import AgentConfig, load_agent
 from aybiza.codecs import lin2ulaw, resample, ulaw2lin
-from aybiza.processors.llm.faq import FAQMatcher, shared_matcher
+from aybiza.processors.llm.embedding import SentenceEncoder
+from aybiza.processors.llm.faq import FAQMatcher
 from aybiza.processors.stt.whisper import WhisperRecognizer
 from aybiza.processors.tts.piper import PiperSynthesizer
 from benchmarks.faq_text import HELD_OUT, OFF_TOPIC, TUNING
@@ -81,7 +82,6 @@ __all__ = [
     "word_errors",
 ]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 AGENTS = Path(__file__).resolve().parents[1] / "agents"
 RATE = 8000
 
@@ -350,7 +350,7 @@ def hear(spoken: Iterable[Spoken], recognizer: WhisperRecognizer) -> list[Heard]
     for set_name, text, expected, voice in spoken:
         pcm = telephone_pcm(voice, text)
         started = time.perf_counter()
-        heard = recognizer.transcribe(pcm, RATE)
+        heard = recognizer.transcribe(pcm, RATE, "en")
         seconds = time.perf_counter() - started
         out.append(Heard(set_name, voice.label, text, expected, heard, len(pcm) / (2 * RATE), seconds))
     return out
@@ -452,7 +452,7 @@ def _run(
 ) -> tuple[dict[str, Any], Sequence[Heard]]:
     started = time.perf_counter()
     agent = agent if agent is not None else load_agent("default", AGENTS)
-    matcher = shared_matcher(agent)
+    matcher = FAQMatcher(agent, SentenceEncoder.packaged())
     if heard is None:
         missing = [tool for tool in ("espeak-ng", "flite") if shutil.which(tool) is None]
         if missing:
@@ -531,8 +531,6 @@ def main() -> None:
     result, heard = _run(args.quick, None, saved)
     if args.save_transcripts:
         args.save_transcripts.write_text(json.dumps([asdict(h) for h in heard], indent=1) + "\n")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "faq_spoken.json").write_text(json.dumps(result, indent=2) + "\n")
     _print(result)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aybiza.agents import FAQ, AgentConfig, load_agent
-from aybiza.processors.llm.embedding import SentenceEncoder, default_encoder
+from aybiza.processors.llm.embedding import SentenceEncoder
 from aybiza.processors.llm.faq import FAQMatcher
 
 __all__ = ["TUNING", "HELD_OUT", "OFF_TOPIC", "WordOverlapMatcher", "main"]
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     agent = load_agent("default", args.agents)
     started = time.perf_counter()
-    encoder: SentenceEncoder = default_encoder()
+    encoder = SentenceEncoder.packaged()
     load_s = time.perf_counter() - started
     phrasing_count = sum(len(faq.questions) for faq in agent.faqs)
     started = time.perf_counter()

@@ -4,13 +4,16 @@
 none is named) in order, each through its module's ``run(quick) -> dict``
 (a suite whose ``run`` takes ``progress`` gets a callback for a progress
 bar), compares the figures with ``benchmarks/budgets.toml``, prints the
-table and writes ``benchmarks/results/latest.json``, ``latest.md`` and PNG
-plots under ``benchmarks/results/plots/``. A suite whose module is missing
+table and writes ``latest.json``, ``latest.md`` and PNG plots (``plots/``)
+into the output directory it is given. A suite whose module is missing
 is reported as not available; one that raises is an error, and the run goes
 on. The exit status is 0 when every budget with a figure passed and no
 suite failed, else 1.
 
-    .venv/bin/python -m benchmarks.harness [SUITE ...] [--quick]
+    .venv/bin/python -m benchmarks.harness [SUITE ...] [--quick] [--out DIR]
+
+The default output directory is ``bench-results/`` in the current working
+directory (``DEFAULT_OUT``); suites write no files of their own.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ if __package__ in (None, ""):
 from benchmarks.machine import describe, summary_line
 
 __all__ = [
+    "DEFAULT_OUT",
     "SUITES",
     "Budget",
     "Check",
@@ -55,7 +59,7 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 BUDGETS = HERE / "budgets.toml"
-RESULTS = HERE / "results"
+DEFAULT_OUT = Path("bench-results")  # relative: under the working directory, never inside the source tree
 
 Progress = Callable[[float, str], None]
 
@@ -77,13 +81,14 @@ class Suite:
 SUITES: tuple[Suite, ...] = (
     Suite("hop", "µs per processor hop", ("benchmarks.hop",)),
     Suite("edge", "VAD + quality + LID per 20 ms frame", ("benchmarks.edge",)),
-    Suite("ingress", "Twilio media message -> STT stage", ("benchmarks.ingress",)),
-    Suite("turn", "voice-to-voice breakdown, scripted providers", ("benchmarks.turn",)),
+    Suite("ingress", "Twilio media message -> STT stage, real server", ("benchmarks.ingress",)),
+    Suite("turn", "voice-to-voice breakdown, our stages on scripted providers", ("benchmarks.turn",)),
     Suite("capacity", "concurrent calls on one core", ("benchmarks.capacity",)),
     Suite("failover", "region failure -> next turn answered", ("benchmarks.failover",)),
     Suite("soak", "100 calls: leaks and dropped frames", ("benchmarks.soak",)),
     Suite("cache", "answer cache", ("benchmarks.cache",)),
-    Suite("providers_overhead", "provider clients' own overhead", ("benchmarks.providers_overhead",)),
+    Suite("providers_overhead", "our side of the provider SDKs, fakes answering at once",
+          ("benchmarks.providers_overhead",)),
     Suite("accuracy", "VAD, quality and language-ID accuracy",
           ("benchmarks.accuracy.vad_accuracy", "benchmarks.accuracy.quality_accuracy",
            "benchmarks.accuracy.lid_accuracy")),
@@ -346,7 +351,7 @@ def _value_text(check: Check) -> str:
     return _number(check.value) + (f" {check.unit}" if check.unit and not isinstance(check.value, bool) else "")
 
 
-def print_table(report: Report, directory: Path = RESULTS, console: Any | None = None) -> None:
+def print_table(report: Report, directory: Path, console: Any | None = None) -> None:
     """The figure-vs-budget table (and one line per suite that did not run) on the console."""
     from rich.console import Console
     from rich.table import Table
@@ -380,16 +385,21 @@ def _md_suite_details(outcome: Outcome) -> list[str]:
     result = outcome.result or {}
     lines: list[str] = []
     if outcome.name == "turn" and "breakdown_mean_ms" in result:
-        lines += ["Mean voice-to-voice breakdown (each turn's parts sum to its total, so the means do too):", "",
-                  "| part | mean ms |", "|---|---:|"]
+        lines += ["Mean voice-to-voice breakdown (each turn's parts sum to its total, so the means do too; "
+                  "stt, llm and tts are our stages' own timings from the call records, endpointing and the total "
+                  "the caller's):", "", "| part | mean ms |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in result["breakdown_mean_ms"].items()]
         v2v, ours = result.get("voice_to_voice_ms", {}), result.get("overhead_ms", {})
+        everything = result.get("all_ours_ms", {})
         lines += [f"| **total** | **{result['breakdown_mean_total_ms']:.1f}** |", "",
                   f"Voice-to-voice p50/p95/p99: {_number(v2v.get('p50_ms'))} / {_number(v2v.get('p95_ms'))} / "
                   f"{_number(v2v.get('p99_ms'))} ms; our overhead p50/p95/p99: {_number(ours.get('p50_ms'))} / "
-                  f"{_number(ours.get('p95_ms'))} / {_number(ours.get('p99_ms'))} ms.", "",
-                  "Our overhead, mean ms: " + ", ".join(f"{k} {v:.2f}"
-                                                      for k, v in result["overhead_parts_mean_ms"].items()), ""]
+                  f"{_number(ours.get('p95_ms'))} / {_number(ours.get('p99_ms'))} ms.", ""]
+        if result.get("beyond_provider_mean_ms"):
+            lines += ["Our stages beyond their scripted providers' delays, mean ms: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in result["beyond_provider_mean_ms"].items())
+                      + f"; everything ours (overhead + those) p50/p95/p99: {_number(everything.get('p50_ms'))} / "
+                      f"{_number(everything.get('p95_ms'))} / {_number(everything.get('p99_ms'))} ms.", ""]
     if outcome.name == "capacity" and result.get("steps"):
         lines += ["| calls | lateness p50 ms | p99 ms | server CPU % | server waiting for CPU % | callers CPU % "
                   "| callers send late p99 ms | RSS MB | pass |", "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
@@ -526,7 +536,7 @@ def write_plots(outcomes: Sequence[Outcome], directory: Path) -> list[Path]:
     return written
 
 
-def write_report(report: Report, directory: Path = RESULTS) -> tuple[Path, Path]:
+def write_report(report: Report, directory: Path) -> tuple[Path, Path]:
     """Write ``latest.json`` and ``latest.md`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     json_path, md_path = directory / "latest.json", directory / "latest.md"
@@ -536,8 +546,8 @@ def write_report(report: Report, directory: Path = RESULTS) -> tuple[Path, Path]
 
 
 def run_and_report(names: Sequence[str], quick: bool, *, show_progress: bool = True,
-                   budgets_path: Path = BUDGETS, directory: Path = RESULTS) -> int:
-    """Run, check, print, write; the exit status (0 = every budget met)."""
+                   budgets_path: Path = BUDGETS, directory: Path = DEFAULT_OUT) -> int:
+    """Run, check, print, write the report into ``directory``; the exit status (0 = every budget met)."""
     suites = select(names)
     budgets = load_budgets(budgets_path)
     machine = describe()
@@ -557,13 +567,15 @@ def run_and_report(names: Sequence[str], quick: bool, *, show_progress: bool = T
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m benchmarks.harness [SUITE ...] [--quick]``."""
+    """Command line: ``python -m benchmarks.harness [SUITE ...] [--quick] [--out DIR]``."""
     parser = argparse.ArgumentParser(description="aybiza latency benchmarks")
     parser.add_argument("suites", nargs="*", help=f"suites to run (default all): {', '.join(_BY_NAME)}")
     parser.add_argument("--quick", action="store_true", help="the short variants (what make bench runs)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"where the report goes (default: {DEFAULT_OUT}/ in the working directory)")
     args = parser.parse_args(argv)
     try:
-        return run_and_report(args.suites, args.quick)
+        return run_and_report(args.suites, args.quick, directory=args.out)
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2

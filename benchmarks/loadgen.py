@@ -12,8 +12,10 @@ stay silent between them, count the agent's audio as played at 8 kB/s and
 echo each mark when playback reaches it.
 
 Scenarios: ``capacity`` (ramp the number of calls), ``turns`` (speak, wait
-for the reply, repeat; join client and server stamps per turn) and ``soak``
-(a steady number of calls that hang up and are replaced).
+for the reply, repeat; each utterance's stamps joined to its turn's timings
+in the call record), ``soak`` (a steady number of calls that hang up and are
+replaced) and ``ingress`` (calls speaking and pausing; each frame's send
+time joined to when the server's probe saw it reach the STT stage).
 
     python -m benchmarks.loadgen SCENARIO --base http://127.0.0.1:PORT [--cpu N] [--params JSON]
 """
@@ -63,6 +65,7 @@ __all__ = [
     "TwilioMessages",
     "caller_audio",
     "cpu_plan",
+    "join_turns",
     "run_scenario",
     "scripted_server",
 ]
@@ -106,7 +109,7 @@ class ServerProcess:
 
 
 @contextmanager
-def scripted_server(*, cpu: int | None, timings: dict[str, Any] | None = None, record_turns: bool = False,
+def scripted_server(*, cpu: int | None, timings: dict[str, Any] | None = None, probe_ingress: bool = False,
                     log_level: str = "WARNING") -> Iterator[ServerProcess]:
     """Run ``benchmarks.scripted_server`` on a free port (pinned to ``cpu``) until the block ends."""
     port = free_port()
@@ -116,8 +119,8 @@ def scripted_server(*, cpu: int | None, timings: dict[str, Any] | None = None, r
                "--timings", json.dumps(timings or {}), "--log-level", log_level]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
-    if record_turns:
-        command.append("--record-turns")
+    if probe_ingress:
+        command.append("--probe-ingress")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     succeeded = False
@@ -133,7 +136,7 @@ def scripted_server(*, cpu: int | None, timings: dict[str, Any] | None = None, r
 
 
 def run_scenario(scenario: str, params: dict[str, Any], *, timings: dict[str, Any] | None = None,
-                 record_turns: bool = False, progress: ProgressFn | None = None) -> dict[str, Any]:
+                 probe_ingress: bool = False, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Start a scripted server and a caller process for ``scenario``; return the callers' JSON result.
 
     It first waits (up to 30 s) for the machine to be quiet. The result gets
@@ -144,7 +147,7 @@ def run_scenario(scenario: str, params: dict[str, Any], *, timings: dict[str, An
     if progress is not None:
         progress(0.0, "waiting for a quiet machine")
     busy_before = wait_for_quiet()
-    with scripted_server(cpu=server_cpu, timings=timings, record_turns=record_turns) as server:
+    with scripted_server(cpu=server_cpu, timings=timings, probe_ingress=probe_ingress) as server:
         command = [sys.executable, "-m", "benchmarks.loadgen", scenario, "--base", server.base,
                    "--server-pid", str(server.process.pid), "--params", json.dumps(params)]
         if callers_cpu is not None:
@@ -327,6 +330,8 @@ class Utterance:
     """One utterance as the caller saw it."""
 
     spoken_at: float  # monotonic time the last frame of speech was sent
+    frame: int = -1  # that frame's index in the call's ``sent_at`` (its media chunk number - 1)
+    spoken_wall: float = 0.0  # the same moment on the wall clock (call records are stamped with it)
     reply_at: float | None = None  # first agent audio received after it
 
 
@@ -596,7 +601,7 @@ class Fleet:
                 if call.sent_at is not None:
                     call.sent_at.append(sent)
                 if ends_utterance:
-                    call.utterances.append(Utterance(sent))
+                    call.utterances.append(Utterance(sent, call.frames - 1, time.time()))
             tick += 1
 
     def _spawn(self, coro: Any) -> None:
@@ -721,8 +726,13 @@ async def capacity(base: str, params: dict[str, Any], server_pid: int) -> dict[s
             "failures_sample": failures, "lateness_limit_ms": lateness_limit_ms, "audio": audio.source}
 
 
+TURN_TIMINGS = ("stt_final", "llm_first_sentence", "tts_first_byte", "voice_to_voice")
+"""What a turn's record must hold to be broken down (``llm_first_token`` is kept when there)."""
+
+
 async def turns(base: str, params: dict[str, Any], server_pid: int) -> dict[str, Any]:
-    """Calls that speak, wait for the reply and speak again; per turn, client stamps joined to server stamps."""
+    """Calls that speak, wait for the reply and speak again; per turn, the caller's stamps joined to the
+    timings our stages recorded in the call record (``GET /api/calls/{id}``)."""
     calls, per_call = params.get("calls", 10), params.get("turns", 5)
     behaviour = Behaviour(wait_for_reply=True, turns=per_call, record=True, greeting_s=(0.0, 0.0))
     audio = caller_audio()
@@ -739,34 +749,90 @@ async def turns(base: str, params: dict[str, Any], server_pid: int) -> dict[str,
         after, wall = await fleet.server_stats(), time.monotonic() - started
         await fleet.hang_up(len(fleet.calls))
         await fleet.wait_closed(20)
-        response = await fleet.http.get("/bench/stamps")
-        server = response.json()
         finished = list(fleet.finished) + list(fleet.calls)
+        records = {}
+        for call in finished:  # a call's record is committed before its socket closes
+            response = await fleet.http.get(f"/api/calls/{call.messages.call_sid}")
+            if response.status_code == 200:
+                records[call.messages.call_sid] = response.json()
         failures = fleet.failures[-10:]
-    rows, unmatched = _join_turns(finished, server)
+    window_frames = round(after["end_of_turn_ms"] / (FRAME_S * 1000))
+    rows, unmatched = join_turns(finished, records, window_frames)
     return {"calls": calls, "turns_per_call": per_call, "rows": rows, "unmatched_utterances": unmatched,
-            "failures_sample": failures, "audio": audio.source,
+            "failures_sample": failures, "audio": audio.source, "end_of_turn_ms": after["end_of_turn_ms"],
             "server_waiting_for_cpu_percent": round(100 * (after["cpu_wait_s"] - before["cpu_wait_s"]) / wall, 1)}
 
 
-def _join_turns(calls: list[Call], server: dict[str, list[dict[str, Any]]]) -> tuple[list[dict[str, float]], int]:
-    """One row of monotonic stamps per utterance answered, from both ends of the call."""
+def join_turns(calls: list[Call], records: dict[str, dict[str, Any]], window_frames: int,
+               ) -> tuple[list[dict[str, float]], int]:
+    """One row per utterance answered: the caller's monotonic stamps and the turn's timings (seconds).
+
+    An utterance's turn is the record's turn that began (``at``, wall clock)
+    within 3 s after the utterance ended; ``window_sent`` is when the caller
+    sent the frame that completed the VAD's end-of-turn window
+    (``window_frames`` 20 ms frames after the last frame of speech).
+    """
     rows: list[dict[str, float]] = []
     unmatched = 0
     for call in calls:
-        stamps = server.get(call.messages.call_sid, [])
+        record = records.get(call.messages.call_sid, {})
+        turns = [t for t in record.get("turns", []) if t.get("turn_id", 0) > 0 and t.get("user")]
         sent_at = call.sent_at
         for utterance in call.utterances:
-            turn = next((t for t in stamps if utterance.spoken_at < t["speech_stopped"] < utterance.spoken_at + 3.0),
-                        None)
-            if turn is None or utterance.reply_at is None or sent_at is None or turn["window_chunk"] < 1 \
-                    or turn["window_chunk"] > len(sent_at) or turn["first_audio"] > utterance.reply_at:
+            turn = next((t for t in turns if utterance.spoken_wall < t["at"] < utterance.spoken_wall + 3.0), None)
+            window = utterance.frame + window_frames
+            timings = turn.get("timings", {}) if turn is not None else {}
+            if turn is None or utterance.reply_at is None or sent_at is None or utterance.frame < 0 \
+                    or window >= len(sent_at) or any(name not in timings for name in TURN_TIMINGS):
                 unmatched += 1
                 continue
-            rows.append({"spoken_at": utterance.spoken_at, "window_sent": sent_at[turn["window_chunk"] - 1],
-                         "reply_at": utterance.reply_at,
-                         **{k: v for k, v in turn.items() if isinstance(v, float)}})
+            turns.remove(turn)
+            rows.append({"spoken_at": utterance.spoken_at, "window_sent": sent_at[window],
+                         "reply_at": utterance.reply_at, **{name: float(timings[name]) for name in TURN_TIMINGS},
+                         "llm_first_token": float(timings.get("llm_first_token", timings["llm_first_sentence"]))})
     return rows, unmatched
+
+
+async def ingress(base: str, params: dict[str, Any], server_pid: int) -> dict[str, Any]:
+    """Calls speaking and pausing; per frame sent in the window, the delay until its audio reached the STT stage.
+
+    Needs a server started with ``--probe-ingress``. Frames the VAD held back
+    (pre-roll, the start of speech before it was confirmed) are returned apart.
+    """
+    calls, seconds = params.get("calls", 50), params.get("seconds", 8.0)
+    settle = params.get("settle_s", 3.0)
+    audio = caller_audio()
+    async with Fleet(base, audio, Behaviour(greeting_s=(0.5, 1.5), gap_s=(0.8, 2.0), record=True),
+                     seed=3) as fleet:
+        await fleet.warm_up(calls=5, seconds=3.0)
+        _progress(0.1, f"{calls} calls")
+        await fleet.grow(calls)
+        await asyncio.sleep(settle)
+        begin = time.monotonic()
+        step = seconds / 10
+        for tick in range(10):
+            await asyncio.sleep(step)
+            _progress(0.1 + 0.09 * (tick + 1), f"{calls} calls, measuring")
+        end = time.monotonic()
+        measured = [call for call in fleet.calls if call.sent_at is not None]
+        response = await fleet.http.get("/bench/ingress")
+        response.raise_for_status()
+        reached: dict[str, list[list[Any]]] = response.json()
+        frames_sent = sum(1 for call in measured for sent in call.sent_at or () if begin <= sent <= end)
+        failures = fleet.failures[-10:]
+    live: list[float] = []
+    held: list[float] = []
+    in_server: list[float] = []  # live frames: the transport's arrival stamp -> the STT stage
+    for call in measured:
+        sent_at = call.sent_at
+        assert sent_at is not None
+        for number, at, was_held, since_stamp in reached.get(call.messages.call_sid, []):
+            if 1 <= number <= len(sent_at) and begin <= sent_at[number - 1] <= end:
+                (held if was_held else live).append(at - sent_at[number - 1])
+                if not was_held:
+                    in_server.append(since_stamp)
+    return {"calls": len(measured), "seconds": round(end - begin, 1), "frames_sent": frames_sent, "live_s": live,
+            "held_s": held, "in_server_s": in_server, "failures_sample": failures, "audio": audio.source}
 
 
 async def soak(base: str, params: dict[str, Any], server_pid: int) -> dict[str, Any]:
@@ -842,7 +908,7 @@ async def soak(base: str, params: dict[str, Any], server_pid: int) -> dict[str, 
             "server_waiting_for_cpu_percent": round(100 * (loaded["cpu_wait_s"] - before["cpu_wait_s"]) / wall, 1)}
 
 
-SCENARIOS = {"capacity": capacity, "turns": turns, "soak": soak}
+SCENARIOS = {"capacity": capacity, "turns": turns, "soak": soak, "ingress": ingress}
 
 
 def main(argv: list[str] | None = None) -> int:

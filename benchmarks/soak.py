@@ -1,17 +1,21 @@
 """Soak: 100 concurrent calls for 10 minutes (1 minute with ``--quick``); does anything leak?
 
-The scripted server (pinned to one core) takes ``calls`` concurrent callers
-(another process, the other core) that speak, pause and hang up after a
-random 30-120 s (15-30 s quick), each replaced at once by a new call, so
-the server sets up and tears down hundreds of calls. A warm-up of short
-calls (hundreds in 12 s) first takes the process to its working size; the
-server's RSS, open file descriptors, asyncio tasks and threads are read
-with no call up after it (``idle_start``) and after the soak's last call
-has hung up (``idle_end``), with the number of objects the garbage
-collector tracks. Flat means no leak. Frames the callers sent and frames the server took in are
-compared (``dropped_frames``), and frame lateness is measured throughout.
+The scripted server (``benchmarks.scripted_server``: ``aybiza serve``'s app
+on our real stages, the far side of the Deepgram and Bedrock SDKs scripted;
+pinned to one core) takes ``calls`` concurrent callers (another process, the
+other core) that speak, pause and hang up after a random 30-120 s (15-30 s
+quick), each replaced at once by a new call, so the server sets up and tears
+down hundreds of calls. A warm-up of short calls (hundreds in 12 s) first
+takes the process to its working size; the server's RSS, open file
+descriptors, asyncio tasks and threads are read with no call up after it
+(``idle_start``) and after the soak's last call has hung up (``idle_end``),
+with the number of objects the garbage collector tracks. Flat means no leak.
+Frames the callers sent and frames the server took in (counted by the
+:class:`~aybiza.testing.scripted.FrameClock` the bench server puts first in
+every call) are compared (``dropped_frames``), and frame lateness is
+measured throughout.
 
-Run: ``.venv/bin/python -m benchmarks.soak [--quick]`` -> ``benchmarks/results/soak.json``.
+Run: ``.venv/bin/python -m benchmarks.soak [--quick]`` (prints the figures).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from benchmarks.loadgen import ProgressFn, run_scenario
 
 __all__ = ["APP_MODULES", "call_path_objects", "growth", "run", "type_growth"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 IDLE_KEYS = ("rss_mb", "fds", "tasks", "threads", "gc_objects", "active_calls")
 
 
@@ -69,7 +72,7 @@ def _rss_slope_mb_per_min(timeline: list[dict[str, Any]]) -> float | None:
 
 
 def run(quick: bool = False, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Soak the server; writes ``results/soak.json``."""
+    """Soak the server."""
     params = {"calls": 100, "duration_s": 60.0 if quick else 600.0,
               "call_s": [15.0, 30.0] if quick else [30.0, 120.0], "warmup_s": 12.0, "sample_s": 2.0 if quick else 5.0}
     raw = run_scenario("soak", params, progress=progress)
@@ -109,8 +112,6 @@ def run(quick: bool = False, progress: ProgressFn | None = None) -> dict[str, An
         "server_cpu": raw["server_cpu"],
         "callers_cpu": raw["callers_cpu"],
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

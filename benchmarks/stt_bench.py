@@ -92,7 +92,7 @@ def main() -> None:
     for sentence in SENTENCES:
         pcm = telephone_speech(sentence)
         audio_seconds = len(pcm) / (2 * RATE)
-        whisper_s, whisper_text = timed(partial(whisper.transcribe, pcm, RATE), args.repeat)
+        whisper_s, whisper_text = timed(partial(whisper.transcribe, pcm, RATE, "en"), args.repeat)
         sphinx_s, sphinx_text = timed(partial(sphinx.transcribe, pcm, RATE), args.repeat)
         finish_s = statistics.median(sphinx_stream_finish(sphinx, pcm)[0] for _ in range(args.repeat))
         print(

@@ -10,7 +10,7 @@ processor's 0.75 confidence threshold how often it decides and how often
 those decisions are right (a wrong decision switches the call's language;
 no decision keeps the prior).
 
-Run: ``.venv/bin/python benchmarks/accuracy/lid_accuracy.py`` -> ``benchmarks/results/lid_accuracy.json``.
+Run: ``.venv/bin/python benchmarks/accuracy/lid_accuracy.py`` (prints the figures).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from aybiza.processors.language import DEFAULT_LANGUAGES, detect_language, detec
 
 __all__ = ["PHRASES", "damaged", "run"]
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 THRESHOLD = 0.75
 
 PHRASES: dict[str, tuple[str, ...]] = {
@@ -150,12 +149,10 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Run standalone and write the JSON result."""
+    """Run standalone and print the figures."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     result = run(quick=parser.parse_args().quick)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lid_accuracy.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "errors"}, indent=2, ensure_ascii=False))
     for error in result["errors"]:
         print(f"  wrong: {error}")

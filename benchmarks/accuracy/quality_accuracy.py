@@ -8,8 +8,7 @@ narrowband, ``pesq`` package, against the clean μ-law copy) and with the
 call score of :class:`aybiza.processors.quality.QualityMeter`, and reports
 Spearman's ρ between the two (goal ≥ 0.8), per-kind ρ and the tier mix.
 
-Run: ``.venv/bin/python benchmarks/accuracy/quality_accuracy.py [--quick]``
--> ``benchmarks/results/quality_accuracy.json``.
+Run: ``.venv/bin/python benchmarks/accuracy/quality_accuracy.py [--quick]`` (prints the figures).
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from benchmarks.accuracy import corpus
 
 __all__ = ["DEGRADATIONS", "run", "spearman"]
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 RATE = 8000
 
 # name -> (kind, degrade(clean 16 kHz, telephone reference 8 kHz, rng) -> degraded 8 kHz)
@@ -170,14 +168,12 @@ def run(quick: bool = False, seeds: range | None = None) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Run standalone and write the JSON result."""
+    """Run standalone and print the figures."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, nargs=2, metavar=("FIRST", "STOP"), help="recording seeds (tuning)")
     args = parser.parse_args()
     result = run(quick=args.quick, seeds=range(*args.seeds) if args.seeds else None)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quality_accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "conditions"}, indent=2))
     for name, row in result.get("conditions", {}).items():
         print(f"  {name:22s} pesq={row['pesq']:.2f} score={row['score']:.3f} {row['tier']}")

@@ -11,8 +11,7 @@ in them to find). The ``processor`` row is the VADProcessor's
 smoothed in-speech flag (pre-roll and hangover included), so it trades
 precision for never clipping a word.
 
-Run: ``.venv/bin/python benchmarks/accuracy/vad_accuracy.py [--quick]``
--> ``benchmarks/results/vad_accuracy.json``.
+Run: ``.venv/bin/python benchmarks/accuracy/vad_accuracy.py [--quick]`` (prints the figures).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from benchmarks.accuracy import corpus
 
 __all__ = ["CONDITIONS", "DETECTORS", "run"]
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 Degrade = Callable[[corpus.Signal, int, np.random.Generator], tuple[corpus.Signal, int]]
 
@@ -204,12 +202,10 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Run standalone and write the JSON result."""
+    """Run standalone and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     result = run(quick=parser.parse_args().quick)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "vad_accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in result if k != "conditions"}, indent=2))
     for label, table in result.get("conditions", {}).items():
         print(f"F1 per condition ({label} labels)")

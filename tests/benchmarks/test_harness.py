@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aybiza.bench_cli import bench_main  # noqa: E402
+from aybiza.cli import build_parser  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import Budget, Outcome, Report, Suite  # noqa: E402
 
@@ -154,7 +155,7 @@ def _report(checks_ok: bool = True) -> Report:
             "overhead_ms_p95": 12.5 if checks_ok else 45.0, "breakdown_mean_ms": {"endpointing": 400.0, "stt": 150.0,
                                                                                   "llm": 350.0, "tts": 100.0,
                                                                                   "overhead": 9.0},
-            "breakdown_mean_total_ms": 1009.0, "overhead_parts_mean_ms": {"egress": 1.0},
+            "breakdown_mean_total_ms": 1009.0, "beyond_provider_mean_ms": {"stt": 0.7, "llm": 1.8, "tts": 0.5},
             "cdf_ms": {"total": [1000.0 + i for i in range(101)]}}),
         Outcome("capacity", "ok", 100.0, result={
             "max_calls": 300, "steps": [{"calls": 300, "lateness_ms": {"p50_ms": 1.0, "p99_ms": 9.0},
@@ -187,6 +188,7 @@ def test_report_files_state_the_machine_and_every_figure_against_its_budget(tmp_
     assert "| turn | our overhead per turn (p95) | 12.5 ms | <= 30 ms | PASS |" in markdown
     assert "| capacity | calls per core | 300 calls | >= 250 calls | PASS |" in markdown
     assert "| **total** | **1009.0** |" in markdown, "the turn breakdown table is in the report"
+    assert "stt 0.70, llm 1.80, tts 0.50" in markdown, "what our stages took beyond their providers"
     assert "## failover: skipped" in markdown and "needs root" in markdown
 
 
@@ -226,3 +228,33 @@ def test_run_and_report_end_to_end_with_stand_in_suites(tmp_path: Path, fake_mod
 def test_bench_main_refuses_unknown_suites(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_main(["no-such-suite"], quick=True) == 2
     assert "no-such-suite" in capsys.readouterr().err
+
+
+def test_harness_command_line_writes_the_report_into_out(tmp_path: Path, fake_modules: dict[str, Any],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    suites = (Suite("fast", "stand-in", ("benchfake_ok",)),)
+    monkeypatch.setattr(harness, "SUITES", suites)
+    monkeypatch.setattr(harness, "_BY_NAME", {s.name: s for s in suites})
+    monkeypatch.setattr(harness, "run_suites", lambda chosen, quick, show_progress=True: [
+        harness.run_suite(suite, quick) for suite in chosen])
+    assert harness.main(["fast", "--quick", "--out", str(tmp_path / "report")]) == 0
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["latest.json", "latest.md", "plots"]
+
+
+def test_aybiza_bench_reports_into_out_else_bench_results_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[list[str], bool, Path]] = []
+
+    def run_and_report(names: list[str], quick: bool, *, directory: Path) -> int:
+        seen.append((names, quick, directory))
+        return 0
+
+    monkeypatch.setattr(harness, "run_and_report", run_and_report)
+    monkeypatch.chdir(tmp_path)
+    assert bench_main(["hop"], quick=True) == 0
+    assert bench_main(["hop", "turn"], quick=False, out=Path("elsewhere")) == 0
+    here = tmp_path.resolve()
+    assert seen == [(["hop"], True, here / "bench-results"), (["hop", "turn"], False, here / "elsewhere")]
+    args = build_parser().parse_args(["bench", "hop", "--out", "/tmp/x"])
+    assert args.suites == ["hop"] and args.out == Path("/tmp/x") and not args.full
+    assert build_parser().parse_args(["bench"]).out is None, "the default is decided by bench_main"

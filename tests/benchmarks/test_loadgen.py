@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:
 
 from aybiza.testing.twilio_caller import TwilioCallerProtocol  # noqa: E402
 from aybiza.transports.twilio import Media, Started, TwilioProtocol  # noqa: E402
-from benchmarks.loadgen import Behaviour, Call, CallerAudio, TwilioMessages, Utterance  # noqa: E402
+from benchmarks.loadgen import Behaviour, Call, CallerAudio, TwilioMessages, Utterance, join_turns  # noqa: E402
 
 FRAME = base64.b64encode(b"\xff" * 160).decode()
 
@@ -85,3 +85,20 @@ def test_a_turn_taking_caller_waits_for_the_reply_to_finish_before_speaking_agai
     assert call.utterances[0].reply_at == 2.5
     assert call.next_frame(2.9) == ("q", False)
     assert call.next_frame(3.5) == ("s1", False)
+
+
+def test_utterances_are_joined_to_the_recorded_turn_that_began_after_them() -> None:
+    call = _call(Behaviour(record=True))
+    assert call.sent_at is not None
+    call.sent_at.extend(10.0 + 0.02 * i for i in range(100))
+    call.utterances += [Utterance(spoken_at=10.2, frame=10, spoken_wall=5000.0, reply_at=11.3),
+                        Utterance(spoken_at=11.5, frame=75, spoken_wall=5001.3, reply_at=12.6),
+                        Utterance(spoken_at=12.0, frame=90, spoken_wall=5001.8)]  # no reply heard
+    timings = {"stt_final": 0.151, "llm_first_sentence": 0.352, "llm_first_token": 0.351, "tts_first_byte": 0.101,
+               "voice_to_voice": 1.08}
+    record = {"turns": [{"turn_id": 0, "at": 4999.0, "user": "", "timings": {"tts_first_byte": 0.1}},
+                        {"turn_id": 1, "at": 5000.55, "user": "what time", "timings": timings},
+                        {"turn_id": 2, "at": 5001.85, "user": "what time", "timings": {"stt_final": 0.15}}]}
+    rows, unmatched = join_turns([call], {"CA": record}, window_frames=20)
+    assert unmatched == 2, "the second turn's record lacks timings; the third utterance got no reply"
+    assert rows == [{"spoken_at": 10.2, "window_sent": call.sent_at[30], "reply_at": 11.3, **timings}]
