@@ -14,6 +14,7 @@ qualified ID (used as is).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -32,6 +33,7 @@ __all__ = [
     "profile_prefix",
     "inference_profile",
     "resolve_model",
+    "supports_prefill",
 ]
 
 TIERS = ("premium", "advanced", "fast", "economy")
@@ -69,6 +71,24 @@ class TierModel:
     tier: str
     model_id: str
     thinking_budget: int | None
+
+
+_CLAUDE_VERSION = re.compile(r"claude-(?:opus|sonnet|haiku)-(\d+)-(\d+)(?:-|$)")
+
+
+def supports_prefill(model_id: str) -> bool:
+    """Whether the model continues an assistant message (a prefill); Claude 4.6 and later answer 400.
+
+    Anthropic's migration guide: prefilling assistant messages is an error from
+    Sonnet 4.6 and Opus 4.6 on ("the conversation must end with a user
+    message"). Ids this cannot read are treated as not supporting it.
+    """
+    found = _CLAUDE_VERSION.search(model_id)
+    if found is None:
+        return False
+    major, minor = found.group(1), found.group(2)
+    version = (int(major), 0 if len(minor) > 2 else int(minor))  # claude-sonnet-4-20250514: 4.0 and a date
+    return version < (4, 6)
 
 
 def canonical_tier(name: str) -> str:

@@ -151,6 +151,10 @@ class FakeBedrock(LoopbackServer):
         if reply.headers_delay:
             await asyncio.sleep(reply.headers_delay)
         problem = _validation_problem(body) if self.validate else None
+        messages = body.get("messages") or [{}]
+        if problem is None and messages[-1].get("role") == "assistant" and _refuses_prefill(record.model_id):
+            problem = ("This model does not support assistant message prefill. "
+                       "The conversation must end with a user message.")
         if problem is not None:
             return _error_response(400, "ValidationException", problem)
         if reply.status != 200:
@@ -261,6 +265,11 @@ def _frames(reply: BedrockReply, body: dict[str, Any], thinking: str | None) -> 
         )
     )
     return frames
+
+
+def _refuses_prefill(model_id: str) -> bool:
+    """Claude Sonnet and Opus 4.6 answer a trailing assistant message with a ValidationException."""
+    return any(name in model_id for name in ("claude-sonnet-4-6", "claude-opus-4-6"))
 
 
 def _chunks(text: str, size: int) -> list[str]:

@@ -34,11 +34,15 @@ from ...pipeline import CallContext
 from ...routing.failover import FailoverExecutor, Message, TurnRecord
 from ...routing.router import CallRouting, NoEligibleRegion
 from ...routing.service import RoutingService
-from ...routing.tiers import TierModel
+from ...routing.tiers import TierModel, supports_prefill
 from .bedrock import BedrockStreamer
 from .sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyStreamer, ReplyUsage, TextDelta
 
 __all__ = ["RoutedBedrock", "StreamerFor", "BedrockStreamers"]
+
+CONTINUE = ("(The line dropped while you were answering. Go on from exactly where your answer stopped, "
+            "without repeating anything you already said.)")
+"""What a model that takes no prefill is asked when a turn fails over mid-reply."""
 
 StreamerFor = Callable[[str, TierModel], ReplyStreamer]
 """``streamer_for(region, model)``: the streamer that asks ``model`` in ``region``."""
@@ -109,7 +113,7 @@ class RoutedBedrock:
         """The latest turn's record (attempts, who answered, first-token times); None before the
         first turn and when the latest one found no route."""
 
-    def _streamer(self, region: str) -> ReplyStreamer:
+    def _streamer(self, region: str) -> tuple[ReplyStreamer, TierModel]:
         ctx = self.ctx
         model = self.routing.model_for(region, quality_tier=ctx.quality_tier, language=ctx.language,
                                        cost_so_far=self._cost_so_far(), budget=self._budget)
@@ -118,7 +122,7 @@ class RoutedBedrock:
         if streamer is None:
             streamer = self._streamers[key] = self._streamer_for(region, model)
         ctx.model_tier = model.tier
-        return streamer
+        return streamer, model
 
     async def stream_reply(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
         """The reply, from the first region of this turn's route that answers.
@@ -137,9 +141,13 @@ class RoutedBedrock:
         usage: list[ReplyUsage] = []
 
         async def stream_turn(region: str, messages: Sequence[Message]) -> AsyncIterator[str]:
+            streamer, model = self._streamer(region)
+            if messages and messages[-1]["role"] == "assistant" and not supports_prefill(model.model_id):
+                # Claude 4.6 refuses a prefill: the reply cut short is asked to go on instead.
+                messages = [*messages, {"role": "user", "content": CONTINUE}]
             attempt = ReplyRequest(request.system, tuple(ChatMessage(m["role"], m["content"])  # type: ignore[arg-type]
                                                          for m in messages), request.language)
-            async with aclosing(self._streamer(region).stream_reply(attempt)) as events:
+            async with aclosing(streamer.stream_reply(attempt)) as events:
                 async for event in events:
                     if isinstance(event, TextDelta):
                         yield event.text

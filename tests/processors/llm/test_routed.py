@@ -12,7 +12,7 @@ from aybiza.config import Settings
 from aybiza.engines import Engines
 from aybiza.errors import OverloadedError
 from aybiza.pipeline import CallContext
-from aybiza.processors.llm.routed import BedrockStreamers, RoutedBedrock
+from aybiza.processors.llm.routed import CONTINUE, BedrockStreamers, RoutedBedrock
 from aybiza.processors.llm.sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyUsage, TextDelta
 from aybiza.routing.failover import FailoverPolicy
 from aybiza.routing.health import FailureKind
@@ -118,6 +118,24 @@ async def test_each_turn_is_routed_with_the_health_of_its_moment() -> None:
     assert ctx.regions_tried == ["eu-west-2", "eu-central-1"]
     assert failovers == []  # the route moved; no turn failed over
     assert model.call_routing.current is not None and model.call_routing.current.region == "eu-central-1"
+
+
+@pytest.mark.anyio
+async def test_a_model_that_takes_no_prefill_is_asked_to_go_on_instead() -> None:
+    regions = Regions({"eu-west-2": ("Hello, ", ConnectionResetError("peer reset")),
+                       "eu-central-1": ("how can I help?",)})
+    # Every tier on Sonnet 4.6, which refuses a prefill (as a deployment's overrides may say).
+    routing = RoutingService(default_catalog(), failover=FailoverPolicy(first_token_timeout_s=1.0),
+                             model_overrides={tier: "anthropic.claude-sonnet-4-6" for tier in ("advanced", "fast")})
+    ctx = CallContext(call_id="test-routed", caller=UK, quality_tier="medium", region="eu-west-2")
+    call_routing = CallRouting(CallInfo.from_number(UK), routing.catalog, RoutingPolicy(data_residency=True))
+    model = RoutedBedrock(ctx, routing, call_routing, streamer_for=regions)
+    text, _ = await _turn(model, "hi")
+    assert text == "Hello, how can I help?"
+    [continued] = regions.asked("eu-central-1")
+    assert "sonnet-4-6" in regions.built[-1].model.model_id
+    assert continued.messages[-2] == ChatMessage("assistant", "Hello,")
+    assert continued.messages[-1] == ChatMessage("user", CONTINUE)  # the conversation ends with the caller's side
 
 
 @pytest.mark.anyio
