@@ -7,7 +7,9 @@
                - penalties (degraded, load, throttling)
 
 A region is *eligible* unless it is outside the call's residency zone, unhealthy,
-behind an open breaker, degraded with latency >= 500 ms, or at capacity. The
+behind an open breaker, degraded with latency >= 500 ms, or at capacity (when every
+region that may take the call is only slow, the best of the slow ones is used: a
+late answer beats none). The
 choice is the first *healthy* region in the caller's preference list (catalog
 data), else the best score; the other eligible regions follow as fallbacks,
 preference list first, then by score. No eligible region raises
@@ -220,6 +222,11 @@ def route(
         )
     eligible = [row for row in by_score if row.eligible]
     panic = False
+    slow_only = False
+    if not eligible:
+        # Regions that answer, only slowly, are better than no answer: take them, best score first.
+        eligible = [row for row in by_score if row.note.startswith("degraded at")]
+        slow_only = bool(eligible)
     if not eligible:
         # Only health put them out of reach: panic routing may still try them, least recently failed first.
         allowed = [
@@ -250,6 +257,9 @@ def route(
     if panic:
         order = eligible_names
         reason = "panic: no region is healthy; trying the least recently failed first"
+    elif slow_only:
+        order = eligible_names
+        reason = "every region that may take the call is slow: the best of them"
     elif policy.use_preference and healthy_preferred:
         rest_preferred = [name for name in placement.preference if name in by_name and name not in healthy_preferred]
         head = healthy_preferred + rest_preferred
