@@ -37,7 +37,6 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from array import array
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from aybiza.testing.playback import PlaybackBuffer
 from aybiza.testing.processes import free_port, serving
 from aybiza.testing.scripted import LatencyHistogram
 from aybiza.testing.twilio_caller import new_sid
@@ -352,9 +352,9 @@ class Call:
         self.next_utterance = rng.randrange(len(fleet.audio.utterances))
         self.silence_at = rng.randrange(len(fleet.audio.silence))
         self.quiet_until = now + rng.uniform(*behaviour.greeting_s)
-        self.played_until = now  # the agent audio received so far has played by then
+        self.playback = PlaybackBuffer()  # times only: the load generator does not keep the audio
+        self.echoes: list[str] = []  # marks to echo at the next frame (clear, or nothing left to play)
         self.heard_audio = False
-        self.marks: deque[tuple[float, str]] = deque()
         self.utterances: list[Utterance] = []
         self.sent_at = array("d") if behaviour.record else None
         self.hangup_at = now + rng.uniform(*behaviour.call_s) if behaviour.call_s else math.inf
@@ -373,7 +373,7 @@ class Call:
         replied = self.heard_audio if waiting_for is None else waiting_for.reply_at is not None
         if not replied:
             return now - (waiting_for.spoken_at if waiting_for else self.started) > b.reply_timeout_s
-        return now >= self.played_until + b.pause_after_reply_s and not self.marks
+        return self.playback.idle(now - b.pause_after_reply_s)
 
     def next_frame(self, now: float) -> tuple[str, bool]:
         """The next 20 ms payload and whether it ends an utterance."""
@@ -404,10 +404,10 @@ class Call:
         now = time.monotonic()
         if last.reply_at is None:
             return now - last.spoken_at > b.reply_timeout_s
-        return now >= self.played_until + b.pause_after_reply_s and not self.marks
+        return self.playback.idle(now - b.pause_after_reply_s)
 
     def on_message(self, text: str | bytes, now: float) -> None:
-        """Agent audio plays at 8 kB/s; marks are echoed when playback reaches them; clear empties it all."""
+        """Feed one server message to the phone's playback (marks due at once wait in ``echoes``)."""
         message = json.loads(text)
         event = message.get("event")
         if event == "media":
@@ -417,12 +417,16 @@ class Call:
                 self.heard_audio = True
             if self.utterances and self.utterances[-1].reply_at is None and self.speech is None:
                 self.utterances[-1].reply_at = now
-            self.played_until = max(self.played_until, now) + size / 8000
+            self.playback.media(size, now)
         elif event == "mark":
-            self.marks.append((max(self.played_until, now), message["mark"]["name"]))
+            self.echoes += self.playback.mark(message["mark"]["name"], now)
         elif event == "clear":
-            self.played_until = now
-            self.marks = deque((now, name) for _, name in self.marks)
+            self.echoes += self.playback.clear(now)
+
+    def marks_due(self, now: float) -> list[str]:
+        """The marks to echo now, in order."""
+        due, self.echoes = self.echoes, []
+        return due + self.playback.due(now)
 
 
 class Fleet:
@@ -587,8 +591,8 @@ class Fleet:
                     continue
                 ws, messages = call.ws, call.messages
                 try:
-                    while call.marks and call.marks[0][0] <= now:
-                        await ws.send(messages.mark(call.marks.popleft()[1]))
+                    for name in call.marks_due(now):
+                        await ws.send(messages.mark(name))
                     payload, ends_utterance = call.next_frame(now)
                     await ws.send(messages.media(payload))
                 except Exception:

@@ -24,6 +24,7 @@ import websockets
 from twilio.request_validator import RequestValidator
 
 from ..codecs import ULAW_SILENCE, lin2ulaw, resample
+from .playback import PlaybackBuffer
 from .twilio_caller import ServerClear, ServerMark, ServerMedia, TwilioCallerProtocol, new_sid
 
 __all__ = ["Say", "Wait", "Press", "Script", "CallReport", "TurnTiming", "place_call", "caller_speech"]
@@ -88,52 +89,6 @@ class CallReport:
     close_reason: str = ""
 
 
-class _Player:
-    """Twilio's playback buffer: plays at 8 kB/s, marks echo when reached, ``clear`` drops everything."""
-
-    def __init__(self, report: CallReport) -> None:
-        self.report = report
-        self.buffer = bytearray()
-        self.marks: deque[tuple[int, str]] = deque()  # (buffer offset, name)
-        self.last_tick = time.monotonic()
-
-    def media(self, payload: bytes) -> None:
-        if not self.buffer:
-            self.last_tick = time.monotonic()
-        self.buffer += payload
-
-    def mark(self, name: str) -> list[str]:
-        if not self.buffer:
-            return [name]
-        self.marks.append((len(self.buffer), name))
-        return []
-
-    def clear(self) -> list[str]:
-        self.buffer.clear()
-        cleared = [name for _, name in self.marks]
-        self.marks.clear()
-        return cleared
-
-    def tick(self) -> list[str]:
-        now = time.monotonic()
-        count = min(int((now - self.last_tick) * 8000), len(self.buffer))
-        self.last_tick += count / 8000
-        if not self.buffer:
-            self.last_tick = now
-        played = bytes(self.buffer[:count])
-        del self.buffer[:count]
-        self.report.heard += played
-        done: list[str] = []
-        while self.marks and self.marks[0][0] <= count:
-            done.append(self.marks.popleft()[1])
-        self.marks = deque((offset - count, name) for offset, name in self.marks)
-        return done
-
-    @property
-    def idle(self) -> bool:
-        return not self.buffer and not self.marks
-
-
 def _http_base(stream_url: str) -> str:
     parts = urlsplit(stream_url)
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
@@ -171,7 +126,8 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
     public = public_url or _http_base(stream_url)
     twiml_stream_url, custom = await _announce(_http_base(stream_url), public, auth_token, caller, call_sid, agent)
     protocol = TwilioCallerProtocol(custom_parameters=custom, call_sid=call_sid)
-    player = _Player(report)
+    player = PlaybackBuffer(keep_audio=True)
+    player.heard = report.heard  # what plays is what the caller heard
     header = RequestValidator(auth_token).compute_signature(twiml_stream_url, {})
     outbox: deque[bytes] = deque()
     async with websockets.connect(stream_url, additional_headers={"X-Twilio-Signature": header},
@@ -191,14 +147,14 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
                         for turn in report.turns:
                             if turn.first_reply_audio is None and now >= turn.speech_end:
                                 turn.first_reply_audio = now
-                        player.media(event.payload)
+                        player.media(event.payload, now)
                     elif isinstance(event, ServerMark):
-                        for name in player.mark(event.name):
+                        for name in player.mark(event.name, now):
                             report.marks_played.append(name)
                             await ws.send(protocol.mark(name))
                     elif isinstance(event, ServerClear):
                         report.clears.append(now)
-                        for name in player.clear():
+                        for name in player.clear(now):
                             report.marks_cleared.append(name)
                             await ws.send(protocol.mark(name))
             except websockets.ConnectionClosed:
@@ -216,7 +172,7 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
                     await ws.send(protocol.media(frame))
                 except websockets.ConnectionClosed:
                     return
-                for name in player.tick():
+                for name in player.due(time.monotonic()):
                     report.marks_played.append(name)
                     await ws.send(protocol.mark(name))
                 next_at += FRAME_S
@@ -259,7 +215,7 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
     return report
 
 
-async def _wait_idle(player: _Player, report: CallReport, step: Wait, done: anyio.Event) -> None:
+async def _wait_idle(player: PlaybackBuffer, report: CallReport, step: Wait, done: anyio.Event) -> None:
     deadline = time.monotonic() + step.seconds
     heard_something = report.received_bytes
     while time.monotonic() < deadline and not done.is_set():
@@ -267,11 +223,11 @@ async def _wait_idle(player: _Player, report: CallReport, step: Wait, done: anyi
         if not step.until_idle:
             continue
         # idle = audio arrived since we started waiting and all of it has played
-        if report.received_bytes > heard_something and player.idle:
+        if report.received_bytes > heard_something and player.idle(time.monotonic()):
             quiet_since = time.monotonic()
-            while player.idle and time.monotonic() - quiet_since < 0.6 and not done.is_set():
+            while player.idle(time.monotonic()) and time.monotonic() - quiet_since < 0.6 and not done.is_set():
                 await anyio.sleep(0.05)
-            if player.idle:
+            if player.idle(time.monotonic()):
                 return
 
 

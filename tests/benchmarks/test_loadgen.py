@@ -58,10 +58,12 @@ def test_agent_audio_plays_in_real_time_and_marks_wait_for_it() -> None:
     call = _call(Behaviour())
     call.on_message(_media(1.0), now=10.0)
     call.on_message(json.dumps({"event": "mark", "streamSid": "MZ", "mark": {"name": "turn-1"}}), now=10.1)
-    assert call.played_until == 11.0
-    assert list(call.marks) == [(11.0, "turn-1")], "echoed once the audio before it has played"
-    call.on_message(json.dumps({"event": "clear", "streamSid": "MZ"}), now=10.5)
-    assert call.played_until == 10.5 and list(call.marks) == [(10.5, "turn-1")], "clear: echo now"
+    assert call.playback.played_until == 11.0
+    assert call.marks_due(10.9) == [] and call.marks_due(11.0) == ["turn-1"], "echoed once the audio has played"
+    call.on_message(_media(1.0), now=12.0)
+    call.on_message(json.dumps({"event": "mark", "streamSid": "MZ", "mark": {"name": "turn-2"}}), now=12.1)
+    call.on_message(json.dumps({"event": "clear", "streamSid": "MZ"}), now=12.5)
+    assert call.playback.played_until == 12.5 and call.marks_due(12.5) == ["turn-2"], "clear: echo now"
 
 
 def test_a_fixed_caller_speaks_after_its_greeting_pause_and_flags_the_utterance_end() -> None:
