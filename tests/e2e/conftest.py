@@ -52,7 +52,7 @@ def agents_dir(tmp: Path, **variants: Mapping[str, Any]) -> Path:
     base = yaml.safe_load((ROOT / "agents" / "default.yaml").read_text())
     base["greeting"] = "Hello, Harbor Lane Dental."
     directory = tmp / "agents"
-    directory.mkdir(exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / "default.yaml").write_text(yaml.safe_dump(base))
     for name, changes in variants.items():
         (directory / f"{name}.yaml").write_text(yaml.safe_dump({**base, "id": name, **changes}))

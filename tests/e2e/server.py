@@ -38,14 +38,20 @@ class Server:
 
 @contextmanager
 def running_server(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[Server]:
-    """Serve on a free port until the block ends; fail with the server's log if it does not come up."""
+    """Serve on a free port until the block ends; fail with the server's log if it does not come up.
+
+    Agents come from ``agents_dir(tmp)`` (the shipped one, short greeting) unless ``env`` names a directory.
+    """
+    from .conftest import agents_dir
+
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     environment = {
         **os.environ,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "AYBIZA_DATA_DIR": str(tmp / "data"),
-        "AYBIZA_AGENTS_DIR": str(ROOT / "agents"),
+        # The shipped agent with a one-second greeting: calls get to the point sooner.
+        "AYBIZA_AGENTS_DIR": str(agents_dir(tmp)) if not (env and "AYBIZA_AGENTS_DIR" in env) else "",
         "AYBIZA_PUBLIC_URL": f"http://127.0.0.1:{port}",
         **(env or {}),
     }

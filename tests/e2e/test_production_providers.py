@@ -73,7 +73,7 @@ async def test_call_with_deepgram_and_bedrock_answers_through_the_fakes(
     flushes = [session.types().count("Flush") for session in deepgram.speaks]
     assert sum(flushes) == 2  # greeting and answer
     assert deepgram.speaks[0].query["encoding"] == "mulaw"
-    assert report.received_bytes > 8000
+    assert report.received_bytes > 4000  # greeting and answer reached the caller
     async with httpx.AsyncClient(timeout=5) as client:
         record = (await client.get(f"{server.http}/api/calls/{report.call_sid}")).json()
     usage = record["usage"]
