@@ -24,7 +24,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -125,6 +124,7 @@ class Engines:
             if recognizer is None:
                 settings = self.settings
                 if multilingual:
+                    # The packaged base model ships split in two; it is joined once under the data directory.
                     directory = settings.whisper_multilingual_dir or joined_dir(
                         WHISPER_BASE, settings.data_dir / "models")
                     recognizer = WhisperRecognizer(directory, beam_size=settings.whisper_beam_size,
@@ -242,11 +242,6 @@ class Engines:
             if self._bedrock_pool is not None:
                 self._bedrock_pool.shutdown(wait=False, cancel_futures=True)
                 self._bedrock_pool = None
-
-    @property
-    def models_dir(self) -> Path:
-        """Where models that must be assembled on disk (the joined whisper base) are kept."""
-        return self.settings.data_dir / "models"
 
 
 def _verify_deepgram(settings: Settings, timeout_s: float) -> list[str]:

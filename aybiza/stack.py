@@ -11,7 +11,6 @@ whisper, Aura to the local voice (:class:`~aybiza.processors.fallback.FallbackSt
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 from .agents import AgentConfig
@@ -179,8 +178,3 @@ class SpeechStack:
     def _cached(self, engine: SpeechSynthesizer, ctx: CallContext) -> SpeechSynthesizer:
         assert self.cache is not None
         return CachingSynthesizer(engine, self.cache, ctx=ctx)
-
-    @staticmethod
-    def minutes(ctx: CallContext) -> float:
-        """The call's length so far, in minutes."""
-        return (time.monotonic() - ctx.started_at) / 60

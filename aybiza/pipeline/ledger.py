@@ -243,7 +243,7 @@ class CallLedger:
 
     def incident(self, kind: IncidentKind, detail: str = "") -> None:
         """A failure the call met (and survived, or ended on)."""
-        self.incidents.append(Incident(kind=kind, detail=detail[:500], at_s=round(self._clock() - self._started, 3)))
+        self.incidents.append(Incident(kind=kind, detail=detail[:500], at_s=round(self.elapsed(), 3)))
         if self.sink is not None:
             self.sink.incident(kind)
 

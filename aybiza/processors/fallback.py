@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -197,7 +196,3 @@ class FallbackStage(Processor):
             await backup.process(frame)
         self._switching.set()
         await ctx.announce(Notice.APOLOGY)
-
-    def describe(self) -> dict[str, Any]:
-        """Which stage is serving (for health and tests)."""
-        return {"primary": self.primary.name, "active": self.active.name, "switched": self._switched}
