@@ -28,7 +28,7 @@ from aybiza.pipeline.frames import AgentText, Frame, OutputAudio
 from aybiza.processors.tts.base import SpeechSynthesizer, TTSProcessor
 from aybiza.processors.tts.espeak import EspeakSynthesizer
 from aybiza.processors.tts.flite import FliteSynthesizer
-from aybiza.processors.tts.piper import PiperSynthesizer, load_voice
+from aybiza.processors.tts.piper import PiperSynthesizer
 
 __all__ = ["main"]
 
@@ -121,7 +121,7 @@ def main() -> None:
     piper = PiperSynthesizer()
     verified = time.perf_counter() - started
     started = time.perf_counter()
-    load_voice(piper.model_path)
+    piper.voice()
     loaded = time.perf_counter() - started
     started = time.perf_counter()
     piper.warm()

@@ -27,32 +27,21 @@ __all__ = ["PiperSynthesizer", "load_voice", "JOE_MODEL_FILE"]
 
 JOE_MODEL_FILE = "en_US-joe-medium.onnx"
 
-_VOICES: dict[Path, PiperVoice] = {}
-_VOICES_LOCK = threading.Lock()
-_WARMED: set[Path] = set()
-
-
 def _config_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
 def load_voice(model_path: Path) -> PiperVoice:
-    """The piper voice at ``model_path`` (config beside it as ``.onnx.json``), loaded once per process."""
-    with _VOICES_LOCK:
-        voice = _VOICES.get(model_path)
-        if voice is None:
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            config = json.loads(_config_path(model_path).read_text(encoding="utf-8"))
-            voice = PiperVoice(
-                session=onnxruntime.InferenceSession(
-                    str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-                ),
-                config=PiperConfig.from_dict(config),
-            )
-            _VOICES[model_path] = voice
-        return voice
+    """Load the piper voice at ``model_path`` (config beside it as ``.onnx.json``); blocking."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    config = json.loads(_config_path(model_path).read_text(encoding="utf-8"))
+    return PiperVoice(
+        session=onnxruntime.InferenceSession(str(model_path), sess_options=options,
+                                             providers=["CPUExecutionProvider"]),
+        config=PiperConfig.from_dict(config),
+    )
 
 
 class PiperSynthesizer:
@@ -60,9 +49,11 @@ class PiperSynthesizer:
 
     ``first_clause_words``: an opening clause longer than this many words is
     cut before a connective word so the first audio comes sooner (None: never).
+    The voice loads on first use and stays with this object; the process's
+    engines keep one synthesizer per voice.
     """
 
-    __slots__ = ("model_path", "sample_rate", "_length_scale", "_first_clause_words")
+    __slots__ = ("model_path", "sample_rate", "_length_scale", "_first_clause_words", "_voice", "_lock", "_warmed")
 
     name = "piper"
 
@@ -89,18 +80,28 @@ class PiperSynthesizer:
         self.model_path = model_path
         self._length_scale = length_scale
         self._first_clause_words = first_clause_words
+        self._voice: PiperVoice | None = None
+        self._lock = threading.Lock()
+        self._warmed = False
+
+    def voice(self) -> PiperVoice:
+        """The loaded voice (loaded once, on first use; blocking)."""
+        with self._lock:
+            if self._voice is None:
+                self._voice = load_voice(self.model_path)
+            return self._voice
 
     def warm(self) -> None:
-        """Load the voice and run one short synthesis, once per process (the first inference is slow)."""
-        if self.model_path in _WARMED:
+        """Load the voice and run one short synthesis, once (the first inference is slow)."""
+        if self._warmed:
             return
         for _ in self.synthesize("Hello.", "en"):
             pass
-        _WARMED.add(self.model_path)
+        self._warmed = True
 
     def synthesize(self, text: str, language: str) -> Generator[AudioChunk, None, None]:
         """Yield one PCM16 chunk per clause of ``text`` at the voice's rate (``language`` is the voice's)."""
-        voice = load_voice(self.model_path)
+        voice = self.voice()
         settings = SynthesisConfig(length_scale=voice.config.length_scale * self._length_scale)
         for clause in split_clauses(text, first_max_words=self._first_clause_words):
             for chunk in voice.synthesize(clause, syn_config=settings):

@@ -15,7 +15,7 @@ from aybiza.pipeline.context import CallContext
 from aybiza.pipeline.frames import AgentText, AgentTurnDone, Interruption, OutputAudio
 from aybiza.pipeline.ledger import Stage
 from aybiza.processors.tts.base import TTSProcessor
-from aybiza.processors.tts.piper import PiperSynthesizer, load_voice
+from aybiza.processors.tts.piper import PiperSynthesizer
 
 from .helpers import RecordingSink, needs_espeak, rms
 
@@ -48,10 +48,15 @@ def test_length_scale_slows_the_voice_down() -> None:
     assert len(slow) > 1.4 * len(normal)
 
 
-def test_the_voice_is_loaded_once_per_process() -> None:
+def test_the_voice_is_loaded_once_and_the_process_engines_keep_one_synthesizer() -> None:
+    from aybiza.config import Settings
+    from aybiza.engines import Engines
+
     piper = PiperSynthesizer()
     piper.warm()
-    assert load_voice(piper.model_path) is load_voice(PiperSynthesizer().model_path)
+    assert piper.voice() is piper.voice()
+    engines = Engines(Settings())
+    assert engines.voice("piper") is engines.voice("piper") is engines.local_voice
 
 
 def test_a_missing_voice_file_is_a_config_error(tmp_path: Path) -> None:
