@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     except AybizaError as error:
         print(f"aybiza: cannot serve: {error}", file=sys.stderr)
         return 2
-    app = create_app(settings, engines)
+    app = create_app(settings, engines, freeze_heap=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 ws_max_size=settings.max_message_bytes, ws_ping_interval=None, lifespan="on")
     return 0

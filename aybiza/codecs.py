@@ -63,9 +63,24 @@ def ulaw_encode_table() -> npt.NDArray[np.uint8]:
     return (code ^ mask).astype(np.uint8)
 
 
+@cache
+def _ulaw_decode_bytes() -> tuple[bytes, bytes]:
+    """The decode table as two ``bytes.translate`` tables: each code's low byte and high byte (PCM16LE)."""
+    pcm = ulaw_decode_table().astype("<i2").tobytes()
+    return pcm[0::2], pcm[1::2]
+
+
 def ulaw2lin(ulaw: bytes) -> bytes:
-    """Decode μ-law bytes to PCM16LE bytes."""
-    return ulaw_decode_table()[np.frombuffer(ulaw, dtype=np.uint8)].tobytes()
+    """Decode μ-law bytes to PCM16LE bytes.
+
+    Every caller frame goes through here: two ``bytes.translate`` lookups
+    interleaved in C cost about half of a numpy gather for a 20 ms frame.
+    """
+    low, high = _ulaw_decode_bytes()
+    pcm = bytearray(2 * len(ulaw))
+    pcm[0::2] = ulaw.translate(low)
+    pcm[1::2] = ulaw.translate(high)
+    return bytes(pcm)
 
 
 def lin2ulaw(pcm: bytes) -> bytes:

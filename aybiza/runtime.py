@@ -11,11 +11,13 @@ opens the durable call store and archives the calls a previous process left
 open as ``interrupted``, then keeps the background work going (store
 keepalive, recovery sweeps, retention, region health probes, shared health)
 until shutdown. ``dependencies()`` says what each provider is doing, for
-``/health`` and ``/ready``.
+``/health`` and ``/ready``. A serving process (``aybiza serve``) also
+freezes its startup heap for the garbage collector (:func:`freeze_startup_heap`).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -45,18 +47,45 @@ from .session.failsafe import FailsafeVoice
 from .stack import SpeechStack
 from .transports.tokens import CallTokens
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "freeze_startup_heap"]
 
 log = logging.getLogger("aybiza.runtime")
 
 _RECENT_S = 60.0  # a fallback taken this recently marks its provider degraded in /health
 
 
-class Runtime:
-    """One server process's services and the bookkeeping of every call's start and end."""
+def freeze_startup_heap() -> None:
+    """Collect once, then move every object alive now out of the garbage collector's sight (``gc.freeze``).
 
-    def __init__(self, settings: Settings, engines: Engines | None = None) -> None:
+    What a server builds at startup (modules, pydantic and boto3 models,
+    engines, routes: about 126,000 tracked objects) lives as long as the
+    process, yet every full collection walked all of it again: 93 ms at
+    idle, 195 ms with 100 calls live, and about one full collection every
+    30 s under load stalls every call's audio for that long (a 20 ms p99
+    frame-lateness window fails on one such pause). Frozen, a full
+    collection walks only what calls created: 94 ms instead of 180 ms with
+    200 calls live (measured in process on the scripted stack). Reference
+    counting still frees frozen objects; only a cycle among startup objects
+    would never be collected, and those live until exit anyway. The
+    collection thresholds stay the default: raising them traded more,
+    shorter pauses for fewer pauses of 20-60 ms and let ended calls'
+    garbage (their cancelled tasks' tracebacks are cycles) pile up for
+    minutes. Only for a serving process: a test process builds apps and
+    throws them away.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+class Runtime:
+    """One server process's services and the bookkeeping of every call's start and end.
+
+    ``freeze_heap``: freeze the startup heap once ready (:func:`freeze_startup_heap`); serving processes do.
+    """
+
+    def __init__(self, settings: Settings, engines: Engines | None = None, *, freeze_heap: bool = False) -> None:
         self.settings = settings
+        self.freeze_heap = freeze_heap
         self.node_id = f"{socket.gethostname()}-{os.getpid()}"
         self.engines = engines or Engines(settings)
         self.metrics = Metrics()
@@ -112,6 +141,8 @@ class Runtime:
                         tg.start_soon(self.routing.prober().run)
                     tg.start_soon(self._export_region_health)
                     tg.start_soon(self.routing.share_health)
+                if self.freeze_heap:
+                    freeze_startup_heap()
                 self.ready = True
                 log.info("ready in %.1f s: stt=%s llm=%s tts=%s, public URL %s", time.perf_counter() - started,
                          settings.stt, settings.llm, settings.tts, settings.base_url)

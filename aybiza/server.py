@@ -37,9 +37,14 @@ log = logging.getLogger("aybiza.server")
 MAX_OFFER_BYTES = 128 * 1024
 
 
-def create_app(settings: Settings | None = None, engines: Engines | None = None) -> Starlette:
-    """The ASGI application for ``settings`` (defaults: environment and the embedded stack)."""
-    runtime = Runtime(settings or Settings(), engines)
+def create_app(settings: Settings | None = None, engines: Engines | None = None, *,
+               freeze_heap: bool = False) -> Starlette:
+    """The ASGI application for ``settings`` (defaults: environment and the embedded stack).
+
+    ``freeze_heap``: a serving process's app freezes its startup heap once ready (see
+    :func:`~aybiza.runtime.freeze_startup_heap`).
+    """
+    runtime = Runtime(settings or Settings(), engines, freeze_heap=freeze_heap)
     guard = Guard(runtime.settings)
     browser = BrowserCalls(runtime)
 

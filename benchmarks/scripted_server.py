@@ -275,7 +275,7 @@ def build_app(settings: Settings, engines: Engines, instruments: BenchInstrument
     ``slow_callback_ms`` turns on asyncio's debug mode and logs every callback
     that holds the event loop longer than that (to find what makes frames late).
     """
-    inner = create_app(settings, engines)
+    inner = create_app(settings, engines, freeze_heap=True)  # as aybiza serve does
     runtime: Runtime = inner.state.aybiza
     instruments.install(runtime)
     lateness = instruments.lateness

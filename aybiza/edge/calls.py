@@ -27,7 +27,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +170,10 @@ class CallStore:
         record.turns, record.started_at = archived.turns, archived.started_at
         return await self.start(record, after_version=archived.version), True
 
-    async def update(self, call_id: str, *, turn: TurnRecord | None = None, **changes: Any) -> None:
-        """Apply ``changes`` (record fields) and ``turn`` (added or replaced by id); write the snapshot.
+    async def update(self, call_id: str, *, turn: TurnRecord | Sequence[TurnRecord] | None = None,
+                     **changes: Any) -> None:
+        """Apply ``changes`` (record fields) and ``turn`` (one or several, added or replaced by id); write the
+        snapshot once.
 
         The change is applied in memory before the first await, so it is part
         of the final record even if the write is cancelled or fails.
@@ -340,14 +342,18 @@ class CallStore:
         return record
 
     @staticmethod
-    def _apply(record: CallRecord, turn: TurnRecord | None, changes: Mapping[str, Any]) -> None:
+    def _apply(record: CallRecord, turn: TurnRecord | Sequence[TurnRecord] | None,
+               changes: Mapping[str, Any]) -> None:
         unknown = set(changes) - _FIELDS
         if unknown:
             raise TypeError(f"not call record fields: {', '.join(sorted(unknown))}")
         for name, value in changes.items():
             setattr(record, name, value)
-        if turn is not None:
+        if isinstance(turn, TurnRecord):
             record.put_turn(turn)
+        elif turn is not None:
+            for one in turn:
+                record.put_turn(one)
         record.version += 1
         record.updated_at = time.time()
 

@@ -172,6 +172,7 @@ class CallLedger:
         "_cache",
         "_answers",
         "_failovers",
+        "_firsts",
     )
 
     def __init__(self, sink: LedgerSink | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -192,6 +193,7 @@ class CallLedger:
         self._cache: dict[CacheKind, list[int]] = {}
         self._answers: dict[str, int] = {}
         self._failovers: list[tuple[str, str]] = []
+        self._firsts: dict[int, dict[str, float]] = {}  # turn -> stage -> its first sample (see timings())
 
     # -- recording ----------------------------------------------------------------
 
@@ -232,6 +234,11 @@ class CallLedger:
         """A latency sample of ``stage`` for the current (or, before the turn, the next) turn."""
         turn = self.turn + 1 if stage.before_turn else self.turn
         self.samples.append((stage, seconds, turn))
+        firsts = self._firsts.get(turn)
+        if firsts is None:
+            firsts = self._firsts[turn] = {}
+        if stage.value not in firsts:
+            firsts[stage.value] = round(seconds, 6)
         if self.sink is not None:
             self.sink.timing(stage, seconds)
 
@@ -271,12 +278,8 @@ class CallLedger:
         return counts[0] if counts is not None else 0
 
     def timings(self, turn: int) -> dict[str, float]:
-        """The first sample of each stage in ``turn``, in seconds."""
-        found: dict[str, float] = {}
-        for stage, seconds, sample_turn in self.samples:
-            if sample_turn == turn and stage.value not in found:
-                found[stage.value] = round(seconds, 6)
-        return found
+        """The first sample of each stage in ``turn``, in seconds (kept as samples come: no scan of them all)."""
+        return dict(self._firsts.get(turn, ()))
 
     def elapsed(self) -> float:
         """Seconds since the call's ledger was opened."""

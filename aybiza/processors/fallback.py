@@ -35,6 +35,7 @@ from ..pipeline import (
     InputAudio,
     Interruption,
     Notice,
+    OutputAudio,
     Processor,
     SpeechStarted,
     SpeechStopped,
@@ -74,7 +75,8 @@ class FallbackStage(Processor):
         self._replay_kind = replay
         self._incident = incident
         self._unavailable = unavailable
-        self._pending: list[Frame] = []
+        # What the backup would be given: frames, or an InputAudio's fields (see _remember).
+        self._pending: list[Frame | tuple[bytes, int, float, bool | None, bytes | None]] = []
         self._switching = anyio.Event()
         self._switched = False
         self._tg: TaskGroup | None = None
@@ -153,7 +155,9 @@ class FallbackStage(Processor):
 
     async def _from_primary(self, frame: Frame) -> None:
         """What the primary produced; forget what it has finished with."""
-        if self._replay_kind is Replay.UTTERANCE and isinstance(frame, Transcript) and frame.final:
+        if type(frame) is OutputAudio:  # the bulk of what a voice pushes: nothing to forget
+            pass
+        elif self._replay_kind is Replay.UTTERANCE and isinstance(frame, Transcript) and frame.final:
             self._pending.clear()
         elif self._replay_kind is Replay.AGENT_TEXT and isinstance(frame, AgentTurnDone):
             self._pending = [f for f in self._pending if getattr(f, "turn_id", None) != frame.turn_id]
@@ -162,11 +166,17 @@ class FallbackStage(Processor):
 
     def _remember(self, frame: Frame) -> None:
         if self._replay_kind is Replay.UTTERANCE:
-            if isinstance(frame, SpeechStarted):
+            pending = self._pending
+            if type(frame) is InputAudio:
+                # Every voiced frame passes here: kept as its fields, which the garbage collector stops
+                # tracking (a frame object would be tracked, and promoted, until the final transcript).
+                if pending and len(pending) < _MAX_REPLAY_FRAMES:
+                    pending.append((frame.pcm, frame.sample_rate, frame.captured_at, frame.voiced, frame.ulaw))
+            elif isinstance(frame, SpeechStarted):
                 self._pending = [frame]
-            elif isinstance(frame, InputAudio | SpeechStopped) and self._pending:
-                if len(self._pending) < _MAX_REPLAY_FRAMES:
-                    self._pending.append(frame)
+            elif isinstance(frame, InputAudio | SpeechStopped) and pending:
+                if len(pending) < _MAX_REPLAY_FRAMES:
+                    pending.append(frame)
         elif isinstance(frame, AgentText | AgentTurnDone):
             self._pending.append(frame)
         elif isinstance(frame, Interruption):
@@ -192,7 +202,7 @@ class FallbackStage(Processor):
             raise CallEnded(self._unavailable, f"{detail}; the fallback failed: {failure}") from failure
         self.active = backup
         pending, self._pending = self._pending, []
-        for frame in pending:
-            await backup.process(frame)
+        for kept in pending:
+            await backup.process(InputAudio(*kept) if isinstance(kept, tuple) else kept)
         self._switching.set()
         await ctx.announce(Notice.APOLOGY)

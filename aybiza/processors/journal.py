@@ -13,7 +13,9 @@ and never ends the call.
 Latencies come from the call's ledger, which tags every sample with its
 turn; a turn's record is refreshed when the next turn starts and when the
 call stops, so the stages that finish after the model (first audio,
-voice-to-voice) are in it.
+voice-to-voice) are in it. The store is written once per turn: a refreshed
+turn goes out with the next turn's answer (or at the end of the call), in
+the same snapshot, and the usage snapshot is built only for that write.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ class CallJournal(WrappingProcessor):
         self._answer_hits: dict[int, int] = {}  # answer-cache hits when each turn arrived
         self._audio_hits = 0
         self._quality: dict[str, Any] = {}
-        self._dirty: dict[int, TurnRecord] = {}
+        self._dirty: dict[int, TurnRecord] = {}  # turns to write, in the order they became due
         self._writing = anyio.Lock()
+        self._flush_started = False  # a flush task is on its way: more dirty turns ride along
         self._ok = True
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
@@ -86,8 +89,9 @@ class CallJournal(WrappingProcessor):
             if self.ctx is not None:
                 self._answer_hits[frame.turn_id] = self.ctx.ledger.cache_hits(CacheKind.ANSWER)
             if previous is not None:
+                # Its late latencies are in now; it is written with this turn's answer (or at stop).
                 self._refresh(previous)
-                self._schedule(previous)
+                self._dirty[previous] = self._turns[previous]
         elif isinstance(frame, Interruption) and self._current is not None:
             self._turns[self._current].interrupted = True
         elif isinstance(frame, QualityReport):
@@ -127,16 +131,20 @@ class CallJournal(WrappingProcessor):
     def _schedule(self, turn_id: int) -> None:
         """Write the turn soon, off the frame path (writes stay in order; stop() writes what is left)."""
         self._dirty[turn_id] = self._turns[turn_id]
-        if self.tg is not None:
+        if self.tg is not None and not self._flush_started:
+            self._flush_started = True
             self.tg.start_soon(self._flush)
 
     async def _flush(self) -> None:
+        """Write every dirty turn, in one snapshot per pass."""
         async with self._writing:
+            self._flush_started = False
             while self._dirty:
-                turn_id = next(iter(self._dirty))
-                await self._write(self._dirty.pop(turn_id))
+                turns = list(self._dirty.values())
+                self._dirty.clear()
+                await self._write(turns)
 
-    async def _write(self, turn: TurnRecord) -> None:
+    async def _write(self, turns: list[TurnRecord]) -> None:
         ctx = self.ctx
         if not self._ok or ctx is None:
             return
@@ -144,7 +152,12 @@ class CallJournal(WrappingProcessor):
         if self._quality:
             changes["quality"] = dict(self._quality)
         try:
-            await self.store.update(ctx.call_id, turn=turn.model_copy(deep=True), **changes)
+            await self.store.update(ctx.call_id, turn=[_snapshot(turn) for turn in turns], **changes)
         except CallStateError as error:
             self._ok = False
             ctx.log.warning("call journal stopped: %s", error)
+
+
+def _snapshot(turn: TurnRecord) -> TurnRecord:
+    """A copy the journal's later changes to ``turn`` do not reach (its containers are the only mutable fields)."""
+    return turn.model_copy(update={"timings": dict(turn.timings), "cached": list(turn.cached)})

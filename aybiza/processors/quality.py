@@ -31,6 +31,7 @@ from anyio.abc import TaskGroup
 from ..pipeline.context import CallContext
 from ..pipeline.frames import Frame, InputAudio, QualityReport
 from ..pipeline.processor import Processor
+from .levels import mean_square
 
 __all__ = ["QualityMeter", "QualityProcessor", "WindowQuality", "tier_for"]
 
@@ -165,12 +166,10 @@ class QualityMeter:
 
     def feed(self, pcm: bytes, sample_rate: int) -> WindowQuality | None:
         """Measure one frame; returns the window's quality when this frame completes a window."""
-        samples = np.frombuffer(pcm, dtype="<i2")
-        count = samples.size
-        if count == 0:
+        if not pcm:
             return None
-        floats = samples.astype(np.float32)
-        power = float(np.dot(floats, floats)) / count
+        power = mean_square(pcm)  # shared with the VAD's gate, which measures the same frame next
+        count = len(pcm) // 2
         level = 10.0 * math.log10(power + 1.0)
         duration = count / sample_rate
         self._track_floor(level, duration)
@@ -188,6 +187,7 @@ class QualityMeter:
             self._levels.append(level)
             self._powers.append(power)
             if level > self.noise_floor_db + 6.0:
+                floats = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
                 self._speech_samples += count
                 self._clipped += int(np.count_nonzero(np.abs(floats) >= _CLIP_LEVEL))
                 self._fft_countdown -= 1

@@ -40,6 +40,7 @@ from anyio.abc import TaskGroup
 from ..pipeline.context import CallContext
 from ..pipeline.frames import AgentSpeaking, EndOfCall, Frame, InputAudio, SpeechStarted, SpeechStopped
 from ..pipeline.processor import Processor
+from .levels import mean_square
 from .packaged import PackagedModel, verified_dir
 
 __all__ = [
@@ -133,9 +134,8 @@ class AdaptiveClassifier:
 
     def __call__(self, pcm: bytes, sample_rate: int) -> bool:
         """True when the frame holds speech above the noise floor (or is in the hangover after it)."""
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-        level_db = 10.0 * math.log10(float(np.dot(samples, samples)) / max(1, samples.size) + 1.0)
-        duration = samples.size / sample_rate
+        level_db = 10.0 * math.log10(mean_square(pcm) + 1.0)  # the quality stage measured it already
+        duration = len(pcm) // 2 / sample_rate
         if level_db < self._block_min:
             self._block_min = level_db
         self._block_filled_s += duration
@@ -428,11 +428,16 @@ class VADProcessor(Processor):
         """Keep what a pre-roll may still need: the current voiced run plus ``preroll_ms``."""
         keep = self._preroll_s + self._voiced_run_s + 1e-6
         held = self._held
+        held_s = self._held_s
         gated = 0.0
-        while held and self._held_s - held[0].duration >= keep:
-            old = held.popleft()
-            self._held_s -= old.duration
-            gated += old.duration
+        while held:
+            oldest = held[0].duration
+            if held_s - oldest < keep:
+                break
+            held.popleft()
+            held_s -= oldest
+            gated += oldest
+        self._held_s = held_s
         if gated and self.ctx is not None:
             self.ctx.ledger.add_gated(gated)
 

@@ -6,7 +6,10 @@ what happens next. That audio cannot depend on the provider that failed, so
 it is spoken by the process's local voice (piper, or espeak-ng: always
 installed, no network) and kept rendered: :meth:`FailsafeVoice.warm` renders
 the default agent's texts at startup, and every other text is rendered once,
-the first time it is needed, then reused.
+the first time it is needed, then reused. Calls that need the same text at
+once (a region failing fails many turns together) share that one rendering:
+one worker thread synthesises while the others wait for it, instead of a
+thread each stealing the loop's core at the moment it is already behind.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class FailsafeVoice:
         self.voice = voice
         self.other_languages = other_languages
         self._rendered: OrderedDict[tuple[str, str], tuple[bytes, int]] = OrderedDict()
+        self._rendering: dict[tuple[str, str], anyio.Event] = {}  # renderings in progress (event loop only)
         self._lock = threading.Lock()
 
     def _engine(self, language: str) -> SpeechSynthesizer:
@@ -61,12 +65,22 @@ class FailsafeVoice:
         return rendered
 
     async def render_async(self, text: str, language: str = "en") -> tuple[bytes, int]:
-        """:meth:`render` off the event loop (at once when it is rendered already)."""
+        """:meth:`render` off the event loop (at once when it is rendered already; one rendering per text)."""
         key = (" ".join(text.split()), language)
-        found = self._rendered.get(key)
-        if found is not None:
-            return found
-        return await anyio.to_thread.run_sync(self.render, text, language)
+        while True:
+            found = self._rendered.get(key)
+            if found is not None:
+                return found
+            rendering = self._rendering.get(key)
+            if rendering is None:
+                break
+            await rendering.wait()  # if that rendering failed, the next waiter tries again
+        done = self._rendering[key] = anyio.Event()
+        try:
+            return await anyio.to_thread.run_sync(self.render, text, language)
+        finally:
+            del self._rendering[key]
+            done.set()
 
     def warm(self, *texts: str, language: str = "en") -> None:
         """Render ``texts`` now (blocking; at startup)."""

@@ -58,7 +58,9 @@ class TwilioOutput(Processor):
         super().__init__()
         self.protocol = protocol
         self._send_text = send
-        self._lock = anyio.Lock()
+        # Keeps a media message and its mark together when an announcement sends meanwhile; uncontended
+        # (nearly always) it must not yield to the loop: it is taken for every chunk of agent audio.
+        self._lock = anyio.Lock(fast_acquire=True)
         self._resampler: Resampler | None = None
         self._turn_open: int | None = None
         self._timed_turn = 0

@@ -126,6 +126,28 @@ async def test_turns_reach_the_store_during_the_call_and_the_archive_at_its_end(
     assert await store.archive.get("CA1") == record
 
 
+async def test_each_turn_is_one_store_write_carrying_the_previous_turns_late_latencies(store: CallStore) -> None:
+    journal = CallJournal(ScriptedModel(), store)
+    journal.link(None)
+    journal.push = RecordingSink()
+    ctx = CallContext(call_id="CA2")
+    await store.open_call(ctx)
+    start = (await live_record(store, "CA2", 0)).version
+    async with anyio.create_task_group() as tg:
+        await journal.start(ctx, tg)
+        await journal.process(AgentText("Hello.", 0))
+        await journal.process(AgentTurnDone(0))
+        assert (await live_record(store, "CA2", 1)).version == start + 1
+        ctx.ledger.time(Stage.TTS_FIRST_BYTE, 0.11)  # the greeting's audio, after its turn was written
+        ctx.ledger.turn = 1
+        await journal.process(UserTurn("Are you open?", turn_id=1))
+        live = await live_record(store, "CA2", 2)
+        assert live.version == start + 2, "the greeting's refresh went out with turn 1's answer, in one write"
+        assert live.turns[0].timings == {"tts_first_byte": 0.11}
+        tg.cancel_scope.cancel()
+    await journal.stop()
+
+
 async def test_cache_hits_are_marked_on_the_turn(store: CallStore) -> None:
     cache = MemoryCache()
     policy = AnswerPolicy(AGENT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import anyio
 import numpy as np
 import pytest
 
@@ -74,6 +75,21 @@ async def test_render_async_renders_off_the_loop_once_then_answers_at_once() -> 
     assert voice.threads and voice.threads[0] != loop_thread  # synthesis never blocks the event loop
     assert await failsafe.render_async(APOLOGY) == first
     assert len(voice.asked) == 1
+
+
+async def test_calls_needing_the_same_apology_at_once_share_one_rendering() -> None:
+    voice = Counting()
+    failsafe = FailsafeVoice(voice)
+    heard: list[tuple[bytes, int]] = []
+
+    async def one_call() -> None:
+        heard.append(await failsafe.render_async(APOLOGY, "en-US"))
+
+    async with anyio.create_task_group() as calls:  # a region failing fails many turns together
+        for _ in range(20):
+            calls.start_soon(one_call)
+    assert len(heard) == 20 and len(set(heard)) == 1
+    assert voice.asked == [(APOLOGY, "en-US")], "one synthesis, not one worker thread per call"
 
 
 def test_other_languages_go_to_the_other_voice() -> None:

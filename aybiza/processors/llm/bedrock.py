@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -243,7 +242,13 @@ _DONE = object()
 
 
 class _StreamJob:
-    """One ConverseStream read in a worker thread, handed to the loop event by event."""
+    """One ConverseStream read in a worker thread, handed to the loop event by event.
+
+    The reader never waits for the loop: each event is scheduled onto it
+    (in order) and the thread goes back to the socket, so a busy loop delays
+    a reply by one pass, not one pass per event, and no thread sleeps on a
+    round trip. Events the loop takes in one pass reach the stream together.
+    """
 
     __slots__ = ("_send", "_token", "_stream", "_cancelled", "_lock")
 
@@ -276,12 +281,22 @@ class _StreamJob:
                 _close_quietly(stream)
 
     def _emit(self, item: object) -> bool:
+        """Schedule ``item`` onto the loop (from the reader thread); False once nobody will take it."""
+        if self._cancelled:
+            return False
         try:
-            anyio.from_thread.run_sync(self._send.send_nowait, item, token=self._token)
+            self._token.backend_class.run_sync_soon(self._deliver, (item,), self._token.native_token)
             return True
-        except Exception:  # the reader went away or the loop is closing
+        except Exception:  # the loop is closing
             self._cancelled = True
             return False
+
+    def _deliver(self, item: object) -> None:
+        """On the loop: hand ``item`` to the stream (the reader hears at its next event if it went away)."""
+        try:
+            self._send.send_nowait(item)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._cancelled = True
 
     def cancel(self) -> None:
         """Stop reading (from the loop thread) without waiting on the reader.
@@ -379,6 +394,7 @@ class BedrockStreamer:
         started = time.monotonic()
         self.pool.submit(job.run, self.client, kwargs)
         got_token = False
+        reader_done = False  # the reader sent its last item and closes the stream itself
         try:
             with receive:
                 while True:
@@ -398,8 +414,10 @@ class BedrockStreamer:
                             region=self.region,
                         )
                     if item is _DONE:
+                        reader_done = True
                         return
                     if isinstance(item, _Failed):
+                        reader_done = True
                         mapped = classify_error(item.error, region=self.region, provider=self.provider)
                         if mapped is None:
                             raise item.error
@@ -409,7 +427,8 @@ class BedrockStreamer:
                             got_token = True
                         yield event
         finally:
-            job.cancel()
+            if not reader_done:  # abandoned mid-stream (barge-in, a deadline): stop the reader
+                job.cancel()
             send.close()
 
 

@@ -178,6 +178,8 @@ class DeepgramSTT(Processor):
         self._wake = anyio.Event()
         self._finalize_due = False
         self._finalize_outstanding = False
+        self._keepalive_due = False
+        self._last_send = 0.0  # monotonic time anything last went out on the socket
         self._reconnect = False
         self._closing = False
         self._session_scope: anyio.CancelScope | None = None
@@ -336,6 +338,7 @@ class DeepgramSTT(Processor):
             self._sent = self._buf_start
             if self._finalize_outstanding:
                 self._finalize_due = True
+            self._last_send = time.monotonic()
             self._wake.set()
             try:
                 async with anyio.create_task_group() as tg:
@@ -343,18 +346,29 @@ class DeepgramSTT(Processor):
                     if self._reconnect:
                         tg.cancel_scope.cancel()
                     tg.start_soon(self._sender, conn, tg.cancel_scope)
+                    tg.start_soon(self._keepalive_ticker)
                     await self._receiver(conn)
                     tg.cancel_scope.cancel()
             finally:
                 self._session_scope = None
 
+    def _sender_has_work(self) -> bool:
+        return self._sent < self._buf_start + len(self._buf) or self._finalize_due or self._keepalive_due
+
     async def _sender(self, conn: Any, scope: anyio.CancelScope) -> None:
+        """Send what accumulated since it last ran, then sleep until a frame, a stop or the ticker wakes it.
+
+        It runs once per voiced frame while the caller speaks, so it sleeps on a
+        plain event (made only when it goes to sleep) and keeps no timeout of
+        its own: the keepalive has a ticker that wakes once per ``keepalive_s``.
+        """
         chunk = max(self._width, (self.bytes_per_second // 4) // self._width * self._width)
         try:
             while True:
-                with anyio.move_on_after(self.keepalive_s) as idle:
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+                if not self._sender_has_work():
+                    wake = self._wake = anyio.Event()
+                    await wake.wait()
+                    continue
                 sent_audio = False
                 while self._sent < self._buf_start + len(self._buf):
                     lo = self._sent - self._buf_start
@@ -362,14 +376,31 @@ class DeepgramSTT(Processor):
                     await conn.send_media(piece)
                     self._sent += len(piece)
                     sent_audio = True
+                if sent_audio:
+                    self._last_send = time.monotonic()
                 if self._finalize_due:
                     self._finalize_due = False
                     self._finalize_outstanding = True
+                    self._keepalive_due = False
                     await conn.send_finalize()
-                elif idle.cancelled_caught and not sent_audio:
-                    await conn.send_keep_alive()
+                    self._last_send = time.monotonic()
+                elif self._keepalive_due:
+                    self._keepalive_due = False
+                    if not sent_audio:
+                        await conn.send_keep_alive()
+                        self._last_send = time.monotonic()
         except connection_errors():
             scope.cancel()
+
+    async def _keepalive_ticker(self) -> None:
+        """Wake the sender for a ``KeepAlive`` once nothing has gone out for ``keepalive_s`` (the VAD gates silence)."""
+        while True:
+            idle_for = time.monotonic() - self._last_send
+            if idle_for >= self.keepalive_s:
+                self._keepalive_due = True
+                self._wake.set()
+                idle_for = 0.0
+            await anyio.sleep(self.keepalive_s - idle_for)
 
     async def _receiver(self, conn: Any) -> None:
         try:
