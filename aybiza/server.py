@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
         dependencies = runtime.dependencies()
         degraded = any(d["state"] != "ok" for d in dependencies.values())
         return JSONResponse({"status": "degraded" if degraded else "ok", "active_calls": len(runtime.calls),
-                             "dependencies": dependencies})
+                             "waiting_streams": runtime.admission.waiting, "dependencies": dependencies})
 
     async def ready(request: Request) -> Response:
         ok, why = runtime.can_serve()
