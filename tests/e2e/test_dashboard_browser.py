@@ -44,7 +44,9 @@ def test_dashboard_renders_live_numbers_in_chromium(server: Server, tmp_path: Pa
     page: Any
     with chromium_page(tmp_path / "profile") as page:
         page.goto(f"{server.http}/dashboard")
-        page.wait_for_function("document.querySelector('#status').textContent.includes('updated')", timeout=15000)
+        # A function, not an expression: the page's CSP (its own inline script only) forbids eval.
+        page.wait_for_function("() => document.querySelector('#status').textContent.includes('updated')",
+                               timeout=15000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         assert page.inner_text("#active-calls").strip() == "0"
