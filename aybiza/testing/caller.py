@@ -116,13 +116,15 @@ async def _announce(http_base: str, public_url: str, auth_token: str, caller: st
 
 async def place_call(stream_url: str, script: Script, *, auth_token: str, public_url: str | None = None,
                      caller: str = "+15555550123", agent: str | None = None, hangup_after: float = 2.0,
-                     call_timeout: float = 120.0, call_sid: str | None = None) -> CallReport:
+                     call_timeout: float = 120.0, call_sid: str | None = None,
+                     account_sid: str | None = None) -> CallReport:
     """Call the server at ``stream_url`` like Twilio and run ``script``; return what the caller saw.
 
-    Pass the ``call_sid`` of an earlier stream to reconnect the same call (as after a server failure).
+    Pass the ``call_sid`` of an earlier stream to reconnect the same call (as after a server failure), and
+    the ``account_sid`` a server with ``TWILIO_ACCOUNT_SID`` expects (default: a random one).
     """
     call_sid = call_sid or new_sid("CA")
-    account_sid = new_sid("AC")  # the webhook and the stream name the same account, as Twilio's do
+    account_sid = account_sid or new_sid("AC")  # the webhook and the stream name the same account, as Twilio's do
     report = CallReport(call_sid=call_sid)
     public = public_url or _http_base(stream_url)
     twiml_stream_url, custom = await _announce(_http_base(stream_url), public, auth_token, caller, call_sid, agent,

@@ -169,7 +169,7 @@ async def test_when_no_region_answers_the_caller_is_asked_again_then_told_goodby
 ) -> None:
     report = await place_call(bedrock_down.stream_url,
                               [Wait(6), Say(caller_speech(QUESTION)), Wait(15), Say(caller_speech(QUESTION)),
-                               Wait(15)], auth_token=AUTH_TOKEN)
+                               Wait(15)], auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
     heard = await _apologised(report, recognizer)
     assert {"again"} <= heard and {"call", "back", "goodbye"} & heard
     record = await _record(bedrock_down.http, report.call_sid, bedrock_down.api)
@@ -185,7 +185,7 @@ async def test_an_agent_with_a_number_hands_the_caller_to_a_person_when_the_mode
 ) -> None:
     report = await place_call(bedrock_down.stream_url,
                               [Wait(6), Say(caller_speech(QUESTION)), Wait(15), Say(caller_speech(QUESTION)),
-                               Wait(15)], auth_token=AUTH_TOKEN, agent="transfers")
+                               Wait(15)], auth_token=AUTH_TOKEN, agent="transfers", account_sid=ACCOUNT_SID)
     heard = await _apologised(report, recognizer)
     assert {"colleague", "through"} & heard  # the handoff line, in the local voice, before the transfer
     [update] = [u for u in twilio.updates if u.call_sid == report.call_sid]
@@ -200,7 +200,7 @@ async def test_a_residency_that_cannot_be_met_is_refused_out_loud(
 ) -> None:
     # Canada belongs to no residency zone: an agent that keeps data in the caller's zone cannot take the call.
     report = await place_call(bedrock_down.stream_url, [Wait(8)], auth_token=AUTH_TOKEN, agent="own_zone",
-                              caller="+14165550123")
+                              caller="+14165550123", account_sid=ACCOUNT_SID)
     await _apologised(report, recognizer)
     record = await _record(bedrock_down.http, report.call_sid, bedrock_down.api)
     assert record["outcome"] == "residency_refused" and "CA" in record["outcome_detail"]
