@@ -31,6 +31,7 @@ from .logs import Throttled
 from .pipeline import CallContext
 from .runtime import Runtime
 from .session import CallSession, Ticket
+from .transports.ids import clean_text
 from .transports.pacing import MediaPacer
 from .transports.tokens import Announcement, binding_refusal
 from .transports.twilio_rest import TwilioCallControl
@@ -41,6 +42,7 @@ __all__ = ["BrowserCalls", "serve_twilio_stream"]
 
 log = logging.getLogger("aybiza.calls")
 _floods = Throttled(log)
+_MAX_PARAMETERS, _MAX_PARAMETER_NAME, _MAX_PARAMETER_VALUE = 16, 64, 256
 
 
 async def serve_twilio_stream(websocket: WebSocket, runtime: Runtime) -> None:
@@ -102,8 +104,7 @@ async def serve_twilio_stream(websocket: WebSocket, runtime: Runtime) -> None:
                        close_after_s=settings.media_flood_close_s)
     try:
         ctx = CallContext(call_id=started.call_sid, transport="twilio", caller=announcement.caller,
-                          agent_id=announcement.agent_id,
-                          custom={k: v for k, v in started.custom_parameters.items() if k != "call_token"})
+                          agent_id=announcement.agent_id, custom=_custom(started.custom_parameters))
         control = None
         if settings.twilio_account_sid and settings.twilio_auth_token:
             control = TwilioCallControl(ctx.call_id, account_sid=settings.twilio_account_sid,
@@ -114,6 +115,13 @@ async def serve_twilio_stream(websocket: WebSocket, runtime: Runtime) -> None:
     finally:
         ticket.release()
         metrics.media_dropped("twilio", pacer.dropped_frames)
+
+
+def _custom(parameters: dict[str, str]) -> dict[str, str]:
+    """The stream's ``<Parameter>`` values a call keeps (its record holds them): a few, short, printable."""
+    kept = {clean_text(key, _MAX_PARAMETER_NAME): clean_text(value, _MAX_PARAMETER_VALUE)
+            for key, value in list(parameters.items())[:_MAX_PARAMETERS] if key != "call_token"}
+    return {key: value for key, value in kept.items() if key}
 
 
 async def _ended_before(runtime: Runtime, call_sid: str) -> bool:

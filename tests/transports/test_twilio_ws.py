@@ -737,3 +737,25 @@ async def test_sockets_that_never_start_give_way_to_newer_ones(tmp_path: Path) -
         await serve_twilio_stream(real, runtime)  # type: ignore[arg-type]
         assert real.close_code == 1000
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_streams_parameters_reach_the_record_few_short_and_printable(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path)
+    caller = _bound_caller(runtime)
+    caller.custom_parameters |= {"note\n": "x\r\ny" * 10_000, **{f"p{n}": "v" for n in range(40)}}
+    seen: list[dict[str, str]] = []
+    original = runtime.call_started
+
+    def started(ctx: CallContext) -> None:
+        seen.append(dict(ctx.custom))
+        original(ctx)
+
+    runtime.call_started = started  # type: ignore[method-assign]
+    websocket = FakeTwilioSocket(_valid_call(caller))
+    await _serve(runtime, websocket)
+    assert websocket.close_code == 1000
+    (custom,) = seen
+    assert len(custom) <= 16 and "call_token" not in custom and custom["caller"] == "+15555550123"
+    assert all(len(v) <= 256 and "\n" not in v and "\r" not in v for v in custom.values())
+    assert "note" in custom and "\n" not in "".join(custom)
