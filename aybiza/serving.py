@@ -20,7 +20,8 @@ protocol (no HTTP parsing of ours) to
   and ``max_connections_per_ip`` from one address (trusted proxies exempt):
   when full, the oldest idle one is closed for the newcomer
   (:class:`ConnectionGate`), so a flood of silent sockets never keeps a
-  health check or a webhook out; with no idle one to close, the newcomer is.
+  health check or a webhook out; the newcomer goes only when no older one is
+  idle.
 
 Upgraded WebSockets leave the gate: the admission caps streams waiting for
 their ``start``, and calls have their budgets. The file-descriptor limit is
@@ -66,8 +67,10 @@ class Idle(Protocol):
 class ConnectionGate:
     """Connections before or between requests: at most ``max_total``, and ``max_per_client`` per address.
 
-    Pure bookkeeping; :meth:`admit` says which idle connections to close to
-    make room, or that the newcomer must go.
+    Pure bookkeeping. A connection joins (:meth:`join`) at once; :meth:`excess` then says which connections to
+    close to be within the caps again: the oldest idle ones first (a newcomer is the newest, so it goes only
+    when no older one is idle). Asked a loop iteration after the connection came, it lets heads that had
+    already arrived be read first, so those connections are busy, not idle, when the gate chooses.
     """
 
     def __init__(self, max_total: int, max_per_client: int, trusted: Collection[str] = ()) -> None:
@@ -80,24 +83,30 @@ class ConnectionGate:
     def __len__(self) -> int:
         return len(self._open)
 
-    def admit(self, connection: Idle, client: str) -> list[Idle] | None:
-        """Register ``connection``; the connections to close for it, or None when it must be closed itself."""
-        victims: list[Idle] = []
-        trusted = client in self.trusted or "*" in self.trusted
-        if not trusted and self._per_client.get(client, 0) >= self.max_per_client:
-            victim = self._oldest_idle(client)
-            if victim is None:
-                return None
-            victims.append(victim)
-        if len(self._open) - len(victims) >= self.max_total:
-            victim = self._oldest_idle(None, exclude=victims)
-            if victim is None:
-                return None
-            victims.append(victim)
-        for victim in victims:
-            self.leave(victim)
+    def join(self, connection: Idle, client: str) -> None:
+        """Count ``connection`` (from ``client``)."""
         self._open[connection] = client
         self._per_client[client] = self._per_client.get(client, 0) + 1
+
+    def excess(self, connection: Idle) -> list[Idle]:
+        """The connections to close, oldest idle first, for the caps to hold with ``connection`` in; forgotten."""
+        client = self._open.get(connection)
+        if client is None:
+            return []
+        victims: list[Idle] = []
+        trusted = client in self.trusted or "*" in self.trusted
+        while not trusted and self._per_client.get(client, 0) > self.max_per_client:
+            victim = self._oldest_idle(client)
+            if victim is None:
+                break
+            self.leave(victim)
+            victims.append(victim)
+        while len(self._open) > self.max_total:
+            victim = self._oldest_idle(None)
+            if victim is None:
+                break  # every connection is busy with a request: they finish soon
+            self.leave(victim)
+            victims.append(victim)
         return victims
 
     def leave(self, connection: Idle) -> None:
@@ -111,9 +120,9 @@ class ConnectionGate:
         else:
             del self._per_client[client]
 
-    def _oldest_idle(self, client: str | None, exclude: Collection[Idle] = ()) -> Idle | None:
+    def _oldest_idle(self, client: str | None) -> Idle | None:
         for connection, owner in self._open.items():
-            if (client is None or owner == client) and connection.idle and connection not in exclude:
+            if (client is None or owner == client) and connection.idle:
                 return connection
         return None
 
@@ -149,16 +158,14 @@ def guarded_protocol(gate: ConnectionGate, header_timeout_s: float, on_refusal: 
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            client = self.client[0] if self.client else ""
-            victims = gate.admit(self, client)
-            if victims is None:
-                refused("connection_cap", client)
-                transport.abort()
-                return
-            for victim in victims:
-                refused("connection_cap", client)
-                victim.close()
+            gate.join(self, self.client[0] if self.client else "")
+            self.loop.call_soon(self._enforce)  # after the heads already here are read
             self._arm()
+
+        def _enforce(self) -> None:
+            for victim in gate.excess(self):
+                refused("connection_cap", self.client[0] if self.client else "")
+                victim.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

@@ -39,29 +39,37 @@ class Conn:
         return self.name
 
 
+def _join(gate: ConnectionGate, connection: Conn, client: str) -> list[Conn]:
+    gate.join(connection, client)
+    return gate.excess(connection)  # type: ignore[return-value]
+
+
 def test_the_gate_lets_the_oldest_idle_connection_go_for_a_newcomer() -> None:
     gate = ConnectionGate(max_total=3, max_per_client=2)
     a, b, c = Conn("a"), Conn("b", idle=False), Conn("c")
-    assert gate.admit(a, "10.0.0.1") == [] and gate.admit(b, "10.0.0.1") == []
-    assert gate.admit(c, "10.0.0.1") == [a]  # the client's third: its oldest idle one goes
+    assert _join(gate, a, "10.0.0.1") == [] and _join(gate, b, "10.0.0.1") == []
+    assert _join(gate, c, "10.0.0.1") == [a]  # the client's third: its oldest idle one goes
     d = Conn("d")
-    assert gate.admit(d, "10.0.0.2") == [] and len(gate) == 3
+    assert _join(gate, d, "10.0.0.2") == [] and len(gate) == 3
     e = Conn("e")
-    assert gate.admit(e, "10.0.0.3") == [c]  # the total is full: the oldest idle anywhere goes
+    assert _join(gate, e, "10.0.0.3") == [c]  # the total is full: the oldest idle anywhere goes
     gate.leave(e)
     gate.leave(e)  # idempotent
     assert len(gate) == 2
 
 
-def test_with_nothing_idle_the_newcomer_is_refused() -> None:
+def test_the_newcomer_goes_only_when_no_older_one_is_idle() -> None:
     gate = ConnectionGate(max_total=2, max_per_client=10)
-    assert gate.admit(Conn("a", idle=False), "x") == [] and gate.admit(Conn("b", idle=False), "y") == []
-    assert gate.admit(Conn("c"), "z") is None and len(gate) == 2
+    assert _join(gate, Conn("a", idle=False), "x") == [] and _join(gate, Conn("b", idle=False), "y") == []
+    newcomer = Conn("c")
+    assert _join(gate, newcomer, "z") == [newcomer] and len(gate) == 2
+    busy = Conn("d", idle=False)  # its head was read before the gate chose: it is not cut off mid-request
+    assert _join(gate, busy, "z") == [] and len(gate) == 3
 
 
 def test_trusted_proxies_are_not_held_to_the_per_client_cap() -> None:
     gate = ConnectionGate(max_total=100, max_per_client=2, trusted=["127.0.0.1"])
-    assert all(gate.admit(Conn(str(n), idle=False), "127.0.0.1") == [] for n in range(50))
+    assert all(_join(gate, Conn(str(n)), "127.0.0.1") == [] for n in range(50))
 
 
 async def _health(request: Request) -> PlainTextResponse:
