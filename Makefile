@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.stamp-install
-HOST   ?= 0.0.0.0
+HOST   ?= 127.0.0.1
 PORT   ?= 8080
 BENCH_OUT ?= benchmarks/results
 

@@ -12,14 +12,13 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .agents import load_agent
     from .config import Settings, limit_math_threads
     from .engines import Engines
     from .errors import AybizaError
     from .logs import configure
     from .server import create_app
+    from .serving import serve
 
     limit_math_threads()
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "stt": args.stt, "llm": args.llm,
@@ -32,12 +31,11 @@ def _serve(args: argparse.Namespace) -> int:
         engines.check()
         for warning in engines.verify_keys():
             print(f"aybiza: warning: {warning}", file=sys.stderr)
+        app = create_app(settings, engines, freeze_heap=True)
     except AybizaError as error:
         print(f"aybiza: cannot serve: {error}", file=sys.stderr)
         return 2
-    app = create_app(settings, engines, freeze_heap=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                ws_max_size=settings.max_message_bytes, ws_ping_interval=None, lifespan="on")
+    serve(app, settings)
     return 0
 
 

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AYBIZA_", extra="ignore", frozen=True, populate_by_name=True)
 
-    host: str = "0.0.0.0"
+    host: str = Field(default="127.0.0.1", description="Listen address; beyond loopback needs AYBIZA_API_TOKEN")
     port: int = 8080
     public_url: str = Field(default="", description="Base URL Twilio reaches us at; default http://HOST:PORT")
     data_dir: Path = Path("var")
@@ -82,16 +82,46 @@ class Settings(BaseSettings):
     twilio_api_url: str = Field(default="https://api.twilio.com",
                                 description="Twilio's REST API base URL (call control); a gateway or a test server")
     call_token_ttl_s: float = 120.0
+    max_call_tokens: int = Field(default=2000, ge=1, description="Announced calls waiting for their stream")
     max_message_bytes: int = 64 * 1024
     max_calls: int = 500
-    max_browser_calls: int = Field(default=20, description="Browser (WebRTC) calls at once, inside max_calls")
+    max_browser_calls: int = Field(default=4, ge=0, description="Browser (WebRTC) calls at once, inside max_calls")
+    max_browser_calls_per_ip: int = Field(default=2, ge=0, description="Browser calls at once from one address")
+    browser_calls: Literal["local", "token", "open"] = Field(
+        default="local", description="local: only while the server is reachable on loopback alone; "
+        "token: offers need AYBIZA_BROWSER_TOKEN; open: anyone (rate limited)")
+    browser_token: str = Field(default="", description="Bearer token for /webrtc/offer when browser_calls=token")
+    browser_offers_per_minute: float = Field(default=12.0, gt=0, description="Offers per minute from one address")
+    browser_offer_burst: int = Field(default=6, ge=1, description="Offers one address may send at once")
+    browser_connect_timeout_s: float = Field(default=10.0, gt=0,
+                                             description="An answered offer must connect within this")
+    max_pending_streams: int = Field(default=256, ge=1, description="Media Streams waiting for their start")
+    max_pending_streams_per_ip: int = Field(default=32, ge=1,
+                                            description="Media Streams waiting for their start, per address")
+    stream_start_timeout_s: float = Field(default=10.0, gt=0, description="A stream must send start within this")
+    media_timeout_s: float = Field(default=10.0, gt=0, description="A started call with no media this long ends")
+    media_rate: float = Field(default=2.0, gt=1, description="Media faster than this x real time is dropped")
+    media_burst_s: float = Field(default=5.0, gt=0, description="Audio a stream may send ahead of real time")
+    media_flood_close_s: float = Field(default=5.0, gt=0,
+                                       description="Seconds of audio dropped for pace before the call is closed")
 
     vad_aggressiveness: int = 2
     end_of_turn_ms: int = 400
     preroll_ms: int = 200
     barge_in: bool = True
 
-    api_token: str = Field(default="", description="Bearer token for /api and /dashboard; unset = loopback only")
+    api_token: str = Field(default="", description="Bearer token for /api, /dashboard and /metrics; required "
+                           "beyond loopback; unset on loopback: a local token in the data directory")
+    metrics_token: str = Field(default="", description="Bearer token for /metrics alone (a scraper's)")
+    allowed_hosts: str = Field(default="", description="Extra Host names (comma separated) for the browser "
+                               "routes and the API; the public URL's host and loopback names always pass; * any")
+    forwarded_allow_ips: str = Field(default="127.0.0.1", description="Proxies trusted for X-Forwarded-For")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="A connection must send a request head within")
+    keepalive_timeout_s: int = Field(default=5, ge=1, description="An idle keep-alive connection is closed after")
+    max_connections: int = Field(default=1000, ge=8, description="HTTP connections before a request completes")
+    max_connections_per_ip: int = Field(default=50, ge=1, description="The same, per address (proxies exempt)")
+    ws_ping_interval_s: float = Field(default=20.0, gt=0, description="WebSocket ping interval")
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0, description="A WebSocket pong must come within this")
 
     ice_servers: str = Field(default="", description="Comma-separated stun:/turn: URLs for WebRTC")
     ice_username: str = ""

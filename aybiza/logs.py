@@ -2,17 +2,23 @@
 
 ``configure`` is called once by the CLI; importing this module changes
 nothing. Records carry ``call_id`` (``-`` outside a call) so a grep for a
-call id shows the whole call.
+call id shows the whole call. Text lines never carry a raw control character
+(a newline from a peer would forge a line); :class:`Throttled` keeps a flood
+of refusals to one line per interval with a count.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from collections.abc import Callable
 
-__all__ = ["configure", "JsonFormatter", "TextFormatter"]
+__all__ = ["configure", "JsonFormatter", "TextFormatter", "Throttled"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class _CallIdFilter(logging.Filter):
@@ -39,10 +45,45 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """Human-readable lines with the call id in brackets."""
+    """Human-readable lines with the call id in brackets; control characters are escaped (one event, one line)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-5s %(name)s [%(call_id)s] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(_escape, record.message)
+        call_id = getattr(record, "call_id", "-")
+        if isinstance(call_id, str) and _CONTROL.search(call_id):
+            record.call_id = _CONTROL.sub(_escape, call_id)
+        return super().formatMessage(record)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
+class Throttled:
+    """Log the first of a kind of event at once, then at most one line per ``interval_s`` saying how many more."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, what: str, message: str, *args: object) -> None:
+        """Log ``message`` for an event of kind ``what`` unless one was logged in the last interval."""
+        now = self._clock()
+        last = self._last.get(what)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[what] = self._suppressed.get(what, 0) + 1
+            return
+        self._last[what] = now
+        more = self._suppressed.pop(what, 0)
+        suffix = f" ({more} more like it in the last {now - last:.0f} s)" if more and last is not None else ""
+        self.logger.warning(message + suffix, *args)
 
 
 def configure(level: str = "INFO", fmt: str = "text") -> None:

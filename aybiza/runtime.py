@@ -42,7 +42,7 @@ from .processors.language import DEFAULT_LANGUAGES
 from .routing.costs import cost_of, tokens_cost
 from .routing.service import RoutingService
 from .routing.shared import SharedHealth
-from .session.admission import Admission
+from .session.admission import Admission, RateLimit
 from .session.failsafe import FailsafeVoice
 from .stack import SpeechStack
 from .transports.tokens import CallTokens
@@ -97,8 +97,12 @@ class Runtime:
         self.stack = SpeechStack(settings, self.engines, cache=self.cache, routing=self.routing,
                                  cost_so_far=self._tokens_cost)
         self.failsafe = FailsafeVoice(self.engines.local_voice, self.engines.other_languages_voice)
-        self.admission = Admission(settings.max_calls, {"webrtc": settings.max_browser_calls})
-        self.tokens = CallTokens(settings.call_token_ttl_s)
+        self.admission = Admission(
+            settings.max_calls, {"webrtc": settings.max_browser_calls},
+            per_client={"webrtc": settings.max_browser_calls_per_ip},
+            waiting_total=settings.max_pending_streams, waiting_per_client=settings.max_pending_streams_per_ip,
+            offers=RateLimit(settings.browser_offers_per_minute, settings.browser_offer_burst))
+        self.tokens = CallTokens(settings.call_token_ttl_s, max_pending=settings.max_call_tokens)
         self.languages = frozenset(DEFAULT_LANGUAGES)
         self.store: CallStore | None = None
         self.calls: dict[str, CallContext] = {}

@@ -4,17 +4,24 @@
 Media Stream; ``/twilio/stream`` and ``/webrtc/offer`` hand calls to their
 sessions (:mod:`aybiza.calls`); ``/health`` says what each dependency is
 doing, ``/ready`` whether a call could be answered now; ``/api/calls``,
-``/metrics`` and ``/dashboard`` show what happened.
+``/metrics`` and ``/dashboard`` show what happened. Who may use which route
+is :mod:`aybiza.guard`'s to say; every body is read bounded, and the webhook's
+signature header is looked at before its body is.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
 
+import anyio
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -26,15 +33,78 @@ from .calls import BrowserCalls, serve_twilio_stream
 from .config import Settings
 from .engines import Engines
 from .errors import ProtocolError
-from .guard import Guard
-from .observability.dashboard import render_dashboard
+from .guard import DEFAULT_CSP, Guard, SecureHeaders
+from .logs import Throttled
+from .observability.dashboard import content_security_policy, render_dashboard
 from .runtime import Runtime
+from .transports.ids import clean_text, is_sid
 from .transports.webrtc import WEB_DIR, demo_page, parse_offer
 
-__all__ = ["create_app"]
+__all__ = ["MAX_OFFER_BYTES", "MAX_PAGE_LIMIT", "MAX_PAGE_OFFSET", "MAX_WEBHOOK_BYTES", "create_app"]
 
 log = logging.getLogger("aybiza.server")
-MAX_OFFER_BYTES = 128 * 1024
+_refusals = Throttled(log)
+
+MAX_OFFER_BYTES = 64 * 1024
+"""A browser's offer (an SDP of a few kB, in JSON)."""
+MAX_WEBHOOK_BYTES = 16 * 1024
+"""Twilio's voice webhook is a form of about 1 kB."""
+BODY_TIMEOUT_S = 10.0
+"""A request body must arrive within this (its head has the server's header timeout)."""
+MAX_PAGE_LIMIT = 500
+MAX_PAGE_OFFSET = 1_000_000
+_MAX_FILTER_CHARS = 64
+
+
+class _Refused(Exception):
+    """A request refused while its body was read: the response says why."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) unread when ``Content-Length`` is over ``limit``, cut off when a stream is,
+    and given up (408) when it takes longer than :data:`BODY_TIMEOUT_S` (a slow body holds a task)."""
+    length = request.headers.get("content-length")
+    too_large = PlainTextResponse(f"413 Payload Too Large: at most {limit} bytes\n", status_code=413)
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise _Refused(too_large)
+    body = bytearray()
+    with anyio.move_on_after(BODY_TIMEOUT_S) as scope:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _Refused(too_large)
+    if scope.cancelled_caught:
+        raise _Refused(PlainTextResponse("408 Request Timeout: the body came too slowly\n", status_code=408))
+    return bytes(body)
+
+
+async def _read_form(request: Request, limit: int) -> dict[str, str]:
+    """A urlencoded form (Twilio's webhook), bounded; nothing else is parsed (no multipart, no spooling)."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise _Refused(PlainTextResponse("415 Unsupported Media Type: Twilio posts "
+                                         "application/x-www-form-urlencoded\n", status_code=415))
+    body = await _read_body(request, limit)
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=128))
+    except (UnicodeDecodeError, ValueError):
+        raise _Refused(PlainTextResponse("400 Bad Request: not a form\n", status_code=400)) from None
+
+
+def _page(query: QueryParams) -> tuple[int, int]:
+    """``limit`` (1..500) and ``offset`` (0..1,000,000) from the query; 400 otherwise."""
+    values = []
+    for name, default, low, high in (("limit", "50", 1, MAX_PAGE_LIMIT), ("offset", "0", 0, MAX_PAGE_OFFSET)):
+        text = query.get(name, default)
+        if not (text.isascii() and text.isdigit() and len(text) <= 7 and low <= int(text) <= high):
+            raise _Refused(PlainTextResponse(f"400 Bad Request: {name} is an integer from {low} to {high}\n",
+                                             status_code=400))
+        values.append(int(text))
+    return values[0], values[1]
 
 
 def create_app(settings: Settings | None = None, engines: Engines | None = None, *,
@@ -42,11 +112,14 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
     """The ASGI application for ``settings`` (defaults: environment and the embedded stack).
 
     ``freeze_heap``: a serving process's app freezes its startup heap once ready (see
-    :func:`~aybiza.runtime.freeze_startup_heap`).
+    :func:`~aybiza.runtime.freeze_startup_heap`). Raises ConfigError when the settings would expose
+    call records without a token.
     """
     runtime = Runtime(settings or Settings(), engines, freeze_heap=freeze_heap)
-    guard = Guard(runtime.settings)
+    settings = runtime.settings
+    guard = Guard(settings)
     browser = BrowserCalls(runtime)
+    metrics = runtime.metrics
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -59,29 +132,45 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         dependencies = runtime.dependencies()
         degraded = any(d["state"] != "ok" for d in dependencies.values())
         return JSONResponse({"status": "degraded" if degraded else "ok", "active_calls": len(runtime.calls),
-                             "dependencies": dependencies})
+                             "waiting_streams": runtime.admission.waiting, "dependencies": dependencies})
 
     async def ready(request: Request) -> Response:
         ok, why = runtime.can_serve()
         return JSONResponse({"ready": ok, "reason": why}, status_code=200 if ok else 503)
 
     async def twiml(request: Request) -> Response:
-        form = await request.form()
-        params = {key: str(value) for key, value in form.items()}
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if settings.twilio_validate and not signature:  # refused before a byte of the body is read
+            return _unsigned(request, "missing")
+        try:
+            params = await _read_form(request, MAX_WEBHOOK_BYTES)
+        except _Refused as refused:
+            metrics.refused("twiml", "too_large" if refused.response.status_code == 413 else "bad_request")
+            return refused.response
         url = guard.public_url(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-        if not guard.signature_ok(url, params, request.headers.get("X-Twilio-Signature", "")):
-            log.warning("refused /twiml: bad or missing X-Twilio-Signature for %s", url)
-            return PlainTextResponse(
-                "403 Forbidden: X-Twilio-Signature is missing or does not match this server's Twilio auth "
-                "token and public URL (AYBIZA_PUBLIC_URL). Set AYBIZA_TWILIO_VALIDATE=false only for local use.\n",
-                status_code=403,
-            )
-        caller = params.get("From", "")
-        agent_id = request.query_params.get("agent", runtime.settings.default_agent)
+        if not guard.signature_ok(url, params, signature):
+            return _unsigned(request, "bad")
+        call_sid, account_sid = params.get("CallSid", ""), params.get("AccountSid", "")
+        if not (is_sid(call_sid, "CA") and is_sid(account_sid, "AC")):
+            metrics.refused("twiml", "bad_request")
+            log.warning("refused /twiml: CallSid or AccountSid is not a Twilio id")
+            return PlainTextResponse("400 Bad Request: CallSid and AccountSid must be Twilio ids\n", status_code=400)
+        if settings.twilio_account_sid and account_sid != settings.twilio_account_sid:
+            metrics.refused("twiml", "signature")
+            log.warning("refused /twiml: a call of another Twilio account")
+            return PlainTextResponse("403 Forbidden: not this server's Twilio account\n", status_code=403)
+        caller = clean_text(params.get("From", ""))
+        agent_id = request.query_params.get("agent", settings.default_agent)
         if not runtime.agents.exists(agent_id):
-            log.warning("refused /twiml: unknown agent %r", agent_id)
-            return PlainTextResponse(f"404 Not Found: no agent {agent_id!r}\n", status_code=404)
-        token = runtime.tokens.mint(params.get("CallSid", ""), caller, agent_id)
+            log.warning("refused /twiml: unknown agent %r", agent_id[:64])
+            return PlainTextResponse(f"404 Not Found: no agent {agent_id[:64]!r}\n", status_code=404)
+        token = runtime.tokens.mint(call_sid, caller, agent_id, account_sid=account_sid)
+        if token is None:
+            metrics.refused("twiml", "tokens")
+            _refusals.warning("tokens", "refused /twiml: no call token (this call asked too often, or %d calls "
+                              "are waiting for their stream)", len(runtime.tokens))
+            return PlainTextResponse("429 Too Many Requests: no call token for this call now\n", status_code=429,
+                                     headers={"Retry-After": "10"})
         response = VoiceResponse()
         connect = Connect()
         stream = connect.stream(url=guard.public_url("/twilio/stream", websocket=True))
@@ -90,6 +179,14 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         stream.parameter(name="agent", value=agent_id)
         response.append(connect)
         return Response(str(response), media_type="application/xml")
+
+    def _unsigned(request: Request, how: str) -> Response:
+        metrics.refused("twiml", "signature")
+        _refusals.warning("signature", "refused /twiml: %s X-Twilio-Signature", how)
+        return PlainTextResponse(
+            "403 Forbidden: X-Twilio-Signature is missing or does not match this server's Twilio auth "
+            "token and public URL (AYBIZA_PUBLIC_URL). Set AYBIZA_TWILIO_VALIDATE=false only for local use.\n",
+            status_code=403)
 
     async def twilio_stream(websocket: WebSocket) -> None:
         signature = websocket.headers.get("X-Twilio-Signature")
@@ -102,71 +199,94 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         await serve_twilio_stream(websocket, runtime)
 
     async def demo(request: Request) -> Response:
-        return HTMLResponse(demo_page(browser.ice), headers={"Content-Security-Policy": "default-src 'self'"})
+        if settings.browser_calls == "local" and (refusal := guard.browser_refusal(request)) is not None:
+            return refusal
+        return HTMLResponse(demo_page(browser.ice), headers={"Content-Security-Policy": DEFAULT_CSP})
 
     async def webrtc_offer(request: Request) -> Response:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_OFFER_BYTES:
-                return PlainTextResponse(f"413 Payload Too Large: an offer is at most {MAX_OFFER_BYTES} bytes\n",
-                                         status_code=413)
-        try:
-            offer = parse_offer(json.loads(body))
-        except (ProtocolError, ValueError, RecursionError) as error:
-            return PlainTextResponse(f"400 Bad Request: {error}\n", status_code=400)
-        agent_id = offer.agent or runtime.settings.default_agent
-        if not runtime.agents.exists(agent_id):
-            return PlainTextResponse(f"404 Not Found: no agent {agent_id!r}\n", status_code=404)
+        refusal = guard.browser_refusal(request) or guard.origin_refusal(request)
+        if refusal is not None:
+            metrics.refused("webrtc_offer", "forbidden")
+            return refusal
         client = request.client.host if request.client else ""
+        if not runtime.admission.allow_offer(client):
+            metrics.refused("webrtc_offer", "rate_limited")
+            _refusals.warning("offers", "refused /webrtc/offer from %s: too many offers", client or "?")
+            wait = math.ceil(runtime.admission.offers.retry_after(client))
+            return PlainTextResponse("429 Too Many Requests: too many offers from this address\n", status_code=429,
+                                     headers={"Retry-After": str(max(1, wait))})
+        try:
+            body = await _read_body(request, MAX_OFFER_BYTES)
+            offer = parse_offer(json.loads(body))
+        except _Refused as refused:
+            metrics.refused("webrtc_offer", "bad_offer")
+            return refused.response
+        except (ProtocolError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
+            metrics.refused("webrtc_offer", "bad_offer")
+            detail = "JSON nested too deep" if isinstance(error, RecursionError) else str(error)[:200]
+            return PlainTextResponse(f"400 Bad Request: {detail}\n", status_code=400)
+        agent_id = offer.agent or settings.default_agent
+        if not runtime.agents.exists(agent_id):
+            return PlainTextResponse(f"404 Not Found: no agent {agent_id[:64]!r}\n", status_code=404)
         try:
             answer = await browser.answer(offer, client)
         except ProtocolError as error:
-            log.warning("refused /webrtc/offer: %s", error)
+            metrics.refused("webrtc_offer", "bad_offer")
+            _refusals.warning("bad_offer", "refused /webrtc/offer: %s", error)
             return PlainTextResponse(f"400 Bad Request: {error}\n", status_code=400)
         if answer is None:
-            log.warning("refused /webrtc/offer: browser calls at capacity")
+            metrics.refused("webrtc_offer", "at_capacity")
+            _refusals.warning("browser_capacity", "refused /webrtc/offer: browser calls at capacity")
             return PlainTextResponse("503 Service Unavailable: at capacity\n", status_code=503)
         sdp, kind, call_id = answer
         return JSONResponse({"sdp": sdp, "type": kind, "call_id": call_id})
 
     async def list_calls(request: Request) -> Response:
         if (refusal := guard.api_refusal(request)) is not None:
+            metrics.refused("api", "unauthorized")
             return refusal
-        if runtime.store is None:
-            return JSONResponse({"status": "starting"}, status_code=503)
         query = request.query_params
         try:
-            limit, offset = min(int(query.get("limit", 50)), 500), max(int(query.get("offset", 0)), 0)
-        except ValueError:
-            return PlainTextResponse("400 Bad Request: limit and offset are integers\n", status_code=400)
-        body = await runtime.store.list_calls(limit=limit, offset=offset, status=query.get("status"),
-                                              agent_id=query.get("agent"))
+            limit, offset = _page(query)
+        except _Refused as refused:
+            return refused.response
+        status, agent = query.get("status"), query.get("agent")
+        if any(value is not None and len(value) > _MAX_FILTER_CHARS for value in (status, agent)):
+            return PlainTextResponse("400 Bad Request: status and agent are short names\n", status_code=400)
+        if runtime.store is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        body = await runtime.store.list_calls(limit=limit, offset=offset, status=status, agent_id=agent)
         return JSONResponse(body)
 
     async def get_call(request: Request) -> Response:
         if (refusal := guard.api_refusal(request)) is not None:
+            metrics.refused("api", "unauthorized")
             return refusal
         if runtime.store is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        record = await runtime.store.get(request.path_params["call_id"])
+        call_id = request.path_params["call_id"]
+        record = await runtime.store.get(call_id) if len(call_id) <= _MAX_FILTER_CHARS else None
         if record is None:
             return PlainTextResponse("404 Not Found: no such call\n", status_code=404)
         return JSONResponse(record.model_dump(mode="json"))
 
-    async def metrics(request: Request) -> Response:
-        body, content_type = runtime.metrics.render()
+    async def metrics_page(request: Request) -> Response:
+        if (refusal := guard.metrics_refusal(request)) is not None:
+            metrics.refused("api", "unauthorized")
+            return refusal
+        body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
     async def dashboard(request: Request) -> Response:
-        if (refusal := guard.api_refusal(request)) is not None:
+        if (refusal := guard.dashboard_refusal(request)) is not None:
             return refusal
-        return HTMLResponse(render_dashboard(runtime.metrics.snapshot()))
+        page = render_dashboard(metrics.snapshot())
+        return HTMLResponse(page, headers={"Content-Security-Policy": content_security_policy(page)})
 
     async def dashboard_data(request: Request) -> Response:
-        if (refusal := guard.api_refusal(request)) is not None:
+        if (refusal := guard.dashboard_refusal(request)) is not None:
             return refusal
-        return JSONResponse(runtime.metrics.snapshot())
+        return JSONResponse(metrics.snapshot())
 
     routes = [
         Route("/health", health),
@@ -175,13 +295,14 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         WebSocketRoute("/twilio/stream", twilio_stream),
         Route("/api/calls", list_calls),
         Route("/api/calls/{call_id}", get_call),
-        Route("/metrics", metrics),
+        Route("/metrics", metrics_page),
         Route("/dashboard", dashboard),
         Route("/api/dashboard", dashboard_data),
         Route("/", demo),
         Route("/webrtc/offer", webrtc_offer, methods=["POST"]),
         Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(SecureHeaders, guard=guard, on_refusal=lambda: metrics.refused("host", "not_allowed"))]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.aybiza = runtime
     return app

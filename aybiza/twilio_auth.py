@@ -3,16 +3,17 @@
 Production sets ``TWILIO_AUTH_TOKEN``. With none set, the server makes a
 random local token once and keeps it in the data directory (mode 0600), so
 ``make run`` and ``aybiza call`` work on one machine without weakening the
-signature check.
+signature check. A local token file other users can read is refused
+(:func:`aybiza.private.read_secret`): it may have leaked.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from .config import Settings
+from .private import read_secret, write_secret
 
 __all__ = ["auth_token_for", "local_token_path"]
 
@@ -28,12 +29,9 @@ def auth_token_for(settings: Settings, *, create: bool = True) -> str:
         return settings.twilio_auth_token
     path = local_token_path(settings)
     if path.is_file():
-        return path.read_text().strip()
+        return read_secret(path)
     if not create:
         return ""
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
+    write_secret(path, token)
     return token

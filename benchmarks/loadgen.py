@@ -72,6 +72,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH_TOKEN = "aybiza-bench-auth-token"  # the same as benchmarks.scripted_server.AUTH_TOKEN
+API_HEADERS = {"Authorization": "Bearer aybiza-bench-api-token"}  # benchmarks.scripted_server.API_TOKEN
 FRAME_S = 0.02
 SLOTS = 20  # 1 ms ticker slots in a 20 ms period
 PROGRESS = "@progress"
@@ -439,7 +440,7 @@ class Fleet:
         self.behaviour = behaviour
         self.rng = random.Random(seed)
         self.validator = RequestValidator(AUTH_TOKEN)
-        self.http = httpx.AsyncClient(base_url=self.base, timeout=30)
+        self.http = httpx.AsyncClient(base_url=self.base, timeout=30, headers=API_HEADERS)
         self.calls: set[Call] = set()
         self.finished: list[Call] = []
         self.slots: list[set[Call]] = [set() for _ in range(SLOTS)]
@@ -616,7 +617,7 @@ class Fleet:
     async def fresh_http(self) -> None:
         """Drop pooled HTTP connections (so the server's open fds can be compared between snapshots)."""
         await self.http.aclose()
-        self.http = httpx.AsyncClient(base_url=self.base, timeout=30)
+        self.http = httpx.AsyncClient(base_url=self.base, timeout=30, headers=API_HEADERS)
         await asyncio.sleep(0.5)
 
     async def warm_up(self, calls: int = 10, seconds: float = 5.0) -> None:

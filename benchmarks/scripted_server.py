@@ -83,10 +83,11 @@ from aybiza.testing.scripted import (
 )
 from benchmarks.machine import run_queue_wait_s
 
-__all__ = ["AUTH_TOKEN", "BenchInstruments", "GCPauses", "bench_settings", "build_app", "forget_scripted_requests",
-           "main", "process_stats"]
+__all__ = ["API_TOKEN", "AUTH_TOKEN", "BenchInstruments", "GCPauses", "bench_settings", "build_app",
+           "forget_scripted_requests", "main", "process_stats"]
 
 AUTH_TOKEN = "aybiza-bench-auth-token"
+API_TOKEN = "aybiza-bench-api-token"  # call records are read with it (GET /api/calls/{id})
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -254,7 +255,8 @@ def bench_settings(port: int, data_dir: Path, *, log_level: str = "WARNING") -> 
     (agents / f"{agent['id']}.yaml").write_text(yaml.safe_dump(agent, sort_keys=False), encoding="utf-8")
     return scripted_settings(host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}",
                              twilio_auth_token=AUTH_TOKEN, data_dir=data_dir, agents_dir=agents,
-                             default_agent=agent["id"], max_calls=100_000, log_level=log_level)
+                             default_agent=agent["id"], max_calls=100_000, log_level=log_level,
+                             api_token=API_TOKEN)
 
 
 def forget_scripted_requests(engines: Engines, settings: Settings, keep: int = 64) -> None:
@@ -362,10 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    import uvicorn
-
     from aybiza.config import limit_math_threads
     from aybiza.logs import configure
+    from aybiza.serving import serve
 
     limit_math_threads()
     GC_PAUSES.install()
@@ -381,8 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     forget_scripted_requests(engines, settings)
     app = build_app(settings, engines, BenchInstruments(probe_ingress=args.probe_ingress),
                     slow_callback_ms=args.slow_callback_ms)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                ws_max_size=settings.max_message_bytes, ws_ping_interval=None, lifespan="on")
+    serve(app, settings)  # with the limits `aybiza serve` runs with
     return 0
 
 

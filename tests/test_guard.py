@@ -1,4 +1,4 @@
-"""Who may use which endpoint: Twilio's signatures against the public URL, the API's bearer token or loopback."""
+"""Who may use which endpoint: Twilio's signatures against the public URL, the API's bearer tokens."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from starlette.requests import Request
 from twilio.request_validator import RequestValidator
 
 from aybiza.config import Settings
+from aybiza.errors import ConfigError
 from aybiza.guard import Guard
 from aybiza.twilio_auth import auth_token_for, local_token_path
 
 TOKEN = "0123456789abcdef0123456789abcdef"
+PUBLIC = {"public_url": "https://voice.example.com", "api_token": "s3cret"}  # reachable from the internet: a token
 WEBHOOK = {"CallSid": "CA123", "From": "+14155550123", "To": "+14155550100"}
 
 
@@ -40,13 +42,14 @@ def _request(*, client: str | None = "127.0.0.1", authorization: str | None = No
 
 
 def test_public_urls_follow_the_configured_base(tmp_path: Path) -> None:
-    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, public_url="https://voice.example.com/"))
+    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, public_url="https://voice.example.com/",
+                            api_token="s3cret"))
     assert guard.public_url("/twiml") == "https://voice.example.com/twiml"
     assert guard.public_url("/twilio/stream", websocket=True) == "wss://voice.example.com/twilio/stream"
 
 
 def test_without_a_public_url_the_local_address_is_used(tmp_path: Path) -> None:
-    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, host="0.0.0.0", port=8123))
+    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, host="0.0.0.0", port=8123, api_token="s3cret"))
     assert guard.public_url("/twiml") == "http://127.0.0.1:8123/twiml"
     assert guard.public_url("/twilio/stream", websocket=True) == "ws://127.0.0.1:8123/twilio/stream"
 
@@ -55,7 +58,7 @@ def test_without_a_public_url_the_local_address_is_used(tmp_path: Path) -> None:
 
 
 def test_a_signature_made_with_the_auth_token_and_public_url_passes(tmp_path: Path) -> None:
-    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, public_url="https://voice.example.com"))
+    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, **PUBLIC))
     url = guard.public_url("/twiml")
     signature = RequestValidator(TOKEN).compute_signature(url, WEBHOOK)
     assert guard.signature_ok(url, WEBHOOK, signature)
@@ -63,7 +66,7 @@ def test_a_signature_made_with_the_auth_token_and_public_url_passes(tmp_path: Pa
 
 @pytest.mark.parametrize("tamper", ["token", "url", "params", "missing"])
 def test_anything_else_is_refused(tmp_path: Path, tamper: str) -> None:
-    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, public_url="https://voice.example.com"))
+    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, **PUBLIC))
     url = guard.public_url("/twiml")
     signed_url, params, token = url, dict(WEBHOOK), TOKEN
     if tamper == "token":
@@ -109,15 +112,25 @@ def test_with_an_api_token_only_its_bearer_may_read(tmp_path: Path) -> None:
         assert b"AYBIZA_API_TOKEN" in refusal.body
 
 
-@pytest.mark.parametrize("client", ["127.0.0.1", "::1"])
-def test_without_an_api_token_this_machine_may_read(tmp_path: Path, client: str) -> None:
+@pytest.mark.parametrize("client", ["127.0.0.1", "::1", "10.1.2.3", None])
+def test_without_an_api_token_the_local_one_is_needed_whatever_the_peer(tmp_path: Path, client: str | None) -> None:
     guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN))
-    assert guard.api_refusal(_request(client=client)) is None
+    path = tmp_path / "api_token"
+    assert path.is_file() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    local = path.read_text().strip()
+    assert guard.api_token == local and len(local) >= 32
+    for authorization in (None, "Bearer anything", f"Basic {local}"):  # a loopback peer is no identity
+        refusal = guard.api_refusal(_request(client=client, authorization=authorization))
+        assert refusal is not None and refusal.status_code == 401
+        assert b"api_token" in refusal.body  # says where the local token is
+    assert guard.api_refusal(_request(client=client, authorization=f"Bearer {local}")) is None
+    assert Guard(_settings(tmp_path, twilio_auth_token=TOKEN)).api_token == local  # kept across restarts
 
 
-@pytest.mark.parametrize("client", ["10.1.2.3", "192.168.0.7", "2001:db8::1", None])
-def test_without_an_api_token_other_hosts_are_refused(tmp_path: Path, client: str | None) -> None:
-    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN))
-    refusal = guard.api_refusal(_request(client=client, authorization="Bearer anything"))
-    assert refusal is not None and refusal.status_code == 403
-    assert b"AYBIZA_API_TOKEN" in refusal.body
+@pytest.mark.parametrize("exposure", [{"host": "0.0.0.0"}, {"host": "10.1.2.3"},
+                                      {"public_url": "https://voice.example.com"}])
+def test_a_server_reachable_beyond_loopback_needs_an_api_token(tmp_path: Path, exposure: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="AYBIZA_API_TOKEN is required"):
+        Guard(_settings(tmp_path, twilio_auth_token=TOKEN, **exposure))
+    guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, api_token="s3cret", **exposure))
+    assert guard.exposed and guard.api_token == "s3cret"

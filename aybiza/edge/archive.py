@@ -9,6 +9,9 @@ replayed write is harmless.
 ``purge_transcripts(days)`` is the retention setting: records that ended
 more than ``days`` ago lose what the caller and agent said, the caller's
 number and the DTMF digits; timings, usage, cost and outcome stay.
+
+A SQLite archive and its WAL are mode 0600 in a 0700 directory
+(:mod:`aybiza.private`): other users of the machine cannot read them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import ConfigError
+from ..private import private_sqlite
 from .records import CallRecord
 
 __all__ = [
@@ -116,12 +120,13 @@ class SQLiteArchive(Archive):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(self.path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SQLITE_SCHEMA)
+        private_sqlite(self.path)  # side files an older version left wider
 
     def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:

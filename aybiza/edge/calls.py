@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 
 from ..errors import ConfigError
 from ..pipeline.context import CallContext
+from ..private import private_dir
 from .archive import Archive, default_archive_url, open_archive
 from .records import CallRecord, TurnRecord, final_fields, record_from_context
 from .redis_util import REDIS_ERRORS, redis_client
@@ -382,12 +383,12 @@ class CallStore:
 
 
 def _write_durably(directory: Path, record: CallRecord) -> None:
-    """Write ``record`` to ``directory`` with fsync of the file and the directory."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write ``record`` to ``directory`` (0700, the file 0600) with fsync of the file and the directory."""
+    private_dir(directory)
     name = hashlib.sha256(record.call_id.encode()).hexdigest()[:32]
     final = directory / f"{name}.json"
     temp = directory / f".{name}.tmp"
-    with open(temp, "wb") as handle:
+    with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
         handle.write(record.to_json().encode())
         handle.flush()
         os.fsync(handle.fileno())
@@ -464,7 +465,7 @@ async def open_call_store(
     sharing it (:func:`shared_archive_url`). ``readonly`` (for the CLI)
     registers no owner and no archive, so it never looks like a live process.
     """
-    data = Path(data_dir)
+    data = private_dir(Path(data_dir))
     state: StateBackend
     if redis_url:
         client = redis_client(redis_url)

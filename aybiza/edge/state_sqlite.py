@@ -4,7 +4,8 @@ WAL with ``synchronous=NORMAL``: a write costs tens of µs and survives a
 process crash, so writes run inline on the event loop. Each write is one
 ``UPDATE ... WHERE owner AND version`` (fenced, idempotent). Owners are found
 dead through a ``flock`` each process holds on its own lock file: the kernel
-drops it when the process dies, even on SIGKILL.
+drops it when the process dies, even on SIGKILL. The file and its WAL are
+mode 0600 in a 0700 directory (:mod:`aybiza.private`): they hold phone numbers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from ..private import private_dir, private_sqlite
 from .records import CallRecord
 from .state import OWNER_PATTERN, CallFenced, CallStateError, StateBackend, stored_record
 
@@ -75,14 +77,15 @@ class SQLiteState(StateBackend):
 
     async def open(self, owner: str | None) -> None:
         """Open the file (WAL, NORMAL) and take this process's owner lock."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        private_sqlite(self.path)  # side files an older version left wider
         self._db = db
         if owner is not None:
-            self.owners_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.owners_dir)
             fd = os.open(self.owners_dir / f"{owner}.lock", os.O_CREAT | os.O_RDWR, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._lock_fd, self._owner = fd, owner

@@ -6,17 +6,22 @@ hit ratio, cost today — rendered on the server, so it shows numbers even
 with scripts off. A small inline script re-fetches the same snapshot as JSON
 (``/api/dashboard`` by default) every 2 s and updates the numbers in place.
 No external assets: no CDN, fonts or images (the machine may have no
-internet).
+internet). :func:`content_security_policy` allows exactly the page's own
+inline style and script (by hash) and nothing from elsewhere.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-__all__ = ["API_PATH", "STAGE_LABELS", "render_dashboard", "format_ms", "format_ratio", "format_usd"]
+__all__ = ["API_PATH", "STAGE_LABELS", "content_security_policy", "render_dashboard", "format_ms", "format_ratio",
+           "format_usd"]
 
 API_PATH = "/api/dashboard"
 """Where the page's script fetches the JSON snapshot."""
@@ -272,3 +277,18 @@ def render_dashboard(
 </body>
 </html>
 """
+
+
+_INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+def content_security_policy(page: str) -> str:
+    """A CSP for a page rendered here: its inline ``<style>`` and ``<script>`` by SHA-256, nothing else inline."""
+    allowed: dict[str, list[str]] = {"script": [], "style": []}
+    for kind, body in _INLINE.findall(page):
+        digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode("ascii")
+        allowed[kind].append(f"'sha256-{digest}'")
+    scripts = " ".join(allowed["script"]) or "'none'"
+    styles = " ".join(allowed["style"]) or "'none'"
+    return (f"default-src 'self'; script-src {scripts}; style-src {styles}; frame-ancestors 'none'; "
+            "base-uri 'none'; form-action 'none'")

@@ -14,7 +14,9 @@ several apps in one process each get their own) with:
   ``aybiza_errors_total{kind}`` (a call that ended on a failure, by its end
   reason), ``aybiza_incidents_total{kind}`` (failures a call met: a fallback
   took over, a turn got no answer), ``aybiza_failovers_total{from_region,to_region}``
-  and ``aybiza_call_cost_usd_total{region}``;
+  and ``aybiza_call_cost_usd_total{region}``; ``aybiza_refused_total{endpoint,reason}`` (requests and
+  connections refused or let go before they became calls: rate limited, at capacity, a stream bound to
+  another call ...) and ``aybiza_media_dropped_frames_total{transport}`` (inbound media dropped for pace);
 - gauges ``aybiza_active_calls``, ``aybiza_region_health{region}`` (2 healthy,
   1 degraded, 0 unhealthy) and ``aybiza_region_latency_seconds{region}``.
 
@@ -52,6 +54,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "EDGE_FRAME_BUCKETS",
     "REGION_STATES",
+    "REFUSALS",
     "CONTENT_TYPE",
     "LabelGuard",
     "country_label",
@@ -74,6 +77,17 @@ EDGE_FRAME_BUCKETS = (
 )  # fmt: skip
 REGION_STATES = {"unhealthy": 0, "degraded": 1, "healthy": 2}
 _STATE_NAMES = {code: name for name, code in REGION_STATES.items()}
+
+REFUSALS: tuple[tuple[str, str], ...] = (
+    ("http", "header_timeout"), ("http", "connection_cap"),
+    ("twiml", "signature"), ("twiml", "too_large"), ("twiml", "bad_request"), ("twiml", "tokens"),
+    ("twilio_stream", "waiting_cap"), ("twilio_stream", "no_start"), ("twilio_stream", "binding"),
+    ("twilio_stream", "duplicate"), ("twilio_stream", "at_capacity"),
+    ("webrtc_offer", "forbidden"), ("webrtc_offer", "rate_limited"), ("webrtc_offer", "bad_offer"),
+    ("webrtc_offer", "at_capacity"), ("webrtc_offer", "no_connection"),
+    ("api", "unauthorized"), ("host", "not_allowed"),
+)  # fmt: skip
+"""``aybiza_refused_total`` label pairs, exported at 0 from the start so rates work before the first refusal."""
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Content type of ``render()``'s body (the classic text format every Prometheus reads)."""
@@ -187,6 +201,10 @@ class Metrics:
             "failovers", "Mid-call Region changes", ["from_region", "to_region"], namespace=ns, registry=reg
         )
         self._cost = Counter("call_cost_usd", "Priced cost of ended calls, USD", ["region"], namespace=ns, registry=reg)
+        self._refused = Counter("refused", "Requests and connections refused before they became calls",
+                                ["endpoint", "reason"], namespace=ns, registry=reg)
+        self._media_dropped = Counter("media_dropped_frames", "Inbound media messages dropped: faster than real time",
+                                      ["transport"], namespace=ns, registry=reg)
         self._active = Gauge("active_calls", "Calls in progress", namespace=ns, registry=reg)
         self._region_health = Gauge(
             "region_health", "Region health: 2 healthy, 1 degraded, 0 unhealthy", ["region"],
@@ -200,6 +218,10 @@ class Metrics:
         self._model_label = LabelGuard(max_label_values)
         self._namespace_label = LabelGuard(max_label_values)
         self._kind_label = LabelGuard(max_label_values)
+        self._refusal_label = LabelGuard(max_label_values)
+        for endpoint, reason in REFUSALS:
+            self._refused.labels(self._refusal_label(endpoint), self._refusal_label(reason))
+        self._media_dropped.labels(self._refusal_label("twilio"))
         self._reservoirs: dict[str, deque[float]] = {s: deque(maxlen=reservoir_size) for s in STAGES}
         self._stage_counts = dict.fromkeys(STAGES, 0)
         self._active_count = 0
@@ -290,6 +312,15 @@ class Metrics:
         self._errors.labels(label).inc()
         with self._lock:
             self._error_counts[label] = self._error_counts.get(label, 0) + 1
+
+    def refused(self, endpoint: str, reason: str) -> None:
+        """Count a request or connection refused (or let go) before it became a call."""
+        self._refused.labels(self._refusal_label(endpoint), self._refusal_label(reason)).inc()
+
+    def media_dropped(self, transport: str, frames: int) -> None:
+        """Count inbound media messages a call's pace guard dropped."""
+        if frames > 0:
+            self._media_dropped.labels(self._refusal_label(transport)).inc(frames)
 
     def failover(self, from_region: str, to_region: str) -> None:
         """Count a call moving from one Region to another."""

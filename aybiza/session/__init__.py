@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .admission import Admission, Ticket
+from .admission import Admission, RateLimit, Ticket, Waiting
 from .failsafe import FailsafeVoice
 from .session import CallSession
 from .transport import CallControl, CallTransport
 
-__all__ = ["Admission", "CallControl", "CallSession", "CallTransport", "FailsafeVoice", "Ticket"]
+__all__ = ["Admission", "CallControl", "CallSession", "CallTransport", "FailsafeVoice", "RateLimit", "Ticket",
+           "Waiting"]

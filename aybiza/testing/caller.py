@@ -96,10 +96,10 @@ def _http_base(stream_url: str) -> str:
 
 
 async def _announce(http_base: str, public_url: str, auth_token: str, caller: str, call_sid: str,
-                    agent: str | None) -> tuple[str, dict[str, str]]:
+                    agent: str | None, account_sid: str) -> tuple[str, dict[str, str]]:
     """POST the signed voice webhook; return the stream URL and custom parameters from the TwiML."""
     path = "/twiml" + (f"?agent={agent}" if agent else "")
-    params = {"CallSid": call_sid, "AccountSid": new_sid("AC"), "From": caller, "To": "+18005550100",
+    params = {"CallSid": call_sid, "AccountSid": account_sid, "From": caller, "To": "+18005550100",
               "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
     signature = RequestValidator(auth_token).compute_signature(public_url.rstrip("/") + path, params)
     async with httpx.AsyncClient(base_url=http_base, timeout=10) as client:
@@ -116,16 +116,20 @@ async def _announce(http_base: str, public_url: str, auth_token: str, caller: st
 
 async def place_call(stream_url: str, script: Script, *, auth_token: str, public_url: str | None = None,
                      caller: str = "+15555550123", agent: str | None = None, hangup_after: float = 2.0,
-                     call_timeout: float = 120.0, call_sid: str | None = None) -> CallReport:
+                     call_timeout: float = 120.0, call_sid: str | None = None,
+                     account_sid: str | None = None) -> CallReport:
     """Call the server at ``stream_url`` like Twilio and run ``script``; return what the caller saw.
 
-    Pass the ``call_sid`` of an earlier stream to reconnect the same call (as after a server failure).
+    Pass the ``call_sid`` of an earlier stream to reconnect the same call (as after a server failure), and
+    the ``account_sid`` a server with ``TWILIO_ACCOUNT_SID`` expects (default: a random one).
     """
     call_sid = call_sid or new_sid("CA")
+    account_sid = account_sid or new_sid("AC")  # the webhook and the stream name the same account, as Twilio's do
     report = CallReport(call_sid=call_sid)
     public = public_url or _http_base(stream_url)
-    twiml_stream_url, custom = await _announce(_http_base(stream_url), public, auth_token, caller, call_sid, agent)
-    protocol = TwilioCallerProtocol(custom_parameters=custom, call_sid=call_sid)
+    twiml_stream_url, custom = await _announce(_http_base(stream_url), public, auth_token, caller, call_sid, agent,
+                                               account_sid)
+    protocol = TwilioCallerProtocol(custom_parameters=custom, call_sid=call_sid, account_sid=account_sid)
     player = PlaybackBuffer(keep_audio=True)
     player.heard = report.heard  # what plays is what the caller heard
     header = RequestValidator(auth_token).compute_signature(twiml_stream_url, {})

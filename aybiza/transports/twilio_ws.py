@@ -10,6 +10,12 @@ control path when the caller starts and stops hearing the agent (Twilio's
 mark echoes say when). :func:`accept_stream` runs a stream up to its
 ``start`` message. Any protocol error ends this call only, with a log line
 saying why.
+
+Twilio sends media all the time, silence too: a started stream with no
+message for ``media_timeout_s`` is a silent or half-open peer and ends as
+``media_timeout`` (one watchdog per call, not a timer per message). Inbound
+media passes the call's :class:`~aybiza.transports.pacing.MediaPacer`: audio
+far faster than real time is dropped, and a stream that keeps it up is closed.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from ..pipeline import (
     Stage,
 )
 from ..session.transport import CallControl, Push
-from .twilio import Dtmf, MarkDone, Media, Started, Stopped, TwilioProtocol
+from .pacing import MediaPacer, Pace
+from .twilio import ULAW_SAMPLE_RATE, Dtmf, MarkDone, Media, Started, Stopped, TwilioProtocol
 
 __all__ = ["TwilioOutput", "TwilioStream", "accept_stream"]
 
@@ -167,14 +174,18 @@ class TwilioStream:
     sources: frozenset[type[Frame]] = frozenset({InputAudio, DTMF, EndOfCall})
 
     def __init__(self, websocket: WebSocket, protocol: TwilioProtocol, ctx: CallContext, *,
-                 control: CallControl | None = None) -> None:
+                 control: CallControl | None = None, media_timeout_s: float | None = None,
+                 pacer: MediaPacer | None = None) -> None:
         self.websocket = websocket
         self.protocol = protocol
         self.ctx = ctx
+        self.media_timeout_s = media_timeout_s
+        self.pacer = pacer
         self._control = control
         self._output = TwilioOutput(protocol, websocket.send_text)
         self._gone = False
         self._closed = False
+        self._heard_at = time.monotonic()
 
     @property
     def output(self) -> TwilioOutput:
@@ -196,8 +207,40 @@ class TwilioStream:
         return list(stages)
 
     async def pump(self, push: Push) -> EndReason:
-        """Push caller audio and keys until ``stop`` or a disconnect; raises ProtocolError on a bad message."""
+        """Push caller audio and keys until ``stop``, a disconnect or a media timeout.
+
+        Raises ProtocolError on a bad message or media sent far faster than real time.
+        """
+        timeout = self.media_timeout_s
+        if timeout is None:
+            return await self._read(push)
+        self._heard_at = time.monotonic()
+        reason = EndReason.MEDIA_TIMEOUT
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, timeout, tg.cancel_scope)
+                reason = await self._read(push)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the reader's own error, as it was raised
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        if reason is EndReason.MEDIA_TIMEOUT:
+            self.ctx.log.info("no media from Twilio for %g s", timeout)
+        return reason
+
+    async def _watch(self, limit_s: float, scope: anyio.CancelScope) -> None:
+        """Cancel the reader once nothing arrived for ``limit_s`` seconds (it stamps every message)."""
+        while True:
+            idle = time.monotonic() - self._heard_at
+            if idle >= limit_s:
+                scope.cancel()
+                return
+            await anyio.sleep(limit_s - idle)
+
+    async def _read(self, push: Push) -> EndReason:
         websocket, protocol, output, ledger = self.websocket, self.protocol, self._output, self.ctx.ledger
+        pacer = self.pacer
         frames = 0
         while True:
             try:
@@ -205,9 +248,11 @@ class TwilioStream:
             except WebSocketDisconnect:
                 self._gone = True
                 return EndReason.DISCONNECTED
+            arrived = self._heard_at = time.monotonic()
             for event in protocol.receive(message):
                 if isinstance(event, Media):
-                    arrived = time.monotonic()
+                    if pacer is not None and not self._paced(pacer, len(event.payload) / ULAW_SAMPLE_RATE, arrived):
+                        continue
                     await push(InputAudio(ulaw2lin(event.payload), TWILIO_RATE, arrived, None, event.payload))
                     frames += 1
                     if frames % EDGE_SAMPLE_EVERY == 0:  # one sample a second keeps the histogram cheap
@@ -215,9 +260,20 @@ class TwilioStream:
                 elif isinstance(event, MarkDone):
                     await output.mark_done()
                 elif isinstance(event, Dtmf):
-                    await push(DTMF(event.digit))
+                    if pacer is None or self._paced(pacer, 0.0, arrived):
+                        await push(DTMF(event.digit))
                 elif isinstance(event, Stopped):
                     return EndReason.HANGUP
+
+    def _paced(self, pacer: MediaPacer, seconds: float, arrived: float) -> bool:
+        """Whether the message may go on; raises ProtocolError once the stream is plainly not a phone."""
+        pace = pacer.admit(seconds, arrived)
+        if pace is Pace.ACCEPT:
+            return True
+        if pace is Pace.CLOSE:
+            raise ProtocolError(f"media arrives far faster than real time ({pacer.dropped_s:.1f} s of audio "
+                                f"over {pacer.rate:g}x dropped)")
+        return False
 
     async def drained(self) -> None:
         """The caller has heard everything sent so far."""

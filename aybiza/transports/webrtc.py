@@ -111,13 +111,22 @@ class Offer:
     language: str | None = None
 
 
+_MAX_OFFER_KEYS = 8
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$")
+# A DTLS certificate fingerprint (RFC 8122): without one there is no secure media, and aiortc fails later.
+_FINGERPRINT = re.compile(r"^a=fingerprint:[A-Za-z0-9-]{1,16} [0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){15,63}\s*$",
+                          re.MULTILINE)
 
 
 def parse_offer(body: object) -> Offer:
-    """Validate ``{"sdp", "type": "offer", "agent"?, "language"?}``; raise ProtocolError saying what is wrong."""
+    """Validate ``{"sdp", "type": "offer", "agent"?, "language"?}``; raise ProtocolError saying what is wrong.
+
+    The offer is one flat object of a few strings: nothing nested, no more than a few keys.
+    """
     if not isinstance(body, dict):
         raise ProtocolError("the offer must be a JSON object")
+    if len(body) > _MAX_OFFER_KEYS or any(isinstance(v, dict | list) for v in body.values()):
+        raise ProtocolError(f"the offer must be one flat JSON object of at most {_MAX_OFFER_KEYS} fields")
     sdp, kind, agent, language = body.get("sdp"), body.get("type"), body.get("agent"), body.get("language")
     if kind != "offer":
         raise ProtocolError(f"type must be 'offer', not {kind!r}")
@@ -129,6 +138,8 @@ def parse_offer(body: object) -> Offer:
         raise ProtocolError("agent must be a non-empty string")
     if language is not None and (not isinstance(language, str) or not _LANGUAGE_TAG.fullmatch(language)):
         raise ProtocolError("language must be a BCP-47 tag such as en-GB")
+    if _FINGERPRINT.search(sdp) is None:
+        raise ProtocolError("the offer has no a=fingerprint line (DTLS): no secure media without it")
     return Offer(sdp, agent, language)
 
 
@@ -305,6 +316,14 @@ class WebRTCPeer:
             self._reason = reason
             self._ended.set()
             self._connected.set()  # wake a call still waiting to connect
+
+    async def wait_connected(self) -> bool:
+        """Wait (up to the connect timeout) for the media to connect; False, the call ended, if it did not."""
+        with anyio.move_on_after(self.connect_timeout_s):
+            await self._connected.wait()
+        if not self._connected.is_set():
+            self.end(EndReason.NO_CONNECTION)
+        return not self._ended.is_set()
 
     async def pump(self, push: Push) -> EndReason:
         """Wait for the connection, then push the browser's audio until the page leaves."""

@@ -16,13 +16,24 @@ ROOT = Path(__file__).resolve().parents[2]
 AUTH_TOKEN = "e2e-test-auth-token"
 
 
+def api_headers(data_dir: Path) -> dict[str, str]:
+    """The bearer header for call records of a loopback server without AYBIZA_API_TOKEN (its local token)."""
+    return {"Authorization": f"Bearer {(data_dir / 'api_token').read_text().strip()}"}
+
+
 @dataclass
 class Server:
-    """A running server: where it listens and its log file."""
+    """A running server: where it listens, its data directory and its log file."""
 
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    data_dir: Path
+
+    @property
+    def api(self) -> dict[str, str]:
+        """Headers that may read call records (``/api/calls``)."""
+        return api_headers(self.data_dir)
 
     @property
     def http(self) -> str:
@@ -58,7 +69,7 @@ def running_server(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[
     command = [sys.executable, "-m", "aybiza.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with serving(command, health_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=environment,
                  cwd=ROOT) as process:
-        yield Server(port, process, log_path)
+        yield Server(port, process, log_path, Path(environment["AYBIZA_DATA_DIR"]))
 
 
 @contextmanager

@@ -34,7 +34,7 @@ def test_a_killed_server_leaves_no_call_unrecorded(tmp_path: Path) -> None:
                     sid.append(report.call_sid)
 
                 tg.start_soon(caller)
-                async with httpx.AsyncClient(timeout=5) as client:
+                async with httpx.AsyncClient(timeout=5, headers=first.api) as client:
                     while True:  # wait until the call's first turn is on record
                         await anyio.sleep(0.2)
                         listing = (await client.get(f"{first.http}/api/calls")).json()
@@ -48,9 +48,9 @@ def test_a_killed_server_leaves_no_call_unrecorded(tmp_path: Path) -> None:
         first.process.wait(10)
 
     with running_server(tmp_path) as second:
-        crashed = httpx.get(f"{second.http}/api/calls/{crashed_id}", timeout=5).json()
+        crashed = httpx.get(f"{second.http}/api/calls/{crashed_id}", headers=second.api, timeout=5).json()
         assert (crashed["status"], crashed["outcome"]) == ("interrupted", "interrupted")
         assert any(turn["user"] for turn in crashed["turns"])  # what was known survived
-        done = httpx.get(f"{second.http}/api/calls/{finished.call_sid}", timeout=5).json()
+        done = httpx.get(f"{second.http}/api/calls/{finished.call_sid}", headers=second.api, timeout=5).json()
         assert (done["status"], done["outcome"]) == ("ended", "hangup")
         assert "interrupted" in second.log()

@@ -32,7 +32,7 @@ from aybiza.testing.fake_twilio import FakeTwilio
 from aybiza.testing.processes import free_port
 
 from .conftest import agents_dir, heard_pcm, speech_seconds, words
-from .server import AUTH_TOKEN, Server, running_server, serving_app
+from .server import AUTH_TOKEN, Server, api_headers, running_server, serving_app
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +44,8 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{free_port()}"  # nobody listens there: connections are refused
 
 
-async def _record(http: str, call_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5) as client:
+async def _record(http: str, call_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=5, headers=headers) as client:
         response = await client.get(f"{http}/api/calls/{call_id}")
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -82,7 +82,7 @@ async def test_an_unreachable_recogniser_is_replaced_by_the_embedded_one_within_
                               auth_token=AUTH_TOKEN)
     heard = await _apologised(report, recognizer)
     assert {"open", "monday"} <= heard  # the question was still answered
-    record = await _record(stt_unreachable.http, report.call_sid)
+    record = await _record(stt_unreachable.http, report.call_sid, stt_unreachable.api)
     [incident] = record["incidents"]
     assert incident["kind"] == "stt_fallback" and incident["at_s"] <= 2.0
     assert record["outcome"] == "hangup" and record["turns"][-1]["agent"]
@@ -96,7 +96,7 @@ async def test_a_broken_agent_file_gets_the_apology_and_a_goodbye(
     report = await place_call(stt_unreachable.stream_url, [Wait(8)], auth_token=AUTH_TOKEN, agent="broken")
     heard = await _apologised(report, recognizer)
     assert {"call", "back", "goodbye"} & heard
-    record = await _record(stt_unreachable.http, report.call_sid)
+    record = await _record(stt_unreachable.http, report.call_sid, stt_unreachable.api)
     assert record["outcome"] == "agent_unavailable" and "broken" in record["outcome_detail"]
     assert report.close_code == 1000
 
@@ -112,7 +112,7 @@ async def test_a_key_refused_mid_call_hands_the_utterance_to_the_embedded_recogn
         with running_server(tmp_path, env) as server:
             report = await place_call(server.stream_url, [Wait(6), Say(caller_speech(QUESTION)), Wait(12)],
                                       auth_token=AUTH_TOKEN)
-            record = await _record(server.http, report.call_sid)
+            record = await _record(server.http, report.call_sid, server.api)
     heard = await _apologised(report, recognizer)
     assert {"open", "monday"} <= heard  # the utterance in progress was replayed to whisper and answered
     assert deepgram.rejected >= 1
@@ -131,7 +131,7 @@ async def test_a_voice_outage_is_spoken_by_the_local_voice(tmp_path: Path, recog
         with running_server(tmp_path, env) as server:
             report = await place_call(server.stream_url, [Wait(8), Say(caller_speech(QUESTION)), Wait(12)],
                                       auth_token=AUTH_TOKEN)
-            record = await _record(server.http, report.call_sid)
+            record = await _record(server.http, report.call_sid, server.api)
     heard = await _apologised(report, recognizer)
     assert {"harbor", "lane", "dental"} & heard and {"open", "monday"} <= heard  # greeting and answer, replayed
     assert [i["kind"] for i in record["incidents"]] == ["tts_fallback"]
@@ -169,10 +169,10 @@ async def test_when_no_region_answers_the_caller_is_asked_again_then_told_goodby
 ) -> None:
     report = await place_call(bedrock_down.stream_url,
                               [Wait(6), Say(caller_speech(QUESTION)), Wait(15), Say(caller_speech(QUESTION)),
-                               Wait(15)], auth_token=AUTH_TOKEN)
+                               Wait(15)], auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
     heard = await _apologised(report, recognizer)
     assert {"again"} <= heard and {"call", "back", "goodbye"} & heard
-    record = await _record(bedrock_down.http, report.call_sid)
+    record = await _record(bedrock_down.http, report.call_sid, bedrock_down.api)
     assert record["outcome"] == "model_unavailable"
     assert [i["kind"] for i in record["incidents"]] == ["model_failed", "model_failed"]
     assert len(record["route"]["regions_tried"].split(",")) >= 2  # each turn failed over before giving up
@@ -185,12 +185,12 @@ async def test_an_agent_with_a_number_hands_the_caller_to_a_person_when_the_mode
 ) -> None:
     report = await place_call(bedrock_down.stream_url,
                               [Wait(6), Say(caller_speech(QUESTION)), Wait(15), Say(caller_speech(QUESTION)),
-                               Wait(15)], auth_token=AUTH_TOKEN, agent="transfers")
+                               Wait(15)], auth_token=AUTH_TOKEN, agent="transfers", account_sid=ACCOUNT_SID)
     heard = await _apologised(report, recognizer)
     assert {"colleague", "through"} & heard  # the handoff line, in the local voice, before the transfer
     [update] = [u for u in twilio.updates if u.call_sid == report.call_sid]
     assert f"<Dial><Number>{DESK}</Number></Dial>" in update.twiml
-    record = await _record(bedrock_down.http, report.call_sid)
+    record = await _record(bedrock_down.http, report.call_sid, bedrock_down.api)
     assert record["outcome"] == "model_unavailable" and f"transferred to {DESK}" in record["outcome_detail"]
 
 
@@ -200,9 +200,9 @@ async def test_a_residency_that_cannot_be_met_is_refused_out_loud(
 ) -> None:
     # Canada belongs to no residency zone: an agent that keeps data in the caller's zone cannot take the call.
     report = await place_call(bedrock_down.stream_url, [Wait(8)], auth_token=AUTH_TOKEN, agent="own_zone",
-                              caller="+14165550123")
+                              caller="+14165550123", account_sid=ACCOUNT_SID)
     await _apologised(report, recognizer)
-    record = await _record(bedrock_down.http, report.call_sid)
+    record = await _record(bedrock_down.http, report.call_sid, bedrock_down.api)
     assert record["outcome"] == "residency_refused" and "CA" in record["outcome_detail"]
     assert record["route"]["region"] == "local"  # nothing was sent to any region
 
@@ -223,7 +223,7 @@ async def test_with_no_eligible_region_the_server_is_not_ready_and_callers_hear_
         assert ready.json()["reason"] == "llm is down"
         assert health["status"] == "degraded" and health["dependencies"]["llm"]["state"] == "down"
         report = await place_call(server.stream_url, [Wait(8)], auth_token=AUTH_TOKEN)
-        record = await _record(server.http, report.call_sid)
+        record = await _record(server.http, report.call_sid, server.api)
     await _apologised(report, recognizer)
     assert record["outcome"] == "no_eligible_region"
 
@@ -256,7 +256,7 @@ async def test_an_exception_in_a_stage_ends_the_call_with_an_apology_and_the_rec
         http = f"http://127.0.0.1:{port}"
         report = await place_call(f"ws://127.0.0.1:{port}/twilio/stream", [Wait(6), Say(caller_speech(QUESTION)),
                                                                            Wait(12)], auth_token=AUTH_TOKEN)
-        record = await _record(http, report.call_sid)
+        record = await _record(http, report.call_sid, api_headers(tmp_path / "data"))
     await _apologised(report, recognizer)
     assert record["outcome"] == "internal_error" and "matcher has a bug" in record["outcome_detail"]
     assert [i["kind"] for i in record["incidents"]] == ["stage_failed"]

@@ -75,7 +75,7 @@ async def test_call_with_deepgram_and_bedrock_answers_through_the_fakes(
     assert deepgram.speaks[0].query["encoding"] == "mulaw"
     assert report.received_bytes > 4000  # greeting and answer reached the caller
     async with httpx.AsyncClient(timeout=5) as client:
-        record = (await client.get(f"{server.http}/api/calls/{report.call_sid}")).json()
+        record = (await client.get(f"{server.http}/api/calls/{report.call_sid}", headers=server.api)).json()
     usage = record["usage"]
     assert usage["tokens"]["us.anthropic.claude-sonnet-4-6"] == {"input": 120, "output": 18}
     assert usage["stt_seconds"]["nova-3"] > 0 and usage["tts_chars"]["aura-2"] > 0

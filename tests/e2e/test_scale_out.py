@@ -37,7 +37,7 @@ def test_a_call_started_on_one_server_is_resumed_on_another(tmp_path: Path, redi
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lambda: place_call(server_a.stream_url, [Wait(20), Say(first_question), Wait(30)],
                                                  auth_token=AUTH_TOKEN, call_sid=call_sid, call_timeout=40))
-                async with httpx.AsyncClient(timeout=5) as client:
+                async with httpx.AsyncClient(timeout=5, headers=server_a.api) as client:
                     while True:  # until A has the caller's first turn and its answer on record
                         await anyio.sleep(0.2)
                         record = (await client.get(f"{server_a.http}/api/calls/{call_sid}")).json()
@@ -54,7 +54,7 @@ def test_a_call_started_on_one_server_is_resumed_on_another(tmp_path: Path, redi
                                                                     Say(second_question), Wait(30)],
                                               auth_token=AUTH_TOKEN, call_sid=call_sid))
         assert report.turns and report.turns[0].latency is not None  # B answered
-        record = httpx.get(f"{server_b.http}/api/calls/{call_sid}", timeout=5).json()
+        record = httpx.get(f"{server_b.http}/api/calls/{call_sid}", headers=server_b.api, timeout=5).json()
         users = [t["user"] for t in record["turns"] if t["user"]]
         assert len(users) == 2, record["turns"]  # A's turn was carried over, B's added
         greetings = [t for t in record["turns"] if "Harbor Lane Dental" in t["agent"]]

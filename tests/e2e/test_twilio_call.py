@@ -21,7 +21,7 @@ from twilio.request_validator import RequestValidator
 from aybiza.codecs import ulaw2lin
 from aybiza.processors.stt.whisper import WhisperRecognizer
 from aybiza.testing.caller import Press, Say, Wait, caller_speech, place_call
-from aybiza.testing.twilio_caller import TwilioCallerProtocol
+from aybiza.testing.twilio_caller import TwilioCallerProtocol, new_sid
 
 from .server import AUTH_TOKEN, Server, running_server
 
@@ -46,27 +46,27 @@ def _words(text: str) -> set[str]:
 
 
 async def _record(server: Server, call_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with httpx.AsyncClient(timeout=5, headers=server.api) as client:
         response = await client.get(f"{server.http}/api/calls/{call_id}")
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
 def test_unsigned_twiml_request_is_refused(server: Server) -> None:
-    response = httpx.post(f"{server.http}/twiml", data={"CallSid": "CA1", "From": "+15555550100"})
+    response = httpx.post(f"{server.http}/twiml", data={"CallSid": new_sid("CA"), "From": "+15555550100"})
     assert response.status_code == 403
     assert "X-Twilio-Signature" in response.text
 
 
 def test_twiml_signed_with_another_token_is_refused(server: Server) -> None:
-    params = {"CallSid": "CA1", "From": "+15555550100"}
+    params = {"CallSid": new_sid("CA"), "AccountSid": new_sid("AC"), "From": "+15555550100"}
     signature = RequestValidator("not-the-token").compute_signature(f"{server.http}/twiml", params)
     response = httpx.post(f"{server.http}/twiml", data=params, headers={"X-Twilio-Signature": signature})
     assert response.status_code == 403
 
 
 def test_signed_twiml_connects_a_stream_with_a_one_time_token(server: Server) -> None:
-    params = {"CallSid": "CA2", "From": "+447700900123"}
+    params = {"CallSid": new_sid("CA"), "AccountSid": new_sid("AC"), "From": "+447700900123"}
     signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{server.http}/twiml", params)
     response = httpx.post(f"{server.http}/twiml", data=params, headers={"X-Twilio-Signature": signature})
     assert response.status_code == 200
@@ -138,14 +138,16 @@ async def test_a_call_fed_garbage_ends_alone_while_another_completes(server: Ser
                                            auth_token=AUTH_TOKEN)
 
     async def garbage_call() -> None:
-        params = {"CallSid": "CAgarbage", "From": "+15555550199"}
+        call_sid, account_sid = new_sid("CA"), new_sid("AC")
+        params = {"CallSid": call_sid, "AccountSid": account_sid, "From": "+15555550199"}
         signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{server.http}/twiml", params)
         async with httpx.AsyncClient() as client:
             twiml = (await client.post(f"{server.http}/twiml", data=params,
                                        headers={"X-Twilio-Signature": signature})).text
         token = re.search(r'name="call_token" value="([^"]+)"', twiml)
         assert token is not None
-        protocol = TwilioCallerProtocol(custom_parameters={"call_token": token.group(1)}, call_sid="CAgarbage")
+        protocol = TwilioCallerProtocol(custom_parameters={"call_token": token.group(1)}, call_sid=call_sid,
+                                        account_sid=account_sid)
         async with websockets.connect(server.stream_url) as ws:
             await ws.send(protocol.connected())
             await ws.send(protocol.start())

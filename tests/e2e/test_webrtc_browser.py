@@ -36,7 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_demo_page_is_served_with_its_assets(server: Server) -> None:
     page = httpx.get(f"{server.http}/", timeout=5)
     assert page.status_code == 200 and 'id="talk"' in page.text
-    assert page.headers["content-security-policy"] == "default-src 'self'"
+    assert page.headers["content-security-policy"].startswith("default-src 'self'; frame-ancestors 'none'")
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
     script = httpx.get(f"{server.http}/web/app.js", timeout=5)
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
 
@@ -45,8 +46,9 @@ def test_demo_page_is_served_with_its_assets(server: Server) -> None:
     ("body", "status", "says"),
     [
         (b"not json", 400, "Bad Request"),
-        (b'{"sdp": "v=0\\r\\n", "type": "offer", "agent": "nobody"}', 404, "no agent"),
-        (b'{"sdp": "v=0\\r\\n", "type": "offer"}', 400, "offer"),
+        (b'{"sdp": "v=0\\r\\na=fingerprint:sha-256 ' + b":".join([b"AB"] * 32) + b'\\r\\n", "type": "offer", '
+         b'"agent": "nobody"}', 404, "no agent"),
+        (b'{"sdp": "v=0\\r\\n", "type": "offer"}', 400, "fingerprint"),  # no DTLS fingerprint: no secure media
     ],
 )
 def test_bad_offers_are_refused(server: Server, body: bytes, status: int, says: str) -> None:
@@ -110,7 +112,7 @@ def test_browser_call_hears_greeting_and_answer(server: Server, tmp_path: Path) 
 def _ended_call(server: Server, call_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 5
     while True:
-        response = httpx.get(f"{server.http}/api/calls/{call_id}", timeout=5)
+        response = httpx.get(f"{server.http}/api/calls/{call_id}", headers=server.api, timeout=5)
         if response.status_code == 200 and response.json()["status"] == "ended":
             return dict(response.json())
         assert time.monotonic() < deadline, f"call {call_id} not ended: {response.text}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -81,6 +82,7 @@ class FakeTwilioSocket:
         self.close_code: int | None = None
         self.close_reason = ""
         self.headers: dict[str, str] = {}
+        self.client = None  # Starlette's peer address (host, port); none here
         self._more = anyio.Event()
 
     async def accept(self) -> None:
@@ -628,3 +630,132 @@ def test_random_mutations_never_crash_or_leak(runtime: Runtime, data: st.DataObj
     assert after["calls_total"] - before["calls_total"] <= 1
     assert after["errors"].get("internal_error", 0) == before["errors"].get("internal_error", 0)
     assert runtime.admission.active == 0 and runtime.calls == {}
+
+
+# -- abuse: a stream bound to its webhook, paced, timed out; silent sockets give way ---------------------
+
+
+class _Peer:
+    host = "198.51.100.7"
+    port = 40000
+
+
+def _bound_caller(runtime: Runtime, **sids: str) -> TwilioCallerProtocol:
+    """A caller whose webhook announced its account too (as /twiml does)."""
+    caller = TwilioCallerProtocol(**sids)
+    token = runtime.tokens.mint(caller.call_sid, "+15555550123", "default", account_sid=caller.account_sid)
+    caller.custom_parameters = {"call_token": str(token), "caller": "+15555550123", "agent": "default"}
+    return caller
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("change", "complaint"), [
+    ({"account_sid": "AC" + "f" * 32}, "accountSid"),
+    ({"caller": "+19005550199"}, "caller"),
+    ({"stream_sid": "MZ\r\nforged log line"}, "streamSid"),
+])
+async def test_a_start_that_differs_from_the_webhook_is_refused(
+        runtime: Runtime, counted: Callable[[], dict[str, Any]], change: dict[str, str], complaint: str) -> None:
+    caller = _bound_caller(runtime)
+    if "caller" in change:
+        caller.custom_parameters["caller"] = change["caller"]
+    else:
+        caller = TwilioCallerProtocol(custom_parameters=caller.custom_parameters, call_sid=caller.call_sid,
+                                      account_sid=change.get("account_sid", caller.account_sid),
+                                      stream_sid=change.get("stream_sid"))
+    websocket = FakeTwilioSocket(_valid_call(caller))
+    await _serve(runtime, websocket)
+    assert websocket.close_code == 1008 and complaint in websocket.close_reason and websocket.sent == []
+    assert counted()["calls"] == 0
+
+
+@pytest.mark.anyio
+async def test_a_second_stream_for_a_live_call_is_refused(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path)
+    first = _bound_caller(runtime)
+    live = FakeTwilioSocket([first.connected(), first.start()], caller=first, stay_open=True)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve_twilio_stream, live, runtime)
+        for _ in range(1000):  # until the first stream's call is live
+            if first.call_sid in runtime.calls:
+                break
+            await anyio.sleep(0.01)
+        second = _bound_caller(runtime, call_sid=first.call_sid, account_sid=first.account_sid)
+        intruder = FakeTwilioSocket(_valid_call(second))
+        await _serve(runtime, intruder)
+        assert intruder.close_code == 1008 and "live stream" in intruder.close_reason
+        assert list(runtime.calls) == [first.call_sid] and runtime.admission.counts == {"twilio": 1}
+        live.push(first.stop())
+    assert live.close_code == 1000 and runtime.admission.active == 0
+
+
+@pytest.mark.anyio
+async def test_a_started_call_that_goes_silent_ends_on_the_media_timeout(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path, media_timeout_s=0.5)
+    caller = _bound_caller(runtime)
+    websocket = FakeTwilioSocket([caller.connected(), caller.start(), caller.media(b"\xff" * 160)], caller=caller,
+                                 stay_open=True)  # then nothing: a silent or half-open peer
+    started = time.monotonic()
+    assert not await _serve(runtime, websocket)
+    assert (websocket.close_code, websocket.close_reason) == (1000, "media_timeout")
+    assert time.monotonic() - started < 5
+    assert runtime.admission.active == 0 and runtime.calls == {}
+
+
+@pytest.mark.anyio
+async def test_media_far_faster_than_real_time_is_dropped_then_the_call_closed(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path)
+    caller = _bound_caller(runtime)
+    opening = [caller.connected(), caller.start()]
+    flood = [caller.media(b"\xff" * 160) for _ in range(2000)]  # 40 s of audio at once
+    websocket = FakeTwilioSocket([*opening, *flood], stay_open=True)
+    await _serve(runtime, websocket)
+    assert websocket.close_code == 1008 and "faster than real time" in websocket.close_reason
+    metrics = runtime.metrics.render()[0].decode()
+    dropped = re.search(r'^aybiza_media_dropped_frames_total\{transport="twilio"\} (\S+)$', metrics, re.M)
+    assert dropped is not None and float(dropped.group(1)) > 250  # the burst allowance passed, the rest did not
+    assert runtime.admission.active == 0
+
+
+@pytest.mark.anyio
+async def test_sockets_that_never_start_give_way_to_newer_ones(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path, max_pending_streams_per_ip=2)
+    silent = []
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            websocket = FakeTwilioSocket([TwilioCallerProtocol().connected()], stay_open=True)
+            websocket.client = _Peer()  # type: ignore[assignment]
+            silent.append(websocket)
+            tg.start_soon(serve_twilio_stream, websocket, runtime)
+            await anyio.sleep(0.01)
+        assert runtime.admission.waiting == 2
+        assert [w.close_code for w in silent[:3]] == [1013] * 3
+        assert "waiting" in silent[0].close_reason
+        caller = _bound_caller(runtime)  # a real call from the same address still gets in
+        real = FakeTwilioSocket(_valid_call(caller))
+        real.client = _Peer()  # type: ignore[assignment]
+        await serve_twilio_stream(real, runtime)  # type: ignore[arg-type]
+        assert real.close_code == 1000
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_streams_parameters_reach_the_record_few_short_and_printable(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path)
+    caller = _bound_caller(runtime)
+    caller.custom_parameters |= {"note\n": "x\r\ny" * 10_000, **{f"p{n}": "v" for n in range(40)}}
+    seen: list[dict[str, str]] = []
+    original = runtime.call_started
+
+    def started(ctx: CallContext) -> None:
+        seen.append(dict(ctx.custom))
+        original(ctx)
+
+    runtime.call_started = started  # type: ignore[method-assign]
+    websocket = FakeTwilioSocket(_valid_call(caller))
+    await _serve(runtime, websocket)
+    assert websocket.close_code == 1000
+    (custom,) = seen
+    assert len(custom) <= 16 and "call_token" not in custom and custom["caller"] == "+15555550123"
+    assert all(len(v) <= 256 and "\n" not in v and "\r" not in v for v in custom.values())
+    assert "note" in custom and "\n" not in "".join(custom)

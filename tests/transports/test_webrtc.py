@@ -363,16 +363,19 @@ def test_bad_offers_are_refused_with_a_reason(body: object, complaint: str) -> N
         parse_offer(body)
 
 
+SDP = "v=0\r\na=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\n"  # the least an offer must carry
+
+
 def test_offer_names_an_agent() -> None:
-    assert parse_offer({"sdp": "v=0\r\n", "type": "offer", "agent": "dental"}) == Offer("v=0\r\n", "dental")
+    assert parse_offer({"sdp": SDP, "type": "offer", "agent": "dental"}) == Offer(SDP, "dental")
 
 
 def test_offer_may_carry_the_browsers_language() -> None:
-    offer = parse_offer({"sdp": "v=0\r\n", "type": "offer", "language": "es-ES"})
+    offer = parse_offer({"sdp": SDP, "type": "offer", "language": "es-ES"})
     assert offer.language == "es-ES"
     for bad in ("Spanish", "", 7, "es_ES", "x" * 40):
         with pytest.raises(ProtocolError, match="language"):
-            parse_offer({"sdp": "v=0\r\n", "type": "offer", "language": bad})
+            parse_offer({"sdp": SDP, "type": "offer", "language": bad})
 
 
 def test_ice_servers_come_from_the_settings(tmp_path: Path) -> None:
@@ -577,3 +580,37 @@ async def test_offers_beyond_the_browser_budget_are_refused(tmp_path: Path) -> N
         assert await browser_calls.answer(Offer("v=0\r\n"), "127.0.0.1") is None  # answered 503: no SDP parsed
     assert runtime.admission.counts == {"webrtc": 1}
     assert runtime.admission.admit("twilio") is not None  # phone callers keep their slots
+
+
+@pytest.mark.anyio
+async def test_an_answered_offer_that_never_connects_leaves_no_call_and_no_record(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path, browser_connect_timeout_s=0.5)
+    browser_calls = BrowserCalls(runtime)
+    browser = RTCPeerConnection()
+    browser.addTrack(PacedAudioTrack())
+    try:
+        with anyio.fail_after(10):
+            async with browser_calls.calls.running():
+                answer = await browser_calls.answer(await _offer(browser), "203.0.113.9")
+                assert answer is not None and runtime.admission.counts == {"webrtc": 1}
+                # the "browser" never applies the answer: no ICE, no DTLS, no media
+                await _until(lambda: runtime.admission.active == 0)
+    finally:
+        await browser.close()
+    assert runtime.calls == {} and runtime.metrics.snapshot()["calls_total"] == 0  # no session ran
+    assert browser_calls.calls.calls == {}
+    assert 'aybiza_refused_total{endpoint="webrtc_offer",reason="no_connection"} 1.0' in (
+        runtime.metrics.render()[0].decode())
+
+
+def test_an_offer_without_a_dtls_fingerprint_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="fingerprint"):
+        parse_offer({"sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+                     "type": "offer"})
+
+
+@pytest.mark.parametrize("body", [{"sdp": SDP, "type": "offer", "agent": {"deep": [1]}},
+                                  {"sdp": SDP, "type": "offer", **{f"k{n}": "v" for n in range(20)}}])
+def test_an_offer_is_one_small_flat_object(body: object) -> None:
+    with pytest.raises(ProtocolError, match="flat JSON object"):
+        parse_offer(body)

@@ -10,6 +10,8 @@
   const $ = (id) => document.getElementById(id);
   const config = readConfig();
   const agent = new URLSearchParams(location.search).get("agent");
+  // A server with AYBIZA_BROWSER_CALLS=token is opened as /#token=...: the fragment never leaves the browser.
+  const browserToken = new URLSearchParams(location.hash.slice(1)).get("token");
 
   let call = null; // the live session: {pc, channel, mic, audioContext, meterTimer}
   const stats = { rxActive: 0, rxByTurn: {}, playingTurn: null };
@@ -215,11 +217,9 @@
     await gatheringComplete(pc);
     const body = { sdp: pc.localDescription.sdp, type: "offer", language: navigator.language || "en" };
     if (agent) body.agent = agent;
-    const response = await fetch("/webrtc/offer", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
+    const headers = { "Content-Type": "application/json" };
+    if (browserToken) headers.Authorization = `Bearer ${browserToken}`;
+    const response = await fetch("/webrtc/offer", { method: "POST", headers, body: JSON.stringify(body) });
     if (!response.ok) throw new Error(`${response.status}: ${(await response.text()).trim()}`);
     await pc.setRemoteDescription(await response.json());
   }
