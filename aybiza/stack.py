@@ -27,8 +27,9 @@ from .processors.journal import CallJournal
 from .processors.language import LanguageProcessor
 from .processors.llm.faq import FAQResponder
 from .processors.llm.openai_compat import OpenAICompatLLM
+from .processors.llm.reply import ReplyProcessor
 from .processors.llm.routed import BedrockStreamers, RoutedBedrock
-from .processors.llm.sentences import ChatMessage, ReplyProcessor
+from .processors.llm.sentences import ChatMessage
 from .processors.quality import QualityProcessor
 from .processors.stt.deepgram import DeepgramSTT
 from .processors.stt.sphinx import SphinxSTT
