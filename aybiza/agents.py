@@ -3,9 +3,12 @@
 An agent is one YAML file, ``<directory>/<agent id>.yaml``: its greeting, a
 system prompt for real language models, the FAQ the embedded responder
 answers from, what to say when nothing matches, the line is bad or a
-provider fails, where to transfer the caller, the languages it speaks and
-where its calls may be processed. The models are frozen pydantic models; a
-bad file is a :class:`ConfigError` that names the file and the field.
+provider fails, where to transfer the caller, the languages it speaks,
+where its calls may be processed, and what it can do: ``tools`` the model
+may call (HTTP tools and built-ins, :mod:`aybiza.tools.specs`) and the
+``action`` an FAQ entry binds (an FAQ "speak to a person" transfers the
+caller after its answer). The models are frozen pydantic models; a bad file
+is a :class:`ConfigError` that names the file and the field.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .tools.specs import Action, BuiltinToolSpec, HttpToolSpec, ToolSpec
 
 __all__ = ["FAQ", "AgentConfig", "RESIDENCIES", "load_agent", "list_agents", "agent_exists", "AGENT_ID_PATTERN"]
 
@@ -40,6 +44,18 @@ def _primary_language(tag: str) -> str:
     return tag.strip().split("-")[0].split("_")[0].lower()
 
 
+def _transfer_target(value: str) -> str:
+    """An E.164 number (separators removed) or a ``sip:`` URI (scheme in lower case); ValueError otherwise."""
+    text = value.strip()
+    number = _E164_SEPARATORS.sub("", text)
+    if _E164.fullmatch(number):
+        return number
+    if _SIP_URI.fullmatch(text):
+        scheme, rest = text.split(":", 1)
+        return f"{scheme.lower()}:{rest}"
+    raise ValueError("a transfer target is an E.164 number (+14155550123) or a sip: URI (sip:desk@pbx.example.com)")
+
+
 def _non_blank(value: str, what: str) -> str:
     text = value.strip()
     if not text:
@@ -48,13 +64,14 @@ def _non_blank(value: str, what: str) -> str:
 
 
 class FAQ(BaseModel):
-    """One answer and the ways a caller may ask for it."""
+    """One answer and the ways a caller may ask for it; ``action`` runs after the answer is heard."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(min_length=1)
     answer: str
     questions: tuple[str, ...] = Field(min_length=1)
+    action: Action | None = None
 
     @field_validator("answer")
     @classmethod
@@ -76,6 +93,11 @@ class AgentConfig(BaseModel):
     transfer to, ``goodbye``. ``languages`` are the primary language tags the
     agent speaks (default: that of ``language``); ``residency`` keeps its
     calls in one zone (``EU``, ``US``, ``APAC``) or in the caller's.
+
+    Lines its tools speak: ``filler`` when a tool takes longer than a second,
+    ``hold`` before a warm transfer's hold, ``cannot_transfer`` when a transfer
+    is asked for and impossible (a browser call, no call control, the person
+    did not answer), ``digits_retry`` when no keys came while collecting digits.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -99,6 +121,11 @@ class AgentConfig(BaseModel):
     retry_prompt: str = "Could you say that again in a moment?"
     handoff: str = "Let me put you through to a colleague."
     languages: tuple[str, ...] = ("en",)
+    tools: tuple[ToolSpec, ...] = ()
+    filler: str = "One moment, please."
+    hold: str = "Please hold for a moment while I brief a colleague."
+    cannot_transfer: str = "I'm sorry, I can't put you through to a person right now."
+    digits_retry: str = "Sorry, I didn't get that. Please type the number on your keypad, then press the hash key."
 
     @model_validator(mode="before")
     @classmethod
@@ -114,24 +141,47 @@ class AgentConfig(BaseModel):
             raise ValueError("agent id may only contain letters, digits, '_' and '-'")
         return value
 
-    @field_validator("greeting", "fallback", "reprompt", "name", "apology", "goodbye", "retry_prompt", "handoff")
+    @field_validator("greeting", "fallback", "reprompt", "name", "apology", "goodbye", "retry_prompt", "handoff",
+                     "filler", "hold", "cannot_transfer", "digits_retry")
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
         return _non_blank(value, "this field")
 
     @field_validator("transfer_to")
     @classmethod
-    def _transfer_target(cls, value: str | None) -> str | None:
+    def _transfer_to(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        text = value.strip()
-        number = _E164_SEPARATORS.sub("", text)
-        if _E164.fullmatch(number):
-            return number
-        if _SIP_URI.fullmatch(text):
-            scheme, rest = text.split(":", 1)
-            return f"{scheme.lower()}:{rest}"
-        raise ValueError("transfer_to must be an E.164 number (+14155550123) or a sip: URI (sip:desk@pbx.example.com)")
+        try:
+            return _transfer_target(value)
+        except ValueError:
+            raise ValueError("transfer_to must be an E.164 number (+14155550123) or a sip: URI "
+                             "(sip:desk@pbx.example.com)") from None
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, value: tuple[HttpToolSpec | BuiltinToolSpec, ...]) -> tuple[HttpToolSpec | BuiltinToolSpec, ...]:
+        names = [tool.name for tool in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"tool names must be unique: {twice}")
+        return tuple(tool.model_copy(update={"target": _transfer_target(tool.target)})
+                     if isinstance(tool, BuiltinToolSpec) and tool.target else tool for tool in value)
+
+    @model_validator(mode="after")
+    def _transfers_have_a_target(self) -> Self:
+        for tool in self.tools:
+            if isinstance(tool, BuiltinToolSpec) and tool.builtin in ("transfer", "warm_transfer") \
+                    and not (tool.target or self.transfer_to):
+                raise ValueError(f"tool {tool.name} needs a target (or the agent's transfer_to)")
+        for faq in self.faqs:
+            if faq.action in ("transfer", "warm_transfer") and not self.transfer_to:
+                raise ValueError(f"FAQ {faq.id!r} transfers the caller: set the agent's transfer_to")
+        return self
+
+    def tool(self, name: str) -> HttpToolSpec | BuiltinToolSpec | None:
+        """The tool called ``name``, if the agent has one."""
+        return next((tool for tool in self.tools if tool.name == name), None)
 
     @field_validator("languages")
     @classmethod

@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 
+    def secret(self, name: str) -> str | None:
+        """A tool's secret by the name an agent file gives it: the environment variable ``AYBIZA_SECRET_<NAME>``.
+
+        Read when a tool is called (a rotated secret needs no restart); only that
+        prefix, so an agent file can never send the server's own keys anywhere.
+        """
+        return os.environ.get(f"AYBIZA_SECRET_{name.upper()}") or None
+
     @property
     def base_url(self) -> str:
         """The public base URL without a trailing slash."""

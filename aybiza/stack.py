@@ -4,7 +4,10 @@
 design's order (``quality -> vad -> stt -> language -> turns -> model -> tts``;
 the transport adds its output stage) and the frames that open the call (the
 agent's greeting). The engines are the process's (:class:`~aybiza.engines.Engines`);
-a call only creates cheap per-call state. Providers that can fail in the
+a call only creates cheap per-call state. The model stage gets the call's
+:class:`~aybiza.tools.toolbox.Toolbox` when the agent has tools (or, for the
+FAQ responder, FAQs that bind an action), acting through the session's
+:class:`~aybiza.tools.toolbox.CallActions`. Providers that can fail in the
 field come with their local fallback: Deepgram's recogniser falls back to
 whisper, Aura to the local voice (:class:`~aybiza.processors.fallback.FallbackStage`).
 """
@@ -27,8 +30,9 @@ from .processors.journal import CallJournal
 from .processors.language import LanguageProcessor
 from .processors.llm.faq import FAQResponder
 from .processors.llm.openai_compat import OpenAICompatLLM
+from .processors.llm.reply import ReplyProcessor
 from .processors.llm.routed import BedrockStreamers, RoutedBedrock
-from .processors.llm.sentences import ChatMessage, ReplyProcessor
+from .processors.llm.sentences import ChatMessage
 from .processors.quality import QualityProcessor
 from .processors.stt.deepgram import DeepgramSTT
 from .processors.stt.sphinx import SphinxSTT
@@ -39,6 +43,7 @@ from .processors.turns import TurnTaker
 from .processors.vad import VADProcessor
 from .routing.router import CallRouting
 from .routing.service import RoutingService
+from .tools.toolbox import CallActions, Toolbox
 
 __all__ = ["SpeechStack"]
 
@@ -90,11 +95,13 @@ class SpeechStack:
         history: Sequence[Mapping[str, str]] = (),
         resumed: bool = False,
         turn_offset: int = 0,
+        actions: CallActions | None = None,
     ) -> tuple[list[Processor], list[Frame]]:
         """Processors for one call and the frames that open it.
 
         A call ``resumed`` from another process carries its conversation
-        (``history``) into the model and is not greeted again.
+        (``history``) into the model and is not greeted again. ``actions`` is
+        what the agent's tools may do to the call (none: only lookups).
         """
         settings = self.settings
         processors: list[Processor] = [
@@ -104,7 +111,7 @@ class SpeechStack:
             self._stt(ctx),
             LanguageProcessor(self.engines.language_detector),  # reads the first final transcripts
             TurnTaker(barge_in=settings.barge_in),
-            self._answers(ctx, agent, call_routing, history, resumed, turn_offset),
+            self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions),
             self._tts(ctx),
         ]
         opening: list[Frame] = [] if resumed else [AgentText(agent.greeting, turn_id=0, language=agent.language),
@@ -127,9 +134,10 @@ class SpeechStack:
     # -- the model ---------------------------------------------------------------------------
 
     def _answers(self, ctx: CallContext, agent: AgentConfig, call_routing: CallRouting | None,
-                 history: Sequence[Mapping[str, str]], resumed: bool, turn_offset: int) -> Processor:
+                 history: Sequence[Mapping[str, str]], resumed: bool, turn_offset: int,
+                 actions: CallActions | None) -> Processor:
         """The model stage (seeded with the conversation so far), behind the answer cache, inside the journal."""
-        model = self._model(ctx, agent, call_routing)
+        model = self._model(ctx, agent, call_routing, actions)
         if isinstance(model, ReplyProcessor) and history:
             model.history.extend(ChatMessage("user" if m["role"] == "user" else "assistant", m["text"])
                                  for m in history if m.get("text"))
@@ -140,7 +148,8 @@ class SpeechStack:
             model = CallJournal(model, self.store, turn_offset=turn_offset)  # outermost: it sees cache hits too
         return model
 
-    def _model(self, ctx: CallContext, agent: AgentConfig, call_routing: CallRouting | None) -> Processor:
+    def _model(self, ctx: CallContext, agent: AgentConfig, call_routing: CallRouting | None,
+               actions: CallActions | None) -> Processor:
         settings, engines = self.settings, self.engines
         if settings.llm == "bedrock":
             if self.routing is None or call_routing is None:
@@ -150,11 +159,21 @@ class SpeechStack:
                                      cost_budget_usd=agent.cost_budget_usd,
                                      cost_so_far=lambda: self._cost_so_far(ctx),
                                      on_failover=ctx.ledger.failover)
-            return ReplyProcessor(streamer, system_prompt=agent.system_prompt)
+            return ReplyProcessor(streamer, system_prompt=agent.system_prompt,
+                                  tools=self._toolbox(ctx, agent, actions) if agent.tools else None)
         if settings.llm == "openai":
             return OpenAICompatLLM(model=settings.openai_model, system_prompt=agent.system_prompt,
-                                   base_url=settings.openai_base_url, api_key=settings.openai_api_key)
-        return FAQResponder(agent, lambda: engines.faq_matcher(agent))
+                                   base_url=settings.openai_base_url, api_key=settings.openai_api_key,
+                                   tools=self._toolbox(ctx, agent, actions) if agent.tools else None)
+        acts = any(faq.action for faq in agent.faqs)
+        return FAQResponder(agent, lambda: engines.faq_matcher(agent),
+                            actions=self._toolbox(ctx, agent, actions) if acts else None)
+
+    def _toolbox(self, ctx: CallContext, agent: AgentConfig, actions: CallActions | None) -> Toolbox:
+        """The call's tools: secrets through Settings, the FAQ through the process's matcher."""
+        engines = self.engines
+        return Toolbox(ctx, agent, actions=actions, secret=self.settings.secret,
+                       faq=lambda: engines.faq_matcher(agent))
 
     # -- the voice --------------------------------------------------------------------------
 

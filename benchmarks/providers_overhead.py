@@ -53,7 +53,7 @@ from aybiza.pipeline import (
     UserTurn,
 )
 from aybiza.processors.llm.bedrock import BedrockStreamer, bedrock_client
-from aybiza.processors.llm.sentences import ReplyProcessor
+from aybiza.processors.llm.reply import ReplyProcessor
 from aybiza.processors.stt.deepgram import DeepgramSTT, deepgram_client
 from aybiza.processors.tts.deepgram import DeepgramTTS
 from aybiza.testing import BedrockReply, FakeBedrock, FakeDeepgram

@@ -195,3 +195,65 @@ def test_agent_exists_needs_a_valid_id_and_a_file(tmp_path: Path) -> None:
     assert agent_exists("shop", tmp_path)
     assert not agent_exists("nobody", tmp_path) and not agent_exists("../shop", tmp_path)
     assert agent_exists("default", AGENTS_DIR)
+
+
+TOOLS = """\
+transfer_to: '+14155550123'
+tools:
+  - name: order_status
+    description: Where an order is.
+    url: https://shop.example.com/api/orders/{order_id}
+    method: get
+    parameters:
+      type: object
+      properties: {order_id: {type: string}}
+      required: [order_id]
+    auth: {secret: SHOP_TOKEN}
+    keep: [status]
+  - builtin: transfer
+  - builtin: warm_transfer
+    target: 'sip:billing@pbx.example.com'
+  - builtin: collect_digits
+    max_digits: 6
+"""
+
+
+def test_tools_are_http_requests_or_built_ins(tmp_path: Path) -> None:
+    agent = _load_with(tmp_path, TOOLS)
+    order, transfer, warm, digits = agent.tools
+    assert order.name == "order_status" and order.method == "GET" and order.placeholders == ("order_id",)  # type: ignore[union-attr]
+    assert transfer.name == "transfer" and warm.target == "sip:billing@pbx.example.com"  # type: ignore[union-attr]
+    assert digits.max_digits == 6 and agent.tool("collect_digits") is digits  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("tools", "message"), [
+    ("tools:\n  - builtin: teleport\n", "builtin"),
+    ("tools:\n  - name: x\n    description: x\n    url: ftp://x\n", "http:// or https://"),
+    ("tools:\n  - name: x\n    description: x\n    url: https://x/{id}\n", "placeholder"),
+    ("tools:\n  - name: x\n    description: x\n    url: https://x\n    auth: {secret: lower}\n", "capitals"),
+    ("tools:\n  - builtin: end_call\n  - builtin: end_call\n", "unique"),
+    ("tools:\n  - builtin: transfer\n", "needs a target"),
+])
+def test_a_tool_that_cannot_work_is_refused_when_the_file_loads(tmp_path: Path, tools: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _load_with(tmp_path, tools)
+
+
+def test_an_faq_action_that_transfers_needs_somewhere_to_transfer_to(tmp_path: Path) -> None:
+    action = MINIMAL.replace("    questions:", "    action: transfer\n    questions:")
+    (tmp_path / "shop.yaml").write_text(action)
+    with pytest.raises(ConfigError, match="transfer_to"):
+        load_agent("shop", tmp_path)
+    (tmp_path / "shop.yaml").write_text(action + "transfer_to: '+14155550123'\n")
+    assert load_agent("shop", tmp_path).faqs[0].action == "transfer"
+
+
+def test_the_default_agent_passes_callers_who_ask_for_a_person_to_its_front_desk() -> None:
+    agent = load_agent("default", AGENTS_DIR)
+    [person] = [faq for faq in agent.faqs if faq.action is not None]
+    assert person.action == "transfer" and agent.transfer_to == "+16035550142"
+
+
+def test_an_agent_with_tools_is_hashable_like_any_agent(tmp_path: Path) -> None:
+    agent = _load_with(tmp_path, TOOLS)
+    assert hash(agent) == hash(_load_with(tmp_path, TOOLS))  # agents are cache keys (answer fingerprints)

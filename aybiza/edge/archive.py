@@ -45,8 +45,10 @@ T = TypeVar("T")
 
 
 def purge_record(record: CallRecord) -> CallRecord:
-    """A copy of ``record`` without transcript, caller number or digits (retention)."""
-    turns = [turn.model_copy(update={"user": "", "agent": ""}) for turn in record.turns]
+    """A copy of ``record`` without transcript, tool arguments and results, caller number or digits (retention)."""
+    turns = [turn.model_copy(update={"user": "", "agent": "", "tool_calls": [
+        use.model_copy(update={"arguments": {}, "result": {}, "error": ""}) for use in turn.tool_calls]})
+        for turn in record.turns]
     return record.model_copy(update={"turns": turns, "caller": "", "digits": "", "transcript_purged": True})
 
 

@@ -1,7 +1,8 @@
 """The call record: what the platform keeps about one call, live and after it ended.
 
 A :class:`CallRecord` holds the route, each turn (what was said, its
-timings, what the cache answered), the usage the call's ledger counted
+timings, what the cache answered, the tools it called with their arguments,
+outcome, result and duration), the usage the call's ledger counted
 (tokens per model, audio per recogniser, characters per voice, cache hits
 and misses), cost, quality, language, the typed end reason (``outcome``) and
 the incidents the call met. It is a pydantic model stored whole as JSON, so
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..pipeline.context import CallContext
-from ..pipeline.ledger import Incident, Usage
+from ..pipeline.ledger import Incident, ToolUse, Usage
 
 __all__ = [
     "CallRecord",
@@ -49,6 +50,7 @@ class TurnRecord(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     cached: list[str] = Field(default_factory=list)  # which stages the cache served: "llm", "tts"
     interrupted: bool = False
+    tool_calls: list[ToolUse] = Field(default_factory=list)  # redacted: digits typed are masked
 
 
 class CallRecord(BaseModel):
@@ -175,7 +177,7 @@ def final_fields(
         "language": ctx.language,
         "route": _route(ctx),
         "usage": ledger.usage(),
-        "digits": ctx.digits,
+        "digits": ledger.redact(ctx.digits),
         "timings": [(stage.value, round(seconds, 6)) for stage, seconds, _ in ledger.samples],
         "incidents": list(ledger.incidents),
         "outcome_detail": detail[:500],

@@ -20,7 +20,7 @@ from .frames import (
     Transcript,
     UserTurn,
 )
-from .ledger import CacheKind, CallLedger, IncidentKind, Stage, Usage
+from .ledger import CacheKind, CallLedger, IncidentKind, Stage, ToolUse, Usage
 from .pipeline import Pipeline, check_wiring
 from .processor import Processor
 from .worker import Worker
@@ -35,6 +35,7 @@ __all__ = [
     "IncidentKind",
     "Notice",
     "Stage",
+    "ToolUse",
     "Usage",
     "check_wiring",
     "AgentTurnDone",

@@ -67,6 +67,8 @@ class CallContext:
     # the output transport turns it into the voice-to-voice latency.
     user_turn_ended_at: float | None = None
     digits: str = ""  # DTMF digits the caller pressed, in order
+    # True while a tool collects keypad digits (card numbers, PINs): a recorder pauses on it (PCI).
+    collecting_digits: bool = False
     ledger: CallLedger = field(default_factory=CallLedger)
     announce: Announce = _say_nothing
     log: CallLogger = field(init=False)

@@ -13,6 +13,13 @@ Timing samples are tagged with the turn they belong to. The ledger's
 measured *before* the caller's turn is complete (the final transcript)
 belongs to the turn about to start, ``turn + 1``.
 
+Tool calls are on the ledger too (:class:`ToolUse`: the turn, the arguments,
+the outcome, the result given to the model, the duration), opened when a
+call starts so that a turn with one in flight is never cached, and closed
+when it ends. Digits a caller typed into a collection are *secrets*:
+:meth:`CallLedger.redact` masks them (also spaced out, "1 2 3 4") in any
+text bound for the record.
+
 The ledger is written on the event loop only (stages in worker threads hop
 back to it), so it needs no lock. Writes on the per-frame path
 (:meth:`add_audio`) are one addition.
@@ -21,9 +28,10 @@ back to it), so it needs no lock. Writes on the per-frame path
 from __future__ import annotations
 
 import enum
+import re
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +44,8 @@ __all__ = [
     "LedgerSink",
     "Stage",
     "TokenUse",
+    "ToolOutcome",
+    "ToolUse",
     "Usage",
 ]
 
@@ -105,6 +115,26 @@ class Incident(BaseModel):
     at_s: float = 0.0
 
 
+ToolOutcome = Literal["running", "ok", "error", "timeout", "cancelled"]
+"""How a tool call ended (``running`` while it runs)."""
+
+
+class ToolUse(BaseModel):
+    """One tool call: which turn, what it was asked, how it ended, what the model got back, how long it took."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    turn: int
+    name: str
+    kind: str  # "http", a built-in's name, or "action" (bound to an FAQ)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    outcome: ToolOutcome = "running"
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: str = ""
+    at_s: float = 0.0  # seconds into the call
+    duration_ms: float | None = None
+
+
 class Usage(BaseModel):
     """What a call used, by provider and engine: stored in its record, priced at its end."""
 
@@ -121,6 +151,7 @@ class Usage(BaseModel):
     stt_reconnects: int = 0
     model_errors: int = 0
     failovers: list[tuple[str, str]] = Field(default_factory=list)  # (from region, to region)
+    tools: dict[str, int] = Field(default_factory=dict)  # tool -> calls
 
     @property
     def answered_by(self) -> str:
@@ -173,6 +204,8 @@ class CallLedger:
         "_answers",
         "_failovers",
         "_firsts",
+        "_tool_uses",
+        "_secrets",
     )
 
     def __init__(self, sink: LedgerSink | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -194,6 +227,8 @@ class CallLedger:
         self._answers: dict[str, int] = {}
         self._failovers: list[tuple[str, str]] = []
         self._firsts: dict[int, dict[str, float]] = {}  # turn -> stage -> its first sample (see timings())
+        self._tool_uses: list[tuple[ToolUse, float]] = []  # with the monotonic time each started
+        self._secrets: list[re.Pattern[str]] = []
 
     # -- recording ----------------------------------------------------------------
 
@@ -254,6 +289,48 @@ class CallLedger:
         if self.sink is not None:
             self.sink.incident(kind)
 
+    def tool_started(self, turn: int, name: str, kind: str, arguments: Mapping[str, Any]) -> ToolUse:
+        """A tool call begins in ``turn``; the returned record is closed with :meth:`tool_ended`."""
+        use = ToolUse(turn=turn, name=name, kind=kind, arguments=dict(arguments), at_s=round(self.elapsed(), 3))
+        self._tool_uses.append((use, self._clock()))
+        return use
+
+    def tool_ended(self, use: ToolUse, outcome: ToolOutcome, *, result: Mapping[str, Any] | None = None,
+                   error: str = "") -> None:
+        """A tool call ended: how, what the model was given, and (measured here) how long it took."""
+        started = next((at for recorded, at in self._tool_uses if recorded is use), self._clock())
+        use.outcome = outcome
+        use.result = dict(result or {})
+        use.error = error[:300]
+        use.duration_ms = round((self._clock() - started) * 1000.0, 1)
+
+    def secret(self, value: str) -> None:
+        """Keep ``value`` (digits the caller typed) out of every record: :meth:`redact` masks it."""
+        if len(value) >= 2 and value.isalnum():
+            # Also written out with separators, as a model reading it back would: "1 2 3 4", "1-2-3-4".
+            self._secrets.append(re.compile(r"[\s,.-]*".join(re.escape(char) for char in value)))
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret masked (one ``•`` per character)."""
+        for pattern in self._secrets:
+            text = pattern.sub(lambda match: "".join("•" if c.isalnum() else c for c in match.group()), text)
+        return text
+
+    def redact_value(self, value: Any) -> Any:
+        """:meth:`redact` through a JSON-like value (dicts, lists, strings; numbers as their digits)."""
+        if not self._secrets:
+            return value
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, Mapping):
+            return {key: self.redact_value(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.redact_value(item) for item in value]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            masked = self.redact(str(value))
+            return value if masked == str(value) else masked
+        return value
+
     # -- reading ------------------------------------------------------------------
 
     def usage(self) -> Usage:
@@ -270,7 +347,25 @@ class CallLedger:
             stt_reconnects=self.stt_reconnects,
             model_errors=self.model_errors,
             failovers=list(self._failovers),
+            tools=self._tool_counts(),
         )
+
+    def _tool_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for use, _ in self._tool_uses:
+            counts[use.name] = counts.get(use.name, 0) + 1
+        return counts
+
+    @property
+    def tool_calls(self) -> int:
+        """Tool calls started so far (running ones included)."""
+        return len(self._tool_uses)
+
+    def tool_uses(self, turn: int) -> list[ToolUse]:
+        """The tool calls of ``turn``, redacted, in the order they started (copies: safe to store)."""
+        return [ToolUse.model_validate({**use.model_dump(), "arguments": self.redact_value(use.arguments),
+                                        "result": self.redact_value(use.result), "error": self.redact(use.error)})
+                for use, _ in self._tool_uses if use.turn == turn]
 
     def cache_hits(self, kind: CacheKind) -> int:
         """Hits of ``kind`` so far."""

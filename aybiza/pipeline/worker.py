@@ -1,7 +1,9 @@
 """A bounded queue and one task: how an I/O-bound processor stays off the hop.
 
 The worker runs ``handler(item)`` for each queued item in order. ``flush()``
-(barge-in) drops everything queued and cancels the item in progress. Items
+(barge-in) drops everything queued and cancels the item in progress (a stage
+whose item must finish, such as a tool call under way, keeps it with
+``cancel_current=False``). Items
 carry the generation they were queued in, so an item already handed to the
 task when ``flush`` runs is still dropped.
 """
@@ -46,8 +48,8 @@ class Worker(Generic[T]):
         """Queue ``item`` or raise ``anyio.WouldBlock`` when full."""
         self._send.send_nowait((self._generation, item))
 
-    def flush(self) -> int:
-        """Drop every queued item and cancel the one in progress; return how many were dropped."""
+    def flush(self, *, cancel_current: bool = True) -> int:
+        """Drop every queued item and cancel the one in progress (unless told not to); return how many were dropped."""
         self._generation += 1
         dropped = 0
         while True:
@@ -56,7 +58,7 @@ class Worker(Generic[T]):
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
             dropped += 1
-        if self._scope is not None:
+        if cancel_current and self._scope is not None:
             self._scope.cancel()
         return dropped
 

@@ -14,8 +14,10 @@ hit, the cached sentences and an ``AgentTurnDone`` go downstream at once and
 the model never sees the turn. Every lookup is counted on the call's ledger
 (``CacheKind.ANSWER``, hit or miss), which the metrics see at once. On a miss
 the turn goes to the model, whose answer is recorded on its way out and
-stored when its ``AgentTurnDone`` arrives — unless the turn was interrupted
-or the model failed it. A model that keeps a conversation (``history`` list of
+stored when its ``AgentTurnDone`` arrives — unless the turn was
+interrupted, the model failed it, or a tool or action ran in it (an answer
+that looked something up, or transferred the caller, is not one to replay).
+A model that keeps a conversation (``history`` list of
 :class:`ChatMessage`, e.g. :class:`ReplyProcessor`) is told about a turn
 the cache answered, so the next turn has its context.
 
@@ -131,11 +133,16 @@ def _errors(ctx: CallContext | None) -> int:
     return ctx.ledger.model_errors if ctx is not None else 0
 
 
+def _tool_calls(ctx: CallContext | None) -> int:
+    return ctx.ledger.tool_calls if ctx is not None else 0
+
+
 @dataclass(slots=True)
 class _Recording:
     key: str
     language: str
     errors_before: int
+    tools_before: int
     texts: list[str] = field(default_factory=list)
 
 
@@ -198,7 +205,7 @@ class CachedAnswers(WrappingProcessor):
         self.misses += 1
         for stale in [t for t in self._recording if t < turn.turn_id - 4]:
             del self._recording[stale]
-        self._recording[turn.turn_id] = _Recording(key, turn.language, _errors(self.ctx))
+        self._recording[turn.turn_id] = _Recording(key, turn.language, _errors(self.ctx), _tool_calls(self.ctx))
         return False
 
     async def _lookup(self, key: str) -> CachedAnswer | None:
@@ -244,7 +251,8 @@ class CachedAnswers(WrappingProcessor):
                     await self._store(recording.key, answer)
 
     def _worth_keeping(self, recording: _Recording) -> bool:
-        return bool(recording.texts) and _errors(self.ctx) <= recording.errors_before
+        return (bool(recording.texts) and _errors(self.ctx) <= recording.errors_before
+                and _tool_calls(self.ctx) <= recording.tools_before)
 
     async def _store(self, key: str, answer: CachedAnswer) -> None:
         with anyio.move_on_after(max(self.lookup_timeout_s, 0.5)):

@@ -10,12 +10,13 @@ answered, whether the caller barged in — plus language, usage and quality,
 so a crash loses at most the turn in progress. A store failure is logged
 and never ends the call.
 
-Latencies come from the call's ledger, which tags every sample with its
-turn; a turn's record is refreshed when the next turn starts and when the
-call stops, so the stages that finish after the model (first audio,
-voice-to-voice) are in it. The store is written once per turn: a refreshed
-turn goes out with the next turn's answer (or at the end of the call), in
-the same snapshot, and the usage snapshot is built only for that write.
+Latencies and tool calls come from the call's ledger, which tags every
+sample and call with its turn; a turn's record is refreshed when the next
+turn starts and when the call stops, so the stages that finish after the
+model (first audio, voice-to-voice) and a tool that outlives its turn are
+in it. The store is written once per turn (a refreshed turn goes out with the
+next turn's answer, in the same snapshot). What is written is redacted by the ledger: digits the caller typed
+into a collection are masked wherever they appear.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..edge.calls import CallStore
 from ..edge.records import TurnRecord
 from ..edge.state import CallStateError
 from ..pipeline import (
+    CallLedger,
     AgentText,
     AgentTurnDone,
     CacheKind,
@@ -121,6 +123,7 @@ class CallJournal(WrappingProcessor):
             return
         ledger = ctx.ledger
         turn.timings = ledger.timings(turn_id)
+        turn.tool_calls = ledger.tool_uses(turn_id)
         if ledger.cache_hits(CacheKind.ANSWER) > self._answer_hits.get(turn_id, 1 << 30) and "llm" not in turn.cached:
             turn.cached.append("llm")
         audio_hits = ledger.cache_hits(CacheKind.AUDIO)
@@ -151,13 +154,15 @@ class CallJournal(WrappingProcessor):
         changes: dict[str, Any] = {"language": ctx.language, "usage": ctx.ledger.usage()}
         if self._quality:
             changes["quality"] = dict(self._quality)
+        ledger = ctx.ledger
+        written = [_snapshot(turn, ledger) for turn in turns]
         try:
-            await self.store.update(ctx.call_id, turn=[_snapshot(turn) for turn in turns], **changes)
+            await self.store.update(ctx.call_id, turn=written, **changes)
         except CallStateError as error:
             self._ok = False
             ctx.log.warning("call journal stopped: %s", error)
 
 
-def _snapshot(turn: TurnRecord) -> TurnRecord:
-    """A copy the journal's later changes to ``turn`` do not reach (its containers are the only mutable fields)."""
-    return turn.model_copy(update={"timings": dict(turn.timings), "cached": list(turn.cached)})
+def _snapshot(turn: TurnRecord, ledger: CallLedger) -> TurnRecord:
+    """A redacted copy the journal's later changes to ``turn`` do not reach."""
+    return turn.model_copy(deep=True, update={"user": ledger.redact(turn.user), "agent": ledger.redact(turn.agent)})

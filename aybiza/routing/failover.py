@@ -15,6 +15,8 @@ walks the route's regions in order:
   whitespace removed, as Claude requires) so the next region continues the
   sentence instead of repeating it, and whitespace the caller already heard is
   dropped from the continuation (never spoken twice);
+* an empty chunk is progress without text (the model writing a tool call): it
+  meets the first-token deadline and resets the stall timer, and is passed on;
 * a fatal provider error (bad request, credentials) is raised at once;
 * retries beyond the first attempt draw on a :class:`RetryBudget` (20 % of turns
   plus a floor, over 10 s), so a global outage does not multiply the load, and
@@ -57,6 +59,7 @@ StreamTurn = Callable[[str, Sequence[Message]], AsyncIterator[str]]
 """Streams the assistant's reply to ``messages`` from one region, chunk by chunk.
 
 If the last message has role ``assistant`` it is a prefill: the reply continues it.
+An empty chunk says the model is producing something other than text (a tool call).
 """
 
 
@@ -281,14 +284,15 @@ class FailoverExecutor:
                         if health is not None:
                             health.release(region)
                         raise
-                    if not chunk:
-                        continue
                     if attempt.first_token_at is None:
                         attempt.first_token_at = clock()
                         if record.first_token_at is None:
                             record.first_token_at = attempt.first_token_at
                         if record.first_failure_at is not None and record.recovered_at is None:
                             record.recovered_at = attempt.first_token_at
+                    if not chunk:
+                        yield chunk  # progress, not text: nothing is spoken, nothing becomes a prefill
+                        continue
                     if trim_leading:
                         chunk = chunk.lstrip()
                         if not chunk:

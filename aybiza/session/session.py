@@ -25,7 +25,10 @@ everything else, in this order:
 
 Stages ask for an announcement in the local voice through ``ctx.announce``
 when a fallback took over (the apology) or a turn got no answer (the apology
-and "could you say that again?").
+and "could you say that again?"). The agent's tools act on the call through
+its :class:`~aybiza.session.actions.SessionActions` (transfer, hang up, play
+tones, wait until a line was heard); a call the agent transferred or hung up
+ends with that reason even when the provider's ``stop`` arrives first.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from ..pipeline import (
 from ..processors.language import prior_language
 from ..routing.countries import locate_number
 from ..routing.router import CallRouting, NoEligibleRegion, ResidencyRefused
+from .actions import SessionActions
 from .transport import CallTransport
 
 if TYPE_CHECKING:
@@ -99,6 +103,7 @@ class CallSession:
         self.transport = transport
         self.agent: AgentConfig | None = None
         self.call_routing: CallRouting | None = None
+        self.actions = SessionActions(ctx, transport)
         self._announcements = 0
         ctx.ledger = CallLedger(runtime.metrics)
         ctx.announce = self._announce
@@ -131,8 +136,13 @@ class CallSession:
             self._route(self.agent)
             history, resumed, offset = await self._open_record()
             processors, opening = self.runtime.stack.build(self.ctx, self.agent, call_routing=self.call_routing,
-                                                           history=history, resumed=resumed, turn_offset=offset)
-            return await self._converse(processors, opening)
+                                                           history=history, resumed=resumed, turn_offset=offset,
+                                                           actions=self.actions)
+            reason, detail = await self._converse(processors, opening)
+            ending = self.actions.ending
+            if ending is not None and reason in (EndReason.HANGUP, EndReason.DISCONNECTED):
+                return ending  # the provider left the stream because the agent transferred (or hung up)
+            return reason, detail
         except AybizaError as error:
             return self._failed(error)
 
@@ -199,7 +209,7 @@ class CallSession:
 
     async def _converse(self, processors: list[Processor], opening: list[Frame]) -> tuple[EndReason, str]:
         transport = self.transport
-        stages = [*transport.arrange(processors), transport.output]
+        stages = [*transport.arrange(processors), self.actions.tap, transport.output]
         problems = check_wiring(stages, transport.sources | {type(frame) for frame in opening})
         if problems:
             raise ConfigError("the call's stages are not wired: " + "; ".join(problems))

@@ -14,13 +14,16 @@ from typing import Protocol
 from ..errors import EndReason
 from ..pipeline import Frame, Processor
 
-__all__ = ["CallControl", "CallTransport", "Push"]
+__all__ = ["LEG_ENDED", "CallControl", "CallTransport", "Push"]
 
 Push = Callable[[Frame], Awaitable[None]]
 
+LEG_ENDED = frozenset({"busy", "no-answer", "failed", "canceled", "completed"})
+"""A second leg's statuses (:meth:`CallControl.leg_status`, Twilio's words) once it is over or never started."""
+
 
 class CallControl(Protocol):
-    """Acting on the call at the telephony provider (Twilio's REST API)."""
+    """Acting on the call at the telephony provider (Twilio's REST API: :mod:`aybiza.transports.twilio_rest`)."""
 
     @property
     def available(self) -> bool:
@@ -29,6 +32,22 @@ class CallControl(Protocol):
 
     async def transfer(self, target: str, *, announce: str = "") -> None:
         """Hand the live call to ``target`` (an E.164 number or a SIP URI)."""
+        ...
+
+    async def call_leg(self, to: str, *, brief: str, room: str, ring_s: float) -> str:
+        """Ring ``to`` on a second call that, once answered, hears ``brief`` and joins conference ``room``; its id."""
+        ...
+
+    async def leg_status(self, sid: str) -> str:
+        """The second call's status (``ringing``, ``in-progress``, ``busy``, ``no-answer`` ...)."""
+        ...
+
+    async def end_leg(self, sid: str, *, ringing: bool = True) -> None:
+        """Hang up the second call."""
+        ...
+
+    async def join_conference(self, room: str) -> None:
+        """Move the live call into conference ``room`` (on hold music until it starts; this leaves the stream)."""
         ...
 
 

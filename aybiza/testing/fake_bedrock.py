@@ -4,10 +4,19 @@
 ``application/vnd.amazon.eventstream`` frames (correct CRCs) exactly as
 boto3 expects them, so the real client can be pointed at it with
 ``endpoint_url``. What each request gets is scripted with :class:`BedrockReply`
-(text, thinking, HTTP errors such as 429, an exception frame mid-stream, delays
-before the first token, a stall, a dropped connection). Requests are recorded,
-and the fake rejects what Bedrock rejects (blank text blocks, roles that do not
-alternate, temperature with thinking) with a ``ValidationException``.
+(text, thinking, tool calls, HTTP errors such as 429, an exception frame
+mid-stream, delays before the first token, a stall, a dropped connection).
+Requests are recorded, and the fake rejects what Bedrock rejects (blank text
+blocks, roles that do not alternate, temperature with thinking, a ``toolUse``
+not answered by a ``toolResult`` in the next message or a ``toolResult`` no
+``toolUse`` asked for, tool blocks without ``toolConfig``, thinking in a tool
+loop without the thinking block) with a ``ValidationException``.
+
+A tool call streams as Bedrock streams it: ``contentBlockStart`` with the
+``toolUse`` id and name, the input JSON in ``contentBlockDelta`` pieces
+(``delta.toolUse.input``), ``contentBlockStop``; the message then stops with
+``stopReason: tool_use``. ``exception_after``/``abort`` count these frames
+too, so a region can be made to fail halfway through a tool call.
 
     with FakeBedrock(script=[BedrockReply(text="Hi there.")]) as fb:
         client = boto3.client("bedrock-runtime", endpoint_url=fb.url, ...)
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +38,18 @@ from aiohttp import web
 from ._server import LoopbackServer
 from .eventstream import event_frame, exception_frame
 
-__all__ = ["BedrockReply", "BedrockRequest", "FakeBedrock"]
+__all__ = ["BedrockReply", "BedrockRequest", "FakeBedrock", "ToolUseReply"]
 
 DEFAULT_THINKING = "The caller wants help. Answer briefly and warmly."
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUseReply:
+    """A tool call the scripted reply makes (after its text)."""
+
+    name: str
+    input: dict[str, Any] = field(default_factory=dict)
+    tool_use_id: str = ""  # empty: a fresh ``tooluse_…`` id
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +57,7 @@ class BedrockReply:
     """What the fake does with one request."""
 
     text: str = "Hello! How can I help you today?"
+    tool_uses: tuple[ToolUseReply, ...] = ()  # stopReason becomes tool_use
     thinking: str | None = None  # None: reason only when the request asks for thinking
     chunk_chars: int = 8
     status: int = 200  # != 200: an HTTP error carrying ``error_type``
@@ -67,6 +87,16 @@ class BedrockRequest:
     body: dict[str, Any]
     received_at: float = 0.0
     finished: bool = False  # the whole scripted reply was sent
+
+    def tool_results(self) -> list[dict[str, Any]]:
+        """The ``toolResult`` blocks of the request's last message (what the tools returned)."""
+        messages = self.body.get("messages") or [{}]
+        return [block["toolResult"] for block in messages[-1].get("content", []) if "toolResult" in block]
+
+    def texts(self) -> list[str]:
+        """Every text block of every message, in order."""
+        return [block["text"] for message in self.body.get("messages", []) for block in message.get("content", [])
+                if "text" in block]
 
     @property
     def thinking(self) -> dict[str, Any] | None:
@@ -233,20 +263,32 @@ def _frames(reply: BedrockReply, body: dict[str, Any], thinking: str | None) -> 
         )
         frames.append(("stop", event_frame("contentBlockStop", {"contentBlockIndex": block})))
         block += 1
-    for piece in _chunks(reply.text, reply.chunk_chars):
-        frames.append(
-            (
-                "delta",
-                event_frame("contentBlockDelta", {"contentBlockIndex": block, "delta": {"text": piece}}),
+    if reply.text or not reply.tool_uses:
+        for piece in _chunks(reply.text, reply.chunk_chars):
+            frames.append(
+                (
+                    "delta",
+                    event_frame("contentBlockDelta", {"contentBlockIndex": block, "delta": {"text": piece}}),
+                )
             )
-        )
-    frames.append(("stop", event_frame("contentBlockStop", {"contentBlockIndex": block})))
-    frames.append(("stop", event_frame("messageStop", {"stopReason": reply.stop_reason})))
+        frames.append(("stop", event_frame("contentBlockStop", {"contentBlockIndex": block})))
+        block += 1
+    for tool in reply.tool_uses:
+        tool_id = tool.tool_use_id or f"tooluse_{uuid.uuid4().hex[:22]}"
+        start = {"toolUse": {"toolUseId": tool_id, "name": tool.name}}
+        frames.append(("start", event_frame("contentBlockStart", {"contentBlockIndex": block, "start": start})))
+        for piece in _chunks(json.dumps(tool.input), reply.chunk_chars):
+            delta = {"contentBlockIndex": block, "delta": {"toolUse": {"input": piece}}}
+            frames.append(("delta", event_frame("contentBlockDelta", delta)))
+        frames.append(("stop", event_frame("contentBlockStop", {"contentBlockIndex": block})))
+        block += 1
+    stop_reason = "tool_use" if reply.tool_uses and reply.stop_reason == "end_turn" else reply.stop_reason
+    frames.append(("stop", event_frame("messageStop", {"stopReason": stop_reason})))
     tokens_in = reply.input_tokens if reply.input_tokens is not None else _count_words(body)
     tokens_out = (
         reply.output_tokens
         if reply.output_tokens is not None
-        else (len(reply.text.split()) + len((thinking or "").split()))
+        else (len(reply.text.split()) + len((thinking or "").split()) + 20 * len(reply.tool_uses))
     )
     frames.append(
         (
@@ -300,6 +342,9 @@ def _validation_problem(body: dict[str, Any]) -> str | None:
                 "The text field in the ContentBlock object is blank. "
                 "Add text to the text field, and try again."
             )
+    problem = _tool_problem(body)
+    if problem is not None:
+        return problem
     thinking = (body.get("additionalModelRequestFields") or {}).get("thinking")
     if thinking:
         config = body.get("inferenceConfig") or {}
@@ -308,6 +353,39 @@ def _validation_problem(body: dict[str, Any]) -> str | None:
         budget = int(thinking.get("budget_tokens", 0))
         if budget < 1024 or int(config.get("maxTokens", 0)) <= budget:
             return "max_tokens must be greater than thinking.budget_tokens (at least 1024)."
+    return None
+
+
+def _tool_problem(body: dict[str, Any]) -> str | None:
+    """What Bedrock (Claude) rejects about the tool blocks of a request, or None."""
+    messages = body.get("messages") or []
+    blocks = [block for message in messages for block in message.get("content", [])]
+    if any("toolUse" in b or "toolResult" in b for b in blocks) and not (body.get("toolConfig") or {}).get("tools"):
+        return "The toolConfig field must be defined when using toolUse and toolResult content blocks."
+    for index, message in enumerate(messages):
+        content = message.get("content", [])
+        results = [b["toolResult"]["toolUseId"] for b in content if "toolResult" in b]
+        before = messages[index - 1].get("content", []) if index else []
+        asked = {b["toolUse"]["toolUseId"] for b in before if "toolUse" in b}
+        if any(result not in asked for result in results):
+            return (f"The number of toolResult blocks at messages.{index}.content exceeds the number of toolUse "
+                    "blocks of previous turn.")
+        if content and results and "toolResult" not in content[0]:
+            return "A toolResult block must come before any other content in its message."
+        calls = [b["toolUse"]["toolUseId"] for b in content if "toolUse" in b]
+        if calls and index + 1 < len(messages):
+            answered = {b["toolResult"]["toolUseId"] for b in messages[index + 1].get("content", [])
+                        if "toolResult" in b}
+            if set(calls) - answered:
+                return (f"Expected toolResult blocks at messages.{index + 1}.content for the toolUse ids "
+                        f"{sorted(set(calls) - answered)}.")
+    thinking = (body.get("additionalModelRequestFields") or {}).get("thinking")
+    last_assistant = next((m for m in reversed(messages) if m.get("role") == "assistant"), None)
+    if thinking and last_assistant is not None and messages[-1].get("role") == "user":
+        content = last_assistant.get("content", [])
+        if any("toolUse" in b for b in content) and "reasoningContent" not in (content[0] if content else {}):
+            return ("Expected `thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, "
+                    "a final `assistant` message must start with a thinking block.")
     return None
 
 

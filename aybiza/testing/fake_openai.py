@@ -3,7 +3,10 @@
 ``POST /v1/chat/completions`` with ``"stream": true`` answers with
 server-sent events (``data: {chunk}`` lines, ``data: [DONE]`` last), including
 ``delta.reasoning_content`` when scripted and a usage chunk when the request
-asks for ``stream_options.include_usage``. Errors are scripted as HTTP statuses.
+asks for ``stream_options.include_usage``. Scripted tool calls stream as
+OpenAI streams them: a ``delta.tool_calls[]`` entry with the call's ``index``,
+``id``, ``type`` and ``function.name``, then ``function.arguments`` in
+pieces, and ``finish_reason: tool_calls``. Errors are scripted as HTTP statuses.
 
     with FakeOpenAI(script=[ChatReply(text="Hi there.")]) as fo:
         llm = OpenAICompatLLM(base_url=fo.url + "/v1", model="llama3.2", ...)
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +40,7 @@ class ChatReply:
     error_message: str = "rate limited"
     first_token_delay: float = 0.0
     chunk_delay: float = 0.0
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, arguments) after the text
 
 
 Script = Sequence[ChatReply] | Callable[[dict[str, Any]], ChatReply] | None
@@ -98,7 +103,14 @@ class FakeOpenAI(LoopbackServer):
                 await chunk({field_name: text[start : start + size]})
                 if reply.chunk_delay:
                     await asyncio.sleep(reply.chunk_delay)
-        await chunk({}, "stop")
+        for index, (name, arguments) in enumerate(reply.tool_calls):
+            call_id = f"call_{uuid.uuid4().hex[:24]}"
+            await chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                         "function": {"name": name, "arguments": ""}}]})
+            encoded = json.dumps(arguments)
+            for start in range(0, len(encoded), size):
+                await chunk({"tool_calls": [{"index": index, "function": {"arguments": encoded[start:start + size]}}]})
+        await chunk({}, "tool_calls" if reply.tool_calls else "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
             prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
             completion = len(reply.text.split())

@@ -1,4 +1,4 @@
-"""A fake of Twilio's REST API: the call resource, enough to redirect a live call.
+"""A fake of Twilio's REST API: the call resource, enough to redirect a live call and ring a second leg.
 
 It answers what :class:`~aybiza.transports.twilio_rest.TwilioCallControl`
 sends through the real ``twilio`` SDK (``AYBIZA_TWILIO_API_URL=fake.url``):
@@ -7,7 +7,22 @@ sends through the real ``twilio`` SDK (``AYBIZA_TWILIO_API_URL=fake.url``):
   (``Twiml=<Response>...``, ``Url=...``, ``Status=completed``): the update
   is recorded in :attr:`FakeTwilio.updates` and the call resource comes back
   as JSON, like Twilio's;
-* ``GET`` of the same path: the call resource.
+* ``GET`` of the same path: the call resource (``to`` is our number for the
+  live inbound calls, :attr:`FakeTwilio.our_number`);
+* ``POST /2010-04-01/Accounts/{AccountSid}/Calls.json`` (``To``, ``From``,
+  ``Twiml``, ``Timeout``): a new outbound call, recorded in
+  :attr:`FakeTwilio.created`. It rings for ``answer_after_s``, then does what
+  :attr:`FakeTwilio.answers` says for its number (``answer`` by default,
+  ``busy``, ``no-answer``): its ``status`` moves ``queued`` → ``ringing`` →
+  ``in-progress`` (or ``busy`` / ``no-answer``), and ``Status=canceled`` or
+  ``completed`` ends it.
+
+**Conferences.** A call whose TwiML (an update, or an answered new call's)
+has ``<Dial><Conference>room</Conference></Dial>`` joins ``room``:
+:attr:`FakeTwilio.conferences` lists each room's participants in the order
+they joined, and :attr:`FakeTwilio.events` logs every step (``create``,
+``answered``, ``update``, ``join``, ``end``) in order, so a test can check
+the legs of a warm transfer came in the right order.
 
 Like Twilio, every request needs HTTP Basic auth with the account SID as the
 user and the auth token as the password: anything else is answered 401 with
@@ -27,7 +42,9 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from collections.abc import Iterable
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -37,7 +54,7 @@ from aiohttp import web
 
 from ._server import LoopbackServer
 
-__all__ = ["CallUpdate", "FakeTwilio", "twilio_sid"]
+__all__ = ["CallUpdate", "CreatedCall", "FakeTwilio", "twilio_sid"]
 
 API_VERSION = "2010-04-01"
 
@@ -61,6 +78,30 @@ class CallUpdate:
         return self.form.get("Twiml", "")
 
 
+@dataclass(slots=True)
+class CreatedCall:
+    """A call made through ``POST .../Calls.json``: to whom, from which number, with which TwiML."""
+
+    sid: str
+    to: str
+    from_: str
+    twiml: str
+    ring_s: int | None
+    created_at: float
+    ended: str = ""  # "canceled" / "completed" once hung up through the API
+    joined: bool = False
+
+
+def _conference(twiml: str) -> str | None:
+    """The room a TwiML document dials into, if any."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError:
+        return None
+    room = root.find("./Dial/Conference")
+    return None if room is None else (room.text or "").strip()
+
+
 def _error(status: int, code: int, message: str) -> web.Response:
     """Twilio's error body: ``code``, ``message``, ``more_info``, ``status``."""
     body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
@@ -79,6 +120,9 @@ class FakeTwilio(LoopbackServer):
         *,
         calls: Iterable[str] | None = None,
         host: str = "127.0.0.1",
+        our_number: str = "+18005550100",
+        answers: Mapping[str, str] | None = None,
+        answer_after_s: float = 0.3,
     ) -> None:
         super().__init__(host)
         self.account_sid = account_sid or twilio_sid("AC")
@@ -87,6 +131,12 @@ class FakeTwilio(LoopbackServer):
         self.ended: set[str] = set()
         self.updates: list[CallUpdate] = []
         self.refused = 0  # requests answered 401
+        self.our_number = our_number
+        self.answers: dict[str, str] = dict(answers or {})
+        self.answer_after_s = answer_after_s
+        self.created: list[CreatedCall] = []
+        self.conferences: dict[str, list[str]] = {}  # room -> call SIDs, in the order they joined
+        self.events: list[tuple[str, str, str]] = []  # (what, call SID, detail), in order
 
     def end_call(self, call_sid: str) -> None:
         """The call is over (the caller hung up): it can no longer be redirected."""
@@ -97,9 +147,35 @@ class FakeTwilio(LoopbackServer):
     def make_app(self) -> web.Application:
         app = web.Application()
         path = f"/{API_VERSION}/Accounts/{{account}}/Calls/{{call}}.json"
+        app.router.add_post(f"/{API_VERSION}/Accounts/{{account}}/Calls.json", self._create)
         app.router.add_post(path, self._update)
         app.router.add_get(path, self._fetch)
         return app
+
+    def leg(self, sid: str) -> CreatedCall | None:
+        """The call made through the API with this SID."""
+        return next((call for call in self.created if call.sid == sid), None)
+
+    def _status(self, leg: CreatedCall) -> str:
+        """Where a created call is now (joining its conference once answered)."""
+        if leg.ended:
+            return leg.ended
+        if time.monotonic() - leg.created_at < self.answer_after_s:
+            return "ringing"
+        behaviour = self.answers.get(leg.to, "answer")
+        if behaviour != "answer":
+            return behaviour
+        if not leg.joined:
+            leg.joined = True
+            self.events.append(("answered", leg.sid, leg.to))
+            room = _conference(leg.twiml)
+            if room is not None:
+                self._join(room, leg.sid)
+        return "in-progress"
+
+    def _join(self, room: str, call: str) -> None:
+        self.conferences.setdefault(room, []).append(call)
+        self.events.append(("join", call, room))
 
     # -- handlers ---------------------------------------------------------------------
 
@@ -118,21 +194,47 @@ class FakeTwilio(LoopbackServer):
         if not self._authorised(request):
             self.refused += 1
             return _error(401, 20003, "Authenticate")
-        account, call = request.match_info["account"], request.match_info["call"]
+        account, call = request.match_info["account"], request.match_info.get("call", "")
+        if account == self.account_sid and (not call or self.leg(call) is not None):
+            return None
         known = call in self.ended or self.live is None or call in self.live
         if account != self.account_sid or not known:
             return _error(404, 20404, f"The requested resource {request.path} was not found")
         return None
+
+    async def _create(self, request: web.Request) -> web.Response:
+        refusal = self._check(request)
+        if refusal is not None:
+            return refusal
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        if not form.get("To") or not form.get("From") or not (form.get("Twiml") or form.get("Url")):
+            return _error(400, 21201, "To, From and Twiml (or Url) are required")
+        timeout = form.get("Timeout")
+        leg = CreatedCall(twilio_sid("CA"), form["To"], form["From"], form.get("Twiml", ""),
+                          int(timeout) if timeout else None, time.monotonic())
+        self.created.append(leg)
+        self.events.append(("create", leg.sid, leg.to))
+        return web.json_response(self._resource(leg.sid), status=201)
 
     async def _update(self, request: web.Request) -> web.Response:
         refusal = self._check(request)
         if refusal is not None:
             return refusal
         call = request.match_info["call"]
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        leg = self.leg(call)
+        if leg is not None:  # a call we made: it can be hung up
+            if form.get("Status") in ("canceled", "completed") and not leg.ended:
+                leg.ended = form["Status"]
+                self.events.append(("end", call, leg.ended))
+            return web.json_response(self._resource(call))
         if call in self.ended:
             return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
-        form = {key: str(value) for key, value in (await request.post()).items()}
         self.updates.append(CallUpdate(self.account_sid, call, form))
+        self.events.append(("update", call, form.get("Twiml", form.get("Status", ""))))
+        room = _conference(form.get("Twiml", ""))
+        if room is not None:
+            self._join(room, call)
         if form.get("Status") == "completed":
             self.end_call(call)
         return web.json_response(self._resource(call))
@@ -147,16 +249,24 @@ class FakeTwilio(LoopbackServer):
         """The call resource as Twilio's API returns it (the fields the SDK reads)."""
         now = format_datetime(datetime.now(UTC), usegmt=True)
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{call}"
+        leg = self.leg(call)
+        if leg is not None:
+            status, direction, to, from_ = self._status(leg), "outbound-api", leg.to, leg.from_
+        else:
+            status = "completed" if call in self.ended else "in-progress"
+            direction, to, from_ = "inbound", self.our_number, "+15555550123"
         return {
             "sid": call,
             "account_sid": self.account_sid,
             "api_version": API_VERSION,
-            "status": "completed" if call in self.ended else "in-progress",
-            "direction": "inbound",
+            "status": status,
+            "direction": direction,
+            "to": to,
+            "from": from_,
             "date_created": now,
             "date_updated": now,
             "start_time": now,
-            "end_time": now if call in self.ended else None,
+            "end_time": now if status in ("completed", "canceled") else None,
             "uri": f"{uri}.json",
             "subresource_uris": {"recordings": f"{uri}/Recordings.json", "streams": f"{uri}/Streams.json"},
         }

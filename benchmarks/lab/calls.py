@@ -1,6 +1,6 @@
 """Calls through production's model path on the lab, while a timeline injects faults.
 
-Each emulated call is what :class:`~aybiza.processors.llm.sentences.ReplyProcessor`
+Each emulated call is what :class:`~aybiza.processors.llm.reply.ReplyProcessor`
 does with a model, without the rest of the pipeline: a
 :class:`~aybiza.processors.llm.routed.RoutedBedrock` per call, asked turn after
 turn with :meth:`~aybiza.processors.llm.routed.RoutedBedrock.stream_reply`. So

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import yaml
 
 from aybiza.agents import AgentConfig
 from aybiza.config import Settings
@@ -31,7 +32,7 @@ from aybiza.testing.fake_deepgram import FakeDeepgram
 from aybiza.testing.fake_twilio import FakeTwilio
 from aybiza.testing.processes import free_port
 
-from .conftest import agents_dir, heard_pcm, speech_seconds, words
+from .conftest import ROOT, agents_dir, heard_pcm, speech_seconds, words
 from .server import AUTH_TOKEN, Server, api_headers, running_server, serving_app
 
 pytestmark = pytest.mark.slow
@@ -151,10 +152,17 @@ def twilio() -> Iterator[FakeTwilio]:
         yield fake
 
 
+def _without_a_desk() -> dict[str, Any]:
+    """The shipped agent's changes to have nowhere to transfer to (no number, no FAQ that transfers)."""
+    shipped = yaml.safe_load((ROOT / "agents" / "default.yaml").read_text())
+    return {"transfer_to": None, "faqs": [{k: v for k, v in faq.items() if k != "action"} for faq in shipped["faqs"]]}
+
+
 @pytest.fixture(scope="module")
 def bedrock_down(tmp_path_factory: pytest.TempPathFactory, twilio: FakeTwilio) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("bedrock-down")
-    agents = agents_dir(tmp, own_zone={"residency": "caller"}, transfers={"transfer_to": DESK})
+    agents = agents_dir(tmp, own_zone={"residency": "caller"}, transfers={"transfer_to": DESK},
+                        no_desk=_without_a_desk())
     with FakeBedrock(script=[BedrockReply(status=503, error_type="ServiceUnavailableException")]) as bedrock:
         env = {"AYBIZA_LLM": "bedrock", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.url,
                "AYBIZA_HEALTH_PROBES": "false", "AYBIZA_AGENTS_DIR": str(agents),
@@ -169,7 +177,7 @@ async def test_when_no_region_answers_the_caller_is_asked_again_then_told_goodby
 ) -> None:
     report = await place_call(bedrock_down.stream_url,
                               [Wait(6), Say(caller_speech(QUESTION)), Wait(15), Say(caller_speech(QUESTION)),
-                               Wait(15)], auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
+                               Wait(15)], auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="no_desk")
     heard = await _apologised(report, recognizer)
     assert {"again"} <= heard and {"call", "back", "goodbye"} & heard
     record = await _record(bedrock_down.http, report.call_sid, bedrock_down.api)

@@ -179,3 +179,28 @@ def test_the_process_metrics_see_a_call_while_it_runs() -> None:
         "llm": {"hits": 1, "misses": 0, "hit_ratio": 1.0}, "tts": {"hits": 0, "misses": 1, "hit_ratio": 0.0}}
     assert snapshot["failovers"] == 1
     assert snapshot["incidents"] == {"stt_fallback": 1}
+
+
+def test_tool_calls_are_opened_then_closed_per_turn_and_counted() -> None:
+    clock = VirtualClock()
+    ledger = CallLedger(clock=clock)
+    use = ledger.tool_started(2, "order_status", "http", {"order_id": "4321"})
+    assert ledger.tool_calls == 1 and use.outcome == "running"  # counted from the start: the turn is not cached
+    clock.advance(0.25)
+    ledger.tool_ended(use, "ok", result={"status": "shipped"})
+    [kept] = ledger.tool_uses(2)
+    assert (kept.outcome, kept.result, kept.duration_ms) == ("ok", {"status": "shipped"}, 250.0)
+    assert ledger.tool_uses(3) == [] and ledger.usage().tools == {"order_status": 1}
+
+
+def test_typed_digits_are_masked_wherever_they_are_written() -> None:
+    ledger = CallLedger()
+    use = ledger.tool_started(1, "lookup", "http", {"account": "40021234", "note": "card 4002 1234"})
+    ledger.tool_ended(use, "ok", result={"account": 40021234, "balance": 42})
+    assert ledger.redact("account 40021234") == "account 40021234", "nothing is secret until typed"
+    ledger.secret("40021234")
+    assert ledger.redact("Account 4 0 0 2 1 2 3 4, or 4002-1234.") == "Account • • • • • • • •, or ••••-••••."
+    [kept] = ledger.tool_uses(1)
+    assert kept.arguments == {"account": "••••••••", "note": "card •••• ••••"}
+    assert kept.result == {"account": "••••••••", "balance": 42}
+    assert use.arguments["account"] == "40021234", "the model and the tools still get the real digits"

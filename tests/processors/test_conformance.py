@@ -33,7 +33,7 @@ from aybiza.processors.language import LanguageProcessor, detector_for
 from aybiza.processors.llm.bedrock import BedrockStreamer
 from aybiza.processors.llm.faq import FAQMatcher, FAQResponder
 from aybiza.processors.llm.openai_compat import OpenAICompatLLM
-from aybiza.processors.llm.sentences import ReplyProcessor
+from aybiza.processors.llm.reply import ReplyProcessor
 from aybiza.processors.quality import QualityProcessor
 from aybiza.processors.stt.deepgram import DeepgramSTT
 from aybiza.processors.stt.sphinx import SphinxPool, SphinxSTT

@@ -292,3 +292,18 @@ async def test_a_wrapped_refused_connection_counts_as_a_hard_failure() -> None:
     _, record = await FailoverExecutor(WrappedRefusal(), health=health, policy=FAST).complete(REGIONS, CONVERSATION)
     assert [a.outcome for a in record.attempts] == ["connect", "ok"]
     assert health.tracker("r1").breaker.state is BreakerState.OPEN
+
+
+@pytest.mark.anyio
+async def test_a_reply_that_is_only_a_tool_call_keeps_its_deadlines_with_empty_chunks() -> None:
+    async def tool_call_only(region: str, messages: Sequence[Message]) -> AsyncIterator[str]:
+        for _ in range(5):  # a tool call's arguments streaming: progress, no words
+            await anyio.sleep(0.1)
+            yield ""
+
+    executor = FailoverExecutor(tool_call_only, health=registry(), policy=FAST)  # 0.2 s first token and stall
+    turn = executor.turn(REGIONS, CONVERSATION)
+    chunks = [chunk async for chunk in turn]
+    assert chunks == [""] * 5, "progress is passed on, and never spoken"
+    assert turn.record.answered_by == "r1" and turn.record.failovers == 0
+    assert turn.record.attempts[0].ttft_s is not None and turn.record.attempts[0].chars == 0

@@ -65,3 +65,28 @@ def test_bedrock_rejects_what_bedrock_rejects(monkeypatch: pytest.MonkeyPatch, t
                 client.converse_stream(modelId="m", messages=messages)
         ok = client.converse_stream(modelId="m", messages=[{"role": "user", "content": [{"text": "Hi"}]}])
         assert any("metadata" in event for event in ok["stream"])
+
+
+def test_bedrock_rejects_tool_blocks_bedrock_rejects(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import boto3
+    from botocore.config import Config
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    tools = {"tools": [{"toolSpec": {"name": "t", "description": "d", "inputSchema": {"json": {"type": "object"}}}}]}
+    ask = {"role": "user", "content": [{"text": "Where is my order?"}]}
+    call = {"role": "assistant", "content": [{"toolUse": {"toolUseId": "A", "name": "t", "input": {}}}]}
+    answer = {"role": "user", "content": [{"toolResult": {"toolUseId": "A", "content": [{"json": {"ok": True}}]}}]}
+    stranger = {"role": "user", "content": [{"toolResult": {"toolUseId": "B", "content": [{"text": "?"}]}}]}
+    with FakeBedrock() as fb:
+        client = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=fb.url,
+                              aws_access_key_id="x", aws_secret_access_key="y",
+                              config=Config(retries={"total_max_attempts": 1}))
+        for messages, config in (([ask, call, answer], None),  # tool blocks without toolConfig
+                                 ([ask, call, {"role": "user", "content": [{"text": "Hello?"}]}], tools),
+                                 ([ask, call, stranger], tools)):
+            extra = {"toolConfig": config} if config else {}
+            with pytest.raises(client.exceptions.ValidationException):
+                client.converse_stream(modelId="m", messages=messages, **extra)
+        ok = client.converse_stream(modelId="m", messages=[ask, call, answer], toolConfig=tools)
+        assert any("metadata" in event for event in ok["stream"])

@@ -42,9 +42,9 @@ from aybiza.pipeline.ledger import TokenUse
 from aybiza.processors.fallback import FallbackStage
 from aybiza.processors.language import LanguageProcessor
 from aybiza.processors.llm.bedrock import BedrockStreamer
+from aybiza.processors.llm.reply import ReplyProcessor
 from aybiza.processors.llm.sentences import (
     ChatMessage,
-    ReplyProcessor,
     ReplyRequest,
     ReplyUsage,
     TextDelta,

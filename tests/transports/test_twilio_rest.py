@@ -95,3 +95,26 @@ def test_control_is_available_only_with_an_account_and_a_call() -> None:
     assert not TwilioCallControl("CA1", account_sid="AC1", auth_token="", api_url="https://api.twilio.com").available
     assert not TwilioCallControl("", account_sid="AC1", auth_token="t", api_url="https://api.twilio.com").available
     assert TwilioCallControl("CA1", account_sid="AC1", auth_token="t", api_url="https://api.twilio.com").available
+
+
+async def test_a_second_leg_rings_from_our_number_and_its_status_follows_the_call() -> None:
+    call_sid = twilio_sid("CA")
+    async with FakeTwilio(calls=[call_sid], answers={"+14155550199": "busy"}, answer_after_s=0.2) as twilio:
+        control = _control(twilio, call_sid)
+        assert await control.our_number() == twilio.our_number  # the number the caller called
+        leg = await control.call_leg(DESK, brief="A caller about a refund.", room="aybiza-room", ring_s=15)
+        assert await control.leg_status(leg) == "ringing"
+        await anyio.sleep(0.3)
+        assert await control.leg_status(leg) == "in-progress"
+        busy = await control.call_leg("+14155550199", brief="x", room="other", ring_s=15)
+        await anyio.sleep(0.3)
+        assert await control.leg_status(busy) == "busy"
+        await control.join_conference("aybiza-room")
+        await control.end_leg(leg, ringing=False)
+    created = twilio.created[0]
+    assert (created.to, created.from_, created.ring_s) == (DESK, twilio.our_number, 15)
+    assert created.twiml.endswith('<Response><Say>A caller about a refund.</Say><Dial><Conference beep="false" '
+                                  'endConferenceOnExit="true" startConferenceOnEnter="true">aybiza-room</Conference>'
+                                  '</Dial></Response>')
+    assert twilio.conferences == {"aybiza-room": [created.sid, call_sid]}
+    assert 'startConferenceOnEnter="false"' in twilio.updates[0].twiml and created.ended == "completed"

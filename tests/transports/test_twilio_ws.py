@@ -54,6 +54,7 @@ from aybiza.runtime import Runtime
 from aybiza.stack import SpeechStack
 from aybiza.testing.fake_twilio import FakeTwilio
 from aybiza.testing.twilio_caller import ServerClear, ServerMark, ServerMedia, TwilioCallerProtocol
+from aybiza.tools.toolbox import CallActions
 from aybiza.transports.twilio import TwilioProtocol
 from aybiza.transports.twilio_ws import MARK_EVERY_SAMPLES, TwilioOutput, TwilioStream, accept_stream
 
@@ -441,8 +442,8 @@ class StandInStack(SpeechStack):
     greeting = "hello"
 
     def build(self, ctx: CallContext, agent: AgentConfig, *, call_routing: CallRouting | None = None,
-              history: Sequence[Mapping[str, str]] = (), resumed: bool = False,
-              turn_offset: int = 0) -> tuple[list[Processor], list[Frame]]:
+              history: Sequence[Mapping[str, str]] = (), resumed: bool = False, turn_offset: int = 0,
+              actions: CallActions | None = None) -> tuple[list[Processor], list[Frame]]:
         stages: list[Processor] = [VADProcessor(), Ears(), TurnTaker(), Speaker()]
         return stages, [AgentText(self.greeting, 0), AgentTurnDone(0)]
 

@@ -44,6 +44,7 @@ from aybiza.pipeline import (
 from aybiza.routing.router import CallRouting
 from aybiza.runtime import Runtime
 from aybiza.stack import SpeechStack
+from aybiza.tools.toolbox import CallActions
 from aybiza.transports.webrtc import Offer, WebRTCOutput, demo_page, ice_servers, parse_offer
 from aybiza.transports.webrtc_events import EventChannel, EventTap, event_for, with_event_taps
 from aybiza.transports.webrtc_media import AudioInput, PacedAudioTrack, mono_pcm16
@@ -441,8 +442,8 @@ class ListeningStack(SpeechStack):
         self.listeners: list[Listener] = []
 
     def build(self, ctx: CallContext, agent: AgentConfig, *, call_routing: CallRouting | None = None,
-              history: Sequence[Mapping[str, str]] = (), resumed: bool = False,
-              turn_offset: int = 0) -> tuple[list[Processor], list[Frame]]:
+              history: Sequence[Mapping[str, str]] = (), resumed: bool = False, turn_offset: int = 0,
+              actions: CallActions | None = None) -> tuple[list[Processor], list[Frame]]:
         listener = Listener()
         self.listeners.append(listener)
         return [listener], [AgentText("Hello.", 0), OutputAudio(GREETING, 16000, 0, 0.0), AgentTurnDone(0)]

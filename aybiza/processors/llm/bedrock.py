@@ -16,6 +16,14 @@
 * Extended thinking (``additionalModelRequestFields.thinking``) when a budget is
   given (the premium tier); reasoning is streamed as ``ThinkingDelta`` and never
   spoken. Blank text blocks are never sent.
+* Tools (docs/protocols.md §3.2): the agent's tools go in ``toolConfig``; a
+  ``toolUse`` block streams as ``contentBlockStart`` (id, name), then its input
+  JSON in ``contentBlockDelta`` pieces, and becomes one
+  :class:`~aybiza.processors.llm.tooling.ToolCall` at its ``contentBlockStop``
+  (the message then stops with ``tool_use``). Results go back as ``toolResult``
+  blocks (``status: error`` for a failed tool). A request that answers tool
+  calls is sent without extended thinking: Claude requires the thinking block
+  of the turn that called the tools back with the results, and it is not kept.
 
 :class:`BedrockStreamer` is a :class:`~aybiza.processors.llm.sentences.ReplyStreamer`
 on one model in one Region; :class:`~aybiza.processors.llm.routed.RoutedBedrock`
@@ -46,6 +54,7 @@ from ...errors import (
     ThrottledError,
 )
 from .sentences import (
+    ChatMessage,
     ReplyEvent,
     ReplyRequest,
     ReplyStop,
@@ -54,6 +63,7 @@ from .sentences import (
     ThinkingDelta,
     normalise_messages,
 )
+from .tooling import ToolCall, ToolCallAssembler, ToolSchema
 
 __all__ = [
     "BedrockStreamer",
@@ -61,6 +71,7 @@ __all__ = [
     "bedrock_client",
     "classify_error",
     "client_config",
+    "converse_message",
     "converse_request",
 ]
 
@@ -129,7 +140,8 @@ def converse_request(
     """The ``converse_stream`` keyword arguments for ``request`` (blank text never sent).
 
     With a thinking budget, ``maxTokens`` is ``max_tokens + budget`` and ``temperature`` is left out
-    (Bedrock rejects a modified temperature with extended thinking).
+    (Bedrock rejects a modified temperature with extended thinking); a request answering tool calls
+    is sent without thinking.
     """
     messages = normalise_messages(request.messages)
     if not messages:
@@ -137,12 +149,14 @@ def converse_request(
     inference: dict[str, Any] = {"maxTokens": max_tokens}
     kwargs: dict[str, Any] = {
         "modelId": model_id,
-        "messages": [{"role": m.role, "content": [{"text": m.text}]} for m in messages],
+        "messages": [converse_message(m) for m in messages],
         "inferenceConfig": inference,
     }
     if request.system.strip():
         kwargs["system"] = [{"text": request.system.strip()}]
-    if thinking_budget:
+    if request.tools:
+        kwargs["toolConfig"] = {"tools": [_tool_spec(tool) for tool in request.tools]}
+    if thinking_budget and not _in_tool_loop(messages):
         inference["maxTokens"] = max_tokens + thinking_budget
         kwargs["additionalModelRequestFields"] = {
             "thinking": {"type": "enabled", "budget_tokens": thinking_budget}
@@ -150,6 +164,35 @@ def converse_request(
     elif temperature is not None:
         inference["temperature"] = temperature
     return kwargs
+
+
+def _in_tool_loop(messages: list[ChatMessage]) -> bool:
+    """Whether the caller's latest words were followed by tool calls (the request answers them)."""
+    for message in reversed(messages):
+        if message.role == "user" and not message.tool_results:
+            return False
+        if message.tool_calls:
+            return True
+    return False
+
+
+def converse_message(message: ChatMessage) -> dict[str, Any]:
+    """One Converse message: tool results first (Claude requires it), then text, then tool calls."""
+    content: list[dict[str, Any]] = [
+        {"toolResult": {"toolUseId": result.call_id, "content": [{"json": dict(result.content)}],
+                        "status": "error" if result.error else "success"}}
+        for result in message.tool_results
+    ]
+    if message.text.strip():
+        content.append({"text": message.text.strip()})
+    content.extend({"toolUse": {"toolUseId": call.call_id, "name": call.name, "input": dict(call.arguments)}}
+                   for call in message.tool_calls)
+    return {"role": message.role, "content": content}
+
+
+def _tool_spec(tool: ToolSchema) -> dict[str, Any]:
+    return {"toolSpec": {"name": tool.name, "description": tool.description,
+                         "inputSchema": {"json": dict(tool.parameters)}}}
 
 
 _THROTTLED = frozenset(
@@ -395,6 +438,7 @@ class BedrockStreamer:
         self.pool.submit(job.run, self.client, kwargs)
         got_token = False
         reader_done = False  # the reader sent its last item and closes the stream itself
+        tools = ToolCallAssembler()
         try:
             with receive:
                 while True:
@@ -422,8 +466,8 @@ class BedrockStreamer:
                         if mapped is None:
                             raise item.error
                         raise mapped from item.error
-                    for event in _translate(item, self.model_id):
-                        if isinstance(event, TextDelta | ThinkingDelta):
+                    for event in _translate(item, self.model_id, tools):
+                        if isinstance(event, TextDelta | ThinkingDelta | ToolCall):
                             got_token = True
                         yield event
         finally:
@@ -432,8 +476,16 @@ class BedrockStreamer:
             send.close()
 
 
-def _translate(item: object, model_id: str) -> list[ReplyEvent]:
+def _translate(item: object, model_id: str, tools: ToolCallAssembler) -> list[ReplyEvent]:
     if not isinstance(item, Mapping):
+        return []
+    start_event = item.get("contentBlockStart")
+    if start_event is not None:
+        tool_use = (start_event.get("start") or {}).get("toolUse")
+        if tool_use:
+            tools.start(int(start_event.get("contentBlockIndex", 0)), str(tool_use.get("toolUseId", "")),
+                        str(tool_use.get("name", "")))
+            return [TextDelta("")]  # the model is answering, with a tool call
         return []
     delta_event = item.get("contentBlockDelta")
     if delta_event is not None:
@@ -441,10 +493,18 @@ def _translate(item: object, model_id: str) -> list[ReplyEvent]:
         text = delta.get("text")
         if text:
             return [TextDelta(text)]
+        tool_use = delta.get("toolUse")
+        if tool_use is not None:
+            tools.add(int(delta_event.get("contentBlockIndex", 0)), str(tool_use.get("input", "")))
+            return [TextDelta("")]
         reasoning = delta.get("reasoningContent") or {}
         if reasoning.get("text"):
             return [ThinkingDelta(reasoning["text"])]
         return []
+    stop_event = item.get("contentBlockStop")
+    if stop_event is not None:
+        call = tools.finish(int(stop_event.get("contentBlockIndex", 0)))
+        return [call] if call is not None else []
     stop = item.get("messageStop")
     if stop is not None:
         return [ReplyStop(str(stop.get("stopReason", "")))]

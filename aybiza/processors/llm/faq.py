@@ -10,6 +10,14 @@ dropped before matching (:func:`normalize_turn`): a bare "hello?" gets the
 fallback rather than the nearest FAQ.
 Matching runs in a thread inside a Worker, so the event loop never waits
 on it and barge-in cancels it.
+
+An FAQ may bind an ``action`` (``transfer``, ``warm_transfer``,
+``end_call``): its answer is spoken, then the action runs through the call's
+toolbox (:meth:`~aybiza.processors.llm.tooling.ToolRunner.act`), on the call
+record like any tool call. A barge-in does not stop an action under way (it
+finishes, as tools do). When the call cannot do it (a browser call has no
+call control; the transfer failed), the caller hears the agent's
+``cannot_transfer`` line instead and the call goes on.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from ...pipeline import (
     UserTurn,
     Worker,
 )
+from .tooling import ToolRunner, ToolTurn
 
 __all__ = [
     "TextEncoder",
@@ -186,15 +195,20 @@ class _PendingTurn:
 class FAQResponder(Processor):
     """Answers each UserTurn from the agent's FAQ (or its fallback); an FAQ responder, not an LLM."""
 
-    __slots__ = ("agent", "_matcher", "_build_matcher", "_worker", "_last_match")
+    __slots__ = ("agent", "actions", "_matcher", "_build_matcher", "_worker", "_last_match", "_acting",
+                 "_barge_ins")
 
     name = "faq"
     consumes = frozenset({UserTurn, Interruption})
     produces = frozenset({AgentText, AgentTurnDone})
 
-    def __init__(self, agent: AgentConfig, matcher: FAQMatcher | Callable[[], FAQMatcher], maxsize: int = 8) -> None:
+    def __init__(self, agent: AgentConfig, matcher: FAQMatcher | Callable[[], FAQMatcher], maxsize: int = 8,
+                 *, actions: ToolRunner | None = None) -> None:
         super().__init__()
         self.agent = agent
+        self.actions = actions
+        self._acting = False
+        self._barge_ins = 0
         self._matcher: FAQMatcher | None = matcher if isinstance(matcher, FAQMatcher) else None
         self._build_matcher = matcher if not isinstance(matcher, FAQMatcher) else None
         self._worker: Worker[_PendingTurn] = Worker(self._answer, maxsize=maxsize)
@@ -215,6 +229,8 @@ class FAQResponder(Processor):
     async def stop(self) -> None:
         """Close the worker's queue."""
         await self._worker.close()
+        if self.actions is not None:
+            await self.actions.aclose()
 
     async def process(self, frame: Frame) -> None:
         """Queue caller turns; on barge-in drop the answer in progress; pass everything else on."""
@@ -223,7 +239,8 @@ class FAQResponder(Processor):
                 await self._worker.put(_PendingTurn(frame, time.monotonic()))
             return
         if isinstance(frame, Interruption):
-            self._worker.flush()
+            self._barge_ins += 1
+            self._worker.flush(cancel_current=not self._acting)  # an action under way finishes
         await self.push(frame)
 
     async def _answer(self, pending: _PendingTurn) -> None:
@@ -234,6 +251,11 @@ class FAQResponder(Processor):
         faq, score = await anyio.to_thread.run_sync(matcher.match, turn.text, abandon_on_cancel=True)
         self._last_match = FAQMatch(turn.turn_id, faq.id if faq is not None else None, score)
         ctx.log.info("faq turn %d: %s (score %.3f)", turn.turn_id, faq.id if faq else "fallback", score)
+        if faq is not None and faq.action is not None and self.actions is not None:
+            ctx.ledger.answered("faq")
+            ctx.ledger.time(Stage.LLM_FIRST_TOKEN, time.monotonic() - pending.arrived_at)
+            await self._act(faq.action, faq.answer, turn)
+            return
         if faq is not None:
             reply = faq.answer
         elif ctx.quality_tier == "low":
@@ -249,3 +271,32 @@ class FAQResponder(Processor):
             # The text is the agent's, so it is spoken in the agent's language.
             await self.push(AgentText(sentence, turn.turn_id, self.agent.language))
         await self.push(AgentTurnDone(turn.turn_id))
+
+    async def _act(self, action: str, answer: str, turn: UserTurn) -> None:
+        """Say ``answer``, then run ``action``; if it cannot run (or failed), say so instead."""
+        assert self.actions is not None
+        language = self.agent.language
+        barge_ins = self._barge_ins
+        said = 0  # utterances ended since the action began (a barge-in drops them all)
+
+        async def say(text: str) -> None:
+            nonlocal said
+            await self.push(AgentText(text, turn.turn_id, language))
+            await self.push(AgentTurnDone(turn.turn_id))
+            said += 1
+
+        async def finish() -> None:
+            return None  # every line is a whole utterance already
+
+        def progress() -> tuple[int, int]:
+            return (self._barge_ins, said if self._barge_ins == barge_ins else 0)
+
+        self._acting = True
+        try:
+            result = await self.actions.act(action, ToolTurn(turn.turn_id, language, say, finish,
+                                                             spoken=lambda: said > 0, progress=progress),
+                                            lines=[answer])
+        finally:
+            self._acting = False
+        if result.error:  # still here: the call could not be handed over
+            await say(self.agent.cannot_transfer if action != "end_call" else self.agent.fallback)

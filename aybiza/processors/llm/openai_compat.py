@@ -3,7 +3,11 @@
 ``POST {base_url}/chat/completions`` with ``stream: true`` and
 ``stream_options.include_usage``; the server-sent events are parsed as they
 arrive. ``delta.reasoning_content`` (reasoning models) is thinking and never
-spoken. Deadlines and errors follow the same tree as Bedrock: connect
+spoken. Tools go in ``tools`` (``type: function``); a call streams in
+``delta.tool_calls[]`` pieces (id and name first, then ``function.arguments``
+text) and is complete at ``finish_reason: tool_calls``. The calls go back as
+the assistant message's ``tool_calls`` and each result as a ``role: tool``
+message. Deadlines and errors follow the same tree as Bedrock: connect
 failures, 429, 5xx and missed deadlines are retryable; 400/404 are bad
 requests; 401/403 are credentials.
 """
@@ -26,10 +30,10 @@ from ...errors import (
     ProviderTimeout,
     ThrottledError,
 )
+from .reply import ReplyProcessor
 from .sentences import (
     ChatMessage,
     ReplyEvent,
-    ReplyProcessor,
     ReplyRequest,
     ReplyStop,
     ReplyUsage,
@@ -37,6 +41,7 @@ from .sentences import (
     ThinkingDelta,
     normalise_messages,
 )
+from .tooling import ToolCall, ToolCallAssembler, ToolRunner
 
 __all__ = ["OpenAICompatLLM", "OpenAICompatStreamer", "DEFAULT_BASE_URL", "chat_request"]
 
@@ -48,10 +53,11 @@ def chat_request(
     request: ReplyRequest, *, model: str, max_tokens: int, temperature: float | None
 ) -> dict[str, Any]:
     """The JSON body of a streaming chat completion for ``request``."""
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     if request.system.strip():
         messages.append({"role": "system", "content": request.system.strip()})
-    messages.extend({"role": m.role, "content": m.text} for m in normalise_messages(request.messages))
+    for message in normalise_messages(request.messages):
+        messages.extend(_chat_messages(message))
     if len(messages) == (1 if request.system.strip() else 0):
         raise BadRequestError("nothing to send: the conversation has no text", provider="openai-compat")
     body: dict[str, Any] = {
@@ -61,9 +67,28 @@ def chat_request(
         "stream_options": {"include_usage": True},
         "max_tokens": max_tokens,
     }
+    if request.tools:
+        body["tools"] = [{"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                                           "parameters": dict(tool.parameters)}}
+                         for tool in request.tools]
     if temperature is not None:
         body["temperature"] = temperature
     return body
+
+
+def _chat_messages(message: ChatMessage) -> list[dict[str, Any]]:
+    """One conversation message as chat messages: tool results are ``tool`` messages of their own."""
+    out: list[dict[str, Any]] = [{"role": "tool", "tool_call_id": result.call_id, "content": result.text()}
+                                 for result in message.tool_results]
+    if message.tool_calls:
+        out.append({"role": "assistant", "content": message.text or None,
+                    "tool_calls": [{"id": call.call_id, "type": "function",
+                                    "function": {"name": call.name,
+                                                 "arguments": json.dumps(dict(call.arguments))}}
+                                   for call in message.tool_calls]})
+    elif message.text:
+        out.append({"role": message.role, "content": message.text})
+    return out
 
 
 def _status_error(status: int, detail: str, provider: str) -> ProviderError:
@@ -142,6 +167,7 @@ class OpenAICompatStreamer:
                     raise _status_error(response.status_code, detail, self.provider)
                 lines = response.aiter_lines()
                 got_token = False
+                tools = ToolCallAssembler()
                 while True:
                     timeout = (
                         self.stall_timeout
@@ -166,8 +192,8 @@ class OpenAICompatStreamer:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    for event in self._translate(data):
-                        if isinstance(event, TextDelta | ThinkingDelta):
+                    for event in self._translate(data, tools):
+                        if isinstance(event, TextDelta | ThinkingDelta | ToolCall):
                             got_token = True
                         yield event
         except ProviderError:
@@ -177,7 +203,7 @@ class OpenAICompatStreamer:
         except httpx.TransportError as exc:
             raise OverloadedError(f"{type(exc).__name__}: {exc}", provider=self.provider) from exc
 
-    def _translate(self, data: str) -> list[ReplyEvent]:
+    def _translate(self, data: str, tools: ToolCallAssembler) -> list[ReplyEvent]:
         try:
             chunk = json.loads(data)
         except ValueError as exc:
@@ -193,7 +219,15 @@ class OpenAICompatStreamer:
             content = delta.get("content")
             if content:
                 events.append(TextDelta(str(content)))
+            for piece in delta.get("tool_calls") or []:
+                index = int(piece.get("index", 0))
+                function = piece.get("function") or {}
+                if piece.get("id") or function.get("name"):
+                    tools.start(index, str(piece.get("id") or ""), str(function.get("name") or ""))
+                tools.add(index, str(function.get("arguments") or ""))
+                events.append(TextDelta(""))  # the model is answering, with a tool call
             if choice.get("finish_reason"):
+                events.extend(tools.finish_all())  # a call is complete when its message ends
                 events.append(ReplyStop(str(choice["finish_reason"])))
         usage = chunk.get("usage")
         if usage:
@@ -224,6 +258,7 @@ class OpenAICompatLLM(ReplyProcessor):
         first_token_timeout: float = 15.0,
         stall_timeout: float = 5.0,
         history: Sequence[ChatMessage] = (),
+        tools: ToolRunner | None = None,
     ) -> None:
         streamer = OpenAICompatStreamer(
             model=model,
@@ -234,4 +269,4 @@ class OpenAICompatLLM(ReplyProcessor):
             first_token_timeout=first_token_timeout,
             stall_timeout=stall_timeout,
         )
-        super().__init__(streamer, system_prompt=system_prompt, history=history)
+        super().__init__(streamer, system_prompt=system_prompt, history=history, tools=tools)

@@ -1,7 +1,7 @@
 """Claude on Bedrock across regions: every turn is routed afresh, then fails over along its route.
 
 :class:`RoutedBedrock` is a :class:`~aybiza.processors.llm.sentences.ReplyStreamer`
-(so :class:`~aybiza.processors.llm.sentences.ReplyProcessor` speaks it like any
+(so :class:`~aybiza.processors.llm.reply.ReplyProcessor` speaks it like any
 model). Each turn asks the call's :class:`~aybiza.routing.router.CallRouting`
 for its route against the process's current health
 (:meth:`~aybiza.routing.service.RoutingService.snapshot`), so a region that
@@ -14,6 +14,16 @@ region. A turn with no eligible region left (every region failed or was
 ejected since the call began) is a failed turn like any other: the model
 stage apologises, asks again, and ends the call if it happens again. The
 call's region follows the route, so its cost and metrics name where it runs.
+
+**Tool calls fail over without running twice.** The executor moves text;
+the conversation it carries is rebuilt here from the request's own messages,
+so tool calls and results already in it (a tool that ran, its result) go to
+the next region as they are — the model there reads the result instead of
+asking again. Tool calls the model makes in a request are collected per
+attempt and handed on only once the request has completed: a region that
+fails halfway through a tool call discards it, and the region that answers
+in its place makes its own, once. Tools run in the model stage, after the
+request, never inside this router.
 
 The model is chosen per region and per turn from the call's quality tier and
 language; ``streamer_for(region, model)`` supplies the streamer (production:
@@ -37,6 +47,7 @@ from ...routing.service import RoutingService
 from ...routing.tiers import TierModel, supports_prefill
 from .bedrock import BedrockStreamer
 from .sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyStreamer, ReplyUsage, TextDelta
+from .tooling import ToolCall
 
 __all__ = ["RoutedBedrock", "StreamerFor", "BedrockStreamers"]
 
@@ -139,18 +150,25 @@ class RoutedBedrock:
             self.ctx.log.info("call moves to %s: %s", route.region, route.reason)
             self.ctx.region, self.ctx.fallback_regions = route.region, route.fallbacks
         usage: list[ReplyUsage] = []
+        calls: list[ToolCall] = []  # the tool calls of the attempt in progress (of the one that answered, after)
+        asked = len(request.messages)
 
         async def stream_turn(region: str, messages: Sequence[Message]) -> AsyncIterator[str]:
             streamer, model = self._streamer(region)
-            if messages and messages[-1]["role"] == "assistant" and not supports_prefill(model.model_id):
+            calls.clear()
+            # The request's own messages (tool blocks and all), plus what the executor added: a prefill.
+            added = [ChatMessage(m["role"], m["content"]) for m in messages[asked:]]  # type: ignore[arg-type]
+            if added and added[-1].role == "assistant" and not supports_prefill(model.model_id):
                 # Claude 4.6 refuses a prefill: the reply cut short is asked to go on instead.
-                messages = [*messages, {"role": "user", "content": CONTINUE}]
-            attempt = ReplyRequest(request.system, tuple(ChatMessage(m["role"], m["content"])  # type: ignore[arg-type]
-                                                         for m in messages), request.language)
+                added.append(ChatMessage("user", CONTINUE))
+            attempt = ReplyRequest(request.system, (*request.messages, *added), request.language, request.tools)
             async with aclosing(streamer.stream_reply(attempt)) as events:
                 async for event in events:
                     if isinstance(event, TextDelta):
                         yield event.text
+                    elif isinstance(event, ToolCall):
+                        calls.append(event)
+                        yield ""  # progress: the executor's deadlines see the model answering
                     elif isinstance(event, ReplyUsage):
                         usage.append(event)
 
@@ -171,6 +189,8 @@ class RoutedBedrock:
                     self._on_failover(region, answered)
             if answered is not None and answered != route.region:
                 self.ctx.log.warning("turn answered by %s after %s failed", answered, ", ".join(tried[:-1]))
+        for call in calls:  # only once the request completed: a failed attempt's calls never run
+            yield call
         for event in usage:
             yield event
 

@@ -1,53 +1,29 @@
-"""Streaming model text to spoken sentences: the splitter and the reply processor.
+"""Streaming model text to spoken sentences, and the provider-neutral reply stream.
 
 :class:`SentenceSplitter` cuts a stream of text deltas into sentences as soon
 as each is complete (a terminator followed by whitespace, a CJK terminator, a
 line break, or a soft length cap at a clause boundary), so the first sentence
 can be spoken while the model is still writing the second.
 
-:class:`ReplyProcessor` is the model stage every chat provider shares: it
-keeps the conversation, asks a :class:`ReplyStreamer` (Bedrock, an
-OpenAI-compatible server, or a router that fails over between them) for a
-reply to each :class:`UserTurn` on a :class:`Worker`, pushes
-:class:`AgentText` sentence by sentence and then :class:`AgentTurnDone`.
-Thinking text is never spoken. Barge-in cancels the reply in flight.
-
-A turn no provider answers (every region failed) is never silence: the
-caller hears an apology and "could you say that again?" in the local voice;
-after ``max_failed_turns`` such turns in a row the stage ends the call
-(``EndReason.MODEL_UNAVAILABLE``) and the call's fallback (a transfer, or a
-goodbye) follows.
+The conversation and the reply stream every chat provider speaks: a
+:class:`ChatMessage` (text, and the tool calls an assistant message made or
+the tool results a user message carries), a :class:`ReplyRequest`, and the
+events of a reply (text, thinking, usage, stop, and each complete
+:class:`~aybiza.processors.llm.tooling.ToolCall`). The model stage that
+speaks them is :class:`~aybiza.processors.llm.reply.ReplyProcessor`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from anyio.abc import TaskGroup
-
-from ...errors import CallEnded, EndReason, ProviderError
-from ...pipeline import (
-    AgentText,
-    AgentTurnDone,
-    CallContext,
-    Frame,
-    IncidentKind,
-    Interruption,
-    Notice,
-    Processor,
-    Stage,
-    UserTurn,
-    Worker,
-)
+from .tooling import ToolCall, ToolResult, ToolSchema
 
 __all__ = [
     "ChatMessage",
     "ReplyEvent",
-    "ReplyProcessor",
     "ReplyRequest",
     "ReplyStop",
     "ReplyStreamer",
@@ -55,6 +31,7 @@ __all__ = [
     "SentenceSplitter",
     "TextDelta",
     "ThinkingDelta",
+    "ToolCall",
     "normalise_messages",
 ]
 
@@ -145,24 +122,35 @@ class SentenceSplitter:
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One message of the conversation."""
+    """One message of the conversation: an assistant message may call tools, a user message answer them."""
 
     role: Literal["user", "assistant"]
     text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
+
+    @property
+    def blank(self) -> bool:
+        """No text and no tool blocks: nothing a provider would accept."""
+        return not self.text.strip() and not self.tool_calls and not self.tool_results
 
 
 @dataclass(frozen=True, slots=True)
 class ReplyRequest:
-    """What a model is asked: the system prompt and the conversation so far."""
+    """What a model is asked: the system prompt, the conversation so far and the tools it may call."""
 
     system: str
     messages: tuple[ChatMessage, ...]
     language: str = "en"
+    tools: tuple[ToolSchema, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """A piece of the reply to speak."""
+    """A piece of the reply to speak; empty: the model is busy with something unspoken (a tool call's input).
+
+    An empty delta keeps deadlines honest: the model is answering, just not in words.
+    """
 
     text: str
 
@@ -191,7 +179,8 @@ class ReplyStop:
     reason: str
 
 
-ReplyEvent = TextDelta | ThinkingDelta | ReplyUsage | ReplyStop
+ReplyEvent = TextDelta | ThinkingDelta | ReplyUsage | ReplyStop | ToolCall
+"""What a reply streams; a :class:`ToolCall` arrives once its arguments are complete."""
 
 
 class ReplyStreamer(Protocol):
@@ -211,122 +200,42 @@ class ReplyStreamer(Protocol):
 def normalise_messages(
     messages: Sequence[ChatMessage], placeholder: str = "(the call connected)"
 ) -> list[ChatMessage]:
-    """Drop blank messages, merge consecutive same-role ones, start with a user message."""
-    out: list[ChatMessage] = []
-    for message in messages:
-        text = message.text.strip()
-        if not text:
-            continue
-        if out and out[-1].role == message.role:
-            out[-1] = ChatMessage(message.role, f"{out[-1].text}\n{text}")
-        else:
-            out.append(ChatMessage(message.role, text))
+    """What every provider accepts: no blank messages, roles alternating, a user message first.
+
+    Consecutive same-role messages are merged. A tool call is kept only when
+    the next message answers it, and a tool result only when the message
+    before asked for it (a history cut short, or a round the call ended in,
+    would otherwise be refused).
+    """
+    merged = _merged(messages)
+    paired: list[ChatMessage] = []
+    for index, message in enumerate(merged):
+        calls, results = message.tool_calls, message.tool_results
+        if calls:
+            after = merged[index + 1] if index + 1 < len(merged) else None
+            answered = {r.call_id for r in after.tool_results} if after is not None else set()
+            calls = tuple(call for call in calls if call.call_id in answered)
+        if results:
+            before = merged[index - 1] if index > 0 else None
+            asked = {c.call_id for c in before.tool_calls} if before is not None else set()
+            results = tuple(result for result in results if result.call_id in asked)
+        paired.append(ChatMessage(message.role, message.text, calls, results))
+    out = _merged(paired)
     if out and out[0].role != "user":
         out.insert(0, ChatMessage("user", placeholder))
     return out
 
 
-# -- the processor -------------------------------------------------------------------
-
-
-class ReplyProcessor(Processor):
-    """UserTurn → AgentText per sentence → AgentTurnDone, with the conversation kept."""
-
-    name = "llm"
-    consumes = frozenset({UserTurn, Interruption})
-    produces = frozenset({AgentText, AgentTurnDone})
-
-    def __init__(
-        self,
-        streamer: ReplyStreamer,
-        *,
-        system_prompt: str,
-        history: Sequence[ChatMessage] = (),
-        max_history: int = 40,
-        max_sentence_chars: int = 240,
-        max_failed_turns: int = 2,
-    ) -> None:
-        super().__init__()
-        self.streamer = streamer
-        self.system_prompt = system_prompt
-        self.history: list[ChatMessage] = list(history)
-        self.max_history = max_history
-        self.max_sentence_chars = max_sentence_chars
-        self.max_failed_turns = max_failed_turns
-        self._failed_in_a_row = 0
-        self._worker: Worker[UserTurn] = Worker(self._reply, maxsize=8)
-
-    async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
-        await super().start(ctx, tg)
-        self._worker.start(tg, name=f"{self.name}-worker")
-
-    async def stop(self) -> None:
-        await self._worker.close()
-        await self.streamer.aclose()
-
-    async def process(self, frame: Frame) -> None:
-        if isinstance(frame, UserTurn):
-            await self._worker.put(frame)
-        elif isinstance(frame, Interruption):
-            self._worker.flush()
-            await self.push(frame)
+def _merged(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    out: list[ChatMessage] = []
+    for message in messages:
+        if message.blank:
+            continue
+        text = message.text.strip()
+        if out and out[-1].role == message.role:
+            last = out[-1]
+            out[-1] = ChatMessage(message.role, "\n".join(t for t in (last.text, text) if t),
+                                  last.tool_calls + message.tool_calls, last.tool_results + message.tool_results)
         else:
-            await self.push(frame)
-
-    def _request(self, turn: UserTurn) -> ReplyRequest:
-        recent = self.history[-self.max_history :]
-        return ReplyRequest(self.system_prompt, tuple(normalise_messages(recent)), turn.language)
-
-    async def _reply(self, turn: UserTurn) -> None:
-        ctx = self.ctx
-        assert ctx is not None, "ReplyProcessor used before start()"
-        ledger = ctx.ledger
-        self.history.append(ChatMessage("user", turn.text))
-        request = self._request(turn)
-        splitter = SentenceSplitter(self.max_sentence_chars)
-        said: list[str] = []
-        started = time.monotonic()
-        first_token = True
-        answered_by = self.streamer.provider
-
-        async def say(sentence: str) -> None:
-            if not said:
-                ledger.time(Stage.LLM_FIRST_SENTENCE, time.monotonic() - started)
-            said.append(sentence)
-            await self.push(AgentText(sentence, turn.turn_id, turn.language))
-
-        try:
-            async with aclosing(self.streamer.stream_reply(request)) as events:
-                async for event in events:
-                    if isinstance(event, TextDelta):
-                        if first_token:
-                            first_token = False
-                            ledger.time(Stage.LLM_FIRST_TOKEN, time.monotonic() - started)
-                        for sentence in splitter.push(event.text):
-                            await say(sentence)
-                    elif isinstance(event, ReplyUsage):
-                        answered_by = event.model_id
-                        ledger.add_tokens(event.model_id, event.input_tokens, event.output_tokens)
-                        if event.latency_ms is not None:
-                            ledger.time(Stage.LLM_PROVIDER_LATENCY, event.latency_ms / 1000.0)
-            rest = splitter.flush()
-            if rest:
-                await say(rest)
-        except ProviderError as exc:
-            ledger.model_errors += 1
-            ledger.incident(IncidentKind.MODEL_FAILED, f"{type(exc).__name__}: {exc}")
-            ctx.log.error("%s reply failed (%s, retryable=%s): %s", self.streamer.provider, type(exc).__name__,
-                          exc.retryable, exc)
-            if not said:
-                self._failed_in_a_row += 1
-                if self._failed_in_a_row >= self.max_failed_turns:
-                    raise CallEnded(EndReason.MODEL_UNAVAILABLE,
-                                    f"{self._failed_in_a_row} turns in a row got no answer: {exc}") from exc
-                await ctx.announce(Notice.RETRY)
-        finally:
-            if said:
-                self.history.append(ChatMessage("assistant", " ".join(said)))
-        if said:
-            self._failed_in_a_row = 0
-            ledger.answered(answered_by)
-        await self.push(AgentTurnDone(turn.turn_id))
+            out.append(ChatMessage(message.role, text, message.tool_calls, message.tool_results))
+    return out

@@ -39,7 +39,8 @@ from aybiza.pipeline import (
 )
 from aybiza.pipeline.ledger import TokenUse
 from aybiza.processors.llm.bedrock import BedrockStreamer, bedrock_client
-from aybiza.processors.llm.sentences import ChatMessage, ReplyProcessor, ReplyRequest, TextDelta, ThinkingDelta
+from aybiza.processors.llm.reply import ReplyProcessor
+from aybiza.processors.llm.sentences import ChatMessage, ReplyRequest, TextDelta, ThinkingDelta
 from aybiza.testing import BedrockReply, FakeBedrock, wait_until
 from aybiza.testing.fake_bedrock import DEFAULT_THINKING
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from aybiza.agents import AgentConfig, load_agent
 from aybiza.config import Settings
 from aybiza.engines import Engines
+from aybiza.errors import CallEnded, EndReason
 from aybiza.pipeline import (
     AgentText,
     AgentTurnDone,
@@ -32,6 +34,8 @@ from aybiza.processors.llm.faq import (
     normalize_turn,
     split_sentences,
 )
+from aybiza.testing import wait_until
+from aybiza.tools.toolbox import Toolbox
 
 AGENTS_DIR = Path(__file__).resolve().parents[3] / "agents"
 
@@ -63,6 +67,8 @@ PARAPHRASES = [
     ("is your practice taking on anyone new", "new_patients"),
     ("are kids welcome at your practice", "children"),
     ("my daughter is three can she come in", "children"),
+    ("could i talk to a person instead", "speak_to_person"),
+    ("i need to speak with someone real", "speak_to_person"),
 ]
 
 OFF_TOPIC = ["purple elephant banana", "who won the football last night", "tell me a joke", "i like turtles"]
@@ -294,3 +300,61 @@ async def test_barge_in_drops_the_answer_in_progress(agent: AgentConfig) -> None
     assert recorder.frames[0] == interruption
     assert all(getattr(f, "turn_id", 2) == 2 for f in recorder.frames[1:])
     assert recorder.frames[-1] == AgentTurnDone(2)
+
+
+class _DeskActions:
+    """The session's side of the FAQ's transfer: heard at once, then handed over (or not possible)."""
+
+    def __init__(self, can_transfer: bool) -> None:
+        self.can_transfer = can_transfer
+        self.transferred: list[str] = []
+
+    async def played(self, turn_id: int, barge_ins: int, utterances: int) -> None:
+        return None
+
+    async def transfer(self, target: str) -> NoReturn:
+        self.transferred.append(target)
+        raise CallEnded(EndReason.TRANSFERRED, f"transferred to {target}")
+
+
+async def _ask(agent: AgentConfig, matcher: FAQMatcher, actions: _DeskActions, question: str
+               ) -> tuple[Recorder, CallContext, BaseException | None]:
+    ctx = CallContext(call_id="test-call")
+    responder = FAQResponder(agent, matcher, actions=Toolbox(ctx, agent, actions=actions))  # type: ignore[arg-type]
+    recorder = _wire(responder)
+    ended: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            await responder.start(ctx, tg)
+            await responder.process(UserTurn(question, turn_id=2))
+            # A transfer ends the call (and this wait) with CallEnded; otherwise the turn ends.
+            await wait_until(lambda: any(isinstance(f, AgentTurnDone) for f in recorder.frames)
+                             and not actions.can_transfer, 30)
+            await responder.stop()
+    except BaseExceptionGroup as group:
+        ended = group.exceptions[0]
+    return recorder, ctx, ended
+
+
+@pytest.mark.anyio
+async def test_asking_for_a_person_is_answered_then_transferred_to_the_agents_number(
+    agent: AgentConfig, matcher: FAQMatcher
+) -> None:
+    actions = _DeskActions(can_transfer=True)
+    recorder, ctx, ended = await _ask(agent, matcher, actions, "Can I speak to a real person please?")
+    assert isinstance(ended, CallEnded) and ended.reason is EndReason.TRANSFERRED
+    assert actions.transferred == [agent.transfer_to] == ["+16035550142"]
+    assert [f.text for f in recorder.frames if isinstance(f, AgentText)] == [
+        "Of course. I'll put you through to the front desk now."]
+    [use] = ctx.ledger.tool_uses(2)
+    assert (use.name, use.kind, use.outcome) == ("transfer", "action", "ok")
+
+
+@pytest.mark.anyio
+async def test_where_no_transfer_is_possible_the_caller_is_told_how_to_reach_a_person(
+    agent: AgentConfig, matcher: FAQMatcher
+) -> None:
+    recorder, _, ended = await _ask(agent, matcher, _DeskActions(can_transfer=False), "Can I speak to a real person?")
+    assert ended is None
+    spoken = [f.text for f in recorder.frames if isinstance(f, AgentText)]
+    assert spoken == [agent.cannot_transfer] and "555 0142" in spoken[0], "no promise of a transfer first"

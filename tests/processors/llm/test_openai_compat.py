@@ -100,3 +100,33 @@ async def test_a_server_that_is_not_running_is_retryable() -> None:
             pass
     assert caught.value.retryable
     await streamer.aclose()
+
+
+@pytest.mark.anyio
+async def test_tools_are_offered_called_in_pieces_and_answered_with_tool_messages() -> None:
+    from aybiza.processors.llm.tooling import ToolCall, ToolResult, ToolSchema
+
+    schema = ToolSchema("order_status", "Where an order is.",
+                        {"type": "object", "properties": {"order_id": {"type": "string"}}})
+    reply = ChatReply(text="Let me look.", tool_calls=(("order_status", {"order_id": "4321"}),), chunk_chars=5)
+    with FakeOpenAI(script=[reply, ChatReply(text="It is shipped.")]) as fo:
+        model = OpenAICompatStreamer(model="llama3.2", base_url=fo.url + "/v1")
+        question = ChatMessage("user", "Where is order 4321?")
+        events = [e async for e in model.stream_reply(ReplyRequest("Be brief.", (question,), tools=(schema,)))]
+        [call] = [e for e in events if isinstance(e, ToolCall)]
+        assert (call.name, call.arguments) == ("order_status", {"order_id": "4321"})
+        result = ToolResult(call.call_id, call.name, {"status": "shipped"})
+        answered = ReplyRequest("Be brief.", (question, ChatMessage("assistant", "Let me look.", (call,)),
+                                              ChatMessage("user", "", tool_results=(result,))), tools=(schema,))
+        [_ async for _ in model.stream_reply(answered)]
+        await model.aclose()
+    first, second = fo.requests
+    assert first["tools"] == [{"type": "function", "function": {"name": "order_status",
+                                                                "description": "Where an order is.",
+                                                                "parameters": dict(schema.parameters)}}]
+    assert second["messages"][2:] == [
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [
+            {"id": call.call_id, "type": "function",
+             "function": {"name": "order_status", "arguments": '{"order_id": "4321"}'}}]},
+        {"role": "tool", "tool_call_id": call.call_id, "content": '{"status":"shipped"}'},
+    ]

@@ -14,6 +14,7 @@ from aybiza.errors import OverloadedError
 from aybiza.pipeline import CallContext
 from aybiza.processors.llm.routed import CONTINUE, BedrockStreamers, RoutedBedrock
 from aybiza.processors.llm.sentences import ChatMessage, ReplyEvent, ReplyRequest, ReplyUsage, TextDelta
+from aybiza.processors.llm.tooling import ToolCall, ToolResult, ToolSchema
 from aybiza.routing.failover import FailoverPolicy
 from aybiza.routing.health import FailureKind
 from aybiza.routing.regions import default_catalog
@@ -24,8 +25,8 @@ from aybiza.routing.tiers import TierModel
 UK = "+447700900123"
 SYSTEM = "You are a concise booking agent."
 
-Step = str | BaseException
-"""A chunk of text to stream, or an error to raise at that point."""
+Step = str | BaseException | ToolCall
+"""A chunk of text to stream, a tool call to make, or an error to raise at that point."""
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ScriptedRegion:
         for step in self.steps:
             if isinstance(step, BaseException):
                 raise step
-            yield TextDelta(step)
+            yield step if isinstance(step, ToolCall) else TextDelta(step)
         yield ReplyUsage(self.model.model_id, input_tokens=12, output_tokens=5)
 
     async def aclose(self) -> None:
@@ -228,3 +229,37 @@ def test_warm_makes_every_region_client_before_the_first_turn(monkeypatch: pytes
         streamers(region, routing.model_for(region, quality_tier="medium", language="en"))
         # A client made here would block the event loop for 0.1-0.6 s.
         assert time.perf_counter() - started < 0.05, region
+
+
+ORDER = ToolSchema("order_status", "Where an order is.", {"type": "object", "properties": {}})
+
+
+@pytest.mark.anyio
+async def test_a_tool_exchange_fails_over_as_it_is_so_the_tool_is_not_asked_for_again() -> None:
+    regions = Regions({"eu-west-2": (ConnectionResetError("peer reset"),), "eu-central-1": ("It is shipped.",)})
+    model, _, _ = _routed(regions)
+    call = ToolCall("tooluse_A", "order_status", {"order_id": "4321"})
+    asked = (ChatMessage("user", "Where is order 4321?"), ChatMessage("assistant", "Let me check.", (call,)),
+             ChatMessage("user", "", tool_results=(ToolResult("tooluse_A", "order_status", {"status": "shipped"}),)))
+    events = [e async for e in model.stream_reply(ReplyRequest(SYSTEM, asked, tools=(ORDER,)))]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "It is shipped."
+    assert not any(isinstance(e, ToolCall) for e in events)
+    [failed], [answered] = regions.asked("eu-west-2"), regions.asked("eu-central-1")
+    assert failed.messages == answered.messages == asked, "the call and its result went along, blocks and all"
+    assert answered.tools == (ORDER,)
+
+
+@pytest.mark.anyio
+async def test_a_tool_call_cut_short_by_a_failing_region_is_made_once_by_the_next() -> None:
+    lost = ToolCall("tooluse_lost", "order_status", {"order_id": "4321"})
+    made = ToolCall("tooluse_made", "order_status", {"order_id": "4321"})
+    regions = Regions({"eu-west-2": ("Let me check. ", lost, ConnectionResetError("peer reset")),
+                       "eu-central-1": (made,)})
+    model, _, ctx = _routed(regions)
+    question = (ChatMessage("user", "Where is order 4321?"),)
+    events = [e async for e in model.stream_reply(ReplyRequest(SYSTEM, question, tools=(ORDER,)))]
+    assert [e for e in events if isinstance(e, ToolCall)] == [made], "the failed region's call never runs"
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Let me check. "
+    [continued] = regions.asked("eu-central-1")
+    assert continued.messages[-1] == ChatMessage("assistant", "Let me check.")  # what was said, as a prefill
+    assert ctx.regions_tried == ["eu-west-2", "eu-central-1"]
