@@ -30,11 +30,11 @@ from ..edge.calls import CallStore
 from ..edge.records import TurnRecord
 from ..edge.state import CallStateError
 from ..pipeline import (
-    CallLedger,
     AgentText,
     AgentTurnDone,
     CacheKind,
     CallContext,
+    CallLedger,
     Frame,
     Interruption,
     Processor,
