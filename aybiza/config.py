@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     max_browser_calls: int = Field(default=20, description="Browser (WebRTC) calls at once, inside max_calls")
 
     vad_aggressiveness: int = 2
-    end_of_turn_ms: int = 400
+    end_of_turn: Literal["fast", "balanced", "patient", "silence"] = Field(
+        default="balanced", description="end-of-turn profile (VAD silence + smart-turn); silence: end_of_turn_ms only")
+    end_of_turn_ms: int = Field(default=400, description="silence that ends a turn when end_of_turn is 'silence'")
     preroll_ms: int = 200
     barge_in: bool = True
 

@@ -38,6 +38,7 @@ from .processors.llm.bedrock import MAX_CONCURRENT_STREAMS, bedrock_client, clas
 from .processors.llm.embedding import SentenceEncoder
 from .processors.llm.faq import FAQMatcher
 from .processors.packaged import WHISPER_BASE, joined_dir
+from .processors.smart_turn import SmartTurnModel
 from .processors.stt.deepgram import deepgram_client, deepgram_environment
 from .processors.stt.sphinx import SphinxPool
 from .processors.stt.whisper import WhisperRecognizer, primary_language
@@ -80,6 +81,9 @@ class Engines:
         self._encoder: SentenceEncoder | None = None
         self._matchers: OrderedDict[str, FAQMatcher] = OrderedDict()
         self._detectors: dict[frozenset[str], LanguageDetector] = {}
+        self._smart_turn: SmartTurnModel | None = None
+        # One end-of-turn inference at a time per process: each is ~10-60 ms of one core.
+        self.smart_turn_limiter = anyio.CapacityLimiter(1)
 
     # -- providers ------------------------------------------------------------------
 
@@ -135,6 +139,16 @@ class Engines:
                                                    slots=self.whisper_slots, limiter=self.whisper_limiter)
                 self._whisper[key] = recognizer
             return recognizer
+
+    # -- turn-taking --------------------------------------------------------------------
+
+    @property
+    def smart_turn(self) -> SmartTurnModel:
+        """The end-of-turn model (smart-turn v3 from the pipecat-ai wheel), shared by every call."""
+        with self._lock:
+            if self._smart_turn is None:
+                self._smart_turn = SmartTurnModel()
+            return self._smart_turn
 
     # -- voices -------------------------------------------------------------------------
 
@@ -227,6 +241,9 @@ class Engines:
                 recognizer.transcribe(bytes(32000), 16000, language)  # the first inference is twice as slow
         elif settings.stt == "sphinx":
             self.sphinx.warm()
+        if settings.end_of_turn != "silence":
+            self.smart_turn.load()
+            self.smart_turn.calibrated_probability(bytes(16000), 8000)  # the first inference is the slow one
         warm = getattr(self.local_voice, "warm", None)
         if callable(warm):
             warm()

@@ -22,6 +22,7 @@ from .engines import Engines
 from .errors import EndReason
 from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, IncidentKind, Processor
 from .processors.cache import CachedAnswers, CachingSynthesizer
+from .processors.endpoint import PROFILES, EndOfTurnStage
 from .processors.fallback import FallbackStage, Replay
 from .processors.journal import CallJournal
 from .processors.language import LanguageProcessor
@@ -99,8 +100,7 @@ class SpeechStack:
         settings = self.settings
         processors: list[Processor] = [
             QualityProcessor(),  # sees every frame, before the gate drops silence
-            VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
-                         preroll_ms=settings.preroll_ms),
+            *self._listening(),
             self._stt(ctx),
             LanguageProcessor(self.engines.language_detector),  # reads the first final transcripts
             TurnTaker(barge_in=settings.barge_in),
@@ -112,6 +112,18 @@ class SpeechStack:
         return processors, opening
 
     # -- recognition ----------------------------------------------------------------------
+
+    def _listening(self) -> list[Processor]:
+        """The VAD, and the end-of-turn stage that holds its stops until the turn is over (unless silence only)."""
+        settings = self.settings
+        if settings.end_of_turn == "silence":
+            return [VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
+                                 preroll_ms=settings.preroll_ms)]
+        profile = PROFILES[settings.end_of_turn]
+        model = self.engines.smart_turn
+        return [VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=profile.stop_ms,
+                             preroll_ms=settings.preroll_ms),
+                EndOfTurnStage(model.calibrated_probability, profile, limiter=self.engines.smart_turn_limiter)]
 
     def _stt(self, ctx: CallContext) -> Processor:
         stt, engines = self.settings.stt, self.engines
