@@ -70,7 +70,9 @@ class FAQ(BaseModel):
 class AgentConfig(BaseModel):
     """A voice agent: persona, prompts and the FAQ it can answer without a model.
 
-    When a turn fails the caller hears ``retry_prompt``; when the call cannot
+    When a turn fails the caller hears ``retry_prompt``; when a reply is late,
+    ``holding_line``; when the caller says nothing, ``silence_prompt`` and at
+    last ``silence_goodbye``; when the call cannot
     go on, ``apology`` and then ``handoff`` (and a transfer to
     ``transfer_to``, an E.164 number or a ``sip:`` URI) or, with nowhere to
     transfer to, ``goodbye``. ``languages`` are the primary language tags the
@@ -98,6 +100,9 @@ class AgentConfig(BaseModel):
     goodbye: str = "Please call us back in a few minutes. Goodbye."
     retry_prompt: str = "Could you say that again in a moment?"
     handoff: str = "Let me put you through to a colleague."
+    holding_line: str = "One moment, please."
+    silence_prompt: str = "Are you still there? How can I help?"
+    silence_goodbye: str = "I haven't heard anything for a while, so I'll end the call now. Goodbye."
     languages: tuple[str, ...] = ("en",)
 
     @model_validator(mode="before")
@@ -114,7 +119,8 @@ class AgentConfig(BaseModel):
             raise ValueError("agent id may only contain letters, digits, '_' and '-'")
         return value
 
-    @field_validator("greeting", "fallback", "reprompt", "name", "apology", "goodbye", "retry_prompt", "handoff")
+    @field_validator("greeting", "fallback", "reprompt", "name", "apology", "goodbye", "retry_prompt", "handoff",
+                     "holding_line", "silence_prompt", "silence_goodbye")
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
         return _non_blank(value, "this field")

@@ -1,7 +1,7 @@
 """How a call's pipeline is built: which stages, on which of the process's engines.
 
 ``SpeechStack.build(ctx, agent, ...)`` returns a call's processors in the
-design's order (``quality -> vad -> stt -> language -> turns -> model -> tts``;
+design's order (``quality -> vad -> endpoint -> stt -> language -> turns -> watchdog -> model -> tts``;
 the transport adds its output stage) and the frames that open the call (the
 agent's greeting). The engines are the process's (:class:`~aybiza.engines.Engines`);
 a call only creates cheap per-call state. Providers that can fail in the
@@ -38,6 +38,7 @@ from .processors.tts.base import SpeechSynthesizer, TTSProcessor
 from .processors.tts.deepgram import DeepgramTTS
 from .processors.turns import TurnTaker
 from .processors.vad import VADProcessor
+from .processors.watchdog import TurnWatchdog
 from .routing.router import CallRouting
 from .routing.service import RoutingService
 
@@ -104,6 +105,8 @@ class SpeechStack:
             self._stt(ctx),
             LanguageProcessor(self.engines.language_detector),  # reads the first final transcripts
             TurnTaker(barge_in=settings.barge_in),
+            TurnWatchdog(reply_timeout_s=settings.reply_timeout_s, silence_s=settings.silence_reprompt_s,
+                         reprompts=settings.silence_reprompts),
             self._answers(ctx, agent, call_routing, history, resumed, turn_offset),
             self._tts(ctx),
         ]
@@ -118,11 +121,11 @@ class SpeechStack:
         settings = self.settings
         if settings.end_of_turn == "silence":
             return [VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
-                                 preroll_ms=settings.preroll_ms)]
+                                 barge_in_start_ms=settings.barge_in_start_ms, preroll_ms=settings.preroll_ms)]
         profile = PROFILES[settings.end_of_turn]
         model = self.engines.smart_turn
         return [VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=profile.stop_ms,
-                             preroll_ms=settings.preroll_ms),
+                             barge_in_start_ms=settings.barge_in_start_ms, preroll_ms=settings.preroll_ms),
                 EndOfTurnStage(model.calibrated_probability, profile, limiter=self.engines.smart_turn_limiter)]
 
     def _stt(self, ctx: CallContext) -> Processor:

@@ -30,6 +30,7 @@ __all__ = [
     "AgentText",
     "AgentTurnDone",
     "Interruption",
+    "AgentResume",
     "DTMF",
     "LanguageChanged",
     "AgentSpeaking",
@@ -137,6 +138,13 @@ class AgentTurnDone(Frame):
 @dataclass(frozen=True, slots=True)
 class Interruption(Frame):
     """Barge-in: cancel in-flight agent work and drop queued agent audio."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResume(Frame):
+    """The interruption carried no words (a cough, "uh-huh"): the agent goes on from the sentence it was cut in."""
 
     at: float
 

@@ -15,6 +15,10 @@ in a worker thread) whether the words so far make a finished turn:
 
 A turn with less than ``short_speech_ms`` of speech ("yes", "no", a name)
 gives the model too little context: ``short_threshold`` applies to it.
+Short speech that began while the caller heard the agent (the output steers
+:class:`~aybiza.pipeline.frames.AgentSpeaking`) is released at once: it is
+most likely a backchannel or a noise, and turn-taking must know soon to let
+the agent go on.
 
 Calibrated for the telephone band: on human speech through 8 kHz μ-law the
 model is over-confident at pauses after "the", "de", "and" (its probability
@@ -48,7 +52,16 @@ import numpy as np
 from anyio.abc import TaskGroup
 
 from ..codecs import resample_samples
-from ..pipeline import CallContext, EndOfCall, Frame, InputAudio, Processor, SpeechStarted, SpeechStopped
+from ..pipeline import (
+    AgentSpeaking,
+    CallContext,
+    EndOfCall,
+    Frame,
+    InputAudio,
+    Processor,
+    SpeechStarted,
+    SpeechStopped,
+)
 from .smart_turn import WINDOW_S
 
 __all__ = ["PROFILES", "EndOfTurnPolicy", "EndOfTurnProfile", "EndOfTurnStage", "TurnScorer", "calibrated",
@@ -155,10 +168,12 @@ class _TurnAudio:
 class EndOfTurnStage(Processor):
     """Holds the VAD's ``SpeechStopped`` until the end-of-turn model (or the silence limit) says the turn is over."""
 
-    __slots__ = ("policy", "_score", "_limiter", "_audio", "_held", "_held_scope", "_started_s", "_tg")
+    __slots__ = ("policy", "_score", "_limiter", "_audio", "_held", "_held_scope", "_tg", "_agent_speaking",
+                 "_over_agent")
 
     name = "endpoint"
-    consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped})
+    consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped, AgentSpeaking})
+    over_agent_max_s = 1.2
     produces = frozenset({SpeechStopped})
 
     def __init__(
@@ -176,11 +191,19 @@ class EndOfTurnStage(Processor):
         self._held: SpeechStopped | None = None
         self._held_scope: anyio.CancelScope | None = None
         self._tg: TaskGroup | None = None
+        self._agent_speaking = False
+        self._over_agent = False
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         """Bind the call; decisions run as tasks in its group."""
         await super().start(ctx, tg)
         self._tg = tg
+
+    async def control(self, frame: Frame) -> None:
+        """Track whether the caller hears the agent (speech over it is judged at once)."""
+        if isinstance(frame, AgentSpeaking):
+            self._agent_speaking = frame.speaking
+        await self.steer(frame)
 
     async def process(self, frame: Frame) -> None:
         """Collect the turn's audio; hold speech stops until the turn is over; drop a pause's restart."""
@@ -195,11 +218,14 @@ class EndOfTurnStage(Processor):
                     self.ctx.log.debug("endpoint: pause, the turn goes on")
                 return
             self._audio = _TurnAudio()
+            self._over_agent = self._agent_speaking
             await self.push(frame)
         elif isinstance(frame, SpeechStopped):
             await self._release()  # a stop still held (should not happen) goes first
             self._held = frame
-            if self._tg is not None:
+            if self._over_agent and self._audio.seconds <= self.over_agent_max_s:
+                await self._release()
+            elif self._tg is not None:
                 self._tg.start_soon(self._decide, frame, name="endpoint-decide")
             else:
                 await self._release()

@@ -221,12 +221,17 @@ class CallSession:
         return (ended[0] if ended else EndReason.DISCONNECTED), ""
 
     async def _announce(self, notice: Notice) -> None:
-        """Say a notice in the local voice, now, through the transport's output."""
+        """Say a notice in the local voice, now, through the transport's output (a goodbye: until it is heard)."""
         agent = self.agent
         if agent is None or not self.transport.open:
             return
-        texts = [agent.apology] + ([agent.retry_prompt] if notice is Notice.RETRY else [])
-        await self._say(" ".join(texts), self.transport.output)
+        texts = {Notice.APOLOGY: [agent.apology], Notice.RETRY: [agent.apology, agent.retry_prompt],
+                 Notice.HOLD: [agent.holding_line], Notice.STILL_THERE: [agent.silence_prompt],
+                 Notice.GOODBYE: [agent.silence_goodbye]}[notice]
+        seconds = await self._say(" ".join(texts), self.transport.output)
+        if notice is Notice.GOODBYE:
+            with anyio.move_on_after(seconds + _DRAIN_GRACE_S):
+                await self.transport.drained()
 
     async def _say(self, text: str, output: Processor) -> float:
         """Send ``text`` in the local voice to ``output`` as an announcement; its length in seconds."""
