@@ -181,15 +181,17 @@ class Engines:
 
     # -- understanding ------------------------------------------------------------------
 
-    def faq_matcher(self, agent: AgentConfig) -> FAQMatcher:
-        """The FAQ matcher of this agent configuration (blocking the first time: run it in a thread)."""
-        key = agent_fingerprint(agent)
+    def faq_matcher(self, agent: AgentConfig, language: str | None = None) -> FAQMatcher:
+        """The FAQ matcher of this agent configuration in ``language`` (default the agent's; blocking the first
+        time: run it in a thread)."""
+        language = (language or agent.language).split("-", 1)[0].lower()
+        key = f"{agent_fingerprint(agent)}:{language}"
         with self._lock:
             matcher = self._matchers.pop(key, None)
             if matcher is None:
                 if self._encoder is None:
                     self._encoder = SentenceEncoder.packaged()
-                matcher = FAQMatcher(agent, self._encoder)
+                matcher = FAQMatcher(agent, self._encoder, language=language)
             self._matchers[key] = matcher  # most recently used last
             while len(self._matchers) > _MAX_MATCHERS:
                 self._matchers.popitem(last=False)
@@ -234,8 +236,9 @@ class Engines:
         """Load every engine the settings select, plus the fallbacks a failure would need (blocking)."""
         settings = self.settings
         if settings.stt in ("whisper", "deepgram"):  # whisper is Deepgram's fallback too
-            languages = {"en"} | {primary_language(language) for language in agent.languages}
-            for language in sorted(languages)[:2]:  # English and one multilingual model at most
+            # English, and the multilingual model (the first utterance's audio language ID needs it anyway).
+            languages = {"en"} | {primary_language(language) for language in agent.languages} | {"es"}
+            for language in sorted(languages)[:2]:
                 recognizer = self.whisper(language)
                 recognizer.load()
                 recognizer.transcribe(bytes(32000), 16000, language)  # the first inference is twice as slow

@@ -25,7 +25,7 @@ from .processors.cache import CachedAnswers, CachingSynthesizer
 from .processors.endpoint import PROFILES, EndOfTurnStage
 from .processors.fallback import FallbackStage, Replay
 from .processors.journal import CallJournal
-from .processors.language import LanguageProcessor
+from .processors.language import DEFAULT_LANGUAGES, LanguageProcessor
 from .processors.llm.faq import FAQResponder
 from .processors.llm.openai_compat import OpenAICompatLLM
 from .processors.llm.routed import BedrockStreamers, RoutedBedrock
@@ -103,15 +103,16 @@ class SpeechStack:
             QualityProcessor(),  # sees every frame, before the gate drops silence
             *self._listening(),
             self._stt(ctx),
-            LanguageProcessor(self.engines.language_detector),  # reads the first final transcripts
+            LanguageProcessor(self.engines.language_detector, speaks=agent.languages),  # the first transcripts
             TurnTaker(barge_in=settings.barge_in),
             TurnWatchdog(reply_timeout_s=settings.reply_timeout_s, silence_s=settings.silence_reprompt_s,
                          reprompts=settings.silence_reprompts),
             self._answers(ctx, agent, call_routing, history, resumed, turn_offset),
             self._tts(ctx),
         ]
-        opening: list[Frame] = [] if resumed else [AgentText(agent.greeting, turn_id=0, language=agent.language),
-                                                   AgentTurnDone(turn_id=0)]
+        greeting = AgentText(agent.text("greeting", ctx.language), turn_id=0,
+                             language=agent.reply_language(ctx.language))
+        opening: list[Frame] = [] if resumed else [greeting, AgentTurnDone(turn_id=0)]
         return processors, opening
 
     # -- recognition ----------------------------------------------------------------------
@@ -133,11 +134,15 @@ class SpeechStack:
         if stt == "deepgram":
             # Phone audio goes to Deepgram as the μ-law it arrived as: no resampling, no re-encoding.
             primary = DeepgramSTT(engines.deepgram(), encoding="mulaw" if ctx.transport == "twilio" else "linear16")
-            return FallbackStage(primary, lambda: WhisperSTT(engines.whisper), replay=Replay.UTTERANCE,
+            return FallbackStage(primary, lambda: self._whisper(), replay=Replay.UTTERANCE,
                                  incident=IncidentKind.STT_FALLBACK, unavailable=EndReason.STT_UNAVAILABLE)
         if stt == "sphinx":
             return SphinxSTT(engines.sphinx, limiter=engines.sphinx_limiter)
-        return WhisperSTT(engines.whisper)
+        return self._whisper()
+
+    def _whisper(self) -> WhisperSTT:
+        """The embedded recogniser; its first utterance goes through audio language ID (the call's languages)."""
+        return WhisperSTT(self.engines.whisper, identify=1, languages=frozenset(DEFAULT_LANGUAGES))
 
     # -- the model ---------------------------------------------------------------------------
 
@@ -169,7 +174,7 @@ class SpeechStack:
         if settings.llm == "openai":
             return OpenAICompatLLM(model=settings.openai_model, system_prompt=agent.system_prompt,
                                    base_url=settings.openai_base_url, api_key=settings.openai_api_key)
-        return FAQResponder(agent, lambda: engines.faq_matcher(agent))
+        return FAQResponder(agent, lambda language: engines.faq_matcher(agent, language))
 
     # -- the voice --------------------------------------------------------------------------
 

@@ -107,6 +107,7 @@ class Transcript(Frame):
     language: str = "en"
     confidence: float | None = None
     speech_ended_at: float | None = None
+    alternatives: tuple[str, ...] = ()  # other hypotheses, best first (n-best, when the recogniser gives them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class UserTurn(Frame):
     turn_id: int
     language: str = "en"
     speech_ended_at: float | None = None
+    alternatives: tuple[str, ...] = ()  # other hypotheses of the whole turn (n-best)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ __all__ = ["QualityMeter", "QualityProcessor", "WindowQuality", "tier_for"]
 _FULL_SCALE_DB = 20 * math.log10(32768)
 _CLIP_LEVEL = 32000  # μ-law's largest code decodes to 32124: anything this high is at the rail
 _SILENT_DB = 12.0  # below this a frame is digital (or near-digital) silence
-_MAX_DROPOUT_FRAMES = 10  # a longer hole of digital silence is a pause or muting, not packet loss
+_MAX_DROPOUT_FRAMES = 4  # a longer hole of digital silence is a pause or muting, not packet loss
 _FFT_EVERY = 3  # spectrum of every third speech frame is enough for a bandwidth estimate
 _CONTRAST_SLOPE = 3.0
 _CONTRAST_OFFSET_DB = 24.0
@@ -263,12 +263,15 @@ class QualityMeter:
         it. Clean speech spans 25 dB and more between its loud and quiet 20 ms
         frames; at 0 dB SNR the dips are full of noise and the span shrinks to
         a few dB. The bound grows with the span between the 90th and 10th
-        percentile levels of the last 1.5 s of speech frames (it needs 0.3 s of them).
+        percentile levels of the last 1.5 s of speech frames (it needs 0.5 s of them, or
+        0.25 s of a start flat enough that no clean speech begins so).
         """
         active = self._active_levels
-        if len(active) < _CONTRAST_FRAMES:
+        if len(active) < _CONTRAST_FRAMES // 2:
             return 50.0
         low, high = np.percentile(np.fromiter(active, dtype=np.float64), (10.0, 90.0))
+        if len(active) < _CONTRAST_FRAMES and high - low >= 10.0:
+            return 50.0  # the first syllables of clean speech can be flat too: only a very flat start counts
         return max(0.0, float(high - low) * _CONTRAST_SLOPE - _CONTRAST_OFFSET_DB)
 
     def _close_window(self) -> WindowQuality:

@@ -75,6 +75,7 @@ class TurnTaker(Processor):
         self._barged_at: float | None = None  # an interruption not yet known to be real
         self._maybe_false = False  # it was short: the agent went on, and its words decide
         self._parts: list[str] = []
+        self._alternatives: tuple[str, ...] = ()
         self._language = "en"
         self._speaking = False
         self._agent_speaking = False
@@ -123,6 +124,8 @@ class TurnTaker(Processor):
                 await self.push(Interruption(at=time.monotonic()))
             self._barged_at = None
             if frame.final and frame.text.strip():
+                # n-best hypotheses stand for the whole turn only when it is one transcript
+                self._alternatives = frame.alternatives if not self._parts else ()
                 self._parts.append(frame.text.strip())
                 self._language = frame.language
                 if not self._speaking:
@@ -168,8 +171,9 @@ class TurnTaker(Processor):
             self.ctx.user_turn_ended_at = ended_at
             self.ctx.ledger.turn = self._turn_id
             self.ctx.log.info("caller turn %d (%d words)", self._turn_id, len(text.split()))
+        alternatives, self._alternatives = self._alternatives, ()
         await self.push(UserTurn(text=text, turn_id=self._turn_id, language=self._language,
-                                 speech_ended_at=ended_at))
+                                 speech_ended_at=ended_at, alternatives=alternatives))
 
     def _arm(self, delay: float) -> None:
         self._disarm()

@@ -163,7 +163,7 @@ class CallSession:
     def _language_prior(self, agent: AgentConfig) -> None:
         ctx = self.ctx
         ctx.language = agent.language
-        prior = prior_language(ctx, self.runtime.languages)
+        prior = prior_language(ctx, set(self.runtime.languages) & set(agent.languages))
         if prior is not None and prior != ctx.language:
             ctx.log.info("language prior %s", prior)
             ctx.language = prior
@@ -225,10 +225,11 @@ class CallSession:
         agent = self.agent
         if agent is None or not self.transport.open:
             return
-        texts = {Notice.APOLOGY: [agent.apology], Notice.RETRY: [agent.apology, agent.retry_prompt],
-                 Notice.HOLD: [agent.holding_line], Notice.STILL_THERE: [agent.silence_prompt],
-                 Notice.GOODBYE: [agent.silence_goodbye]}[notice]
-        seconds = await self._say(" ".join(texts), self.transport.output)
+        fields = {Notice.APOLOGY: ["apology"], Notice.RETRY: ["apology", "retry_prompt"],
+                  Notice.HOLD: ["holding_line"], Notice.STILL_THERE: ["silence_prompt"],
+                  Notice.GOODBYE: ["silence_goodbye"]}[notice]
+        text = " ".join(agent.text(field, self.ctx.language) for field in fields)
+        seconds = await self._say(text, self.transport.output)
         if notice is Notice.GOODBYE:
             with anyio.move_on_after(seconds + _DRAIN_GRACE_S):
                 await self.transport.drained()

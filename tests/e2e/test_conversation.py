@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from aybiza.codecs import lin2ulaw
+from aybiza.codecs import lin2ulaw, ulaw2lin
 from aybiza.processors.stt.whisper import WhisperRecognizer
 from aybiza.testing.caller import Say, Wait, caller_speech, place_call
 
@@ -85,3 +85,22 @@ async def test_a_late_reply_gets_a_holding_line_and_a_silent_caller_a_reprompt_t
     assert "goodbye" in heard, sorted(heard)
     record = await _record(server, report.call_sid)
     assert record["outcome"] == "caller_silent"
+
+
+def _under_noise(ulaw: bytes, snr_db: float) -> bytes:
+    """The caller's words with white noise as loud as they are (0 dB) under them, as on a very bad line."""
+    speech = np.frombuffer(ulaw2lin(ulaw), dtype="<i2").astype(np.float64)
+    active = np.sqrt(np.mean(speech[np.abs(speech) > 300] ** 2))
+    noise = np.random.default_rng(11).standard_normal(speech.size) * active / 10 ** (snr_db / 20)
+    return lin2ulaw((speech + noise).clip(-32768, 32767).astype("<i2").tobytes())
+
+
+@pytest.mark.anyio
+async def test_a_question_under_0_db_noise_gets_the_bad_line_reprompt_not_a_confident_answer(
+    server: Server, recognizer: WhisperRecognizer
+) -> None:
+    noisy = _under_noise(caller_speech("where are you located"), 0.0)
+    report = await place_call(server.stream_url, [Wait(20), Say(noisy), Wait(30)], auth_token=AUTH_TOKEN)
+    heard = words(await anyio.to_thread.run_sync(recognizer.transcribe, heard_pcm(report), 8000))
+    assert {"quieter", "line"} & heard, sorted(heard)  # "the line is bad, could you move somewhere quieter"
+    assert not {"visa", "mastercard", "cash"} & heard, sorted(heard)  # no confident wrong answer
