@@ -42,7 +42,7 @@ _CLIP_LEVEL = 32000  # μ-law's largest code decodes to 32124: anything this hig
 _SILENT_DB = 12.0  # below this a frame is digital (or near-digital) silence
 _MAX_DROPOUT_FRAMES = 4  # a longer hole of digital silence is a pause or muting, not packet loss
 _FFT_EVERY = 3  # spectrum of every third speech frame is enough for a bandwidth estimate
-_CONTRAST_SLOPE = 3.0
+_CONTRAST_SLOPE = 4.0
 _CONTRAST_OFFSET_DB = 24.0
 _CONTRAST_FRAMES = 25  # speech frames a window needs for its contrast to mean anything
 
@@ -262,9 +262,10 @@ class QualityMeter:
         with the speech (a truck passing, a crowd at the caller's end) is not in
         it. Clean speech spans 25 dB and more between its loud and quiet 20 ms
         frames; at 0 dB SNR the dips are full of noise and the span shrinks to
-        a few dB. The bound grows with the span between the 90th and 10th
-        percentile levels of the last 1.5 s of speech frames (it needs 0.5 s of them, or
-        0.25 s of a start flat enough that no clean speech begins so).
+        a few dB. The bound is 4 x (span - 6 dB), the span between the 90th and
+        10th percentile levels of the last 1.5 s of speech frames: a 14 dB span
+        (flat synthetic speech) still allows 32 dB. It needs 0.5 s of speech
+        frames, or 0.25 s of a start flat enough that no clean speech begins so.
         """
         active = self._active_levels
         if len(active) < _CONTRAST_FRAMES // 2:
