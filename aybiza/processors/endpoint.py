@@ -40,6 +40,7 @@ and the benchmark.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -173,8 +174,9 @@ class EndOfTurnStage(Processor):
 
     name = "endpoint"
     consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped, AgentSpeaking})
-    over_agent_max_s = 1.2
     produces = frozenset({SpeechStopped})
+    over_agent_max_s = 1.2
+    """Speech over the agent this short (pre-roll and the stop's silence included) is released at once."""
 
     def __init__(
         self,
@@ -264,7 +266,7 @@ class EndOfTurnStage(Processor):
                 return
             complete = self.policy.complete(probability, speech_s)
             ctx = self.ctx
-            if ctx is not None and ctx.log.isEnabledFor(10):
+            if ctx is not None and ctx.log.isEnabledFor(logging.DEBUG):
                 ctx.log.debug("endpoint: p=%.2f after %.2f s of speech: %s", probability, speech_s,
                               "end of turn" if complete else "waiting")
             if not complete:
