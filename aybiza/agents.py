@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .tools.specs import Action, BuiltinToolSpec, HttpToolSpec, ToolSpec
 
-__all__ = ["FAQ", "AgentConfig", "RESIDENCIES", "load_agent", "list_agents", "agent_exists", "AGENT_ID_PATTERN"]
+__all__ = ["FAQ", "AgentConfig", "AgentTranslation", "FAQTranslation", "RESIDENCIES", "load_agent", "list_agents",
+           "agent_exists", "AGENT_ID_PATTERN"]
 
 AGENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """Agent ids are plain names: letters, digits, ``_`` and ``-`` (no path separators, no dots)."""
@@ -72,6 +73,12 @@ class FAQ(BaseModel):
     answer: str
     questions: tuple[str, ...] = Field(min_length=1)
     action: Action | None = None
+    topic: str | None = None  # how the agent names it when it asks "did you mean ...?" (default: from the id)
+
+    @property
+    def subject(self) -> str:
+        """What "did you mean ...?" calls this FAQ."""
+        return self.topic or self.id.replace("_", " ")
 
     @field_validator("answer")
     @classmethod
@@ -84,10 +91,48 @@ class FAQ(BaseModel):
         return tuple(_non_blank(q, "a question") for q in value)
 
 
+class FAQTranslation(BaseModel):
+    """One FAQ in another language: its answer, how callers ask in that language, its topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    answer: str
+    questions: tuple[str, ...] = Field(min_length=1)
+    topic: str | None = None
+
+
+class AgentTranslation(BaseModel):
+    """What the agent says in another language; a field left out falls back to the agent's own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    greeting: str | None = None
+    fallback: str | None = None
+    reprompt: str | None = None
+    confirm_prompt: str | None = None
+    apology: str | None = None
+    goodbye: str | None = None
+    retry_prompt: str | None = None
+    handoff: str | None = None
+    holding_line: str | None = None
+    silence_prompt: str | None = None
+    silence_goodbye: str | None = None
+    filler: str | None = None
+    hold: str | None = None
+    cannot_transfer: str | None = None
+    digits_retry: str | None = None
+    faqs: dict[str, FAQTranslation] = Field(default_factory=dict)
+
+    def __hash__(self) -> int:  # frozen, but holds a dict: hash the content
+        return hash(self.model_dump_json())
+
+
 class AgentConfig(BaseModel):
     """A voice agent: persona, prompts and the FAQ it can answer without a model.
 
-    When a turn fails the caller hears ``retry_prompt``; when the call cannot
+    When a turn fails the caller hears ``retry_prompt``; when a reply is late,
+    ``holding_line``; when the caller says nothing, ``silence_prompt`` and at
+    last ``silence_goodbye``; when the call cannot
     go on, ``apology`` and then ``handoff`` (and a transfer to
     ``transfer_to``, an E.164 number or a ``sip:`` URI) or, with nowhere to
     transfer to, ``goodbye``. ``languages`` are the primary language tags the
@@ -120,12 +165,48 @@ class AgentConfig(BaseModel):
     goodbye: str = "Please call us back in a few minutes. Goodbye."
     retry_prompt: str = "Could you say that again in a moment?"
     handoff: str = "Let me put you through to a colleague."
+    holding_line: str = "One moment, please."
+    silence_prompt: str = "Are you still there? How can I help?"
+    silence_goodbye: str = "I haven't heard anything for a while, so I'll end the call now. Goodbye."
     languages: tuple[str, ...] = ("en",)
     tools: tuple[ToolSpec, ...] = ()
     filler: str = "One moment, please."
     hold: str = "Please hold for a moment while I brief a colleague."
     cannot_transfer: str = "I'm sorry, I can't put you through to a person right now."
     digits_retry: str = "Sorry, I didn't get that. Please type the number on your keypad, then press the hash key."
+    translations: dict[str, AgentTranslation] = Field(default_factory=dict)
+    confirm_prompt: str = "Did you mean {topic}?"
+    confirm_band: float = Field(default=0.08, ge=0.0, le=1.0)
+
+    def __hash__(self) -> int:  # frozen, but holds dicts: hash the content
+        return hash(self.model_dump_json())
+
+    def speaks(self, language: str) -> bool:
+        """Whether the agent speaks ``language`` (a tag such as ``es-MX``)."""
+        return _primary_language(language) in self.languages
+
+    def reply_language(self, language: str) -> str:
+        """The language to answer a caller speaking ``language`` in: theirs when the agent speaks it."""
+        return language if self.speaks(language) else self.language
+
+    def text(self, field: str, language: str) -> str:
+        """The agent's ``field`` (greeting, fallback, ...) in ``language`` where translated, else its own."""
+        own = str(getattr(self, field))
+        primary = _primary_language(language)
+        if primary == _primary_language(self.language):
+            return own
+        translation = self.translations.get(primary)
+        value = getattr(translation, field, None) if translation is not None else None
+        return str(value) if value else own
+
+    def faqs_in(self, language: str) -> tuple[FAQ, ...]:
+        """The FAQ in ``language`` (same ids; the agent's own where a FAQ is not translated)."""
+        primary = _primary_language(language)
+        translation = self.translations.get(primary)
+        if primary == _primary_language(self.language) or translation is None:
+            return self.faqs
+        return tuple(FAQ(id=faq.id, answer=t.answer, questions=t.questions, topic=t.topic, action=faq.action)
+                     if (t := translation.faqs.get(faq.id)) is not None else faq for faq in self.faqs)
 
     @model_validator(mode="before")
     @classmethod
@@ -142,7 +223,8 @@ class AgentConfig(BaseModel):
         return value
 
     @field_validator("greeting", "fallback", "reprompt", "name", "apology", "goodbye", "retry_prompt", "handoff",
-                     "filler", "hold", "cannot_transfer", "digits_retry")
+                     "filler", "hold", "cannot_transfer", "digits_retry",
+                     "holding_line", "silence_prompt", "silence_goodbye", "confirm_prompt")
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
         return _non_blank(value, "this field")
@@ -210,6 +292,14 @@ class AgentConfig(BaseModel):
     def _speaks_its_language(self) -> Self:
         if _primary_language(self.language) not in self.languages:
             raise ValueError(f"language {self.language!r} is not among languages {list(self.languages)}")
+        for tag, translation in self.translations.items():
+            if tag not in self.languages:
+                raise ValueError(f"translation {tag!r} is for a language not among languages {list(self.languages)}")
+            unknown = sorted(set(translation.faqs) - {faq.id for faq in self.faqs})
+            if unknown:
+                raise ValueError(f"translation {tag!r} has FAQs the agent does not: {', '.join(unknown)}")
+        if "{topic}" not in self.confirm_prompt:
+            raise ValueError("confirm_prompt must say {topic}")
         return self
 
     @field_validator("faqs")

@@ -138,6 +138,92 @@ def _route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_audio(path: Path, *, telephone: bool) -> tuple[bytes, int]:
+    """A recording as mono PCM16 and its rate (WAV read directly, anything else through sox); ``telephone``: through
+    8 kHz G.711 μ-law first, as a phone call would deliver it."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    from .codecs import lin2ulaw, resample, ulaw2lin
+
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file")
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2:
+                raise wave.Error("not 16-bit")
+            rate, channels = wav.getframerate(), wav.getnchannels()
+            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+        if channels > 1:
+            samples = samples.reshape(-1, channels).mean(axis=1).astype("<i2")
+        pcm = samples.tobytes()
+    except (wave.Error, EOFError):
+        if shutil.which("sox") is None:
+            raise SystemExit(f"{path}: not a 16-bit WAV, and sox (to read other formats) is not installed") from None
+        rate = 16000
+        pcm = subprocess.run(["sox", "-V1", str(path), "-t", "raw", "-e", "signed", "-b", "16", "-c", "1", "-r",
+                              str(rate), "-"], check=True, capture_output=True).stdout
+    if telephone:
+        return ulaw2lin(lin2ulaw(resample(pcm, rate, 8000))), 8000
+    if rate not in (8000, 16000, 32000, 48000):
+        return resample(pcm, rate, 16000), 16000
+    return pcm, rate
+
+
+def _spoken_language(engines: object, pcm: bytes, rate: int) -> tuple[str, float]:
+    from .processors.language import DEFAULT_LANGUAGES
+
+    recognizer = engines.whisper("es")  # type: ignore[attr-defined]  # the multilingual model
+    result: tuple[str, float] = recognizer.detect_language(pcm, rate, frozenset(DEFAULT_LANGUAGES))
+    return result
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from .config import Settings, limit_math_threads
+    from .engines import Engines
+
+    limit_math_threads()
+    pcm, rate = _read_audio(Path(args.file), telephone=args.telephone)
+    engines = Engines(Settings())
+    language = args.language or _spoken_language(engines, pcm, rate)[0] or "en"
+    print(engines.whisper(language).transcribe(pcm, rate, language))
+    return 0
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from .config import Settings, limit_math_threads
+    from .engines import Engines
+    from .listen import listen
+    from .processors.endpoint import PROFILES
+
+    limit_math_threads()
+    pcm, rate = _read_audio(Path(args.file), telephone=not args.wideband)
+    engines = Engines(Settings())
+    if args.end_of_turn == "silence":
+        heard = listen(pcm, rate, silence_ms=args.silence_ms)
+    else:
+        model = engines.smart_turn
+        heard = listen(pcm, rate, profile=PROFILES[args.end_of_turn], score=model.calibrated_probability)
+    line = "" if args.wideband else " (through 8 kHz μ-law)"
+    print(f"{args.file}: {len(pcm) / 2 / rate:.2f} s at {rate} Hz{line}")
+    print("speech segments:")
+    for start, stop in heard.segments:
+        print(f"  {start:7.2f} - {stop:7.2f} s")
+    print(f"turn ends ({args.end_of_turn}):")
+    for turn_end in heard.turn_ends:
+        probability = f", p={turn_end.probability:.2f}" if turn_end.probability is not None else ""
+        print(f"  {turn_end.at:7.2f} s  ({(turn_end.at - turn_end.speech_ended_at) * 1000:4.0f} ms after speech, "
+              f"by {turn_end.by}{probability})")
+    print("quality per second:")
+    for second, score, tier in heard.quality:
+        print(f"  {second:4d} s  {score:.2f}  {tier}")
+    language, confidence = _spoken_language(engines, pcm, rate)
+    print(f"language: {language or 'unknown'} ({confidence:.2f})")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench_cli import bench_main
 
@@ -193,6 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep the call's data in this zone, or in the caller's own zone ('caller')")
     route.add_argument("--no-probe", action="store_true", help="do not probe the regions (health shows unknown)")
     route.set_defaults(func=_route)
+
+    transcribe = commands.add_parser("transcribe", help="transcribe a recording with the embedded recogniser")
+    transcribe.add_argument("file", help="a WAV file (other formats through sox)")
+    transcribe.add_argument("--language", help="the language spoken (default: identified from the audio)")
+    transcribe.add_argument("--telephone", action="store_true", help="pass it through 8 kHz μ-law first")
+    transcribe.set_defaults(func=_transcribe)
+
+    listen = commands.add_parser("listen", help="what a call would hear in a recording: speech, turn ends, quality, "
+                                 "language")
+    listen.add_argument("file", help="a WAV file (other formats through sox)")
+    listen.add_argument("--end-of-turn", choices=["fast", "balanced", "patient", "silence"], default="balanced")
+    listen.add_argument("--silence-ms", type=int, default=400, help="with --end-of-turn silence")
+    listen.add_argument("--wideband", action="store_true", help="do not pass it through 8 kHz μ-law (a browser call)")
+    listen.set_defaults(func=_listen)
 
     bench = commands.add_parser("bench", help="latency benchmarks against their budgets")
     bench.add_argument("suites", nargs="*", help="hop edge ingress turn capacity failover soak cache "

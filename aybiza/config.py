@@ -106,9 +106,15 @@ class Settings(BaseSettings):
                                        description="Seconds of audio dropped for pace before the call is closed")
 
     vad_aggressiveness: int = 2
-    end_of_turn_ms: int = 400
+    end_of_turn: Literal["fast", "balanced", "patient", "silence"] = Field(
+        default="balanced", description="end-of-turn profile (VAD silence + smart-turn); silence: end_of_turn_ms only")
+    end_of_turn_ms: int = Field(default=400, description="silence that ends a turn when end_of_turn is 'silence'")
     preroll_ms: int = 200
     barge_in: bool = True
+    barge_in_start_ms: int = Field(default=160, description="speech over the agent that stops it (a click is not)")
+    reply_timeout_s: float = Field(default=3.0, gt=0, description="no reply this long after a turn: a holding line")
+    silence_reprompt_s: float = Field(default=10.0, gt=0, description="caller silent this long: 'are you still there?'")
+    silence_reprompts: int = Field(default=2, ge=0, description="reprompts before the polite goodbye")
 
     api_token: str = Field(default="", description="Bearer token for /api, /dashboard and /metrics; required "
                            "beyond loopback; unset on loopback: a local token in the data directory")

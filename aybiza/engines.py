@@ -38,6 +38,7 @@ from .processors.llm.bedrock import MAX_CONCURRENT_STREAMS, bedrock_client, clas
 from .processors.llm.embedding import SentenceEncoder
 from .processors.llm.faq import FAQMatcher
 from .processors.packaged import WHISPER_BASE, joined_dir
+from .processors.smart_turn import SmartTurnModel
 from .processors.stt.deepgram import deepgram_client, deepgram_environment
 from .processors.stt.sphinx import SphinxPool
 from .processors.stt.whisper import WhisperRecognizer, primary_language
@@ -80,6 +81,9 @@ class Engines:
         self._encoder: SentenceEncoder | None = None
         self._matchers: OrderedDict[str, FAQMatcher] = OrderedDict()
         self._detectors: dict[frozenset[str], LanguageDetector] = {}
+        self._smart_turn: SmartTurnModel | None = None
+        # One end-of-turn inference at a time per process: each is ~10-60 ms of one core.
+        self.smart_turn_limiter = anyio.CapacityLimiter(1)
 
     # -- providers ------------------------------------------------------------------
 
@@ -136,6 +140,16 @@ class Engines:
                 self._whisper[key] = recognizer
             return recognizer
 
+    # -- turn-taking --------------------------------------------------------------------
+
+    @property
+    def smart_turn(self) -> SmartTurnModel:
+        """The end-of-turn model (smart-turn v3 from the pipecat-ai wheel), shared by every call."""
+        with self._lock:
+            if self._smart_turn is None:
+                self._smart_turn = SmartTurnModel()
+            return self._smart_turn
+
     # -- voices -------------------------------------------------------------------------
 
     def voice(self, name: str) -> SpeechSynthesizer:
@@ -167,15 +181,17 @@ class Engines:
 
     # -- understanding ------------------------------------------------------------------
 
-    def faq_matcher(self, agent: AgentConfig) -> FAQMatcher:
-        """The FAQ matcher of this agent configuration (blocking the first time: run it in a thread)."""
-        key = agent_fingerprint(agent)
+    def faq_matcher(self, agent: AgentConfig, language: str | None = None) -> FAQMatcher:
+        """The FAQ matcher of this agent configuration in ``language`` (default the agent's; blocking the first
+        time: run it in a thread)."""
+        language = (language or agent.language).split("-", 1)[0].lower()
+        key = f"{agent_fingerprint(agent)}:{language}"
         with self._lock:
             matcher = self._matchers.pop(key, None)
             if matcher is None:
                 if self._encoder is None:
                     self._encoder = SentenceEncoder.packaged()
-                matcher = FAQMatcher(agent, self._encoder)
+                matcher = FAQMatcher(agent, self._encoder, language=language)
             self._matchers[key] = matcher  # most recently used last
             while len(self._matchers) > _MAX_MATCHERS:
                 self._matchers.popitem(last=False)
@@ -220,13 +236,17 @@ class Engines:
         """Load every engine the settings select, plus the fallbacks a failure would need (blocking)."""
         settings = self.settings
         if settings.stt in ("whisper", "deepgram"):  # whisper is Deepgram's fallback too
-            languages = {"en"} | {primary_language(language) for language in agent.languages}
-            for language in sorted(languages)[:2]:  # English and one multilingual model at most
+            # English, and the multilingual model (the first utterance's audio language ID needs it anyway).
+            languages = {"en"} | {primary_language(language) for language in agent.languages} | {"es"}
+            for language in sorted(languages)[:2]:
                 recognizer = self.whisper(language)
                 recognizer.load()
                 recognizer.transcribe(bytes(32000), 16000, language)  # the first inference is twice as slow
         elif settings.stt == "sphinx":
             self.sphinx.warm()
+        if settings.end_of_turn != "silence":
+            self.smart_turn.load()
+            self.smart_turn.calibrated_probability(bytes(16000), 8000)  # the first inference is the slow one
         warm = getattr(self.local_voice, "warm", None)
         if callable(warm):
             warm()

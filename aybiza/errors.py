@@ -124,6 +124,7 @@ class EndReason(enum.StrEnum):
     NO_CONNECTION = "no_connection"  # a browser that never connected its media
     MEDIA_TIMEOUT = "media_timeout"  # no caller audio for too long
     AGENT_ENDED = "agent_ended"  # the agent said goodbye and hung up
+    CALLER_SILENT = "caller_silent"  # the caller said nothing through the reprompts: the agent said goodbye
     TRANSFERRED = "transferred"  # handed to a person
     SHUTDOWN = "shutdown"  # the server stopped
     PROTOCOL_ERROR = "protocol_error"  # the peer sent something we cannot accept
@@ -148,7 +149,8 @@ class EndReason(enum.StrEnum):
         return self in (EndReason.PROTOCOL_ERROR, EndReason.AUTH_FAILED)
 
 
-_NORMAL = frozenset({EndReason.HANGUP, EndReason.DISCONNECTED, EndReason.AGENT_ENDED, EndReason.TRANSFERRED,
+_NORMAL = frozenset({EndReason.HANGUP, EndReason.DISCONNECTED, EndReason.AGENT_ENDED, EndReason.CALLER_SILENT,
+                     EndReason.TRANSFERRED,
                      EndReason.SHUTDOWN, EndReason.NO_CONNECTION, EndReason.MEDIA_TIMEOUT})
 
 

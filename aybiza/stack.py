@@ -1,7 +1,7 @@
 """How a call's pipeline is built: which stages, on which of the process's engines.
 
 ``SpeechStack.build(ctx, agent, ...)`` returns a call's processors in the
-design's order (``quality -> vad -> stt -> language -> turns -> model -> tts``;
+design's order (``quality -> vad -> endpoint -> stt -> language -> turns -> watchdog -> model -> tts``;
 the transport adds its output stage) and the frames that open the call (the
 agent's greeting). The engines are the process's (:class:`~aybiza.engines.Engines`);
 a call only creates cheap per-call state. The model stage gets the call's
@@ -25,9 +25,10 @@ from .engines import Engines
 from .errors import EndReason
 from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, IncidentKind, Processor
 from .processors.cache import CachedAnswers, CachingSynthesizer
+from .processors.endpoint import PROFILES, EndOfTurnStage
 from .processors.fallback import FallbackStage, Replay
 from .processors.journal import CallJournal
-from .processors.language import LanguageProcessor
+from .processors.language import DEFAULT_LANGUAGES, LanguageProcessor
 from .processors.llm.faq import FAQResponder
 from .processors.llm.openai_compat import OpenAICompatLLM
 from .processors.llm.reply import ReplyProcessor
@@ -41,6 +42,7 @@ from .processors.tts.base import SpeechSynthesizer, TTSProcessor
 from .processors.tts.deepgram import DeepgramTTS
 from .processors.turns import TurnTaker
 from .processors.vad import VADProcessor
+from .processors.watchdog import TurnWatchdog
 from .routing.router import CallRouting
 from .routing.service import RoutingService
 from .tools.toolbox import CallActions, Toolbox
@@ -106,30 +108,48 @@ class SpeechStack:
         settings = self.settings
         processors: list[Processor] = [
             QualityProcessor(),  # sees every frame, before the gate drops silence
-            VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
-                         preroll_ms=settings.preroll_ms),
+            *self._listening(),
             self._stt(ctx),
-            LanguageProcessor(self.engines.language_detector),  # reads the first final transcripts
+            LanguageProcessor(self.engines.language_detector, speaks=agent.languages),  # the first transcripts
             TurnTaker(barge_in=settings.barge_in),
+            TurnWatchdog(reply_timeout_s=settings.reply_timeout_s, silence_s=settings.silence_reprompt_s,
+                         reprompts=settings.silence_reprompts),
             self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions),
             self._tts(ctx),
         ]
-        opening: list[Frame] = [] if resumed else [AgentText(agent.greeting, turn_id=0, language=agent.language),
-                                                   AgentTurnDone(turn_id=0)]
+        greeting = AgentText(agent.text("greeting", ctx.language), turn_id=0,
+                             language=agent.reply_language(ctx.language))
+        opening: list[Frame] = [] if resumed else [greeting, AgentTurnDone(turn_id=0)]
         return processors, opening
 
     # -- recognition ----------------------------------------------------------------------
+
+    def _listening(self) -> list[Processor]:
+        """The VAD, and the end-of-turn stage that holds its stops until the turn is over (unless silence only)."""
+        settings = self.settings
+        if settings.end_of_turn == "silence":
+            return [VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
+                                 barge_in_start_ms=settings.barge_in_start_ms, preroll_ms=settings.preroll_ms)]
+        profile = PROFILES[settings.end_of_turn]
+        model = self.engines.smart_turn
+        return [VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=profile.stop_ms,
+                             barge_in_start_ms=settings.barge_in_start_ms, preroll_ms=settings.preroll_ms),
+                EndOfTurnStage(model.calibrated_probability, profile, limiter=self.engines.smart_turn_limiter)]
 
     def _stt(self, ctx: CallContext) -> Processor:
         stt, engines = self.settings.stt, self.engines
         if stt == "deepgram":
             # Phone audio goes to Deepgram as the μ-law it arrived as: no resampling, no re-encoding.
             primary = DeepgramSTT(engines.deepgram(), encoding="mulaw" if ctx.transport == "twilio" else "linear16")
-            return FallbackStage(primary, lambda: WhisperSTT(engines.whisper), replay=Replay.UTTERANCE,
+            return FallbackStage(primary, lambda: self._whisper(), replay=Replay.UTTERANCE,
                                  incident=IncidentKind.STT_FALLBACK, unavailable=EndReason.STT_UNAVAILABLE)
         if stt == "sphinx":
             return SphinxSTT(engines.sphinx, limiter=engines.sphinx_limiter)
-        return WhisperSTT(engines.whisper)
+        return self._whisper()
+
+    def _whisper(self) -> WhisperSTT:
+        """The embedded recogniser; its first utterance goes through audio language ID (the call's languages)."""
+        return WhisperSTT(self.engines.whisper, identify=1, languages=frozenset(DEFAULT_LANGUAGES))
 
     # -- the model ---------------------------------------------------------------------------
 
@@ -166,7 +186,7 @@ class SpeechStack:
                                    base_url=settings.openai_base_url, api_key=settings.openai_api_key,
                                    tools=self._toolbox(ctx, agent, actions) if agent.tools else None)
         acts = any(faq.action for faq in agent.faqs)
-        return FAQResponder(agent, lambda: engines.faq_matcher(agent),
+        return FAQResponder(agent, lambda language: engines.faq_matcher(agent, language),
                             actions=self._toolbox(ctx, agent, actions) if acts else None)
 
     def _toolbox(self, ctx: CallContext, agent: AgentConfig, actions: CallActions | None) -> Toolbox:

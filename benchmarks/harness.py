@@ -91,7 +91,11 @@ SUITES: tuple[Suite, ...] = (
           ("benchmarks.providers_overhead",)),
     Suite("accuracy", "VAD, quality and language-ID accuracy",
           ("benchmarks.accuracy.vad_accuracy", "benchmarks.accuracy.quality_accuracy",
-           "benchmarks.accuracy.lid_accuracy")),
+           "benchmarks.accuracy.lid_accuracy", "benchmarks.accuracy.quality_human")),
+    Suite("endpoint", "end of turn on human telephone speech: delay and cut-offs per profile",
+          ("benchmarks.endpoint",)),
+    Suite("voices", "human telephone speech: WER and LID per language, sounds over the agent, FAQ confirmations",
+          ("benchmarks.speech_human", "benchmarks.interruptions", "benchmarks.faq_confirm")),
 )
 _BY_NAME = {suite.name: suite for suite in SUITES}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .context import Announce, CallContext, CallLogger, Notice
 from .frames import (
     DTMF,
+    AgentResume,
     AgentSpeaking,
     AgentText,
     AgentTurnDone,
@@ -27,6 +28,7 @@ from .worker import Worker
 
 __all__ = [
     "DTMF",
+    "AgentResume",
     "AgentSpeaking",
     "AgentText",
     "Announce",

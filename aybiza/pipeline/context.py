@@ -26,6 +26,9 @@ class Notice(enum.StrEnum):
 
     APOLOGY = "apology"  # "sorry, a technical problem" - the call goes on (a fallback took over)
     RETRY = "retry"  # the apology and "could you say that again?" - a turn got no answer
+    HOLD = "hold"  # "one moment, please" - a reply is late
+    STILL_THERE = "still_there"  # "are you still there?" - the caller has said nothing for a while
+    GOODBYE = "goodbye"  # the caller stayed silent: a polite goodbye, heard in full before the call ends
 
 
 Announce = Callable[[Notice], Awaitable[None]]

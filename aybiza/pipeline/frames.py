@@ -30,6 +30,7 @@ __all__ = [
     "AgentText",
     "AgentTurnDone",
     "Interruption",
+    "AgentResume",
     "DTMF",
     "LanguageChanged",
     "AgentSpeaking",
@@ -106,6 +107,7 @@ class Transcript(Frame):
     language: str = "en"
     confidence: float | None = None
     speech_ended_at: float | None = None
+    alternatives: tuple[str, ...] = ()  # other hypotheses, best first (n-best, when the recogniser gives them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ class UserTurn(Frame):
     turn_id: int
     language: str = "en"
     speech_ended_at: float | None = None
+    alternatives: tuple[str, ...] = ()  # other hypotheses of the whole turn (n-best)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,13 @@ class AgentTurnDone(Frame):
 @dataclass(frozen=True, slots=True)
 class Interruption(Frame):
     """Barge-in: cancel in-flight agent work and drop queued agent audio."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResume(Frame):
+    """The interruption carried no words (a cough, "uh-huh"): the agent goes on from the sentence it was cut in."""
 
     at: float
 

@@ -243,7 +243,8 @@ class CachedAnswers(WrappingProcessor):
                 recording.language = frame.language
         elif isinstance(frame, AgentTurnDone):
             recording = self._recording.pop(frame.turn_id, None)
-            if recording is not None and self._worth_keeping(recording):
+            unsettled = getattr(self.inner, "unsettled_turns", ())  # a reply that depends on the conversation
+            if recording is not None and self._worth_keeping(recording) and frame.turn_id not in unsettled:
                 answer = CachedAnswer(tuple(recording.texts), recording.language)
                 if self.tg is not None:
                     self.tg.start_soon(self._store, recording.key, answer)

@@ -9,11 +9,18 @@ Every stage then starts in that language: the recogniser listens in it from
 the first word.
 
 Then the first final transcripts are checked with text language ID
-(``lingua``, restricted to the configured languages). When another
-language wins with at least ``threshold`` confidence, the stage sets
+(``lingua``, restricted to the configured languages); a transcript the
+recogniser already made in another language (its audio language ID heard
+one) counts as that language unless the text clearly says otherwise. When
+another language wins with at least ``threshold`` confidence, the stage sets
 ``ctx.language``, steers ``LanguageChanged`` up the control path (the
 recogniser switches) and pushes it downstream before the transcript that
 revealed it (the model and the voice follow).
+
+A language the agent does not speak (``speaks``) is not switched to: the
+caller hears, in their language where a voice speaks it, which languages
+the agent speaks (:func:`only_speaks`), and the transcript that revealed it
+is not answered (no confident answer to a question the model could not read).
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBui
 
 from ..errors import ConfigError
 from ..pipeline.context import CallContext
-from ..pipeline.frames import Frame, LanguageChanged, Transcript
+from ..pipeline.frames import AgentText, AgentTurnDone, Frame, LanguageChanged, Transcript
 from ..pipeline.processor import Processor
 
 __all__ = [
     "COUNTRY_LANGUAGE",
+    "only_speaks",
     "DEFAULT_LANGUAGES",
     "LanguageProcessor",
     "detect_language",
@@ -58,6 +66,30 @@ COUNTRY_LANGUAGE: dict[str, str] = {
     "NO": "nb", "FI": "fi", "JP": "ja", "KR": "ko", "CN": "zh", "TR": "tr", "RU": "ru",
 }  # fmt: skip
 """Main language of a country (ISO 3166 alpha-2) as a BCP-47 tag."""
+
+
+_NAMES: dict[str, dict[str, str]] = {
+    "en": {"en": "English", "es": "Spanish", "fr": "French", "de": "German"},
+    "es": {"en": "inglés", "es": "español", "fr": "francés", "de": "alemán"},
+    "fr": {"en": "anglais", "es": "espagnol", "fr": "français", "de": "allemand"},
+    "de": {"en": "Englisch", "es": "Spanisch", "fr": "Französisch", "de": "Deutsch"},
+}
+_ONLY = {
+    "en": ("Sorry, I can only help you in {names}.", " and "),
+    "es": ("Lo siento, solo puedo atenderle en {names}.", " y "),
+    "fr": ("Désolé, je ne peux vous répondre qu'en {names}.", " et "),
+    "de": ("Entschuldigung, ich kann Ihnen nur auf {names} helfen.", " und "),
+}
+
+
+def only_speaks(caller_language: str, agent_languages: Iterable[str]) -> tuple[str, str]:
+    """What to tell a caller in ``caller_language`` that the agent speaks only ``agent_languages``, and in which
+    language (theirs when we have the words for it, else English): ``(text, language)``."""
+    language = _base(caller_language) if _base(caller_language) in _ONLY else "en"
+    template, joiner = _ONLY[language]
+    names = [_NAMES[language].get(code, code) for code in agent_languages]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + joiner + names[-1]
+    return template.format(names=listed), language
 
 
 def _base(tag: str) -> str:
@@ -127,11 +159,12 @@ def detect_language(detector: LanguageDetector, text: str) -> tuple[str, float]:
 class LanguageProcessor(Processor):
     """Confirms or changes ``ctx.language`` from the first transcripts; steers the recogniser when it changes."""
 
-    __slots__ = ("_languages", "_threshold", "_checks", "_checks_left", "_text", "_detector", "_build")
+    __slots__ = ("_languages", "_speaks", "_threshold", "_checks", "_checks_left", "_text", "_detector", "_build",
+                 "_told")
 
     name = "language"
     consumes = frozenset({Transcript})
-    produces = frozenset({LanguageChanged})
+    produces = frozenset({LanguageChanged, AgentText, AgentTurnDone})
     steers = frozenset({LanguageChanged})
 
     def __init__(
@@ -141,9 +174,12 @@ class LanguageProcessor(Processor):
         languages: Iterable[str] = DEFAULT_LANGUAGES,
         threshold: float = 0.75,
         transcripts: int = 3,
+        speaks: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
         self._languages = frozenset(_base(code) for code in languages)
+        self._speaks = tuple(_base(code) for code in speaks) if speaks is not None else None
+        self._told = False
         if not self._languages:
             raise ConfigError("LanguageProcessor needs at least one language")
         self._threshold = threshold
@@ -186,6 +222,13 @@ class LanguageProcessor(Processor):
         self._text = f"{self._text} {text}".strip()
         language, confidence = await anyio.to_thread.run_sync(detect_language, detector, self._text)
         current = _base(ctx.language)
+        heard = _base(frame.language)
+        if heard != current and heard in self._languages and (language == heard or confidence < self._threshold):
+            language, confidence = heard, max(confidence, self._threshold)  # the recogniser's audio LID heard it
+        if language and language != current and confidence >= self._threshold and self._speaks is not None \
+                and language not in self._speaks:
+            await self._not_spoken(language)
+            return
         if language and language != current and confidence >= self._threshold:
             tag = _regional(ctx, language)
             ctx.log.info("language changed %s -> %s (confidence %.2f)", ctx.language, tag, confidence)
@@ -198,3 +241,16 @@ class LanguageProcessor(Processor):
         elif language == current and confidence >= self._threshold:
             self._checks_left = 0  # confirmed: stop spending on it
         await self.push(frame)
+
+    async def _not_spoken(self, language: str) -> None:
+        """The caller speaks a language the agent does not: say so (once), in theirs; do not answer the words."""
+        ctx = self.ctx
+        assert ctx is not None and self._speaks is not None
+        self._text = ""
+        ctx.log.info("caller speaks %s; the agent speaks %s", language, "/".join(self._speaks))
+        if self._told:
+            return
+        self._told = True
+        text, spoken_in = only_speaks(language, self._speaks)
+        await self.push(AgentText(text, turn_id=0, language=spoken_in))
+        await self.push(AgentTurnDone(turn_id=0))

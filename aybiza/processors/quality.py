@@ -5,7 +5,10 @@ what the audio itself shows, measured cheaply on every frame and combined
 once per window (1 s of audio by default):
 
 * **SNR**: speech level (frames clearly above the floor) against the noise
-  floor (minimum statistics over the last few seconds);
+  floor (minimum statistics over the last few seconds), bounded by the
+  window's own contrast between loud and quiet speech frames (noise that
+  comes with the speech fills the dips between syllables, and the floor
+  measured in the pauses never saw it);
 * **clipping**: share of speech samples at full scale;
 * **dropouts**: frames of digital silence in the middle of live audio
   (packet loss, a broken line);
@@ -38,8 +41,11 @@ __all__ = ["QualityMeter", "QualityProcessor", "WindowQuality", "tier_for"]
 _FULL_SCALE_DB = 20 * math.log10(32768)
 _CLIP_LEVEL = 32000  # μ-law's largest code decodes to 32124: anything this high is at the rail
 _SILENT_DB = 12.0  # below this a frame is digital (or near-digital) silence
-_MAX_DROPOUT_FRAMES = 10  # a longer hole of digital silence is a pause or muting, not packet loss
+_MAX_DROPOUT_FRAMES = 4  # a longer hole of digital silence is a pause or muting, not packet loss
 _FFT_EVERY = 3  # spectrum of every third speech frame is enough for a bandwidth estimate
+_CONTRAST_SLOPE = 4.0
+_CONTRAST_OFFSET_DB = 24.0
+_CONTRAST_FRAMES = 25  # speech frames a window needs for its contrast to mean anything
 
 
 def tier_for(score: float) -> str:
@@ -61,12 +67,13 @@ def _score(snr_db: float, clipping: float, dropouts: float, bandwidth_hz: float,
     Shapes were set so that each impairment costs about what it costs in
     narrowband PESQ (benchmarks/accuracy/quality_accuracy.py): 30 dB SNR ~0.95,
     20 dB ~0.85, 10 dB ~0.6; 2 % clipped samples halve the score; 10 % lost
-    frames take 40 %; a 1 kHz line loses ~25 %; speech under -52 dBFS half.
+    frames take 40 %; a 1 kHz line loses ~28 %; speech under -52 dBFS half. The contrast bound
+    on the SNR (``_contrast_snr``) was set on human speech (benchmarks/accuracy/quality_human.py).
     """
     noise = _logistic(snr_db, 14.0, 6.0) / _logistic(50.0, 14.0, 6.0)
     clipped = 1.0 - min(0.9, 0.5 * math.pow(clipping / 0.02, 0.7))
     lost = 1.0 - min(0.9, 4.0 * dropouts)
-    muffled = 0.7 + 0.3 * min(1.0, max(0.0, (bandwidth_hz - 500.0) / 2500.0))
+    muffled = 0.65 + 0.35 * min(1.0, max(0.0, (bandwidth_hz - 500.0) / 2500.0))
     quiet = 1.0 if speech_dbfs is None else _logistic(speech_dbfs, -52.0, 3.0)
     return noise * clipped * lost * muffled * quiet
 
@@ -119,6 +126,7 @@ class QualityMeter:
         "_floor_db",
         "_scores",
         "_last_snr",
+        "_active_levels",
     )
 
     def __init__(self, window_s: float = 1.0, floor_window_s: float = 3.0) -> None:
@@ -130,6 +138,7 @@ class QualityMeter:
         self._floor_db = math.inf
         self._scores: list[float] = []
         self._last_snr = 50.0
+        self._active_levels: deque[float] = deque(maxlen=75)  # speech frame levels, the last 1.5 s of them
         self._spectrum: np.ndarray | None = None
         self._spectrum_rate = 0
         self._reset_window()
@@ -188,6 +197,7 @@ class QualityMeter:
             self._powers.append(power)
             if level > self.noise_floor_db + 6.0:
                 floats = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+                self._active_levels.append(level)
                 self._speech_samples += count
                 self._clipped += int(np.count_nonzero(np.abs(floats) >= _CLIP_LEVEL))
                 self._fft_countdown -= 1
@@ -245,6 +255,26 @@ class QualityMeter:
         index = int(np.searchsorted(cumulative, 0.99 * cumulative[-1]))
         return nyquist * index / (spectrum.size - 1)
 
+    def _contrast_snr(self) -> float:
+        """SNR bound from the window's own contrast: speech dips between syllables, noise fills the dips.
+
+        The floor is the quietest audio of the last seconds; noise that comes
+        with the speech (a truck passing, a crowd at the caller's end) is not in
+        it. Clean speech spans 25 dB and more between its loud and quiet 20 ms
+        frames; at 0 dB SNR the dips are full of noise and the span shrinks to
+        a few dB. The bound is 4 x (span - 6 dB), the span between the 90th and
+        10th percentile levels of the last 1.5 s of speech frames: a 14 dB span
+        (flat synthetic speech) still allows 32 dB. It needs 0.5 s of speech
+        frames, or 0.25 s of a start flat enough that no clean speech begins so.
+        """
+        active = self._active_levels
+        if len(active) < _CONTRAST_FRAMES // 2:
+            return 50.0
+        low, high = np.percentile(np.fromiter(active, dtype=np.float64), (10.0, 90.0))
+        if len(active) < _CONTRAST_FRAMES and high - low >= 10.0:
+            return 50.0  # the first syllables of clean speech can be flat too: only a very flat start counts
+        return max(0.0, float(high - low) * _CONTRAST_SLOPE - _CONTRAST_OFFSET_DB)
+
     def _close_window(self) -> WindowQuality:
         floor = self.noise_floor_db
         if floor == math.inf:
@@ -256,7 +286,7 @@ class QualityMeter:
             speech_power = sum(speech_powers) / len(speech_powers)
             # The speech frames carry the noise too: subtract it before the ratio.
             snr = 10 * math.log10(max(speech_power - floor_power, 1e-3) / max(floor_power, 1.0))
-            snr = max(0.0, min(50.0, snr))
+            snr = max(0.0, min(50.0, snr, self._contrast_snr()))
             self._last_snr = snr
             speech_dbfs = 10 * math.log10(speech_power + 1.0) - _FULL_SCALE_DB
         else:

@@ -173,7 +173,7 @@ class CallSession:
     def _language_prior(self, agent: AgentConfig) -> None:
         ctx = self.ctx
         ctx.language = agent.language
-        prior = prior_language(ctx, self.runtime.languages)
+        prior = prior_language(ctx, set(self.runtime.languages) & set(agent.languages))
         if prior is not None and prior != ctx.language:
             ctx.log.info("language prior %s", prior)
             ctx.language = prior
@@ -231,12 +231,18 @@ class CallSession:
         return (ended[0] if ended else EndReason.DISCONNECTED), ""
 
     async def _announce(self, notice: Notice) -> None:
-        """Say a notice in the local voice, now, through the transport's output."""
+        """Say a notice in the local voice, now, through the transport's output (a goodbye: until it is heard)."""
         agent = self.agent
         if agent is None or not self.transport.open:
             return
-        texts = [agent.apology] + ([agent.retry_prompt] if notice is Notice.RETRY else [])
-        await self._say(" ".join(texts), self.transport.output)
+        fields = {Notice.APOLOGY: ["apology"], Notice.RETRY: ["apology", "retry_prompt"],
+                  Notice.HOLD: ["holding_line"], Notice.STILL_THERE: ["silence_prompt"],
+                  Notice.GOODBYE: ["silence_goodbye"]}[notice]
+        text = " ".join(agent.text(field, self.ctx.language) for field in fields)
+        seconds = await self._say(text, self.transport.output)
+        if notice is Notice.GOODBYE:
+            with anyio.move_on_after(seconds + _DRAIN_GRACE_S):
+                await self.transport.drained()
 
     async def _say(self, text: str, output: Processor) -> float:
         """Send ``text`` in the local voice to ``output`` as an announcement; its length in seconds."""

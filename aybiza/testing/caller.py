@@ -82,6 +82,7 @@ class CallReport:
     marks_played: list[str] = field(default_factory=list)
     marks_cleared: list[str] = field(default_factory=list)
     clears: list[float] = field(default_factory=list)  # monotonic arrival times of `clear`
+    media_at: list[float] = field(default_factory=list)  # monotonic arrival times of agent audio messages
     turns: list[TurnTiming] = field(default_factory=list)
     first_audio_at: float | None = None
     barge_in_started_at: float | None = None
@@ -147,6 +148,7 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
                     now = time.monotonic()
                     if isinstance(event, ServerMedia):
                         report.received_bytes += len(event.payload)
+                        report.media_at.append(now)
                         report.first_audio_at = report.first_audio_at or now
                         for turn in report.turns:
                             if turn.first_reply_audio is None and now >= turn.speech_end:

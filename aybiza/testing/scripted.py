@@ -291,9 +291,13 @@ class ScriptedBedrock:
 
 
 def scripted_settings(**overrides: Any) -> Settings:
-    """Settings for the production stack (Deepgram, Bedrock, Aura) on scripted providers: no keys, no probes."""
+    """Settings for the production stack (Deepgram, Bedrock, Aura) on scripted providers: no keys, no probes.
+
+    The turn ends after the fixed silence window (``end_of_turn="silence"``): the latency and capacity
+    benchmarks time our stages on synthetic audio; ``benchmarks/endpoint.py`` measures the end-of-turn model.
+    """
     values: dict[str, Any] = {"stt": "deepgram", "llm": "bedrock", "tts": "deepgram", "health_probes": False,
-                              "deepgram_api_key": "scripted"}
+                              "deepgram_api_key": "scripted", "end_of_turn": "silence"}
     values.update(overrides)
     return Settings(**values)
 

@@ -245,11 +245,14 @@ class _BrokenMatcher:
     def match(self, text: str) -> Any:
         raise RuntimeError("the matcher has a bug")
 
+    def best_of(self, texts: Any) -> Any:
+        raise RuntimeError("the matcher has a bug")
+
 
 class _EnginesWithABug(Engines):
     """The process's engines, except that the FAQ matcher has a bug."""
 
-    def faq_matcher(self, agent: AgentConfig) -> FAQMatcher:
+    def faq_matcher(self, agent: AgentConfig, language: str | None = None) -> FAQMatcher:
         return _BrokenMatcher()  # type: ignore[return-value]
 
 

@@ -27,6 +27,7 @@ from aybiza.edge.state_sqlite import SQLiteState
 from aybiza.errors import EndReason
 from aybiza.pipeline import IncidentKind, Processor
 from aybiza.processors.cache import CachedAnswers
+from aybiza.processors.endpoint import EndOfTurnStage
 from aybiza.processors.fallback import FallbackStage, Replay
 from aybiza.processors.journal import CallJournal
 from aybiza.processors.language import LanguageProcessor, detector_for
@@ -144,6 +145,10 @@ async def test_quality() -> None:
 
 async def test_vad() -> None:
     await conforms(VADProcessor)
+
+
+async def test_end_of_turn() -> None:
+    await conforms(lambda: EndOfTurnStage(lambda pcm, rate: 1.0, "balanced"))
 
 
 async def test_whisper_stt() -> None:

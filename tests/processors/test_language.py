@@ -6,12 +6,13 @@ import pytest
 
 from aybiza.errors import ConfigError
 from aybiza.pipeline.context import CallContext
-from aybiza.pipeline.frames import DTMF, Frame, LanguageChanged, Transcript
+from aybiza.pipeline.frames import DTMF, AgentText, Frame, LanguageChanged, Transcript
 from aybiza.processors.language import (
     LanguageProcessor,
     detect_language,
     detector_for,
     language_for_number,
+    only_speaks,
     prior_language,
 )
 
@@ -148,3 +149,29 @@ async def test_the_detector_comes_from_the_factory_once_the_call_starts() -> Non
     assert len(built) == 1, "built once, when the call starts"
     await processor.process(Transcript("Guten Tag, ich möchte meinen Kontostand wissen", final=True))
     assert ctx.language == "de"
+
+
+@pytest.mark.anyio
+async def test_a_caller_in_a_language_the_agent_lacks_hears_so_in_that_language_and_gets_no_answer() -> None:
+    ctx = CallContext(call_id="c", caller="+34912345678", language="en")
+    processor, sink, steered = await started(ctx, speaks=("en",))
+    ctx.language = "en"  # an English-only agent: the session does not take Spanish from the number
+    await processor.process(Transcript("¿A qué hora abren los sábados?", final=True, language="es"))
+    notices = [f for f in sink.frames if isinstance(f, AgentText)]
+    assert [(n.text, n.language) for n in notices] == [("Lo siento, solo puedo atenderle en inglés.", "es")]
+    assert not [f for f in sink.frames if isinstance(f, Transcript)], "the Spanish question is not answered"
+    assert ctx.language == "en" and steered.frames == []
+
+
+@pytest.mark.anyio
+async def test_audio_language_id_in_the_transcript_switches_an_agent_that_speaks_it() -> None:
+    ctx = CallContext(call_id="c", caller="+15555550123", language="en")
+    processor, sink, steered = await started(ctx, speaks=("en", "es"))
+    await processor.process(Transcript("a qué hora abren", final=True, language="es"))
+    assert ctx.language == "es"
+    assert [f.language for f in steered.frames if isinstance(f, LanguageChanged)] == ["es"]
+
+
+def test_the_language_notice_names_the_agents_languages_in_the_callers() -> None:
+    assert only_speaks("fr-FR", ("en", "es")) == ("Désolé, je ne peux vous répondre qu'en anglais et espagnol.", "fr")
+    assert only_speaks("ja", ("en",)) == ("Sorry, I can only help you in English.", "en")

@@ -9,6 +9,7 @@ import pytest
 
 from aybiza.pipeline import (
     DTMF,
+    AgentResume,
     AgentSpeaking,
     CallContext,
     Frame,
@@ -20,7 +21,7 @@ from aybiza.pipeline import (
     Transcript,
     UserTurn,
 )
-from aybiza.processors.turns import TurnTaker
+from aybiza.processors.turns import TurnTaker, is_backchannel
 
 
 class Sink(Processor):
@@ -141,3 +142,48 @@ async def test_dtmf_is_recorded_on_the_call_and_passed_on() -> None:
     frames = await _run([DTMF("4"), DTMF("2")], ctx)
     assert ctx.digits == "42"
     assert [f.digit for f in frames if isinstance(f, DTMF)] == ["4", "2"]
+
+
+# -- false interruptions --------------------------------------------------------------------------
+
+
+def _resumed(frames: list[Frame]) -> bool:
+    return any(isinstance(f, AgentResume) for f in frames)
+
+
+@pytest.mark.anyio
+async def test_a_backchannel_over_the_agent_lets_it_go_on_and_makes_no_turn() -> None:
+    frames = await _run([SpeechStarted(5.0), SpeechStopped(5.4), Transcript("Uh-huh.", final=True), 0.05],
+                        agent_speaking=True)
+    assert isinstance(frames[0], Interruption)
+    assert _resumed(frames)
+    assert _turns(frames) == []
+
+
+@pytest.mark.anyio
+async def test_a_cough_over_the_agent_no_words_lets_it_go_on_within_a_second() -> None:
+    frames = await _run([SpeechStarted(5.0), SpeechStopped(5.3), 0.8], agent_speaking=True,
+                        backchannel_wait_s=0.6)
+    assert _resumed(frames) and _turns(frames) == []
+
+
+@pytest.mark.anyio
+async def test_short_words_over_the_agent_stop_it_again_and_are_the_callers_turn() -> None:
+    frames = await _run([SpeechStarted(5.0), SpeechStopped(5.6), Transcript("stop", final=True), 0.05],
+                        agent_speaking=True)
+    kinds = [type(f) for f in frames if isinstance(f, Interruption | AgentResume | UserTurn)]
+    assert kinds == [Interruption, AgentResume, Interruption, UserTurn]
+    assert [t.text for t in _turns(frames)] == ["stop"]
+
+
+@pytest.mark.anyio
+async def test_long_speech_over_the_agent_is_a_real_barge_in_whatever_it_says() -> None:
+    frames = await _run([SpeechStarted(5.0), SpeechStopped(7.0), Transcript("okay", final=True), 0.05],
+                        agent_speaking=True)
+    assert not _resumed(frames)
+    assert [t.text for t in _turns(frames)] == ["okay"]
+
+
+def test_backchannels_are_told_from_answers() -> None:
+    assert is_backchannel("Mm-hmm.") and is_backchannel("okay, yeah") and is_backchannel("")
+    assert not is_backchannel("no") and not is_backchannel("where are you located")

@@ -54,6 +54,7 @@ from aybiza.processors.stt.deepgram import DeepgramSTT
 from aybiza.processors.tts.deepgram import DeepgramTTS
 from aybiza.processors.turns import TurnTaker
 from aybiza.processors.vad import VADProcessor
+from aybiza.processors.watchdog import TurnWatchdog
 from aybiza.routing.service import RoutingService
 from aybiza.stack import SpeechStack
 from aybiza.testing.kit import FrameRecorder
@@ -353,7 +354,7 @@ async def test_the_production_stack_on_scripted_providers_answers_a_spoken_turn(
     ctx.region, ctx.fallback_regions = chosen.region, chosen.fallbacks
     processors, opening = stack.build(ctx, bench_agent(), call_routing=call_routing)
     assert [type(p) for p in processors] == [QualityProcessor, VADProcessor, FallbackStage, LanguageProcessor,
-                                             TurnTaker, ReplyProcessor, FallbackStage]
+                                             TurnTaker, TurnWatchdog, ReplyProcessor, FallbackStage]
     stt, tts = processors[2], processors[-1]
     assert isinstance(stt, FallbackStage) and isinstance(stt.primary, DeepgramSTT)
     assert isinstance(tts, FallbackStage) and isinstance(tts.primary, DeepgramTTS)

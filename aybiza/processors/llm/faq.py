@@ -11,6 +11,20 @@ fallback rather than the nearest FAQ.
 Matching runs in a thread inside a Worker, so the event loop never waits
 on it and barge-in cancels it.
 
+Near the threshold the responder asks instead of guessing: a best score in
+``[threshold - confirm_band, threshold)`` gets "Did you mean {topic}?" and
+the caller's next turn decides (yes: the answer; no: the fallback; anything
+else is a new question). On a bad line (the call's quality tier is
+``low``) only a clear match is answered, and after a question "did you
+mean ...?"; anything less gets the agent's reprompt (move somewhere
+quieter, say it again) rather than a confident wrong answer. Every
+hypothesis the recogniser gave (n-best, :attr:`UserTurn.alternatives`) is
+matched and the best one counts. The caller's language picks the agent's
+FAQ and texts in it (:meth:`AgentConfig.faqs_in`, :meth:`AgentConfig.text`);
+a language the agent lacks gets its own language. Turns whose reply
+depends on the conversation (a confirmation, its yes or no, a reprompt)
+are listed in ``unsettled_turns`` so the answer cache does not keep them.
+
 An FAQ may bind an ``action`` (``transfer``, ``warm_transfer``,
 ``end_call``): its answer is spoken, then the action runs through the call's
 toolbox (:meth:`~aybiza.processors.llm.tooling.ToolRunner.act`), on the call
@@ -22,12 +36,13 @@ call control; the transfer failed), the caller hears the agent's
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import numpy as np
@@ -53,9 +68,26 @@ __all__ = [
     "FAQMatch",
     "FAQMatcher",
     "FAQResponder",
+    "MatcherFor",
     "normalize_turn",
     "split_sentences",
+    "yes_or_no",
 ]
+
+_YES = frozenset("yes yeah yep yup sure correct right exactly absolutely please sí si claro exacto eso oui ouais "
+                 "exactement ja genau richtig".split())
+_NO = frozenset("no nope nah not wrong non nein nicht".split())
+_SURE_MARGIN = 0.2  # on a bad line, how far above the threshold a match must be to be answered outright
+
+
+def yes_or_no(text: str) -> bool | None:
+    """True for a yes ("yes please", "that's right", "sí"), False for a no, None for neither."""
+    words = set(re.findall(r"[\w']+", text.lower()))
+    if words & _NO:
+        return False
+    if words & _YES:
+        return True
+    return None
 
 
 class TextEncoder(Protocol):
@@ -145,16 +177,18 @@ class FAQMatcher:
     about 100 questions from wrong or fallback into right (see benchmarks/faq_text.py).
     """
 
-    def __init__(self, agent: AgentConfig, encoder: TextEncoder, lexical_weight: float = 0.2) -> None:
+    def __init__(self, agent: AgentConfig, encoder: TextEncoder, lexical_weight: float = 0.2,
+                 language: str | None = None) -> None:
         self.agent = agent
         self.lexical_weight = lexical_weight
         self._encoder = encoder
-        self._faqs: tuple[FAQ, ...] = agent.faqs
-        phrasings = [q for faq in agent.faqs for q in faq.questions]
-        self._owner = np.array([i for i, faq in enumerate(agent.faqs) for _ in faq.questions], dtype=np.intp)
+        faqs = agent.faqs_in(language) if language is not None else agent.faqs
+        self._faqs: tuple[FAQ, ...] = faqs
+        phrasings = [q for faq in faqs for q in faq.questions]
+        self._owner = np.array([i for i, faq in enumerate(faqs) for _ in faq.questions], dtype=np.intp)
         # One batched forward pass for all phrasings, at load.
         self._phrasings = encoder.encode(phrasings) if phrasings else np.zeros((0, 1), np.float32)
-        self._lexical = _LexicalIndex(agent.faqs)
+        self._lexical = _LexicalIndex(faqs)
 
     def scores(self, text: str) -> npt.NDArray[np.float32]:
         """Score per FAQ (in the agent's FAQ order) for ``text``: best cosine + lexical boost.
@@ -175,15 +209,28 @@ class FAQMatcher:
 
         Only greetings or fillers (nothing left after :func:`normalize_turn`) score 0.0.
         """
+        faq, score = self.closest(text)
+        if faq is None or score < self.agent.match_threshold:
+            return None, score
+        return faq, score
+
+    def closest(self, text: str) -> tuple[FAQ | None, float]:
+        """The closest FAQ whatever its score (None only for nothing to match)."""
         text = normalize_turn(text)
         if not self._faqs or not text:
             return None, 0.0
         best = self.scores(text)
         index = int(np.argmax(best))
-        score = float(best[index])
-        if score < self.agent.match_threshold:
-            return None, score
-        return self._faqs[index], score
+        return self._faqs[index], float(best[index])
+
+    def best_of(self, texts: Sequence[str]) -> tuple[FAQ | None, float]:
+        """The closest FAQ over several hypotheses of one turn (n-best): the highest score wins."""
+        found: tuple[FAQ | None, float] = (None, 0.0)
+        for text in texts:
+            faq, score = self.closest(text)
+            if faq is not None and (found[0] is None or score > found[1]):
+                found = (faq, score)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,18 +239,22 @@ class _PendingTurn:
     arrived_at: float
 
 
+MatcherFor = Callable[[str], FAQMatcher]
+"""The agent's FAQ matcher for a primary language tag (the process's engines keep them)."""
+
+
 class FAQResponder(Processor):
     """Answers each UserTurn from the agent's FAQ (or its fallback); an FAQ responder, not an LLM."""
 
-    __slots__ = ("agent", "actions", "_matcher", "_build_matcher", "_worker", "_last_match", "_acting",
-                 "_barge_ins")
+    __slots__ = ("agent", "actions", "_matcher", "_build_matcher", "_matchers", "_worker", "_last_match",
+                 "_pending", "_acting", "_barge_ins", "unsettled_turns")
 
     name = "faq"
     consumes = frozenset({UserTurn, Interruption})
     produces = frozenset({AgentText, AgentTurnDone})
 
-    def __init__(self, agent: AgentConfig, matcher: FAQMatcher | Callable[[], FAQMatcher], maxsize: int = 8,
-                 *, actions: ToolRunner | None = None) -> None:
+    def __init__(self, agent: AgentConfig, matcher: FAQMatcher | Callable[[], FAQMatcher] | MatcherFor,
+                 maxsize: int = 8, *, actions: ToolRunner | None = None) -> None:
         super().__init__()
         self.agent = agent
         self.actions = actions
@@ -211,8 +262,12 @@ class FAQResponder(Processor):
         self._barge_ins = 0
         self._matcher: FAQMatcher | None = matcher if isinstance(matcher, FAQMatcher) else None
         self._build_matcher = matcher if not isinstance(matcher, FAQMatcher) else None
+        self._matchers: dict[str, FAQMatcher] = {}
         self._worker: Worker[_PendingTurn] = Worker(self._answer, maxsize=maxsize)
         self._last_match: FAQMatch | None = None
+        self._pending: FAQ | None = None  # asked "did you mean ...?" about it
+        self.unsettled_turns: set[int] = set()
+        """Turns whose reply depends on the conversation: not for the answer cache."""
 
     @property
     def last_match(self) -> FAQMatch | None:
@@ -222,9 +277,28 @@ class FAQResponder(Processor):
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         """Build (or reuse) the matcher off the event loop, then start the worker."""
         await super().start(ctx, tg)
-        if self._matcher is None and self._build_matcher is not None:
-            self._matcher = await anyio.to_thread.run_sync(self._build_matcher)
+        await self._matcher_for(self.agent.language)
         self._worker.start(tg, name=f"{self.name}-worker")
+
+    async def _matcher_for(self, language: str) -> FAQMatcher:
+        """The matcher of the agent's FAQ in ``language`` (built off the event loop the first time)."""
+        if self._matcher is not None:
+            return self._matcher
+        primary = language.split("-", 1)[0].lower()
+        matcher = self._matchers.get(primary)
+        if matcher is None:
+            build = self._build_matcher
+            assert build is not None
+            try:
+                parameters = len(inspect.signature(build).parameters)
+            except (TypeError, ValueError):
+                parameters = 1
+            call: Any = build  # one of the two factory shapes: by language, or the agent's language only
+            made: Any = await anyio.to_thread.run_sync(call, primary) if parameters else \
+                await anyio.to_thread.run_sync(call)
+            matcher = made
+            self._matchers[primary] = matcher
+        return matcher
 
     async def stop(self) -> None:
         """Close the worker's queue."""
@@ -244,38 +318,39 @@ class FAQResponder(Processor):
         await self.push(frame)
 
     async def _answer(self, pending: _PendingTurn) -> None:
-        matcher = self._matcher
         ctx = self.ctx
-        assert matcher is not None and ctx is not None, "FAQResponder used before start()"
-        turn = pending.turn
-        faq, score = await anyio.to_thread.run_sync(matcher.match, turn.text, abandon_on_cancel=True)
-        self._last_match = FAQMatch(turn.turn_id, faq.id if faq is not None else None, score)
-        ctx.log.info("faq turn %d: %s (score %.3f)", turn.turn_id, faq.id if faq else "fallback", score)
-        if faq is not None and faq.action is not None and self.actions is not None:
-            ctx.ledger.answered("faq")
-            ctx.ledger.time(Stage.LLM_FIRST_TOKEN, time.monotonic() - pending.arrived_at)
-            await self._act(faq.action, faq.answer, turn)
-            return
-        if faq is not None:
-            reply = faq.answer
-        elif ctx.quality_tier == "low":
-            # A bad line, not a bad question: ask the caller to move or repeat.
-            reply = self.agent.reprompt
-        else:
-            reply = self.agent.fallback
+        assert ctx is not None, "FAQResponder used before start()"
+        turn, agent = pending.turn, self.agent
+        language = agent.reply_language(turn.language)
+        matcher = await self._matcher_for(language)
+        reply = await self._confirmed(turn, language)
+        if reply is None:
+            texts = [turn.text, *turn.alternatives]
+            faq, score = await anyio.to_thread.run_sync(matcher.best_of, texts, abandon_on_cancel=True)
+            reply = self._reply(turn, language, faq, score)
         sentences = split_sentences(reply)
         ctx.ledger.answered("faq")
         # The whole answer is ready at once: its "first token" is the first sentence.
         ctx.ledger.time(Stage.LLM_FIRST_TOKEN, time.monotonic() - pending.arrived_at)
+        action = self._action(language)
+        if action is not None:
+            await self._act(action, reply, turn, language)
+            return
         for sentence in sentences:
-            # The text is the agent's, so it is spoken in the agent's language.
-            await self.push(AgentText(sentence, turn.turn_id, self.agent.language))
+            await self.push(AgentText(sentence, turn.turn_id, language))
         await self.push(AgentTurnDone(turn.turn_id))
 
-    async def _act(self, action: str, answer: str, turn: UserTurn) -> None:
+    def _action(self, language: str) -> str | None:
+        """The action bound to the FAQ this turn answered, when the call can act."""
+        match = self._last_match
+        if self.actions is None or match is None or match.faq_id is None:
+            return None
+        faq = next((faq for faq in self.agent.faqs_in(language) if faq.id == match.faq_id), None)
+        return faq.action if faq is not None else None
+
+    async def _act(self, action: str, answer: str, turn: UserTurn, language: str) -> None:
         """Say ``answer``, then run ``action``; if it cannot run (or failed), say so instead."""
         assert self.actions is not None
-        language = self.agent.language
         barge_ins = self._barge_ins
         said = 0  # utterances ended since the action began (a barge-in drops them all)
 
@@ -299,4 +374,41 @@ class FAQResponder(Processor):
         finally:
             self._acting = False
         if result.error:  # still here: the call could not be handed over
-            await say(self.agent.cannot_transfer if action != "end_call" else self.agent.fallback)
+            await say(self.agent.text("cannot_transfer" if action != "end_call" else "fallback", language))
+
+    async def _confirmed(self, turn: UserTurn, language: str) -> str | None:
+        """The reply to a yes or no after "did you mean ...?" (None: not an answer to it)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        decision = yes_or_no(turn.text)
+        if decision is None:
+            return None
+        self.unsettled_turns.add(turn.turn_id)
+        assert self.ctx is not None
+        self.ctx.log.info("faq turn %d: %s to %s", turn.turn_id, "yes" if decision else "no", pending.id)
+        self._last_match = FAQMatch(turn.turn_id, pending.id if decision else None, 1.0 if decision else 0.0)
+        return pending.answer if decision else self.agent.text("fallback", language)
+
+    def _reply(self, turn: UserTurn, language: str, faq: FAQ | None, score: float) -> str:
+        """Answer, ask "did you mean ...?", reprompt (a bad line) or fall back."""
+        ctx, agent = self.ctx, self.agent
+        assert ctx is not None
+        threshold, bad_line = agent.match_threshold, ctx.quality_tier == "low"
+        if faq is not None and score >= threshold + (_SURE_MARGIN if bad_line else 0.0):
+            outcome, reply = faq.id, faq.answer
+        elif faq is not None and (score >= threshold or (not bad_line and score >= threshold - agent.confirm_band)):
+            self._pending = faq
+            self.unsettled_turns.add(turn.turn_id)
+            outcome = f"did you mean {faq.id}?"
+            reply = agent.text("confirm_prompt", language).replace("{topic}", faq.subject)
+        elif bad_line:
+            # A bad line, not a bad question: ask the caller to move or repeat.
+            self.unsettled_turns.add(turn.turn_id)
+            outcome, reply = "reprompt (bad line)", agent.text("reprompt", language)
+        else:
+            outcome, reply = "fallback", agent.text("fallback", language)
+        answered = faq.id if faq is not None and reply == faq.answer else None
+        self._last_match = FAQMatch(turn.turn_id, answered, score)
+        ctx.log.info("faq turn %d: %s (score %.3f)", turn.turn_id, outcome, score)
+        return reply

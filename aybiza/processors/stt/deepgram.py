@@ -447,6 +447,8 @@ class DeepgramSTT(Processor):
                 language=language,
                 confidence=float(best.confidence) if best.confidence is not None else None,
                 speech_ended_at=ended_at,
+                alternatives=tuple(t for t in ((getattr(a, "transcript", "") or "").strip()
+                                               for a in alternatives[1:]) if t),
             )
         )
 

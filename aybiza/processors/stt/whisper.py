@@ -11,7 +11,12 @@ of oversubscribing its cores.
 
 The stage follows the call's language: a ``LanguageChanged`` steered up the
 control path by the language stage switches the recogniser for the next
-utterance.
+utterance. Before that can happen, the first utterance long enough to tell
+(``identify``) goes through audio language identification on the
+multilingual model: an English recogniser turns Spanish into English words
+("Okay, I'm in Los Alamos") that no text language ID can catch, so when
+another of ``languages`` is clearly spoken the utterance is transcribed in it
+and its transcript says so (the language stage decides what follows).
 """
 
 from __future__ import annotations
@@ -135,6 +140,25 @@ class WhisperRecognizer:
             text = " ".join(segment.text.strip() for segment in segments)
         return text.strip()
 
+    def detect_language(self, pcm16: bytes, sample_rate: int, candidates: frozenset[str]) -> tuple[str, float]:
+        """The most likely of ``candidates`` (primary tags) spoken in the audio, and its probability among them.
+
+        Needs a multilingual model (blocking; call from a thread). The probabilities of the
+        candidates are renormalised over the candidates alone.
+        """
+        if not self.multilingual:
+            raise ConfigError("language identification needs a multilingual whisper model")
+        model = self.load()
+        audio = resample_samples(pcm16, sample_rate, MODEL_RATE).astype(np.float32) / 32768.0
+        with self.slots:
+            _, _, ranked = model.detect_language(audio)
+        scores = {code: float(p) for code, p in ranked if code in candidates}
+        total = sum(scores.values())
+        if not scores or total <= 0.0:
+            return "", 0.0
+        best = max(scores, key=lambda code: scores[code])
+        return best, scores[best] / total
+
     async def transcribe_async(self, pcm16: bytes, sample_rate: int, language: str = "en") -> str:
         """``transcribe`` in a worker thread, queued behind the process's other inferences."""
         return await anyio.to_thread.run_sync(
@@ -165,7 +189,8 @@ class WhisperSTT(Processor):
     (a piece cut while the caller is still talking has ``speech_ended_at=None``).
     """
 
-    __slots__ = ("recognizer_for", "min_utterance_seconds", "language", "_buffer", "_worker", "_tg")
+    __slots__ = ("recognizer_for", "min_utterance_seconds", "language", "languages", "lid_threshold", "_identify",
+                 "_buffer", "_worker", "_tg")
 
     name = "stt.whisper"
     consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped, LanguageChanged})
@@ -178,8 +203,14 @@ class WhisperSTT(Processor):
         max_utterance_seconds: float = 30.0,
         min_utterance_seconds: float = 0.1,
         max_pending_utterances: int = 8,
+        identify: int = 0,
+        languages: frozenset[str] = frozenset(),
+        lid_threshold: float = 0.7,
     ) -> None:
         super().__init__()
+        self._identify = identify if len(languages) > 1 else 0
+        self.languages = languages
+        self.lid_threshold = lid_threshold
         if isinstance(recognizer_for, WhisperRecognizer):
             single = recognizer_for
             recognizer_for = lambda language: single  # noqa: E731 - one model for every language
@@ -245,14 +276,30 @@ class WhisperSTT(Processor):
     async def _transcribe(self, utterance: _Utterance) -> None:
         ctx = self.ctx
         assert ctx is not None, "WhisperSTT used before start()"
-        recognizer = self.recognizer_for(utterance.language)
-        text = await recognizer.transcribe_async(utterance.pcm, utterance.sample_rate, utterance.language)
+        language = await self._identified(utterance)
+        recognizer = self.recognizer_for(language)
+        text = await recognizer.transcribe_async(utterance.pcm, utterance.sample_rate, language)
         ctx.ledger.add_stt("whisper", utterance.seconds)
         if not text:
             ctx.log.debug("stt.whisper: no words in a %.2f s utterance", utterance.seconds)
             return
         if utterance.ended_at is not None:
             ctx.ledger.time(Stage.STT_FINAL, time.monotonic() - utterance.ended_at)
-        await self.push(
-            Transcript(text, final=True, language=utterance.language, speech_ended_at=utterance.ended_at)
-        )
+        await self.push(Transcript(text, final=True, language=language, speech_ended_at=utterance.ended_at))
+
+    async def _identified(self, utterance: _Utterance) -> str:
+        """The utterance's language: the call's, unless audio language ID clearly hears another."""
+        if self._identify <= 0 or utterance.seconds < 0.8:
+            return utterance.language
+        self._identify -= 1
+        current = primary_language(utterance.language)
+        multilingual = self.recognizer_for(next(code for code in sorted(self.languages) if code != "en"))
+        language, probability = await anyio.to_thread.run_sync(
+            multilingual.detect_language, utterance.pcm, utterance.sample_rate, self.languages,
+            abandon_on_cancel=True, limiter=multilingual.limiter)
+        if self.ctx is not None:
+            self.ctx.log.info("stt.whisper: audio language ID %s (%.2f), call language %s", language or "-",
+                              probability, utterance.language)
+        if language and language != current and probability >= self.lid_threshold:
+            return language
+        return utterance.language

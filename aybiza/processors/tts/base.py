@@ -11,6 +11,12 @@ the interrupted turn follows it downstream. Every queued item carries the
 *epoch* it was queued in and every push re-checks it, which also covers a
 chunk already handed back by the engine thread when the interruption lands.
 
+The stage remembers the interrupted turn from the sentence the caller was
+hearing (the caller hears audio in real time from the moment the output
+steered ``AgentSpeaking(True)``): when turn-taking finds the interruption
+was no turn (:class:`~aybiza.pipeline.frames.AgentResume`), that sentence and
+the rest are spoken again.
+
 The helpers below (clause splitting, a WAV header reader, a subprocess that
 writes WAV to stdout) are shared by the embedded engines.
 """
@@ -36,7 +42,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ...errors import ConfigError, FatalProviderError
 from ...pipeline.context import CallContext
-from ...pipeline.frames import AgentText, AgentTurnDone, Frame, Interruption, OutputAudio
+from ...pipeline.frames import AgentResume, AgentSpeaking, AgentText, AgentTurnDone, Frame, Interruption, OutputAudio
 from ...pipeline.ledger import Stage
 from ...pipeline.processor import Processor
 from ...pipeline.worker import Worker
@@ -224,6 +230,38 @@ class _Job:
 _Item = AudioChunk | BaseException
 
 
+class _TurnText:
+    """The current agent turn's sentences and the seconds of audio made for each, to resume it after a false alarm."""
+
+    __slots__ = ("texts", "seconds")
+
+    def __init__(self) -> None:
+        self.texts: list[AgentText] = []
+        self.seconds: list[float] = []
+
+    def add(self, text: AgentText) -> None:
+        if self.texts and self.texts[0].turn_id != text.turn_id:
+            self.texts, self.seconds = [], []
+        if text.turn_id >= 0:
+            self.texts.append(text)
+            self.seconds.append(0.0)
+
+    def spoken(self, text: AgentText, seconds: float) -> None:
+        for index in range(len(self.texts) - 1, -1, -1):
+            if self.texts[index] is text:
+                self.seconds[index] += seconds
+                return
+
+    def from_heard(self, heard_s: float) -> list[AgentText]:
+        """The sentences from the one playing ``heard_s`` into the turn's audio to the end."""
+        elapsed = 0.0
+        for index, seconds in enumerate(self.seconds):
+            if seconds == 0.0 or heard_s < elapsed + seconds:
+                return self.texts[index:]
+            elapsed += seconds
+        return []
+
+
 def _produce(
     synthesizer: SpeechSynthesizer,
     text: str,
@@ -276,10 +314,11 @@ class TTSProcessor(Processor):
     accounts for itself, such as the audio cache, sets ``meters_usage``).
     """
 
-    __slots__ = ("_synthesizer", "_fallback", "_worker", "_epoch", "_timed_turn")
+    __slots__ = ("_synthesizer", "_fallback", "_worker", "_epoch", "_timed_turn", "_turn", "_heard_from",
+                 "_resumable")
 
     name = "tts"
-    consumes = frozenset({AgentText, AgentTurnDone, Interruption})
+    consumes = frozenset({AgentText, AgentTurnDone, Interruption, AgentResume, AgentSpeaking})
     produces = frozenset({OutputAudio, AgentTurnDone})
 
     def __init__(
@@ -295,6 +334,9 @@ class TTSProcessor(Processor):
         self._worker: Worker[_Job] = Worker(self._speak, max_queued)
         self._epoch = 0
         self._timed_turn: int | None = None
+        self._turn = _TurnText()
+        self._heard_from: float | None = None
+        self._resumable: list[AgentText] = []
 
     def synthesizer_for(self, language: str) -> SpeechSynthesizer:
         """The engine that speaks ``language``."""
@@ -314,21 +356,47 @@ class TTSProcessor(Processor):
         """Close the queue."""
         await self._worker.close()
 
+    async def control(self, frame: Frame) -> None:
+        """Note when the caller starts hearing the agent (where an interruption lands in the turn)."""
+        if isinstance(frame, AgentSpeaking):
+            self._heard_from = time.monotonic() if frame.speaking else None
+        await self.steer(frame)
+
     async def process(self, frame: Frame) -> None:
         """Queue agent text and turn ends; on Interruption flush, then forward; pass the rest on."""
         if isinstance(frame, AgentText):
             if frame.text.strip():
+                self._turn.add(frame)
+                self._resumable = []
                 await self._worker.put(_Job(frame, self._epoch, time.monotonic()))
         elif isinstance(frame, AgentTurnDone):
             await self._worker.put(_Job(frame, self._epoch, time.monotonic()))
         elif isinstance(frame, Interruption):
             self._epoch += 1  # before flush: a chunk already on its way is dropped too
             dropped = self._worker.flush()
+            heard = time.monotonic() - self._heard_from if self._heard_from is not None else 0.0
+            self._resumable = self._turn.from_heard(heard)
+            self._turn = _TurnText()
             if self.ctx is not None and self.ctx.log.isEnabledFor(logging.DEBUG):
                 self.ctx.log.debug("tts interrupted, %d queued item(s) dropped", dropped)
             await self.push(frame)
+        elif isinstance(frame, AgentResume):
+            await self._resume()
         else:
             await self.push(frame)
+
+    async def _resume(self) -> None:
+        """Speak the interrupted turn again from the sentence the caller was hearing."""
+        texts, self._resumable = self._resumable, []
+        if not texts:
+            return
+        if self.ctx is not None:
+            self.ctx.log.info("tts: resuming turn %d (%d sentence(s))", texts[0].turn_id, len(texts))
+        now = time.monotonic()
+        for text in texts:
+            self._turn.add(text)
+            await self._worker.put(_Job(text, self._epoch, now))
+        await self._worker.put(_Job(AgentTurnDone(texts[0].turn_id), self._epoch, now))
 
     @staticmethod
     async def _warm(engine: Preloadable) -> None:
@@ -363,6 +431,7 @@ class TTSProcessor(Processor):
                         if job.epoch != self._epoch:
                             break
                         pcm, sample_rate = item
+                        self._turn.spoken(frame, len(pcm) / (2 * sample_rate))
                         now = time.monotonic()
                         if timed:
                             timed = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio
 import numpy as np
@@ -33,6 +33,7 @@ from aybiza.processors.llm.faq import (
     FAQResponder,
     normalize_turn,
     split_sentences,
+    yes_or_no,
 )
 from aybiza.testing import wait_until
 from aybiza.tools.toolbox import Toolbox
@@ -358,3 +359,76 @@ async def test_where_no_transfer_is_possible_the_caller_is_told_how_to_reach_a_p
     assert ended is None
     spoken = [f.text for f in recorder.frames if isinstance(f, AgentText)]
     assert spoken == [agent.cannot_transfer] and "555 0142" in spoken[0], "no promise of a transfer first"
+# -- near the threshold: "did you mean ...?" -----------------------------------------------------
+
+
+class _ScriptedMatcher:
+    """Scores every turn as told: (faq id, score) per turn text."""
+
+    def __init__(self, agent: AgentConfig, scores: dict[str, tuple[str, float]]) -> None:
+        self.faqs = {faq.id: faq for faq in agent.faqs}
+        self.scores = scores
+
+    def best_of(self, texts: Sequence[str]) -> tuple[Any, float]:
+        faq_id, score = max((self.scores.get(t, ("opening_hours", 0.0)) for t in texts), key=lambda x: x[1])
+        return self.faqs[faq_id], score
+
+
+async def _conversation(agent: AgentConfig, matcher: Any, turns: Sequence[str | UserTurn],
+                        tier: str = "high") -> tuple[list[str], FAQResponder]:
+    responder = FAQResponder(agent, lambda: matcher)
+    replies: list[str] = []
+    ctx = CallContext(call_id="confirm", quality_tier=tier)
+    async with anyio.create_task_group() as tg:
+        await responder.start(ctx, tg)
+        for number, turn in enumerate(turns, 1):
+            recorder = _wire(responder)
+            await responder.process(turn if isinstance(turn, UserTurn) else UserTurn(turn, turn_id=number))
+            with anyio.fail_after(30):
+                await recorder.turn_done.wait()
+            replies.append(" ".join(f.text for f in recorder.frames if isinstance(f, AgentText)))
+        await responder.stop()
+    return replies, responder
+
+
+@pytest.mark.anyio
+async def test_a_question_just_under_the_threshold_is_confirmed_and_yes_gets_the_answer(agent: AgentConfig) -> None:
+    near = agent.match_threshold - agent.confirm_band / 2
+    matcher = _ScriptedMatcher(agent, {"when you guys around": ("opening_hours", near)})
+    replies, responder = await _conversation(agent, matcher, ["when you guys around", "yes please"])
+    hours = next(faq for faq in agent.faqs if faq.id == "opening_hours")
+    assert replies == [f"Did you mean {hours.subject}?", " ".join(split_sentences(hours.answer))]
+    assert responder.unsettled_turns == {1, 2}, "neither reply may be served from the answer cache"
+
+
+@pytest.mark.anyio
+async def test_no_to_did_you_mean_gets_the_fallback_and_a_new_question_is_just_answered(agent: AgentConfig) -> None:
+    near = agent.match_threshold - 0.01
+    matcher = _ScriptedMatcher(agent, {"hmm hours": ("opening_hours", near), "is there parking": ("parking", 0.9)})
+    replies, _ = await _conversation(agent, matcher, ["hmm hours", "no", "hmm hours", "is there parking"])
+    parking = next(faq for faq in agent.faqs if faq.id == "parking")
+    assert replies[1] == " ".join(split_sentences(agent.fallback))
+    assert replies[3] == " ".join(split_sentences(parking.answer))
+
+
+@pytest.mark.anyio
+async def test_on_a_bad_line_only_clear_matches_are_answered_and_the_rest_reprompted(agent: AgentConfig) -> None:
+    threshold = agent.match_threshold
+    matcher = _ScriptedMatcher(agent, {"clear": ("parking", threshold + 0.3), "fair": ("location", threshold + 0.05),
+                                       "garbled": ("payment_methods", threshold - 0.02)})
+    replies, _ = await _conversation(agent, matcher, ["clear", "fair", "garbled"], tier="low")
+    location = next(faq for faq in agent.faqs if faq.id == "location")
+    assert replies[0].startswith("Yes, we have free parking")
+    assert replies[1] == f"Did you mean {location.subject}?"
+    assert replies[2] == " ".join(split_sentences(agent.reprompt))
+
+
+def test_every_hypothesis_of_the_recogniser_is_tried(matcher: FAQMatcher) -> None:
+    faq, _ = matcher.best_of(["purple elephant banana", "where can i park my car"])
+    assert faq is not None and faq.id == "parking"
+
+
+def test_yes_and_no_in_the_languages_the_agents_speak() -> None:
+    assert yes_or_no("Yes, please.") and yes_or_no("sí, claro") and yes_or_no("oui") and yes_or_no("that's right")
+    assert yes_or_no("No, that's not it") is False and yes_or_no("non") is False
+    assert yes_or_no("what time do you close") is None

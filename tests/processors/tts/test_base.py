@@ -16,7 +16,7 @@ import pytest
 
 from aybiza.errors import ConfigError, FatalProviderError
 from aybiza.pipeline.context import CallContext
-from aybiza.pipeline.frames import DTMF, AgentText, AgentTurnDone, Interruption, OutputAudio
+from aybiza.pipeline.frames import DTMF, AgentResume, AgentSpeaking, AgentText, AgentTurnDone, Interruption, OutputAudio
 from aybiza.pipeline.ledger import Stage
 from aybiza.processors.tts.base import (
     TTSProcessor,
@@ -135,6 +135,47 @@ async def test_interruption_stops_the_turn_and_drops_queued_text() -> None:
     spoken_after = [f.pcm for f in after if isinstance(f, OutputAudio)]
     assert spoken_after == [label("Sure, go ahead.", i) for i in range(5)]
     assert [text for text, _ in engine.requests] == [long_text, "Sure, go ahead."]
+
+
+@pytest.mark.anyio
+async def test_a_false_interruption_resumes_from_the_sentence_the_caller_was_hearing() -> None:
+    engine = ScriptedSynthesizer(chunks=2)  # each chunk is a few bytes: a sentence is ~1 ms of audio at RATE
+    tts = TTSProcessor(engine)
+    async with running(tts) as (sink, _):
+        await tts.control(AgentSpeaking(True))
+        await tts.process(AgentText("First sentence.", 1))
+        await tts.process(AgentText("Second sentence.", 1))
+        await tts.process(AgentTurnDone(1))
+        await sink.wait_for(lambda _: sink.has(AgentTurnDone, 1))
+        await anyio.sleep(0.01)  # the caller has heard all of it by now
+        await tts.process(Interruption(at=1.0))
+        await tts.process(AgentResume(at=1.1))
+        await anyio.sleep(0.05)
+    assert [text for text, _ in engine.requests] == ["First sentence.", "Second sentence."]  # nothing left to say
+
+    engine = ScriptedSynthesizer(chunks=2)
+    tts = TTSProcessor(engine)
+    async with running(tts) as (sink, _):
+        await tts.process(AgentText("First sentence.", 1))  # not heard yet: the output has not started
+        await tts.process(AgentText("Second sentence.", 1))
+        await tts.process(AgentTurnDone(1))
+        await sink.wait_for(lambda _: sink.has(AgentTurnDone, 1))
+        await tts.process(Interruption(at=1.0))
+        await tts.process(AgentResume(at=1.1))
+        await sink.wait_for(lambda _: len(sink.of(AgentTurnDone)) == 2)
+    assert [text for text, _ in engine.requests] == ["First sentence.", "Second sentence."] * 2
+    after = sink.frames[next(i for i, f in enumerate(sink.frames) if isinstance(f, Interruption)) + 1 :]
+    assert [f.turn_id for f in after if isinstance(f, OutputAudio)] == [1] * 4
+
+
+@pytest.mark.anyio
+async def test_a_resume_without_an_interrupted_turn_says_nothing() -> None:
+    engine = ScriptedSynthesizer()
+    tts = TTSProcessor(engine)
+    async with running(tts) as (sink, _):
+        await tts.process(AgentResume(at=1.0))
+        await anyio.sleep(0.05)
+    assert engine.requests == [] and not sink.of(OutputAudio)
 
 
 @pytest.mark.anyio
