@@ -101,7 +101,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, shop: ToolServer,
 
 
 async def _record(server: Server, call_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with httpx.AsyncClient(timeout=5, headers=server.api) as client:
         response = await client.get(f"{server.http}/api/calls/{call_id}")
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -123,7 +123,7 @@ async def test_the_model_calls_our_tool_with_its_arguments_and_answers_from_the_
     deepgram.rescript(["where is my order 4321"])
     speaks, turns = len(deepgram.speaks), len(bedrock.turns())
     report = await place_call(server.stream_url, [Wait(6), Say(caller_speech("where is my order 4321")), Wait(12)],
-                              auth_token=AUTH_TOKEN, agent="shop")
+                              auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     [request] = shop.to("/orders/4321")
     assert request.method == "GET" and request.headers["Authorization"] == "Bearer shop-secret"
     asked, answered = bedrock.turns()[turns:]
@@ -148,7 +148,7 @@ async def test_a_caller_who_talks_over_a_slow_tool_gets_its_result_with_the_answ
     report = await place_call(server.stream_url, [
         Wait(6), Say(caller_speech("where is my order 5555")),
         Say(caller_speech("and do you deliver on sundays"), barge_in_after=0.3), Wait(14)],
-        auth_token=AUTH_TOKEN, agent="shop")
+        auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     assert len(shop.to("/orders/5555")) == 1, "the tool ran once, to the end"
     assert report.clears, "the caller's words cut the agent off"
     last = bedrock.turns()[-1]
@@ -180,7 +180,7 @@ async def test_a_region_failing_after_the_tool_ran_is_answered_elsewhere_without
     speaks = len(deepgram.speaks)
     try:
         report = await place_call(server.stream_url, [Wait(6), Say(caller_speech("where is my order 7777")),
-                                                      Wait(12)], auth_token=AUTH_TOKEN, agent="shop")
+                                                      Wait(12)], auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     finally:
         bedrock.rescript(model)
     assert len(failed) == 2
@@ -213,7 +213,7 @@ async def test_a_region_dropping_mid_tool_call_never_runs_the_tool_twice(
     bedrock.rescript(drop_halfway_through_the_call)
     try:
         report = await place_call(server.stream_url, [Wait(6), Say(caller_speech("where is my order 8888")),
-                                                      Wait(12)], auth_token=AUTH_TOKEN, agent="shop")
+                                                      Wait(12)], auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     finally:
         bedrock.rescript(model)
     assert dropped and len(shop.to("/orders/8888")) == 1
@@ -230,7 +230,7 @@ async def test_digits_typed_on_the_keypad_are_used_and_masked_in_the_transcript(
     speaks = len(deepgram.speaks)
     report = await place_call(server.stream_url, [
         Wait(6), Say(caller_speech("i would like to check my balance")), Wait(10), Press("1234#"), Wait(12)],
-        auth_token=AUTH_TOKEN, agent="shop")
+        auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     assert bedrock.turns()[-1].tool_results()[0]["content"] == [{"json": {"digits": "1234", "complete": True}}]
     spoken = _spoken(deepgram, speaks)
     assert "Please type your account number" in spoken and "Account 1 2 3 4 has a balance" in spoken
@@ -250,7 +250,7 @@ async def test_a_warm_transfer_rings_the_colleague_then_bridges_the_caller_into_
     deepgram.rescript(["can i talk to a colleague about my bill"])
     report = await place_call(server.stream_url, [
         Wait(6), Say(caller_speech("can i talk to a colleague about my bill")), Wait(15)],
-        auth_token=AUTH_TOKEN, agent="shop")
+        auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     [leg] = [leg for leg in twilio.created if leg.to == DESK]
     room = f"aybiza-{report.call_sid}"
     assert "<Say>Ann Lee has a billing question about her last invoice.</Say>" in leg.twiml
@@ -277,7 +277,7 @@ async def test_asking_the_embedded_default_agent_for_a_real_person_transfers_to_
         with running_server(tmp_path, env) as embedded:
             report = await place_call(embedded.stream_url, [
                 Wait(6), Say(caller_speech("Can I speak to a real person please")), Wait(15)],
-                auth_token=AUTH_TOKEN)
+                auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
             record = await _record(embedded, report.call_sid)
     [update] = [u for u in twilio.updates if u.call_sid == report.call_sid]
     assert "<Dial><Number>+16035550142</Number></Dial>" in update.twiml

@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 async def _record(server: Server, call_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with httpx.AsyncClient(timeout=5, headers=server.api) as client:
         response = await client.get(f"{server.http}/api/calls/{call_id}")
     assert response.status_code == 200, response.text
     return dict(response.json())
