@@ -42,7 +42,7 @@ __all__ = ["AnsweringMachineGate", "with_amd_gate"]
 class AnsweringMachineGate(Processor):
     """Holds the greeting and drops the callee's turns until the AMD verdict; then the conversation or voicemail."""
 
-    __slots__ = ("call", "agent", "actions", "wait_s", "_state", "_held")
+    __slots__ = ("call", "agent", "actions", "wait_s", "_state", "_held", "_greeted_at")
 
     name = "amd_gate"
     consumes = frozenset({UserTurn, AgentText, AgentTurnDone})
@@ -56,6 +56,7 @@ class AnsweringMachineGate(Processor):
         self.wait_s = wait_s
         self._state = "pending"  # pending -> person | machine
         self._held: list[Frame] = []
+        self._greeted_at = 0.0
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         """Wait for the verdict in the call's task group."""
@@ -67,8 +68,9 @@ class AnsweringMachineGate(Processor):
         if self._state == "pending" and isinstance(frame, (AgentText, AgentTurnDone)):
             self._held.append(frame)
             return
-        if self._state != "person" and isinstance(frame, UserTurn):
-            return  # a machine's greeting, or a person's "hello?" before we know: the greeting answers it
+        if isinstance(frame, UserTurn) and (self._state != "person" or (
+                frame.speech_ended_at is not None and frame.speech_ended_at < self._greeted_at)):
+            return  # a machine's greeting, or a person's "hello?" said before we knew: the greeting answers it
         await self.push(frame)
 
     async def _follow_verdict(self) -> None:
@@ -93,7 +95,7 @@ class AnsweringMachineGate(Processor):
 
     async def _let_go(self) -> None:
         """A person (or nobody knows): the held greeting goes on."""
-        self._state = "person"
+        self._state, self._greeted_at = "person", time.monotonic()
         held, self._held = self._held, []
         for frame in held:
             await self.push(frame)
