@@ -1,4 +1,4 @@
-"""Outbound calls through a real server: ``aybiza dial`` against the fake Twilio, which answers as a machine or a person.
+"""Outbound calls through a real server: ``aybiza dial`` against the fake Twilio, answering as a machine or a person.
 
 One server runs as ``aybiza serve`` runs it (the embedded offline stack),
 with Twilio's REST API at the shipped fake. The fake answers each call it is
@@ -90,7 +90,8 @@ async def test_a_machine_records_the_voicemail_message_after_its_beep_and_the_ca
     dialled, ended = await _dial(server, MACHINE)
     call_sid = dialled["call_id"]
     assert ended == {"call_id": call_sid, "status": "ended", "outcome": "voicemail", "direction": "outbound",
-                     "answered_by": "machine_end_beep", "outcome_detail": "voicemail left (answered by machine_end_beep)"}
+                     "answered_by": "machine_end_beep",
+                     "outcome_detail": "voicemail left (answered by machine_end_beep)"}
     [leg] = [leg for leg in twilio.created if leg.sid == call_sid]
     assert (leg.to, leg.from_) == (MACHINE, OUR_NUMBER)
     assert leg.form["MachineDetection"] == "DetectMessageEnd" and leg.form["AsyncAmd"] == "true"
@@ -123,8 +124,8 @@ async def test_a_person_is_greeted_once_they_said_hello_and_gets_answers(
     assert {"monday", "friday"} <= words(heard), heard  # the answer
     record = await _record(server, call_sid)
     assert record["caller"] == PERSON and record["direction"] == "outbound"
-    assert [turn["user"].lower().rstrip("?.") for turn in record["turns"] if turn["user"]] == [
-        "what are your opening hours"], "the 'hello' was answered by the greeting, not as a question"
+    [asked] = [turn["user"] for turn in record["turns"] if turn["user"]]  # "hello?" was answered by the greeting
+    assert "opening" in asked.lower(), asked
 
 
 @pytest.mark.anyio
