@@ -30,10 +30,10 @@ from ..agents import AgentConfig
 from ..errors import CallEnded, EndReason
 from ..pipeline import AgentText, AgentTurnDone, CallContext, Frame, Interruption, Processor, UserTurn
 from ..processors.watchdog import TurnWatchdog
-from ..session.actions import SessionActions
 from .amd import Answer, classify_answer
 
-if TYPE_CHECKING:  # the registry is the runtime's (imported at run time through it)
+if TYPE_CHECKING:  # annotations only: the session imports this module
+    from ..session.actions import SessionActions
     from .registry import OutboundCall, OutboundCalls
 
 __all__ = ["AnsweringMachineGate", "with_amd_gate"]
