@@ -8,7 +8,7 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from aybiza.agents import AgentConfig
+from aybiza.agents import AgentConfig, AgentTranslation
 from aybiza.errors import CallEnded, EndReason
 from aybiza.outbound.gate import AnsweringMachineGate
 from aybiza.outbound.registry import OutboundCall, OutboundCalls
@@ -18,7 +18,7 @@ from aybiza.testing.kit import FrameRecorder, check_conformance, run_stage
 
 AGENT = AgentConfig(id="sales", name="Sales", greeting="Hello from Sales.", system_prompt="-",
                     fallback="Pardon?", voicemail="Please call Sales back.", languages=("en", "es"),
-                    translations={"es": {"voicemail": "Llame a Ventas."}})
+                    translations={"es": AgentTranslation(voicemail="Llame a Ventas.")})
 GREETING: list[Frame] = [AgentText("Hello from Sales.", turn_id=0), AgentTurnDone(0)]
 
 
