@@ -109,11 +109,11 @@ class AnsweringMachineGate(Processor):
         if greeted:  # the greeting started before the verdict: cut it off (the tap counts it before the message)
             await self.push(Interruption(at=time.monotonic()))
             barge_ins += 1
-        turn_id = 0 if not greeted else -2_000_000  # the greeting's place, or one of its own
-        await self.push(AgentText(self.agent.text("voicemail", ctx.language), turn_id=turn_id,
+        # In the greeting's place (turn 0): the record shows the message as what the agent said.
+        await self.push(AgentText(self.agent.text("voicemail", ctx.language), turn_id=0,
                                   language=self.agent.reply_language(ctx.language)))
-        await self.push(AgentTurnDone(turn_id))
-        await self.actions.played(turn_id, barge_ins, 1)
+        await self.push(AgentTurnDone(0))
+        await self.actions.played(0, barge_ins, 1)
         self._end(EndReason.VOICEMAIL, f"voicemail left (answered by {self.call.answered_by})")
 
     def _end(self, reason: EndReason, detail: str) -> None:

@@ -100,6 +100,7 @@ async def test_no_verdict_in_time_greets_and_a_late_machine_verdict_cuts_in_with
     assert texts == ["Hello from Sales.", "Please call Sales back."]
     kinds = [type(f) for f in recorder.frames]
     assert kinds.index(Interruption) > kinds.index(AgentTurnDone), "the greeting was cut off before the message"
+    assert actions.waited == [(0, 1)], "the message is waited for past the barge-in that cut the greeting"
 
 
 @pytest.mark.anyio
