@@ -104,11 +104,22 @@ class OutboundCalls:
         return None
 
     def dialled(self, call_sid: str, agent_id: str, to: str, *, ring_s: float) -> OutboundCall:
-        """Remember a call Twilio accepted; it counts until it ends or can no longer be answered."""
+        """Remember a call; it counts until it ends or can no longer be answered.
+
+        Held under a key of ours while Twilio is asked (two dials at once cannot both take the last
+        slot), then under its SID (:meth:`placed`), or dropped if Twilio refused (:meth:`ended`).
+        """
         now = self._clock()
         call = OutboundCall(call_sid, agent_id, to, now, now + ring_s + _ANSWER_GRACE_S)
         self._calls[call_sid] = call
         return call
+
+    def placed(self, key: str, call_sid: str) -> None:
+        """The call held under ``key`` while Twilio was asked now has its SID (see :meth:`dialled`)."""
+        call = self._calls.pop(key, None)
+        if call is not None:
+            call.call_sid = call_sid
+            self._calls[call_sid] = call
 
     def started(self, call_sid: str) -> OutboundCall | None:
         """The call's stream started: it is live until :meth:`ended`."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -99,13 +100,19 @@ def outbound_routes(runtime: Runtime, guard: Guard, *, read_body: ReadBody, read
         if not runtime.admission.has_room("twilio"):
             metrics.refused("api_dial", "at_capacity")
             return _error(503, "at_capacity", "no room for another call now", {"Retry-After": "10"})
+        held = f"dialling-{secrets.token_hex(8)}"  # the slot is taken while Twilio is asked
+        runtime.outbound.dialled(held, agent.id, dial_request.to, ring_s=settings.outbound_ring_s)
         try:
             call_sid = await dialer.dial(dial_request, from_=from_, public_url=settings.base_url,
                                          ring_s=settings.outbound_ring_s, amd_timeout_s=settings.amd_timeout_s)
         except ProviderError as error:
+            runtime.outbound.ended(held)
             log.warning("dial failed: %s", error)
             return _error(502, "twilio_failed", str(error)[:300])
-        runtime.outbound.dialled(call_sid, agent.id, dial_request.to, ring_s=settings.outbound_ring_s)
+        except BaseException:  # cancelled (the client left): the slot is not kept
+            runtime.outbound.ended(held)
+            raise
+        runtime.outbound.placed(held, call_sid)
         log.info("dialled %s for agent %s", call_sid, agent.id)
         return JSONResponse({"call_id": call_sid, "agent": agent.id, "to": dial_request.to, "from": from_,
                              "status": "queued"}, status_code=201)

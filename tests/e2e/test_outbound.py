@@ -106,6 +106,9 @@ async def test_a_machine_records_the_voicemail_message_after_its_beep_and_the_ca
         "outbound", "machine_end_beep", "voicemail")
     assert record["caller"] == MACHINE
     assert not any(turn["user"] for turn in record["turns"]), "the machine's greeting was never answered"
+    assert [turn["agent"] for turn in record["turns"]] == [
+        "Hello, this is Harbor Lane Dental calling about your appointment. Please call us back on 555 0142 during "
+        "opening hours. Thank you, goodbye."], "the message in the greeting's place"
 
 
 @pytest.mark.anyio

@@ -57,3 +57,17 @@ def test_the_first_verdict_counts() -> None:
     call.answer("machine_end_beep")
     call.answer("human")
     assert call.verdict.is_set() and call.answered_by == "machine_end_beep"
+
+
+def test_a_slot_is_held_while_twilio_is_asked_then_kept_under_the_calls_sid() -> None:
+    calls = OutboundCalls(VirtualClock())
+    one = OutboundLimits(max_calls=1, dials_per_minute=60, dial_burst=5)
+    assert calls.admit("sales", one) is None
+    calls.dialled("dialling-1", "sales", "+14155550100", ring_s=30)
+    refusal = calls.admit("sales", one)
+    assert refusal is not None and refusal.status == 409, "a second dial at once does not take the same slot"
+    calls.placed("dialling-1", "CA9")
+    call = calls.get("CA9")
+    assert call is not None and call.call_sid == "CA9" and calls.get("dialling-1") is None
+    calls.ended("CA9")
+    assert calls.admit("sales", one) is None
