@@ -11,7 +11,7 @@ a second after they stop speaking.
   greeting goes on and the call is a conversation like any other;
 * **machine** (``machine_end_*``: its greeting and beep are over): the
   agent's ``voicemail`` message, in the call's language, is spoken and heard
-  to its end; then the call ends ``voicemail``. A verdict that comes after
+  to its end (noise on the line does not barge in); then the call ends ``voicemail``. A verdict that comes after
   the greeting was let go (the wait ran out) cuts the greeting off first;
 * **fax**: the call ends ``fax`` at once.
 
@@ -28,7 +28,16 @@ from anyio.abc import TaskGroup
 
 from ..agents import AgentConfig
 from ..errors import CallEnded, EndReason
-from ..pipeline import AgentText, AgentTurnDone, CallContext, Frame, Interruption, Processor, UserTurn
+from ..pipeline import (
+    AgentResume,
+    AgentText,
+    AgentTurnDone,
+    CallContext,
+    Frame,
+    Interruption,
+    Processor,
+    UserTurn,
+)
 from ..processors.watchdog import TurnWatchdog
 from .amd import Answer, classify_answer
 
@@ -68,6 +77,8 @@ class AnsweringMachineGate(Processor):
         if self._state == "pending" and isinstance(frame, (AgentText, AgentTurnDone)):
             self._held.append(frame)
             return
+        if self._state == "machine" and isinstance(frame, (Interruption, AgentResume)):
+            return  # a machine's noise does not cut the message it is recording
         if isinstance(frame, UserTurn) and (self._state != "person" or (
                 frame.speech_ended_at is not None and frame.speech_ended_at < self._greeted_at)):
             return  # a machine's greeting, or a person's "hello?" said before we knew: the greeting answers it

@@ -25,17 +25,23 @@ GREETING: list[Frame] = [AgentText("Hello from Sales.", turn_id=0), AgentTurnDon
 class _Actions:
     """What the gate uses of the session's actions: the tap's barge-ins, waiting until heard, the ending."""
 
-    def __init__(self) -> None:
+    def __init__(self, while_playing: list[Frame] | None = None) -> None:
         self.tap = HeardTap()
         self.ending: tuple[EndReason, str] | None = None
         self.waited: list[tuple[int, int]] = []
+        self.while_playing = while_playing or []
+        self.gate: AnsweringMachineGate | None = None
 
     async def played(self, turn_id: int, barge_ins: int, utterances: int) -> None:
         self.waited.append((turn_id, barge_ins))
+        assert self.gate is not None
+        for frame in self.while_playing:  # what reaches the gate from upstream while the message plays
+            await self.gate.process(frame)
 
 
 def _gate(call: OutboundCall, actions: _Actions, wait_s: float = 30.0) -> AnsweringMachineGate:
-    return AnsweringMachineGate(call, AGENT, cast(SessionActions, actions), wait_s=wait_s)
+    actions.gate = AnsweringMachineGate(call, AGENT, cast(SessionActions, actions), wait_s=wait_s)
+    return actions.gate
 
 
 def _call() -> OutboundCall:
@@ -101,6 +107,15 @@ async def test_no_verdict_in_time_greets_and_a_late_machine_verdict_cuts_in_with
     kinds = [type(f) for f in recorder.frames]
     assert kinds.index(Interruption) > kinds.index(AgentTurnDone), "the greeting was cut off before the message"
     assert actions.waited == [(0, 1)], "the message is waited for past the barge-in that cut the greeting"
+
+
+@pytest.mark.anyio
+async def test_noise_on_a_machines_line_does_not_cut_the_message() -> None:
+    noise = [Interruption(at=time.monotonic()), UserTurn("beep", turn_id=2, speech_ended_at=time.monotonic())]
+    call, actions, recorder = _call(), _Actions(while_playing=noise), FrameRecorder()
+    ended = await _run(_gate(call, actions), GREETING, recorder, verdict="machine_end_other", call=call, after_s=0.1)
+    assert isinstance(ended, CallEnded) and ended.reason is EndReason.VOICEMAIL
+    assert not recorder.of(Interruption) and not recorder.of(UserTurn)
 
 
 @pytest.mark.anyio
