@@ -82,6 +82,8 @@ class CallRecord(BaseModel):
     digits: str = ""
     custom: dict[str, str] = Field(default_factory=dict)
     transcript_purged: bool = False
+    # Recording (issue 14 item 3): where the call's audio is (``url`` or ``key``) and ``duration_s``; None without one.
+    recording: dict[str, Any] | None = None
 
     @property
     def duration_s(self) -> float:
