@@ -16,6 +16,7 @@ A SQLite archive and its WAL are mode 0600 in a 0700 directory
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import threading
 import time
@@ -92,11 +93,11 @@ class Archive(ABC):
 
     # Operator console (issue 17): search by the derived columns of aybiza.edge.call_index.
     async def search(self, filters: CallFilter, *, limit: int = 50, offset: int = 0,
-                     count_cap: int = 10_000) -> tuple[list[CallRow], int]:
+                     count_cap: int = 10_000) -> tuple[builtins.list[CallRow], int]:
         """Rows matching ``filters`` (newest start first) and how many match, counted up to ``count_cap``."""
         raise NotImplementedError
 
-    async def started_since(self, since: float, *, limit: int = 2000) -> list[CallRecord]:
+    async def started_since(self, since: float, *, limit: int = 2000) -> builtins.list[CallRecord]:
         """Whole records of calls started at or after ``since`` (newest first, at most ``limit``)."""
         raise NotImplementedError
 
@@ -216,20 +217,20 @@ class SQLiteArchive(Archive):
         return int(row[0])
 
     async def search(self, filters: CallFilter, *, limit: int = 50, offset: int = 0,
-                     count_cap: int = 10_000) -> tuple[list[CallRow], int]:
+                     count_cap: int = 10_000) -> tuple[builtins.list[CallRow], int]:
         """Rows matching ``filters`` from the derived columns (no JSON read), and their count up to ``count_cap``."""
         where, args = where_clause(filters, "?")
         rows_sql = f"SELECT {_ROW_SELECT} FROM calls{where} ORDER BY started_at DESC LIMIT ? OFFSET ?"
         count_sql = f"SELECT count(*) FROM (SELECT 1 FROM calls{where} LIMIT ?)"
 
-        def query(db: sqlite3.Connection) -> tuple[list[Any], int]:
+        def query(db: sqlite3.Connection) -> tuple[builtins.list[Any], int]:
             rows = db.execute(rows_sql, (*args, limit, offset)).fetchall()
             return rows, int(db.execute(count_sql, (*args, count_cap)).fetchone()[0])
 
         rows, total = await self._run(query)
         return [CallRow.from_row(row) for row in rows], total
 
-    async def started_since(self, since: float, *, limit: int = 2000) -> list[CallRecord]:
+    async def started_since(self, since: float, *, limit: int = 2000) -> builtins.list[CallRecord]:
         """Whole records of calls started at or after ``since`` (newest first, at most ``limit``)."""
         sql = "SELECT data FROM calls WHERE started_at >= ? ORDER BY started_at DESC LIMIT ?"
         rows = await self._run(lambda db: db.execute(sql, (since, limit)).fetchall())
@@ -395,14 +396,14 @@ class PostgresArchive(Archive):
         return int((await self._run(fetch))[0])
 
     async def search(self, filters: CallFilter, *, limit: int = 50, offset: int = 0,
-                     count_cap: int = 10_000) -> tuple[list[CallRow], int]:
+                     count_cap: int = 10_000) -> tuple[builtins.list[CallRow], int]:
         """Rows matching ``filters`` from the derived columns (no JSON read), and their count up to ``count_cap``."""
         where, args = where_clause(filters, "%s")
         rows_sql = (f"SELECT {_ROW_SELECT} FROM aybiza_calls{where} "
                     "ORDER BY started_at DESC LIMIT %s OFFSET %s")
         count_sql = f"SELECT count(*) FROM (SELECT 1 FROM aybiza_calls{where} LIMIT %s) AS matching"
 
-        async def fetch(conn: Any) -> tuple[list[Any], int]:
+        async def fetch(conn: Any) -> tuple[builtins.list[Any], int]:
             rows = await (await conn.execute(rows_sql, (*args, limit, offset))).fetchall()
             total = await (await conn.execute(count_sql, (*args, count_cap))).fetchone()
             return rows, int(total[0])
@@ -410,7 +411,7 @@ class PostgresArchive(Archive):
         rows, total = await self._run(fetch)
         return [CallRow.from_row(tuple(row)) for row in rows], total
 
-    async def started_since(self, since: float, *, limit: int = 2000) -> list[CallRecord]:
+    async def started_since(self, since: float, *, limit: int = 2000) -> builtins.list[CallRecord]:
         """Whole records of calls started at or after ``since`` (newest first, at most ``limit``)."""
         async def fetch(conn: Any) -> Any:
             cursor = await conn.execute("SELECT data::text FROM aybiza_calls WHERE started_at >= %s "

@@ -36,6 +36,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "FAILOVER_AT",
     "CacheKind",
     "CacheUse",
     "CallLedger",
@@ -48,6 +49,10 @@ __all__ = [
     "ToolUse",
     "Usage",
 ]
+
+
+FAILOVER_AT = "failover_at_s"
+"""Key in a turn's timings: seconds into the call its model failed over (not a latency; absent without one)."""
 
 
 class Stage(enum.StrEnum):
@@ -280,6 +285,8 @@ class CallLedger:
     def failover(self, from_region: str, to_region: str) -> None:
         """A turn failed in ``from_region`` and was answered by ``to_region``."""
         self._failovers.append((from_region, to_region))
+        # The console's timeline places it: seconds into the call, with the turn's timings (first one kept).
+        self._firsts.setdefault(self.turn, {}).setdefault(FAILOVER_AT, round(self.elapsed(), 3))
         if self.sink is not None:
             self.sink.failover(from_region, to_region)
 
