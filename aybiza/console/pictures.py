@@ -111,7 +111,8 @@ def _costs(records: Sequence[CallRecord]) -> tuple[str, str]:
     by_kind = hbar_chart(sorted(((k, float(v)) for k, v in kinds.items()), key=lambda kv: -kv[1]),
                          label="Cost by kind, last hour", fmt=_usd, css="hbars cost-kind")
     by_model = hbar_chart(sorted(((k, float(v)) for k, v in models.items()), key=lambda kv: -kv[1]),
-                          label="Model cost by model, last hour", fmt=_usd, css="hbars cost-model")
+                          label="Model cost by model, last hour", fmt=_usd, width=520, name_w=300,
+                          css="hbars cost-model")
     return by_kind, by_model
 
 
@@ -142,13 +143,12 @@ def _regions(records: Sequence[CallRecord], start: float, buckets: int, states: 
             routed.setdefault(region, [0] * buckets)[index] += 1
         for from_region, _ in record.usage.failovers:
             away.setdefault(from_region, [0] * buckets)[index] += 1
-    names = sorted(set(routed) | set(away) | set(states))
-    if not names:
-        return '<p class="empty">no Region reported yet</p>'
+    names = sorted(set(routed) | set(away))
+    quiet = sorted(set(states) - set(names))
     charts = []
     for name in names:
         calls, failed = routed.get(name, [0] * buckets), away.get(name, [0] * buckets)
-        state = states.get(name, {}).get("state", "unknown") if isinstance(states.get(name), Mapping) else "unknown"
+        state = _state(states, name)
         xs = [start + (i + 0.5) * BUCKET_S for i in range(buckets)]
         total_routed, total_away = int(sum(calls)), int(sum(failed))
         chart = line_chart([("calls routed", list(zip(xs, [float(c) for c in calls], strict=True))),
@@ -159,7 +159,18 @@ def _regions(records: Sequence[CallRecord], start: float, buckets: int, states: 
                       f'<span class="state state-{escape(str(state))}">{escape(str(state))}</span> '
                       f'<span class="numbers">{total_routed} calls, {total_away} failovers away</span></figcaption>'
                       f"{chart}</figure>")
-    return '<div class="multiples" id="region-history">' + "".join(charts) + "</div>"
+    idle = "".join(f'<li data-region="{escape(name)}">{escape(name)} <span class="state state-'
+                   f'{escape(str(_state(states, name)))}">{escape(str(_state(states, name)))}</span>: no calls</li>'
+                   for name in quiet)
+    if not charts and not idle:
+        return '<p class="empty">no Region reported yet</p>'
+    return ('<div class="multiples" id="region-history">' + "".join(charts) + "</div>"
+            + (f'<ul class="idle-regions">{idle}</ul>' if idle else ""))
+
+
+def _state(states: Mapping[str, Any], name: str) -> str:
+    entry = states.get(name)
+    return str(entry.get("state", "unknown")) if isinstance(entry, Mapping) else "unknown"
 
 
 def render_pictures(records: Sequence[CallRecord], *, regions: Mapping[str, Any] | None = None,
@@ -176,5 +187,6 @@ def render_pictures(records: Sequence[CallRecord], *, regions: Mapping[str, Any]
 <section><h2>Calls by country</h2>{_countries(records)}</section>
 <section><h2>Cost by kind</h2>{by_kind}<h2>Model cost by model</h2>{by_model}</section>
 <section><h2>Cache hit ratio</h2>{_cache(records, start, buckets)}</section>
-<section><h2>Region health history</h2>{_regions(records, start, buckets, regions or {})}</section>
+<section class="wide"><h2>Region health history (calls routed, failovers away)</h2>
+{_regions(records, start, buckets, regions or {})}</section>
 </div>"""

@@ -74,13 +74,13 @@ def bar_chart(items: Sequence[tuple[str, float]], *, label: str, fmt: Callable[[
 
 
 def hbar_chart(items: Sequence[tuple[str, float]], *, label: str, fmt: Callable[[float], str] = str,
-               width: int = 420, row: int = 22, css: str = "hbars") -> str:
+               width: int = 420, row: int = 22, name_w: int = 150, css: str = "hbars") -> str:
     """Horizontal bars, one row per ``(name, value)``: name on the left, value on the right of its bar."""
     height = max(60, row * len(items) + 10)
     if not items:
         return _empty(width, height, label, css, "no data yet")
     top = max(value for _, value in items) or 1.0
-    name_w, value_w = 150, 90
+    value_w = 90
     span = width - name_w - value_w
     parts = [_open(width, height, label, css)]
     for index, (name, value) in enumerate(items):
@@ -88,7 +88,8 @@ def hbar_chart(items: Sequence[tuple[str, float]], *, label: str, fmt: Callable[
         w = max(1.0, span * value / top)
         parts.append(
             f'<g class="bar" data-name="{escape(name)}" data-value="{value:g}">'
-            f'<text x="{name_w - 6}" y="{y + row * 0.65:.1f}" text-anchor="end" class="name">{escape(name[:24])}</text>'
+            f'<text x="{name_w - 6}" y="{y + row * 0.65:.1f}" text-anchor="end" class="name">'
+            f"{escape(name[:name_w // 6])}</text>"
             f'<rect x="{name_w}" y="{y + 3}" width="{w:.1f}" height="{row - 8}" fill="{PALETTE[index % len(PALETTE)]}">'
             f"<title>{escape(name)}: {escape(fmt(value))}</title></rect>"
             f'<text x="{name_w + w + 4:.1f}" y="{y + row * 0.65:.1f}" class="value">{escape(fmt(value))}</text></g>')
@@ -114,7 +115,10 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float | None]]]
     def at(x: float, y: float) -> tuple[float, float]:
         return left + plot_w * (x - x0) / span, pad + plot_h * (1 - min(y, top) / top)
 
-    parts = [_open(width, height, label, css),
+    legend = "".join(f'<text x="{width - right - 60 * (len(series) - i - 1)}" y="{pad + 8}" text-anchor="end" '
+                     f'fill="{PALETTE[i % len(PALETTE)]}" class="legend">{escape(name)}</text>'
+                     for i, (name, _) in enumerate(series)) if len(series) > 1 else ""
+    parts = [_open(width, height, label, css), legend,
              f'<line x1="{left}" x2="{width - right}" y1="{pad + plot_h}" y2="{pad + plot_h}" class="axis"/>',
              f'<line x1="{left}" x2="{left}" y1="{pad}" y2="{pad + plot_h}" class="axis"/>',
              f'<text x="{left - 4}" y="{pad + 8}" text-anchor="end" class="tick">{escape(fmt(top))}</text>',
