@@ -68,12 +68,10 @@ _FLAGS = ("failovers", "barge_ins", "tool_calls", "transferred", "low_quality")
 
 
 def _model(record: CallRecord) -> str:
-    answered = record.usage.answered_by
-    if answered:
-        return str(answered)
-    if record.usage.tokens:
-        return next(iter(record.usage.tokens))
-    return ""
+    """The model (or engine) that answered most turns; else the first that was asked; else ``none`` (as metrics)."""
+    if record.usage.answers:
+        return str(record.usage.answered_by)
+    return next(iter(record.usage.tokens), "none")
 
 
 def _low_quality(record: CallRecord) -> bool:
