@@ -296,6 +296,6 @@ def content_security_policy(page: str) -> str:
         digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode("ascii")
         allowed[kind].append(f"'sha256-{digest}'")
     scripts = " ".join(allowed["script"]) or "'none'"
-    styles = " ".join(["'self'", *allowed["style"]])  # 'self': the console's stylesheet
+    styles = " ".join([*allowed["style"], "'self'"])  # 'self': the console's stylesheet (dashboard pictures)
     return (f"default-src 'self'; script-src {scripts}; style-src {styles}; frame-ancestors 'none'; "
             "base-uri 'none'; form-action 'none'")
