@@ -2,9 +2,8 @@
 
 An archive of 100,000 calls over 30 days (SQLite, written through the
 archive's own row format: JSON plus the console's derived columns) is built
-in a scratch directory; ``aybiza serve`` runs on it (loopback, so the
-console is open as on an operator's machine) and each page is fetched in
-turn over loopback, one request at a time, so the time measured is the
+in a scratch directory; ``aybiza serve`` runs on it (loopback; requests carry the local API token)
+and each page is fetched in turn over loopback, one request at a time, so the time measured is the
 server's (plus a loopback round trip of well under a millisecond).
 
 Pages: the list unfiltered, by country, by two flags, by end reason and
@@ -150,7 +149,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         rng = random.Random(5)
         with serving(command, health_url=f"http://127.0.0.1:{port}/health", log_path=scratch / "server.log",
                      env=env, cwd=ROOT, what="console server", timeout_s=120), \
-                httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers={
+                    "Authorization": f"Bearer {(data / 'api_token').read_text().strip()}"}) as client:
             for name, path in LIST_PAGES.items():
                 result["list"][name] = _time(client, path, repeats)
             call_samples: list[float] = []

@@ -1,9 +1,10 @@
 """The console's routes: ``/calls``, ``/calls/{id}``, ``/calls/{id}/recording`` and its static files.
 
-Protected like ``/dashboard`` (:meth:`~aybiza.guard.Guard.dashboard_refusal`):
-open on a server reachable on loopback alone without ``AYBIZA_API_TOKEN``,
-else only to its bearer (a reverse proxy that authenticates operators adds
-it). The pages show what the call record holds and nothing more.
+The call pages show call records, so they need what ``/api/calls`` needs:
+the API's token, as a bearer or as the sign-in cookie of
+:mod:`aybiza.console.access`. The stylesheet and script are served like
+``/dashboard`` (the dashboard uses the stylesheet). The pages show what the
+call record holds and nothing more.
 
 The player's source, ``/calls/{id}/recording``, hands the request to the
 API's ``GET /api/calls/{id}/recording`` inside the process with the API's
@@ -26,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..guard import Guard
 from ..runtime import Runtime
+from .access import LOGIN_PATH, ConsoleAccess
 from .listing import COUNT_CAP, render_list
 from .page import CONSOLE_CSP, STATIC_PATH
 from .pictures import MAX_CALLS, WINDOW_S, render_pictures
@@ -64,9 +66,10 @@ async def dashboard_pictures(runtime: Runtime, regions: Any = None) -> str:
 class _RecordingProxy:
     """``/calls/{id}/recording``: the API's recording endpoint, reached inside the process with its token."""
 
-    def __init__(self, runtime: Runtime, guard: Guard) -> None:
+    def __init__(self, runtime: Runtime, guard: Guard, access: ConsoleAccess) -> None:
         self.runtime = runtime
         self.guard = guard
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -89,7 +92,7 @@ class _RecordingProxy:
         await _bad("no recording endpoint in this build", 404)(scope, receive, send)
 
     async def _refusal(self, request: Request) -> Response | None:
-        if (refusal := self.guard.dashboard_refusal(request)) is not None:
+        if (refusal := self.access.refusal(request)) is not None:
             return refusal
         store = self.runtime.store
         if store is None:
@@ -105,9 +108,10 @@ class _RecordingProxy:
 
 def console_routes(runtime: Runtime, guard: Guard) -> list[BaseRoute]:
     """The console's routes for the app ``runtime`` serves."""
+    access = ConsoleAccess(guard, secure=runtime.settings.base_url.startswith("https://"))
 
     async def calls_page(request: Request) -> Response:
-        if (refusal := guard.dashboard_refusal(request)) is not None:
+        if (refusal := access.refusal(request)) is not None:
             return refusal
         try:
             query = parse_list_query(request.query_params, now=time.time())
@@ -121,7 +125,7 @@ def console_routes(runtime: Runtime, guard: Guard) -> list[BaseRoute]:
         return _html(render_list(query, rows, total, live=len(runtime.calls)))
 
     async def call_page(request: Request) -> Response:
-        if (refusal := guard.dashboard_refusal(request)) is not None:
+        if (refusal := access.refusal(request)) is not None:
             return refusal
         store = runtime.store
         if store is None:
@@ -131,6 +135,9 @@ def console_routes(runtime: Runtime, guard: Guard) -> list[BaseRoute]:
         if record is None:
             return _bad("no such call", 404)
         return _html(render_call(record))
+
+    async def login_page(request: Request) -> Response:
+        return access.login_page()
 
     class _Static(StaticFiles):
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,7 +149,9 @@ def console_routes(runtime: Runtime, guard: Guard) -> list[BaseRoute]:
 
     return [
         Route("/calls", calls_page),
-        Route("/calls/{call_id}/recording", _RecordingProxy(runtime, guard)),
+        Route(LOGIN_PATH, login_page, methods=["GET"]),
+        Route(LOGIN_PATH, access.login, methods=["POST"]),
+        Route("/calls/{call_id}/recording", _RecordingProxy(runtime, guard, access)),
         Route("/calls/{call_id}", call_page),
         Mount(STATIC_PATH, _Static(directory=STATIC_DIR), name="console-static"),
     ]

@@ -139,6 +139,34 @@ def test_with_an_api_token_the_console_answers_only_its_bearer(tmp_path: Path) -
     assert client.get("/calls", headers=bearer).status_code == 503  # no lifespan: the store is not open
 
 
+def test_call_records_need_the_api_token_even_on_loopback_and_a_browser_signs_in_once(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    assert client.get("/calls").status_code == 401
+    page = client.get("/calls", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/console/login"
+    assert client.get("/console/login").status_code == 200
+    token = (tmp_path / "var" / "api_token").read_text().strip()
+    wrong = client.post("/console/login", data={"token": "guess"}, follow_redirects=False)
+    assert wrong.status_code == 401 and "aybiza_console" not in wrong.cookies
+    foreign = client.post("/console/login", data={"token": token}, headers={"Origin": "https://evil.example"},
+                          follow_redirects=False)
+    assert foreign.status_code == 403
+    signed = client.post("/console/login", data={"token": token}, follow_redirects=False)
+    assert signed.status_code == 303 and signed.headers["location"] == "/calls"
+    cookie = signed.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert client.get("/calls").status_code == 503  # past the guard (no lifespan: no store)
+    client.cookies.clear()
+    client.cookies.set("aybiza_console", "9999999999." + "0" * 64)
+    assert client.get("/calls").status_code == 401, "a forged cookie"
+
+
+def test_sign_in_attempts_are_rate_limited(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    codes = [client.post("/console/login", data={"token": "guess"}).status_code for _ in range(8)]
+    assert codes[:5] == [401] * 5 and codes[-1] == 429
+
+
 def test_the_static_files_are_ours_and_the_pages_policy_is_strict(tmp_path: Path) -> None:
     client = _client(tmp_path)
     script = client.get("/console/static/console.js")

@@ -162,6 +162,19 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             yield Console(http, data_dir, rich, plain, turn.turn_id)
 
 
+def _sign_in(page: Any, console: Console, path: str) -> None:
+    """Open ``path``: the console sends a browser without its cookie to sign in with the API token first."""
+    page.goto(f"{console.http}{path}")
+    assert page.url.endswith("/console/login"), page.url
+    page.fill("input[name=token]", "not the token")
+    page.click("form.login button[type=submit]")
+    assert "not the API token" in page.inner_text("#login-error")
+    page.fill("input[name=token]", (console.data_dir / "api_token").read_text().strip())
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(re.compile(r"/calls$"))
+    page.goto(f"{console.http}{path}")
+
+
 def _rows(page: Any) -> list[str]:
     return [row.get_attribute("data-call") for row in page.query_selector_all("#calls tbody tr[data-call]")]
 
@@ -172,7 +185,7 @@ def test_the_call_list_filters_by_country_flags_and_transport(console: Console, 
         violations: list[str] = []
         page.on("console", lambda message: violations.append(message.text) if "Content Security" in message.text
                 else None)
-        page.goto(f"{console.http}/calls")
+        _sign_in(page, console, "/calls")
         assert set(_rows(page)) == {console.rich, console.plain, INSERTED}
         page.fill("input[name=country]", "GB")
         page.click("form.filters button[type=submit]")
@@ -192,8 +205,10 @@ def test_the_call_list_filters_by_country_flags_and_transport(console: Console, 
         page.wait_for_url(re.compile(r"transport=webrtc"))
         assert _rows(page) == [] and "no call matches" in page.inner_text("#calls")
         assert not violations, violations
+    assert httpx.get(f"{console.http}/calls", timeout=5).status_code == 401, "a call record needs the API token"
+    bearer = api_headers(console.data_dir)
     for bad in ("country=GBR", "per_page=7", "page=0", "min_cost=lots", "flag=vip", "nonsense=1", "agent=" + "a" * 65):
-        response = httpx.get(f"{console.http}/calls?{bad}", timeout=5)
+        response = httpx.get(f"{console.http}/calls?{bad}", headers=bearer, timeout=5)
         assert response.status_code == 400, (bad, response.text)
 
 
@@ -202,7 +217,7 @@ def test_a_call_with_a_barge_in_a_tool_call_and_a_failover_shows_each_on_its_tim
 ) -> None:
     page: Any
     with chromium_page(tmp_path / "profile") as page:
-        page.goto(f"{console.http}/calls/{console.rich}")
+        _sign_in(page, console, f"/calls/{console.rich}")
         timeline = page.query_selector("#timeline")
         assert timeline is not None
         for kind in ("barge-in", "tool", "failover"):
@@ -223,7 +238,7 @@ def test_a_call_with_a_barge_in_a_tool_call_and_a_failover_shows_each_on_its_tim
 def test_the_player_seeks_to_a_clicked_turn(console: Console, tmp_path: Path) -> None:
     page: Any
     with chromium_page(tmp_path / "profile") as page:
-        page.goto(f"{console.http}/calls/{INSERTED}")
+        _sign_in(page, console, f"/calls/{INSERTED}")
         page.wait_for_function("() => document.getElementById('player').readyState >= 1", timeout=15000)
         button = page.query_selector(f"li.turn[data-turn='{console.seek_turn}'] button.seek")
         assert button is not None
@@ -241,8 +256,10 @@ def test_the_player_seeks_to_a_clicked_turn(console: Console, tmp_path: Path) ->
         page.screenshot(path=str(ARTIFACTS / "console-player.png"), full_page=True)
     # The browser never holds the API token: the console's route adds it inside the process.
     assert httpx.get(f"{console.http}/api/calls/{INSERTED}/recording", timeout=5).status_code == 401
-    assert httpx.get(f"{console.http}/calls/{INSERTED}/recording", timeout=5).status_code == 200
-    assert httpx.get(f"{console.http}/calls/{console.plain}/recording", timeout=5).status_code == 404
+    bearer = api_headers(console.data_dir)
+    assert httpx.get(f"{console.http}/calls/{INSERTED}/recording", timeout=5).status_code == 401
+    assert httpx.get(f"{console.http}/calls/{INSERTED}/recording", headers=bearer, timeout=5).status_code == 200
+    assert httpx.get(f"{console.http}/calls/{console.plain}/recording", headers=bearer, timeout=5).status_code == 404
 
 
 def test_the_dashboard_draws_the_calls_of_the_last_hour(console: Console, tmp_path: Path) -> None:
