@@ -12,7 +12,9 @@ server: rotating the token signs everyone out.
 
 Sign-in attempts are rate-limited per client address (a guess at a
 256-bit token is hopeless anyway; the limit keeps the log quiet and the CPU
-ours), and the form's ``Origin`` must be this server's.
+ours), and a browser's sign-in must come from this server's own page
+(``Sec-Fetch-Site``; ``Origin`` does not serve: under ``Referrer-Policy:
+no-referrer`` Chromium sends ``Origin: null`` with a same-origin form).
 """
 
 from __future__ import annotations
@@ -94,8 +96,8 @@ class ConsoleAccess:
 
     async def login(self, request: Request) -> Response:
         """``POST /console/login``: the token in a urlencoded form -> the cookie and the call list."""
-        if (refusal := self.guard.origin_refusal(request)) is not None:
-            return refusal
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return PlainTextResponse("403 Forbidden: sign in from this server's page\n", status_code=403)
         client = request.client.host if request.client else "unknown"
         if not self._limit.allow(client):
             return PlainTextResponse("429 Too Many Requests: sign-in attempts\n", status_code=429,

@@ -148,7 +148,7 @@ def test_call_records_need_the_api_token_even_on_loopback_and_a_browser_signs_in
     token = (tmp_path / "var" / "api_token").read_text().strip()
     wrong = client.post("/console/login", data={"token": "guess"}, follow_redirects=False)
     assert wrong.status_code == 401 and "aybiza_console" not in wrong.cookies
-    foreign = client.post("/console/login", data={"token": token}, headers={"Origin": "https://evil.example"},
+    foreign = client.post("/console/login", data={"token": token}, headers={"Sec-Fetch-Site": "cross-site"},
                           follow_redirects=False)
     assert foreign.status_code == 403
     signed = client.post("/console/login", data={"token": token}, follow_redirects=False)
