@@ -126,7 +126,9 @@ def plot_turns(record: CallRecord) -> list[TurnPlot]:
 def recording_of(record: CallRecord) -> dict[str, Any] | None:
     """The record's recording reference (``url`` or ``key``, ``duration_s``), or None; tolerant of its shape."""
     recording = getattr(record, "recording", None)
-    if isinstance(recording, dict) and (recording.get("url") or recording.get("key")):
+    if hasattr(recording, "model_dump"):  # a typed model rather than a mapping
+        recording = recording.model_dump(mode="json")
+    if isinstance(recording, dict) and (recording.get("url") or recording.get("key") or recording.get("path")):
         return recording
     return None
 

@@ -79,6 +79,7 @@ def test_the_call_page_marks_events_and_missing_data() -> None:
     assert " style=" not in page  # the CSP allows no inline style
     recorded = _call().model_copy(update={"recording": {"url": "s3://bucket/CA1.wav", "duration_s": 20.0}})
     assert 'src="/calls/CA1/recording"' in render_call(recorded)
+    assert 'id="no-recording"' in render_call(_call().model_copy(update={"recording": {"duration_s": 3}}))
 
 
 def test_text_is_escaped() -> None:
