@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..edge.call_index import LOW_QUALITY_SCORE
 from ..edge.records import CallRecord, TurnRecord
 from ..pipeline.ledger import FAILOVER_AT
@@ -125,8 +127,8 @@ def plot_turns(record: CallRecord) -> list[TurnPlot]:
 
 def recording_of(record: CallRecord) -> dict[str, Any] | None:
     """The record's recording reference (``url`` or ``key``, ``duration_s``), or None; tolerant of its shape."""
-    recording = getattr(record, "recording", None)
-    if hasattr(recording, "model_dump"):  # a typed model rather than a mapping
+    recording: Any = getattr(record, "recording", None)
+    if isinstance(recording, BaseModel):  # a typed model rather than a mapping
         recording = recording.model_dump(mode="json")
     if isinstance(recording, dict) and (recording.get("url") or recording.get("key") or recording.get("path")):
         return recording
