@@ -122,3 +122,21 @@ async def test_an_archive_from_before_the_console_gains_its_columns_and_rows(tmp
 def test_index_values_of_an_empty_record_are_defined() -> None:
     values = index_values(CallRecord(call_id="CA1"))
     assert values[:5] == ("", "twilio", "", "none", "") and values[-1] >= 1
+
+
+async def test_a_postgresql_archive_from_before_the_console_gains_its_columns_and_rows(postgres_url: str) -> None:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("""CREATE TABLE aybiza_calls (call_id TEXT PRIMARY KEY, version INTEGER NOT NULL,
+            status TEXT NOT NULL, agent_id TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+            ended_at DOUBLE PRECISION, purged BOOLEAN NOT NULL DEFAULT FALSE, data JSONB NOT NULL)""")
+        for r in RECORDS:
+            await conn.execute("INSERT INTO aybiza_calls VALUES (%s, %s, %s, %s, %s, %s, FALSE, %s::jsonb)",
+                               (r.call_id, r.version, r.status, r.agent_id, r.started_at, r.ended_at, r.to_json()))
+    archive = PostgresArchive(postgres_url)
+    try:
+        assert await _ids(archive, flags=("transfer",)) == [4]
+        assert await _ids(archive, transport="webrtc", flags=("low_quality",)) == [4]
+    finally:
+        await archive.aclose()
