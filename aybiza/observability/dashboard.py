@@ -260,6 +260,7 @@ def render_dashboard(
 <header>
 <h1>{escape(title)} live dashboard</h1>
 <span id="status" class="status">rendered by the server; refreshing every {refresh_seconds:g} s</span>
+{'<a href="/calls">Calls</a>' if pictures else ""}
 </header>
 <div class="cards">{cards}</div>
 <div class="panels">
