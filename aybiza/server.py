@@ -31,6 +31,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from .calls import BrowserCalls, serve_twilio_stream
 from .config import Settings
+from .console.routes import console_routes, dashboard_pictures
 from .engines import Engines
 from .errors import ProtocolError
 from .guard import DEFAULT_CSP, Guard, SecureHeaders
@@ -284,7 +285,8 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
     async def dashboard(request: Request) -> Response:
         if (refusal := guard.dashboard_refusal(request)) is not None:
             return refusal
-        page = render_dashboard(metrics.snapshot())
+        snapshot = metrics.snapshot()
+        page = render_dashboard(snapshot, pictures=await dashboard_pictures(runtime, snapshot.get("regions")))
         return HTMLResponse(page, headers={"Content-Security-Policy": content_security_policy(page)})
 
     async def dashboard_data(request: Request) -> Response:
@@ -308,6 +310,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         # Outbound calls (issue 14, item 3): POST /api/calls dials, POST /twilio/amd takes the AMD verdict.
         *outbound_routes(runtime, guard, read_body=_read_body, read_form=_read_form, refused=_Refused,
                          webhook_limit=MAX_WEBHOOK_BYTES),
+        *console_routes(runtime, guard),  # operator console (issue 17)
     ]
     middleware = [Middleware(SecureHeaders, guard=guard, on_refusal=lambda: metrics.refused("host", "not_allowed"))]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -84,6 +84,8 @@ class CallRecord(BaseModel):
     transcript_purged: bool = False
     direction: Literal["inbound", "outbound"] = "inbound"  # outbound: we dialled (issue 14, item 3)
     answered_by: str = ""  # an outbound call's answering-machine verdict (Twilio's AnsweredBy)
+    # Recording (issue 14, item 4): where the call's audio is (``url`` or ``key``) and ``duration_s``; None without one.
+    recording: dict[str, Any] | None = None
 
     @property
     def duration_s(self) -> float:
