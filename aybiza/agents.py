@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .results.spec import WebhookSpec
 from .tools.specs import Action, BuiltinToolSpec, HttpToolSpec, ToolSpec
 
 __all__ = ["FAQ", "AgentConfig", "AgentTranslation", "FAQTranslation", "RESIDENCIES", "load_agent", "list_agents",
@@ -177,6 +178,8 @@ class AgentConfig(BaseModel):
     translations: dict[str, AgentTranslation] = Field(default_factory=dict)
     confirm_prompt: str = "Did you mean {topic}?"
     confirm_band: float = Field(default=0.08, ge=0.0, le=1.0)
+    # Post-call results (issue 14, item 6): where the call record, a summary and fields are POSTed at its end.
+    webhook: WebhookSpec | None = None
 
     def __hash__(self) -> int:  # frozen, but holds dicts: hash the content
         return hash(self.model_dump_json())

@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     ice_username: str = ""
     ice_credential: str = ""
 
+    # Post-call webhook (issue 14, item 6): retries of each agent's results webhook from the durable outbox.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="Attempts before a delivery is failed")
+    webhook_retry_base_s: float = Field(default=5.0, gt=0, description="First retry delay; doubles per attempt")
+    webhook_retry_max_s: float = Field(default=900.0, gt=0, description="Longest delay between two attempts")
+    webhook_poll_s: float = Field(default=5.0, gt=0, description="How often the outbox is checked for due retries")
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 
