@@ -36,7 +36,7 @@ def _remote_target(server: str, *, auth_token: str | None, api_token: str | None
     if not api:
         raise AybizaError("no API token: pass --api-token or set AYBIZA_API_TOKEN")
     return Target(url=server.rstrip("/"), auth_token=auth, api_token=api, public_url=public_url,
-                  agents_dir=agents_dir)
+                  agents_dir=agents_dir, account_sid=settings.twilio_account_sid or None)
 
 
 def eval_main(path: Path, *, server: str | None = None, json_out: Path | None = None,

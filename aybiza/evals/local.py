@@ -1,4 +1,4 @@
-"""A server of the eval's own, assembled exactly as ``aybiza serve`` assembles it, for ``aybiza eval`` without ``--server``.
+"""A server of the eval's own, assembled as ``aybiza serve`` assembles it (``aybiza eval`` without ``--server``).
 
 It is a child process (``python -m aybiza.cli serve``) on a free loopback
 port with the caller's environment (so ``AYBIZA_STT``/``LLM``/``TTS`` and
@@ -41,4 +41,4 @@ def local_server(agents_dir: Path, *, log_path: Path | None = None, timeout_s: f
         with serving(command, health_url=f"{url}/health", log_path=log_path or Path(tmp) / "server.log", env=env,
                      cwd=Path.cwd(), what="aybiza serve", timeout_s=timeout_s):
             yield Target(url=url, auth_token=auth_token, api_token=api_token, public_url=url,
-                         agents_dir=agents_dir, twilio=twilio)
+                         agents_dir=agents_dir, twilio=twilio, account_sid=account_sid)

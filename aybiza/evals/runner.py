@@ -45,6 +45,7 @@ class Target:
     public_url: str | None = None  # the URL the server signs against (default: url)
     agents_dir: Path | None = None  # agent files, to recognise FAQ answers
     twilio: FakeTwilio | None = None  # the fake REST API the server's call control uses, when ours
+    account_sid: str | None = None  # the account the server expects (its TWILIO_ACCOUNT_SID), if it checks one
 
     @property
     def stream_url(self) -> str:
@@ -125,7 +126,8 @@ async def run_scenario(target: Target, file: ScenarioFile, scenario: Scenario) -
         script = await _script(scenario)
         report: CallReport = await place_call(
             target.stream_url, script, auth_token=target.auth_token, public_url=target.public_url or target.url,
-            caller=scenario.caller, agent=scenario.agent or file.agent, hangup_after=1.0, call_timeout=300)
+            caller=scenario.caller, agent=scenario.agent or file.agent, hangup_after=1.0, call_timeout=300,
+            account_sid=target.account_sid)
         result.call_id = report.call_sid
         record = await _record(target, report.call_sid)
     except (AybizaError, OSError, RuntimeError, httpx.HTTPError) as error:

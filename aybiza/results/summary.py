@@ -43,13 +43,14 @@ def _normal(text: str) -> str:
 
 
 def faq_topics(record: CallRecord, agent: AgentConfig | None) -> list[tuple[str, str]]:
-    """``(faq id, topic)`` of each FAQ answer the agent gave, in order, once each."""
+    """``(faq id, topic)`` of each FAQ answer the agent gave (in any language it speaks), in order, once each."""
     if agent is None:
         return []
+    topics = {faq.id: faq.subject for faq in agent.faqs}  # named in the agent's own language, for its business
     answers: dict[str, tuple[str, str]] = {}
     for language in agent.languages:
         for faq in agent.faqs_in(language):
-            answers[_normal(faq.answer)] = (faq.id, faq.subject)
+            answers[_normal(faq.answer)] = (faq.id, topics[faq.id])
     found: list[tuple[str, str]] = []
     for turn in record.turns:
         spoken = _normal(turn.agent)
