@@ -1,5 +1,9 @@
 """``aybiza eval scenarios.yaml [--server URL] [--json out.json]``: run, print the table, exit non-zero on failure.
 
+``--no-latency`` measures and reports each turn's latency without failing on
+it: for a machine whose speed says nothing about the product (a loaded CI
+box running the test suite); speed budgets are ``aybiza bench``'s.
+
 Exit codes: 0 every scenario passed; 1 one failed; 2 the file, the server or
 the tokens were unusable (nothing was judged).
 """
@@ -41,7 +45,8 @@ def _remote_target(server: str, *, auth_token: str | None, api_token: str | None
 
 def eval_main(path: Path, *, server: str | None = None, json_out: Path | None = None,
               auth_token: str | None = None, api_token: str | None = None, public_url: str | None = None,
-              agents_dir: Path | None = None, only: list[str] | None = None, server_log: Path | None = None) -> int:
+              agents_dir: Path | None = None, only: list[str] | None = None, server_log: Path | None = None,
+              judge_latency: bool = True) -> int:
     """Run the scenarios of ``path`` and report; the exit code."""
     from ..config import Settings
 
@@ -51,7 +56,7 @@ def eval_main(path: Path, *, server: str | None = None, json_out: Path | None = 
         wanted = set(only) if only else None
 
         async def run(target: Target) -> list[ScenarioResult]:
-            return await run_scenarios(target, scenarios, only=wanted)
+            return await run_scenarios(target, scenarios, only=wanted, judge_latency=judge_latency)
 
         if server:
             target = _remote_target(server, auth_token=auth_token, api_token=api_token, public_url=public_url,

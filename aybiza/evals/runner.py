@@ -117,7 +117,8 @@ def _agent(target: Target, agent_id: str) -> AgentConfig | None:
         return None
 
 
-async def run_scenario(target: Target, file: ScenarioFile, scenario: Scenario) -> ScenarioResult:
+async def run_scenario(target: Target, file: ScenarioFile, scenario: Scenario, *,
+                       judge_latency: bool = True) -> ScenarioResult:
     """Call, then check every expectation; an error (server gone, no record) fails the scenario."""
     result = ScenarioResult(scenario.name)
     started = time.monotonic()
@@ -144,10 +145,11 @@ async def run_scenario(target: Target, file: ScenarioFile, scenario: Scenario) -
                              "answer": turn.get("agent") if turn else None,
                              "latency_s": None if latency is None else round(latency, 3)})
         if step.expect is not None:
-            result.checks += turn_checks(scenario, index, step.expect, turn, latency, file.latency_s, agent)
+            result.checks += turn_checks(scenario, index, step.expect, turn, latency, file.latency_s, agent,
+                                         judge_latency=judge_latency)
         elif file.latency_s is not None:
-            result.checks += turn_checks(scenario, index, step.expect or _NO_EXPECT, turn, latency,
-                                         file.latency_s, agent)
+            result.checks += turn_checks(scenario, index, _NO_EXPECT, turn, latency, file.latency_s, agent,
+                                         judge_latency=judge_latency)
     transfers = None
     if target.twilio is not None:
         transfers = [update.twiml for update in target.twilio.updates if update.call_sid == report.call_sid]
@@ -158,7 +160,8 @@ async def run_scenario(target: Target, file: ScenarioFile, scenario: Scenario) -
     return result
 
 
-async def run_scenarios(target: Target, file: ScenarioFile, *, only: set[str] | None = None) -> list[ScenarioResult]:
+async def run_scenarios(target: Target, file: ScenarioFile, *, only: set[str] | None = None,
+                        judge_latency: bool = True) -> list[ScenarioResult]:
     """Every scenario of ``file`` (or those named in ``only``), one after another."""
-    return [await run_scenario(target, file, scenario) for scenario in file.scenarios
+    return [await run_scenario(target, file, scenario, judge_latency=judge_latency) for scenario in file.scenarios
             if only is None or scenario.name in only]
