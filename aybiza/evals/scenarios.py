@@ -105,7 +105,7 @@ class Scenario(BaseModel):
     caller: str = "+15555550123"
     language: str = "en"
     greeting_s: float = Field(default=20.0, gt=0, le=120)  # how long the caller listens to the greeting at most
-    reply_s: float = Field(default=20.0, gt=0, le=120)  # how long it listens after each say at most
+    reply_s: float = Field(default=30.0, gt=0, le=120)  # how long it listens after each say at most
     steps: tuple[Step, ...] = Field(min_length=1)
     expect: CallExpect = CallExpect()
 
