@@ -76,7 +76,7 @@ def turn_checks(scenario: Scenario, index: int, expect: TurnExpect, turn: dict[s
     if turn is None:
         return [check("answered", "a turn in the record", "none (the caller's words were not heard)", False)]
     answer = str(turn.get("agent", ""))
-    checks = [check("heard", "caller words", str(turn.get("user", ""))[:80], True)]
+    checks: list[Check] = []
     spoken = _normal(answer)
     if expect.faq is not None:
         found = _faq_answered(answer, agent)

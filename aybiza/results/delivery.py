@@ -98,7 +98,8 @@ class PostCallResults:
         self._wake = anyio.Event()
         self._client: httpx.AsyncClient | None = None
         self._count = Counter("webhook_deliveries", "Post-call webhook attempts by outcome (delivered, retry, "
-                              "failed)", ["outcome"], namespace="aybiza", registry=registry)
+                              "failed)", ["outcome"], namespace="aybiza",
+                              registry=registry if registry is not None else CollectorRegistry())
 
     # -- the call path ---------------------------------------------------------------
 

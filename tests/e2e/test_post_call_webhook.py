@@ -125,3 +125,38 @@ async def test_a_delivery_pending_when_the_server_stops_is_made_by_the_next_proc
             assert "delivered" in second.log()
     _check_delivery(receiver, call_sid)
     assert _outbox(first.data_dir)[0]["status"] == "delivered"
+
+
+@pytest.mark.anyio
+async def test_with_a_model_configured_the_summary_and_fields_come_from_one_converse_request(tmp_path: Path) -> None:
+    from aybiza.testing.fake_bedrock import BedrockReply, BedrockRequest, FakeBedrock
+    from aybiza.testing.fake_deepgram import FakeDeepgram
+
+    summary = ('{"summary": "The caller wants a call back about a bill.", '
+               '"fields": {"reason_for_call": "billing question", "callback_number": "+16035550199"}}')
+
+    def model(request: BedrockRequest) -> BedrockReply:
+        if request.path.endswith("/converse"):
+            return BedrockReply(text=summary)
+        return BedrockReply(text="Of course, someone will call you back.")
+
+    with WebhookReceiver() as receiver, FakeBedrock(script=model) as bedrock, \
+            FakeDeepgram(transcripts=["please call me back on 603 555 0199 about my bill"]) as deepgram:
+        env = {**_env(tmp_path, receiver.url + "/hook"),
+               "AYBIZA_STT": "deepgram", "AYBIZA_LLM": "bedrock", "AYBIZA_TTS": "deepgram",
+               "DEEPGRAM_API_KEY": "test-key", "AYBIZA_DEEPGRAM_URL": deepgram.url,
+               "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.url, "AWS_ACCESS_KEY_ID": "AKIDTEST",
+               "AWS_SECRET_ACCESS_KEY": "secret", "AWS_EC2_METADATA_DISABLED": "true",
+               "AYBIZA_HEALTH_PROBES": "false"}
+        with running_server(tmp_path, env) as server:
+            report = await place_call(server.stream_url, [
+                Wait(15), Say(caller_speech("please call me back about my bill")), Wait(15)],
+                auth_token=AUTH_TOKEN, caller=CALLER, hangup_after=0.5)
+            await _until(lambda: receiver.received, 20, "the webhook")
+        [asked] = [r for r in bedrock.requests if r.path.endswith("/converse")]
+    body = _check_delivery(receiver, report.call_sid)
+    assert body["summary_source"].startswith("model:")
+    assert body["summary"] == "The caller wants a call back about a bill."
+    assert body["fields"] == {"reason_for_call": "billing question", "callback_number": "+16035550199"}
+    prompt = " ".join(asked.texts())
+    assert "603 555 0199" in prompt and "callback_number" in prompt  # the transcript and the fields wanted

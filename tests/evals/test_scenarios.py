@@ -57,9 +57,9 @@ def test_an_answer_is_judged_by_faq_words_regex_tools_and_latency() -> None:
 
 def test_latency_over_budget_is_reported_but_not_failed_when_not_judged() -> None:
     turn = {"user": "hi", "agent": "Hello.", "tool_calls": []}
-    [_, judged] = turn_checks(SCENARIO, 1, TurnExpect(), turn, 9.0, 5.0, None)
+    [judged] = turn_checks(SCENARIO, 1, TurnExpect(), turn, 9.0, 5.0, None)
     assert not judged.passed and judged.actual == "9.00 s"
-    [_, reported] = turn_checks(SCENARIO, 1, TurnExpect(), turn, 9.0, 5.0, None, judge_latency=False)
+    [reported] = turn_checks(SCENARIO, 1, TurnExpect(), turn, 9.0, 5.0, None, judge_latency=False)
     assert reported.passed and reported.actual == "9.00 s (over)"
     [missing] = turn_checks(SCENARIO, 1, TurnExpect(), None, None, 5.0, None)
     assert not missing.passed
