@@ -3,7 +3,8 @@
 ``POST /model/{modelId}/converse-stream`` answers with
 ``application/vnd.amazon.eventstream`` frames (correct CRCs) exactly as
 boto3 expects them, so the real client can be pointed at it with
-``endpoint_url``. What each request gets is scripted with :class:`BedrockReply`
+``endpoint_url``; ``POST /model/{modelId}/converse`` (not streamed) answers
+the same script's text as one JSON message. What each request gets is scripted with :class:`BedrockReply`
 (text, thinking, tool calls, HTTP errors such as 429, an exception frame
 mid-stream, delays before the first token, a stall, a dropped connection).
 Requests are recorded, and the fake rejects what Bedrock rejects (blank text
