@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .results.spec import WebhookSpec
 from .tools.specs import Action, BuiltinToolSpec, HttpToolSpec, ToolSpec
 
 __all__ = ["FAQ", "AgentConfig", "AgentTranslation", "FAQTranslation", "RESIDENCIES", "load_agent", "list_agents",
@@ -184,6 +185,8 @@ class AgentConfig(BaseModel):
     outbound_max_calls: int | None = Field(default=None, ge=0)
     outbound_dials_per_minute: float | None = Field(default=None, gt=0)
     outbound_dial_burst: int | None = Field(default=None, ge=1)
+    # Post-call results (issue 14, item 6): where the call record, a summary and fields are POSTed at its end.
+    webhook: WebhookSpec | None = None
 
     def __hash__(self) -> int:  # frozen, but holds dicts: hash the content
         return hash(self.model_dump_json())

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     outbound_ring_s: int = Field(default=30, ge=5, le=600, description="How long an outbound call rings")
     amd_timeout_s: int = Field(default=30, ge=3, le=59, description="Twilio's answering-machine detection time")
     amd_wait_s: float = Field(default=35.0, gt=0, description="The greeting waits this long for the AMD verdict")
+    # Post-call webhook (issue 14, item 6): retries of each agent's results webhook from the durable outbox.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="Attempts before a delivery is failed")
+    webhook_retry_base_s: float = Field(default=5.0, gt=0, description="First retry delay; doubles per attempt")
+    webhook_retry_max_s: float = Field(default=900.0, gt=0, description="Longest delay between two attempts")
+    webhook_poll_s: float = Field(default=5.0, gt=0, description="How often the outbox is checked for due retries")
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"

@@ -40,6 +40,7 @@ from .observability.metrics import Metrics
 from .outbound.registry import OutboundCalls
 from .pipeline import CacheKind, CallContext, IncidentKind
 from .processors.language import DEFAULT_LANGUAGES
+from .results.delivery import PostCallResults
 from .routing.costs import cost_of, tokens_cost
 from .routing.service import RoutingService
 from .routing.shared import SharedHealth
@@ -107,6 +108,7 @@ class Runtime:
         self.outbound = OutboundCalls()  # outbound calls dialled from here (issue 14, item 3)
         self.languages = frozenset(DEFAULT_LANGUAGES)
         self.store: CallStore | None = None
+        self.results: PostCallResults | None = None  # post-call webhooks (issue 14, item 6)
         self.calls: dict[str, CallContext] = {}
         self.ready = False
         self._default_agent: AgentConfig | None = None
@@ -134,6 +136,9 @@ class Runtime:
         self.store = await open_call_store(settings.data_dir, redis_url=settings.redis_url or None,
                                            archive_url=settings.archive_url or None)
         self.stack.store = self.store
+        from .results.service import open_post_call_results
+
+        self.results = open_post_call_results(settings, self.store, self.agents, self.metrics, self.engines)
         interrupted = await self.store.recover_interrupted()
         if interrupted:
             log.warning("archived %d call(s) left open by a previous process as interrupted: %s",
@@ -142,6 +147,7 @@ class Runtime:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.store.keepalive)
                 tg.start_soon(self._housekeeping)
+                tg.start_soon(self.results.run)
                 if self.routing_for_calls is not None:
                     if settings.health_probes:
                         tg.start_soon(self.routing.prober().run)
@@ -157,6 +163,8 @@ class Runtime:
         finally:
             self.ready = False
             with anyio.CancelScope(shield=True):
+                if self.results is not None:
+                    await self.results.outbox.aclose()
                 await self.store.aclose()
                 await self.cache.aclose()
                 self.engines.close()

@@ -312,12 +312,14 @@ class CallSession:
             ctx.log.warning("call ended: %s: %s", reason, detail)
         cost = runtime.price(ctx)
         runtime.call_ended(ctx, reason, cost)
-        store = runtime.store
+        store, record = runtime.store, None
         if store is not None:
             try:
-                await store.end_call(ctx, reason.value, cost=cost, detail=detail)
+                record = await store.end_call(ctx, reason.value, cost=cost, detail=detail)
             except CallFenced:
                 ctx.log.info("call moved to another process; it records the end")
             except CallStateError as error:
                 ctx.log.error("call record not saved: %s", error)
         await self.transport.close(reason, detail)
+        if record is not None and runtime.results is not None:  # post-call webhook: queued after the hangup
+            await runtime.results.enqueue(record, self.agent)
