@@ -304,7 +304,32 @@ def run(quick: bool = False, progress: ProgressFn | None = None, stacks: tuple[s
                                          profile=True)
     if "embedded" in stacks:
         result["embedded"] = run_stack("embedded", EMBEDDED_QUICK if quick else EMBEDDED, progress, profile=True)
+    result["markdown"] = markdown(result)
     return result
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    """Per stack: the verdict, what limits it, the ramp and the hot spots (lines of the report)."""
+    lines: list[str] = []
+    for stack in ("production", "embedded"):
+        r = result.get(stack)
+        if not r:
+            continue
+        lines += [f"**{stack}** ({r['end_of_turn']}): {r['max_calls']} talking calls per core; "
+                  f"limited by: {r['limited_by']}; RSS per call {r['rss_mb_per_call']} MB; "
+                  f"dropped frames {r['dropped_frames']} of {r['frames_sent']}.", "",
+                  "| calls | agent-audio late p99 ms | inbound late p99 ms | caller speaks | agent speaks "
+                  "| server CPU % | waiting for CPU % | RSS MB | pass |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+        lines += [f"| {c['calls']} | {c['agent_p99_ms']} | {c['inbound_p99_ms']} | {c['caller_speech']} | "
+                  f"{c['agent_speech']} | {c['server_cpu_percent']} | {c['server_waiting_for_cpu_percent']} | "
+                  f"{c['rss_mb']} | {'yes' if c['pass'] else 'no'} |" for c in r["curve"]]
+        profile = r.get("profile") or {}
+        if profile.get("samples"):
+            lines += ["", f"Hot spots (py-spy, {profile['samples']} samples, {profile['idle_percent']} % waiting): "
+                      + "; ".join(f"{name} {share} %" for name, share in profile["self_percent"][:8])]
+        lines.append("")
+    return lines
 
 
 def main() -> None:
