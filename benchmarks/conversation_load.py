@@ -13,7 +13,9 @@ begun (its first media after the previous reply's closing ``turn-N`` mark,
 or after a ``clear``), every further media message should arrive before the
 buffer runs dry. Lateness is how long the phone's buffer had been empty when
 the message came (0 when it had not): a caller hears it as a gap inside the
-reply. The reply's first audio is latency, not lateness, and is not counted.
+reply. The reply's first audio is latency, not lateness, and is not counted;
+nor is audio after the caller's own next utterance ended (a server that sends
+no marks, as pipecat's serializer, still has its replies told apart).
 
     python -m benchmarks.conversation_load --base http://127.0.0.1:PORT --server-pid PID [--cpu N] [--params JSON]
 """
@@ -71,6 +73,13 @@ class ConversationCall(Call):
             self.fleet.barge_ins += 1
             return True
         return super()._ready_to_speak(now)
+
+    def next_frame(self, now: float) -> tuple[str, bool]:
+        """As :meth:`Call.next_frame`; the end of an utterance also ends the reply (for servers without marks)."""
+        payload, ends_utterance = super().next_frame(now)
+        if ends_utterance:
+            self.reply_open = False
+        return payload, ends_utterance
 
     def on_message(self, text: str | bytes, now: float) -> None:
         """As :meth:`Call.on_message`, and each media message inside a reply timed against the playback buffer."""
