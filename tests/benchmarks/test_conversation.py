@@ -132,6 +132,6 @@ def test_a_short_talking_run_through_the_fake_providers_drops_no_frame() -> None
 def test_the_callers_next_question_ends_the_reply_for_servers_that_send_no_marks() -> None:
     call, fleet = _call(Talk(wait_for_reply=True, greeting_s=(0, 0), barge_in_every=0))
     call.on_message(_media(1.0), now=0.0)  # a greeting, no mark after it
-    assert [call.next_frame(1.5 + i * 0.02)[1] for i in range(3)] == [False, False, True]
+    assert [call.next_frame(1.7 + i * 0.02)[1] for i in range(3)] == [False, False, True]
     call.on_message(_media(1.0), now=3.0)  # the reply: a new one, not a 2 s gap in the greeting
     assert fleet.agent_lateness.count == 0
