@@ -147,6 +147,11 @@ def _tone(seconds: float) -> bytes:
     return (np.sin(2 * np.pi * 220 * t) * 3000).astype("<i2").tobytes()
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE / 2**20
+
+
 def _cpu_wait_s() -> float:
     try:
         with open("/proc/self/schedstat") as stat:
@@ -202,10 +207,8 @@ def build_app(*, talk: bool, vad: bool, reply_s: float) -> FastAPI:
 
     @app.get("/bench/stats")
     async def stats(request: Request) -> JSONResponse:
-        with open("/proc/self/statm") as statm:
-            rss = int(statm.read().split()[1]) * PAGE / 2**20
         times = os.times()
-        body: dict[str, Any] = {"rss_mb": round(rss, 2), "cpu_s": round(times.user + times.system, 3),
+        body: dict[str, Any] = {"rss_mb": round(_rss_mb(), 2), "cpu_s": round(times.user + times.system, 3),
                                 "cpu_wait_s": round(_cpu_wait_s(), 3), "tasks": len(asyncio.all_tasks()),
                                 "threads": threading.active_count(), "active_calls": CALLS[0],
                                 "frames_in": FRAMES_IN[0], "lateness": LATENESS.summary(), "end_of_turn_ms": 0}
