@@ -13,7 +13,8 @@ Servers, each pinned to the same core in turn, the callers on the other:
 * **aybiza**: ``benchmarks.scripted_server`` — ``aybiza serve``'s app, every
   call through our real stages (transport, VAD, quality, Deepgram STT stage,
   end of turn, journal, Bedrock model stage, Aura TTS stage) with the far
-  side of the provider SDKs scripted in-process;
+  side of the provider SDKs scripted in-process; the turn ends on a fixed
+  silence (no smart-turn model: pipecat's example runs none either);
 * **pipecat**: ``benchmarks.pipecat_server`` in pipecat's venv — built as
   pipecat's Twilio example builds it (FastAPI, ``TwilioFrameSerializer``,
   ``FastAPIWebsocketTransport``, Silero ``VADProcessor``), with a canned
