@@ -58,11 +58,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aybiza.testing.processes import free_port, serving
-from benchmarks.capacity import rss_per_call_mb
+from benchmarks.capacity import cpu_ms_per_call_second, rss_per_call_mb
 from benchmarks.loadgen import PROGRESS, ProgressFn, ServerProcess, cpu_plan
 from benchmarks.machine import wait_for_quiet
 
-__all__ = ["LATENESS_P99_MS", "providers", "profile_summary", "run", "run_stack", "what_limits"]
+__all__ = ["LATENESS_P99_MS", "cpu_per_call", "providers", "profile_summary", "run", "run_stack", "what_limits"]
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENESS_P99_MS = 20.0
@@ -173,6 +173,17 @@ def profile_summary(collapsed: str, top: int = 15) -> dict[str, Any]:
             "total_percent": share(anywhere)}
 
 
+def cpu_per_call(steps: list[dict[str, Any]]) -> float | None:
+    """Server CPU ms per call-second: the slope over every step whose core was not saturated.
+
+    Unlike the lateness verdict, a slope of CPU time against calls hardly
+    moves when other work shares the machine — the comparison to trust on a
+    busy one.
+    """
+    unsaturated = [{**s, "pass": True} for s in steps if s["server_cpu_percent"] < 90]
+    return cpu_ms_per_call_second(unsaturated)
+
+
 def what_limits(steps: list[dict[str, Any]], limit_ms: float, *, inbound_counts: bool = True,
                 reply_p95_s: float | None = None) -> str:
     """In words, why the first failing step failed (or that none did)."""
@@ -258,6 +269,10 @@ def run_stack(stack: str, params: dict[str, Any], progress: ProgressFn | None = 
         "limited_by": what_limits(steps, LATENESS_P99_MS, inbound_counts=params.get("inbound_limit", True),
                                   reply_p95_s=params.get("reply_p95_s")),
         "rss_mb_per_call": rss_per_call_mb(steps),
+        # What one talking call costs the server's core, and how many a whole core's time pays for: on a busy
+        # machine this holds where the lateness verdict cannot.
+        "server_cpu_ms_per_call_second": (per_call := cpu_per_call(steps)),
+        "calls_per_core_by_cpu_time": round(1000 / per_call) if per_call and per_call > 0 else None,
         "idle_rss_mb": raw["idle_rss_mb"],
         "dropped_frames": raw["dropped_frames"],
         "frames_sent": raw["frames_sent"],
@@ -330,7 +345,9 @@ def markdown(result: dict[str, Any]) -> list[str]:
         if not r:
             continue
         lines += [f"**{stack}** ({r['end_of_turn']}): {r['max_calls']} talking calls per core; "
-                  f"limited by: {r['limited_by']}; RSS per call {r['rss_mb_per_call']} MB; "
+                  f"limited by: {r['limited_by']}; CPU {r['server_cpu_ms_per_call_second']} ms per call-second "
+                  f"(a core's time pays for {r['calls_per_core_by_cpu_time']}); "
+                  f"RSS per call {r['rss_mb_per_call']} MB; "
                   f"dropped frames {r['dropped_frames']} of {r['frames_sent']}.", "",
                   "| calls | agent-audio late p99 ms | inbound late p99 ms | reply p50/p95 ms | caller speaks "
                   "| agent speaks "

@@ -22,10 +22,10 @@ def test_the_ratio_table_divides_measured_figures_and_shows_nothing_unmeasured()
         "aybiza_talking": {"max_calls": 40, "server_cpu_ms_per_call_second": 20.0, "rss_mb_per_call": None},
     }
     table = compare.ratio_table(results)
-    assert "| listening | calls per core | 300 | 25 | 12.0x |" in table
+    assert "| listening | calls per core (p99 lateness <= 20 ms) | 300 | 25 | 12.0x |" in table
     assert "| listening | CPU ms per call-second | 3.1 | 38.0 | 12.3x |" in table
     assert "| listening | RSS MB per call | 0.13 | 9.9 | 76.2x |" in table
-    assert "| talking | calls per core | 40 | not measured | - |" in table, "no pipecat run: no figure"
+    assert "| talking | calls per core (p99 lateness <= 20 ms) | 40 | not measured | - |" in table, "not run: no figure"
     assert "| talking | RSS MB per call | not measured | not measured | - |" in table
 
 
@@ -60,3 +60,10 @@ def test_pipecats_twilio_server_answers_talking_callers() -> None:
     [step] = result["steps"]
     assert step["reply_latency_ms"]["count"] > 0, "the canned replies were heard"
     assert step["agent_speech_fraction"] > 0.15
+
+
+def test_cpu_per_call_ignores_saturated_steps_and_failing_verdicts() -> None:
+    steps = [{"calls": 10, "server_cpu_percent": 20.0, "pass": False},
+             {"calls": 20, "server_cpu_percent": 40.0, "pass": True},
+             {"calls": 30, "server_cpu_percent": 99.0, "pass": False}]
+    assert compare.cpu_per_call(steps) == 20.0  # 2 % of a core per call: 20 ms a call-second
