@@ -84,8 +84,11 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         subprocess.run(["podman", "import", "-", base], stdin=tar.stdout, check=True, capture_output=True)
         tar.wait()
         shutil.rmtree(root, ignore_errors=True)
-        _run("podman", "build", "--isolation", "chroot", "--build-arg", f"BASE={base}", "-t", built,
-             "-f", str(ROOT / "Containerfile"), str(ROOT))
+        # The host's CA bundle for pip inside the build: this machine reaches PyPI through a TLS proxy.
+        bundle = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
+        _run("podman", "build", "--isolation", "chroot", "--build-arg", f"BASE={base}",
+             "-v", f"{bundle}:/run/build-ca.crt:ro", "--build-arg", "PIP_CERT=/run/build-ca.crt",
+             "-t", built, "-f", str(ROOT / "Containerfile"), str(ROOT))
         yield built
     finally:
         subprocess.run(["podman", "rmi", "-f", built, base], capture_output=True)
