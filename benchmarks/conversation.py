@@ -25,8 +25,11 @@ frames the callers sent minus frames the server's first stage saw, over the
 whole ramp. RSS per call: the slope of the server's RSS against calls.
 
 The embedded stack (``--stack embedded``: faster-whisper recognising every
-utterance, the FAQ agent, Piper) is ramped in small steps on the same
-criterion, without the providers' process.
+utterance, the FAQ agent, Piper) is ramped in small steps, without the
+providers' process, on a caller's criterion: reply latency p95 <= 2 s,
+agent audio on time, no failed call. Inbound frame lateness is reported but
+not judged there: a decode holds the one core for a moment, frames wait in
+the socket (none is lost), and even one call breaks the 20 ms bound.
 
 While the production ramp runs, ``py-spy`` (when installed) samples the
 server (non-blocking, from the other core) and the functions holding the
