@@ -29,7 +29,11 @@ frame lateness (and, talking, agent-audio lateness) <= 20 ms and no failed
 call; CPU per call (over the steps whose core was not saturated) and RSS per
 call are slopes over the steps, and ``calls_per_core_by_cpu_time`` is how
 many calls a whole core's CPU time would pay for — the figure that holds on
-a busy machine, where other work makes frames late at any load.
+a busy machine, where other work makes frames late at any load (steps where
+the server waited for its core more than 20 % of the time are left out of
+the slope; "not measured" when too few remain). The servers run one after
+the other, so a machine whose load changes between runs skews the lateness
+verdicts: read them with each run's ``server_waiting_for_cpu_percent``.
 
 Run: ``aybiza bench compare`` or ``.venv/bin/python -m benchmarks.compare [--quick]``.
 """

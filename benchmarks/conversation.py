@@ -176,15 +176,18 @@ def profile_summary(collapsed: str, top: int = 15) -> dict[str, Any]:
             "total_percent": share(anywhere)}
 
 
-def cpu_per_call(steps: list[dict[str, Any]]) -> float | None:
-    """Server CPU ms per call-second: the slope over every step whose core was not saturated.
+def cpu_per_call(steps: list[dict[str, Any]], max_waiting_percent: float = 20.0) -> float | None:
+    """Server CPU ms per call-second: the slope over the steps whose core was neither saturated nor starved.
 
     Unlike the lateness verdict, a slope of CPU time against calls hardly
-    moves when other work shares the machine — the comparison to trust on a
-    busy one.
+    moves when other work shares the machine — as long as the server still
+    got the core when it wanted it: a step where it waited for the core more
+    than ``max_waiting_percent`` of the time (or used 90 % of it) is left
+    out. None when fewer than two steps remain (the machine was too busy).
     """
-    unsaturated = [{**s, "pass": True} for s in steps if s["server_cpu_percent"] < 90]
-    return cpu_ms_per_call_second(unsaturated)
+    usable = [{**s, "pass": True} for s in steps if s["server_cpu_percent"] < 90
+              and (s.get("server_waiting_for_cpu_percent") or 0.0) <= max_waiting_percent]
+    return cpu_ms_per_call_second(usable)
 
 
 def what_limits(steps: list[dict[str, Any]], limit_ms: float, *, inbound_counts: bool = True,

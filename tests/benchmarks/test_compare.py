@@ -62,8 +62,10 @@ def test_pipecats_twilio_server_answers_talking_callers() -> None:
     assert step["agent_speech_fraction"] > 0.15
 
 
-def test_cpu_per_call_ignores_saturated_steps_and_failing_verdicts() -> None:
-    steps = [{"calls": 10, "server_cpu_percent": 20.0, "pass": False},
-             {"calls": 20, "server_cpu_percent": 40.0, "pass": True},
-             {"calls": 30, "server_cpu_percent": 99.0, "pass": False}]
+def test_cpu_per_call_ignores_saturated_and_starved_steps_but_not_failing_verdicts() -> None:
+    steps = [{"calls": 10, "server_cpu_percent": 20.0, "pass": False, "server_waiting_for_cpu_percent": 5.0},
+             {"calls": 20, "server_cpu_percent": 40.0, "pass": True, "server_waiting_for_cpu_percent": 5.0},
+             {"calls": 25, "server_cpu_percent": 30.0, "pass": False, "server_waiting_for_cpu_percent": 60.0},
+             {"calls": 30, "server_cpu_percent": 99.0, "pass": False, "server_waiting_for_cpu_percent": 0.0}]
     assert compare.cpu_per_call(steps) == 20.0  # 2 % of a core per call: 20 ms a call-second
+    assert compare.cpu_per_call(steps[2:]) is None, "a starved and a saturated step: not measured"
