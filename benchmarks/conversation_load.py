@@ -61,6 +61,10 @@ class ConversationCall(Call):
         super().__init__(*args, **kwargs)
         self.reply_open = False  # between a reply's first audio and its closing mark (or a clear)
         self.barged = 0
+        every = getattr(self.behaviour, "barge_in_every", 0)
+        # Which of every `every` turns this caller talks over: spread across callers, so that a short
+        # measuring window sees barge-ins too (not only calls that lived through three turns).
+        self.barge_phase = self.rng.randrange(every) if every else 0
 
     def _ready_to_speak(self, now: float) -> bool:
         every = getattr(self.behaviour, "barge_in_every", 0)  # the warm-up's callers are plain ones
@@ -68,7 +72,7 @@ class ConversationCall(Call):
         last = self.utterances[-1] if self.utterances else None
         if (every and last is not None and last.reply_at is not None
                 and not self.playback.idle(now)
-                and len(self.utterances) % every == 0 and now - last.reply_at >= after_s):
+                and (len(self.utterances) + self.barge_phase) % every == 0 and now - last.reply_at >= after_s):
             self.barged += 1
             self.fleet.barge_ins += 1
             return True

@@ -73,6 +73,7 @@ def test_a_clear_ends_the_reply() -> None:
 def test_every_third_turn_the_caller_talks_over_the_reply() -> None:
     call, fleet = _call(Talk(wait_for_reply=True, greeting_s=(0, 0), pause_after_reply_s=0.3, barge_in_every=3,
                              barge_in_after_s=0.8))
+    call.barge_phase = 0  # this caller talks over the third reply
     for turn in range(1, 4):
         call.utterances.append(Utterance(spoken_at=turn * 10.0, reply_at=turn * 10.0 + 0.5))
         call.on_message(_media(2.0), now=turn * 10.0 + 0.5)  # plays until +2.5
