@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="latency benchmarks against their budgets")
     bench.add_argument("suites", nargs="*", help="hop edge ingress turn capacity failover soak cache "
-                       "providers_overhead accuracy (default: all)")
+                       "providers_overhead accuracy endpoint voices conversation compare (default: all)")
     bench.add_argument("--full", action="store_true", help="full-length runs (soak: 10 minutes)")
     bench.add_argument("--out", type=Path, metavar="DIR",
                        help="write the report (JSON, Markdown, plots) here (default: ./bench-results)")
