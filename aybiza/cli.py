@@ -235,7 +235,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     return eval_main(args.scenarios, server=args.server, json_out=args.json, auth_token=args.auth_token,
                      api_token=args.api_token, public_url=args.public_url, agents_dir=args.agents_dir,
-                     only=args.only, server_log=args.server_log, judge_latency=not args.no_latency)
+                     only=args.only, server_log=args.server_log, judge_latency=not args.no_latency,
+                     parallel=args.parallel)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     evals.add_argument("--only", action="append", help="run only this scenario (by name); repeatable")
     evals.add_argument("--server-log", type=Path, help="without --server: keep the server's log here")
     evals.add_argument("--no-latency", action="store_true", help="report latency budgets without failing on them")
+    evals.add_argument("--parallel", type=int, default=2, choices=range(1, 17), metavar="N",
+                       help="calls placed at a time (1-16, default 2)")
     evals.set_defaults(func=_eval)
     return parser
 

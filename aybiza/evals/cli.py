@@ -46,7 +46,7 @@ def _remote_target(server: str, *, auth_token: str | None, api_token: str | None
 def eval_main(path: Path, *, server: str | None = None, json_out: Path | None = None,
               auth_token: str | None = None, api_token: str | None = None, public_url: str | None = None,
               agents_dir: Path | None = None, only: list[str] | None = None, server_log: Path | None = None,
-              judge_latency: bool = True) -> int:
+              judge_latency: bool = True, parallel: int = 1) -> int:
     """Run the scenarios of ``path`` and report; the exit code."""
     from ..config import Settings
 
@@ -56,7 +56,8 @@ def eval_main(path: Path, *, server: str | None = None, json_out: Path | None = 
         wanted = set(only) if only else None
 
         async def run(target: Target) -> list[ScenarioResult]:
-            return await run_scenarios(target, scenarios, only=wanted, judge_latency=judge_latency)
+            return await run_scenarios(target, scenarios, only=wanted, judge_latency=judge_latency,
+                                       parallel=parallel)
 
         if server:
             target = _remote_target(server, auth_token=auth_token, api_token=api_token, public_url=public_url,

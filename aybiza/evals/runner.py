@@ -161,7 +161,21 @@ async def run_scenario(target: Target, file: ScenarioFile, scenario: Scenario, *
 
 
 async def run_scenarios(target: Target, file: ScenarioFile, *, only: set[str] | None = None,
-                        judge_latency: bool = True) -> list[ScenarioResult]:
-    """Every scenario of ``file`` (or those named in ``only``), one after another."""
-    return [await run_scenario(target, file, scenario, judge_latency=judge_latency) for scenario in file.scenarios
-            if only is None or scenario.name in only]
+                        judge_latency: bool = True, parallel: int = 1) -> list[ScenarioResult]:
+    """Every scenario of ``file`` (or those named in ``only``), ``parallel`` calls at a time, in the file's order.
+
+    Calls side by side are what a server meets anyway; more than a few at once on a small
+    machine measure the machine, not the agent (latency budgets are judged per call).
+    """
+    chosen = [scenario for scenario in file.scenarios if only is None or scenario.name in only]
+    results: list[ScenarioResult | None] = [None] * len(chosen)
+    gate = anyio.Semaphore(max(1, parallel))
+
+    async def one(index: int, scenario: Scenario) -> None:
+        async with gate:
+            results[index] = await run_scenario(target, file, scenario, judge_latency=judge_latency)
+
+    async with anyio.create_task_group() as tg:
+        for index, scenario in enumerate(chosen):
+            tg.start_soon(one, index, scenario)
+    return [result for result in results if result is not None]
