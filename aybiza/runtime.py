@@ -39,6 +39,7 @@ from .errors import AybizaError, ConfigError, EndReason
 from .observability.metrics import Metrics
 from .pipeline import CacheKind, CallContext, IncidentKind
 from .processors.language import DEFAULT_LANGUAGES
+from .recording.storage import RecordingStore
 from .routing.costs import cost_of, tokens_cost
 from .routing.service import RoutingService
 from .routing.shared import SharedHealth
@@ -105,6 +106,7 @@ class Runtime:
         self.tokens = CallTokens(settings.call_token_ttl_s, max_pending=settings.max_call_tokens)
         self.languages = frozenset(DEFAULT_LANGUAGES)
         self.store: CallStore | None = None
+        self.recordings = RecordingStore(settings)  # call recording (issue 14, item 4)
         self.calls: dict[str, CallContext] = {}
         self.ready = False
         self._default_agent: AgentConfig | None = None

@@ -36,6 +36,7 @@ from .errors import ProtocolError
 from .guard import DEFAULT_CSP, Guard, SecureHeaders
 from .logs import Throttled
 from .observability.dashboard import content_security_policy, render_dashboard
+from .recording.api import recording_response
 from .runtime import Runtime
 from .transports.ids import clean_text, is_sid
 from .transports.webrtc import WEB_DIR, demo_page, parse_offer
@@ -270,6 +271,14 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             return PlainTextResponse("404 Not Found: no such call\n", status_code=404)
         return JSONResponse(record.model_dump(mode="json"))
 
+    async def get_recording(request: Request) -> Response:  # call recording (issue 14, item 4)
+        if (refusal := guard.api_refusal(request)) is not None:
+            metrics.refused("api", "unauthorized")
+            return refusal
+        if runtime.store is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return await recording_response(runtime.store, runtime.recordings, request.path_params["call_id"])
+
     async def metrics_page(request: Request) -> Response:
         if (refusal := guard.metrics_refusal(request)) is not None:
             metrics.refused("api", "unauthorized")
@@ -295,6 +304,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         WebSocketRoute("/twilio/stream", twilio_stream),
         Route("/api/calls", list_calls),
         Route("/api/calls/{call_id}", get_call),
+        Route("/api/calls/{call_id}/recording", get_recording),
         Route("/metrics", metrics_page),
         Route("/dashboard", dashboard),
         Route("/api/dashboard", dashboard_data),

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..pipeline.context import CallContext
 from ..pipeline.ledger import Incident, ToolUse, Usage
+from ..recording.info import RecordingInfo
 
 __all__ = [
     "CallRecord",
@@ -82,6 +83,7 @@ class CallRecord(BaseModel):
     digits: str = ""
     custom: dict[str, str] = Field(default_factory=dict)
     transcript_purged: bool = False
+    recording: RecordingInfo | None = None  # the call's recording, when it was recorded
 
     @property
     def duration_s(self) -> float:
