@@ -115,9 +115,9 @@ class CallRecorder:
             return
         position = self._position(at) if self.rate else 0
         if paused and self._pause_from is None:
-            self._pause_from = max(position, self._written)
+            self._pause_from = max(self._whole_ms(position, up=False), self._written)
         elif not paused and self._pause_from is not None:
-            self.pauses.append((self._pause_from, max(position, self._pause_from)))
+            self.pauses.append((self._pause_from, max(self._whole_ms(position, up=True), self._pause_from)))
             self._pause_from = None
 
     @property
@@ -164,6 +164,11 @@ class CallRecorder:
     def _position(self, at: float | None) -> int:
         moment = self._clock() if at is None else at
         return max(0, int((moment - self._t0) * (self.rate or 8000)))
+
+    def _whole_ms(self, position: int, *, up: bool) -> int:
+        """``position`` on a millisecond boundary, outward: the span silenced is the span reported (in ms)."""
+        per_ms = max(1, (self.rate or 8000) // 1000)
+        return -(-position // per_ms) * per_ms if up else position // per_ms * per_ms
 
     def _open(self, sample_rate: int) -> None:
         if self._file is not None:
