@@ -6,10 +6,12 @@ transport resamples on the way in); agent audio at another rate is resampled
 to it. Positions are on the call's clock, in samples since the recorder
 opened:
 
-* **caller** audio is laid end to end as it arrives (a phone sends 20 ms
-  frames without gaps); when it falls more than ``_GAP_S`` behind the clock
-  (media stopped flowing) the gap becomes silence, so the channels never
-  drift apart;
+* **caller** audio is laid end to end as it arrives: a phone (and a WebRTC
+  track) sends 20 ms frames without gaps, and frames that waited in a socket
+  while the server was busy arrive late in a burst — their arrival times lie,
+  their order does not. Only when the caller falls more than ``_GAP_S`` behind
+  the clock (media stopped flowing) does the gap become silence, so the
+  channels never drift far apart;
 * **agent** audio is placed when it was sent, after what is already queued:
   the transport sends a reply faster than it plays, and the caller hears it
   in order. A barge-in drops what was queued past that moment — the caller
@@ -39,7 +41,7 @@ from ..codecs import resample, ulaw2lin
 
 __all__ = ["CallRecorder"]
 
-_GAP_S = 0.25  # caller audio this far behind the clock: silence fills the gap
+_GAP_S = 3.0  # caller audio this far behind the clock: media stopped, silence fills the gap
 _SLACK_S = 0.5  # caller frames may arrive this late and still be placed in time
 _FLUSH_S = 1.0  # write once this much is final
 _MAX_AHEAD_S = 120.0  # agent audio queued further ahead than this is not recorded (a runaway reply)

@@ -109,12 +109,27 @@ def test_a_gap_in_caller_media_becomes_silence_so_the_channels_stay_aligned(tmp_
     clock = Clock()
     recorder = CallRecorder(tmp_path / "call.wav", clock=clock)
     talk(recorder, clock, 1.0)
-    clock.now += 2.0  # nothing arrived for two seconds
+    clock.now += 5.0  # nothing arrived for five seconds
     talk(recorder, clock, 1.0, tone(1.0))
     recorder.close(clock.now)
     frames, _ = read(tmp_path / "call.wav")
-    assert len(frames) == pytest.approx(4 * RATE, abs=400)
-    assert loud(frames[:, 0], 0.0, 2.9) == 0.0 and loud(frames[:, 0], 3.1, 4.0) > 0.9
+    assert len(frames) == pytest.approx(7 * RATE, abs=400)
+    assert loud(frames[:, 0], 0.0, 5.9) == 0.0 and loud(frames[:, 0], 6.1, 7.0) > 0.9
+
+
+def test_caller_frames_that_were_held_up_and_arrive_in_a_burst_keep_their_place(tmp_path: Path) -> None:
+    clock = Clock()
+    recorder = CallRecorder(tmp_path / "call.wav", clock=clock)
+    talk(recorder, clock, 1.0)
+    clock.now += 1.5  # the server was busy; 1.5 s of speech waited in the socket
+    speech = tone(1.5)
+    for offset in range(0, len(speech), 320):
+        recorder.caller(speech[offset:offset + 320], RATE, clock.now)  # all "arriving" now
+    talk(recorder, clock, 1.0)
+    recorder.close(clock.now)
+    frames, _ = read(tmp_path / "call.wav")
+    assert len(frames) == pytest.approx(3.5 * RATE, abs=400)  # the call's length: nothing pushed past it
+    assert loud(frames[:, 0], 1.05, 2.45) > 0.9 and loud(frames[:, 0], 2.55, 3.5) == 0.0
 
 
 def test_the_file_grows_during_the_call_and_memory_stays_bounded(tmp_path: Path) -> None:
