@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ..errors import EndReason
 from ..pipeline import CallContext, Frame, InputAudio, Interruption, OutputAudio, Processor
 from ..processors.cache import WrappingProcessor
-from ..session.transport import CallControl, CallTransport, Push
 from .info import RecordingInfo
 from .recorder import CallRecorder
 from .storage import RecordingStore
+
+if TYPE_CHECKING:  # the session imports this module: its transport types are for annotations only
+    from ..session.transport import CallControl, CallTransport, Push
 
 __all__ = ["CallRecording", "RecordedTransport", "RecordingOutput"]
 
