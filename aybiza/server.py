@@ -3,8 +3,9 @@
 ``POST /twiml`` (signed) mints a one-time call token and connects Twilio's
 Media Stream; ``/twilio/stream`` and ``/webrtc/offer`` hand calls to their
 sessions (:mod:`aybiza.calls`); ``/health`` says what each dependency is
-doing, ``/ready`` whether a call could be answered now; ``/api/calls``,
-``/metrics`` and ``/dashboard`` show what happened. Who may use which route
+doing, ``/ready`` whether a call could be answered now; ``/api/calls``
+(and a call's recording, :mod:`aybiza.recording.api`), ``/metrics`` and
+``/dashboard`` show what happened. Who may use which route
 is :mod:`aybiza.guard`'s to say; every body is read bounded, and the webhook's
 signature header is looked at before its body is.
 """
