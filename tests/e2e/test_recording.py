@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from aybiza.codecs import ulaw2lin
+from aybiza.testing.browser_caller import place_browser_call
 from aybiza.testing.caller import Press, Say, Wait, caller_speech, place_call
 from aybiza.testing.fake_bedrock import BedrockReply, BedrockRequest, FakeBedrock, ToolUseReply
 from aybiza.testing.fake_deepgram import FakeDeepgram
@@ -100,8 +101,8 @@ async def _record(server: Server, call_id: str) -> dict[str, Any]:
     return dict(response.json())
 
 
-async def _recording(server: Server, call_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """The call's WAV from the API: (caller, agent) channels at 8 kHz."""
+async def _recording(server: Server, call_id: str, rate: int = RATE) -> tuple[np.ndarray, np.ndarray]:
+    """The call's WAV from the API: (caller, agent) channels at ``rate``."""
     async with httpx.AsyncClient(timeout=10) as client:
         refused = await client.get(f"{server.http}/api/calls/{call_id}/recording")
         response = await client.get(f"{server.http}/api/calls/{call_id}/recording", headers=server.api)
@@ -109,15 +110,16 @@ async def _recording(server: Server, call_id: str) -> tuple[np.ndarray, np.ndarr
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "audio/wav"
     with wave.open(io.BytesIO(response.content), "rb") as wav:
-        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, RATE)
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, rate)
         frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).reshape(-1, 2)
     return frames[:, 0], frames[:, 1]
 
 
-def _loud(channel: np.ndarray) -> np.ndarray:
+def _loud(channel: np.ndarray, rate: int = RATE) -> np.ndarray:
     """Per 20 ms window: louder than -40 dBFS."""
-    count = len(channel) // 160
-    windows = channel[: count * 160].astype(np.float32).reshape(count, 160)
+    size = rate // 50
+    count = len(channel) // size
+    windows = channel[: count * size].astype(np.float32).reshape(count, size)
     return np.sqrt((windows ** 2).mean(axis=1)) > 327.68
 
 
@@ -265,3 +267,22 @@ async def test_a_call_that_fails_is_recorded_to_its_end_apology_included(
     _check_length(caller, seconds, record)
     last_said = _spans(_loud(caller))[-1]
     assert sum(end - start for start, end in _spans(_loud(agent)) if start > last_said[1]) > 1.0  # the apology
+
+
+@pytest.mark.anyio
+async def test_a_browser_call_is_recorded_at_the_rate_its_transport_delivers(
+    local_server: Server, fakes: tuple[FakeDeepgram, FakeBedrock]
+) -> None:
+    deepgram, _ = fakes
+    deepgram.rescript(["where do i park"])
+    said = ulaw2lin(caller_speech("Where do I park?"))
+    report = await place_browser_call(local_server.http, said, RATE, lead_s=4.0, listen_s=6.0)
+    assert report.status == 200
+    record = await _record(local_server, report.call_id)
+    assert record["transport"] == "webrtc" and record["recording"]["sample_rate"] == 16000
+    caller, agent = await _recording(local_server, report.call_id, rate=16000)
+    assert abs(len(caller) / 16000 - (record["ended_at"] - record["started_at"])) <= 0.5
+    caller_spans, agent_spans = _spans(_loud(caller, 16000)), _spans(_loud(agent, 16000))
+    assert agent_spans and agent_spans[0][0] < 1.5  # the greeting, on the right
+    assert caller_spans and caller_spans[0][0] > 3.0  # the caller spoke after 4 s of silence, on the left
+    assert caller_spans[0][1] - caller_spans[0][0] == pytest.approx(speech_seconds(said), abs=0.6)
