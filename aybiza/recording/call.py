@@ -49,7 +49,7 @@ class CallRecording:
         recorder = self.recorder
         duration = recorder.close()
         info = RecordingInfo(storage="file", key=self.partial.name, duration_s=round(duration, 3),
-                             sample_rate=recorder.rate, pauses=recorder.pause_spans_s())
+                             sample_rate=recorder.rate, pauses=recorder.pause_spans_s(), error=recorder.failed)
         info = await anyio.to_thread.run_sync(self.store.finish, self.ctx.call_id, self.partial, info)
         self.ctx.log.info("recording: %.1f s, %s (%s)%s", duration, info.key, info.storage,
                           f", {len(info.pauses)} pause(s)" if info.pauses else "")

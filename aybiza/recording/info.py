@@ -21,4 +21,4 @@ class RecordingInfo(BaseModel):
     sample_rate: int = 8000
     channels: list[str] = Field(default_factory=lambda: ["caller", "agent"])  # left, right
     pauses: list[tuple[float, float]] = Field(default_factory=list)  # (start, end) seconds: digit collection
-    error: str = ""  # why the upload failed (the recording stayed on disk)
+    error: str = ""  # why writing stopped mid-call, or why the upload failed (the recording stayed on disk)

@@ -64,6 +64,7 @@ class CallRecorder:
         self._pause_from: int | None = None
         self.pauses: list[tuple[int, int]] = []  # (start, end) positions of paused spans
         self.dropped_s = 0.0  # agent audio not recorded: queued too far ahead
+        self.failed = ""  # why writing stopped mid-call (the file holds what was written before)
         self.closed = False
 
     # -- the call's audio -----------------------------------------------------------------
@@ -146,9 +147,12 @@ class CallRecorder:
         return self.duration_s
 
     def abort(self) -> None:
-        """Close the file without completing what is buffered (the server is going down hard)."""
+        """Close the file without writing what is buffered (writing failed)."""
         if self._file is not None and not self.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass
         self.closed = True
 
     @property
@@ -185,7 +189,11 @@ class CallRecorder:
     def _flush(self) -> None:
         final = min(self._position(None) - int(_SLACK_S * self.rate), self._caller_end)
         if final - self._written >= int(_FLUSH_S * self.rate):
-            self._write_until(final)
+            try:
+                self._write_until(final)
+            except OSError as error:  # a full disk stops the recording, never the call
+                self.failed = f"{type(error).__name__}: {error}"
+                self.abort()
 
     def _write_until(self, end: int) -> None:
         """Interleave and write samples [written, end); silence where a channel has nothing or a pause is."""

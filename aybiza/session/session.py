@@ -180,7 +180,11 @@ class CallSession:
         ctx.ledger.pii = settings.redact_pii if agent.redact_pii is None else agent.redact_pii
         if not (agent.record or settings.record_calls):
             return
-        self.recording = CallRecording(self.runtime.recordings, ctx)
+        try:
+            self.recording = CallRecording(self.runtime.recordings, ctx)
+        except OSError as error:  # a full or read-only disk: the call goes on, unrecorded, and says so
+            ctx.log.error("call not recorded: %s", error)
+            return
         self.transport = self.recording.wrap(self.transport)
         self.actions.transport = self.transport  # tones the agent plays are recorded too
 
@@ -340,8 +344,8 @@ class CallSession:
             return
         try:
             info = await recording.finish()
-        except OSError as error:
-            ctx.log.error("recording not saved: %s", error)
+        except Exception as error:  # noqa: BLE001 - the record is archived whatever happened to the recording
+            ctx.log.error("recording not saved: %s", error, exc_info=error)
             return
         if store is not None and ctx.call_id in store.owned:
             try:

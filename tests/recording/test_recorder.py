@@ -158,3 +158,20 @@ def test_browser_audio_keeps_its_rate_and_agent_audio_is_resampled_to_it(tmp_pat
     frames, rate = read(tmp_path / "call.wav")
     assert rate == 16000 and len(frames) == pytest.approx(2 * 16000, abs=800)
     assert loud(frames[:, 1], 0.05, 0.95, rate=16000) > 0.9 and loud(frames[:, 1], 1.1, 2.0, rate=16000) == 0.0
+
+
+def test_a_full_disk_stops_the_recording_not_the_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    recorder = CallRecorder(tmp_path / "call.wav", clock=clock)
+    talk(recorder, clock, 2.0, tone(2.0))
+    assert recorder._file is not None
+
+    def full(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recorder._file, "writeframesraw", full)
+    talk(recorder, clock, 3.0, tone(3.0))  # nothing raised into the transport's pump
+    assert recorder.closed and "No space left" in recorder.failed
+    assert recorder.close(clock.now) == pytest.approx(recorder.duration_s)
+    frames, _ = read(tmp_path / "call.wav")
+    assert len(frames) == recorder._written  # what was written before stays a valid WAV

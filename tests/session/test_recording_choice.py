@@ -54,3 +54,10 @@ def test_a_call_is_recorded_when_its_agent_or_the_server_records(tmp_path: Path,
     assert session.actions.transport is session.transport  # tones the agent plays go through the recorder
     assert (session.recording is not None) is recorded
     assert (tmp_path / "recordings" / f"{'CA' + 'd' * 32}.part").exists() is recorded
+
+
+def test_a_recording_that_cannot_be_opened_leaves_the_call_unrecorded_not_failed(tmp_path: Path) -> None:
+    (tmp_path / "recordings").write_text("not a directory")
+    session = _session(tmp_path, record_calls=True)
+    session._record(load_agent("default", ROOT / "agents"))
+    assert session.recording is None and not isinstance(session.transport, RecordedTransport)
