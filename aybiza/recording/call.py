@@ -28,7 +28,7 @@ from .storage import RecordingStore
 if TYPE_CHECKING:  # the session imports this module: its transport types are for annotations only
     from ..session.transport import CallControl, CallTransport, Push
 
-__all__ = ["CallRecording", "RecordedTransport", "RecordingOutput"]
+__all__ = ["CallRecording", "RecordedTransport", "RecordingOutput", "caller_rate"]
 
 
 class CallRecording:
@@ -38,7 +38,7 @@ class CallRecording:
         self.store = store
         self.ctx = ctx
         self.partial = store.partial_path(ctx.call_id)
-        self.recorder = CallRecorder(self.partial)
+        self.recorder = CallRecorder(self.partial, rate=caller_rate(ctx.transport))
 
     def wrap(self, transport: CallTransport) -> RecordedTransport:
         """``transport`` with both directions recorded."""
@@ -54,6 +54,19 @@ class CallRecording:
         self.ctx.log.info("recording: %.1f s, %s (%s)%s", duration, info.key, info.storage,
                           f", {len(info.pauses)} pause(s)" if info.pauses else "")
         return info
+
+
+def caller_rate(transport: str) -> int:
+    """The rate the transport delivers caller audio at (the recording's); 0 for one this does not know."""
+    if transport == "twilio":
+        from ..transports.twilio import ULAW_SAMPLE_RATE
+
+        return ULAW_SAMPLE_RATE
+    if transport == "webrtc":  # Opus at 48 kHz, resampled by the transport to the pipeline's rate
+        from ..transports.webrtc_media import PIPELINE_RATE
+
+        return PIPELINE_RATE
+    return 0
 
 
 class RecordingOutput(WrappingProcessor):

@@ -50,12 +50,12 @@ _MAX_AHEAD_S = 120.0  # agent audio queued further ahead than this is not record
 class CallRecorder:
     """Writes a call's two channels to ``path`` as a 16-bit stereo WAV (see the module docstring)."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, path: Path, *, rate: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self._clock = clock
         self._t0 = clock()
         self._file: wave.Wave_write | None = None
-        self.rate = 0  # set by the first caller audio (or agent audio, if that comes first)
+        self.rate = rate  # the caller's rate; 0: set by the first audio (caller's, or agent's if that comes first)
         self._written = 0  # samples per channel already in the file
         self._caller = bytearray()  # PCM16 of samples [written, written + len/2)
         self._agent = bytearray()
@@ -134,8 +134,8 @@ class CallRecorder:
         """Write everything up to ``at`` (the call's end), complete the header; the length in seconds."""
         if self.closed:
             return self.duration_s
-        if not self.rate:
-            self._open(8000)
+        if self._file is None:  # no audio at all: an empty (or all-silent) recording of the call's length
+            self._open(self.rate or 8000)
         end = max(self._position(at), self._caller_end)
         if self._pause_from is not None:
             self.pauses.append((self._pause_from, max(end, self._pause_from)))
@@ -179,11 +179,11 @@ class CallRecorder:
     def _open(self, sample_rate: int) -> None:
         if self._file is not None:
             return
-        self.rate = sample_rate
+        self.rate = self.rate or sample_rate
         handle = wave.open(str(self.path), "wb")  # noqa: SIM115 - open for the whole call, closed by close()
         handle.setnchannels(2)
         handle.setsampwidth(2)
-        handle.setframerate(sample_rate)
+        handle.setframerate(self.rate)
         self._file = handle
 
     def _flush(self) -> None:

@@ -175,3 +175,31 @@ def test_a_full_disk_stops_the_recording_not_the_call(tmp_path: Path, monkeypatc
     assert recorder.close(clock.now) == pytest.approx(recorder.duration_s)
     frames, _ = read(tmp_path / "call.wav")
     assert len(frames) == recorder._written  # what was written before stays a valid WAV
+
+
+def test_the_transports_rate_holds_even_when_the_agent_speaks_first(tmp_path: Path) -> None:
+    clock = Clock()
+    recorder = CallRecorder(tmp_path / "call.wav", rate=16000, clock=clock)
+    recorder.agent(tone(1.0, rate=24000), 24000, clock.now)  # a greeting from a 24 kHz voice, before any caller audio
+    for _ in range(100):
+        clock.now += 0.02
+        recorder.caller(silence(0.02, 16000), 16000, clock.now)
+    recorder.close(clock.now)
+    frames, rate = read(tmp_path / "call.wav")
+    assert rate == 16000 and len(frames) == pytest.approx(2 * 16000, abs=800)
+    assert loud(frames[:, 1], 0.05, 0.95, rate=16000) > 0.9 and loud(frames[:, 1], 1.1, 2.0, rate=16000) == 0.0
+
+
+def test_each_transport_is_recorded_at_the_rate_it_delivers_the_caller() -> None:
+    from aybiza.recording.call import caller_rate
+
+    assert (caller_rate("twilio"), caller_rate("webrtc"), caller_rate("sip")) == (8000, 16000, 0)
+
+
+def test_a_call_without_audio_is_a_silent_recording_of_its_length(tmp_path: Path) -> None:
+    clock = Clock()
+    recorder = CallRecorder(tmp_path / "call.wav", rate=8000, clock=clock)
+    clock.now += 1.5
+    assert recorder.close(clock.now) == pytest.approx(1.5, abs=0.01)
+    frames, rate = read(tmp_path / "call.wav")
+    assert rate == 8000 and not frames.any()
