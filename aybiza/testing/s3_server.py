@@ -38,7 +38,8 @@ class S3Server:
         directory = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="aybiza-s3-")))
         command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         self._stack.enter_context(serving(command, health_url=f"{self.url}/moto-api/", log_path=directory / "s3.log",
-                                          env={**os.environ, **S3_CREDENTIALS}, cwd=directory, what="moto S3"))
+                                          env={**os.environ, **S3_CREDENTIALS}, cwd=directory, what="moto S3",
+                                          timeout_s=120.0))  # a loaded machine imports moto slowly
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
