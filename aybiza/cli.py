@@ -1,4 +1,4 @@
-"""``aybiza serve | call ...``: the command line."""
+"""``aybiza serve | call | dial ...``: the command line."""
 
 from __future__ import annotations
 
@@ -301,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, metavar="DIR",
                        help="write the report (JSON, Markdown, plots) here (default: ./bench-results)")
     bench.set_defaults(func=_bench)
+
+    from .outbound.cli import add_dial_command  # outbound calls (issue 14, item 3)
+
+    add_dial_command(commands)
     return parser
 
 

@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     ice_username: str = ""
     ice_credential: str = ""
 
+    # Outbound calls with answering-machine detection (issue 14, item 3); an agent's own outbound_* fields win.
+    outbound_from: str = Field(default="", description="Caller id of outbound calls (E.164, the account's number)")
+    outbound_max_calls: int = Field(default=10, ge=0, description="An agent's outbound calls ringing or live at once")
+    outbound_dials_per_minute: float = Field(default=30.0, gt=0, description="An agent's dials a minute")
+    outbound_dial_burst: int = Field(default=5, ge=1, description="An agent's dials at once before the rate applies")
+    outbound_ring_s: int = Field(default=30, ge=5, le=600, description="How long an outbound call rings")
+    amd_timeout_s: int = Field(default=30, ge=3, le=59, description="Twilio's answering-machine detection time")
+    amd_wait_s: float = Field(default=35.0, gt=0, description="The greeting waits this long for the AMD verdict")
+
     # Call recording and PII redaction (issue 14, items 4-5): docs in README "Recording and redaction".
     record_calls: bool = Field(default=False, description="Record every call (else agents with record: true)")
     recording_s3_bucket: str = Field(default="", description="S3 bucket for recordings; default: the data directory")

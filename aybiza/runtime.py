@@ -37,6 +37,7 @@ from .edge.redis_util import redis_client
 from .engines import Engines
 from .errors import AybizaError, ConfigError, EndReason
 from .observability.metrics import Metrics
+from .outbound.registry import OutboundCalls
 from .pipeline import CacheKind, CallContext, IncidentKind
 from .processors.language import DEFAULT_LANGUAGES
 from .recording.storage import RecordingStore
@@ -104,6 +105,7 @@ class Runtime:
             waiting_total=settings.max_pending_streams, waiting_per_client=settings.max_pending_streams_per_ip,
             offers=RateLimit(settings.browser_offers_per_minute, settings.browser_offer_burst))
         self.tokens = CallTokens(settings.call_token_ttl_s, max_pending=settings.max_call_tokens)
+        self.outbound = OutboundCalls()  # outbound calls dialled from here (issue 14, item 3)
         self.languages = frozenset(DEFAULT_LANGUAGES)
         self.store: CallStore | None = None
         self.recordings = RecordingStore(settings)  # call recording (issue 14, item 4)
@@ -214,6 +216,7 @@ class Runtime:
 
     def call_ended(self, ctx: CallContext, reason: EndReason, cost: dict[str, Any] | None) -> None:
         """Take the call off the live calls and count it."""
+        self.outbound.ended(ctx.call_id)
         if self.calls.pop(ctx.call_id, None) is None:
             return
         if self.routing_for_calls is not None and ctx.region != "local":

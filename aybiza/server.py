@@ -32,11 +32,13 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from .calls import BrowserCalls, serve_twilio_stream
 from .config import Settings
+from .console.routes import console_routes, dashboard_pictures
 from .engines import Engines
 from .errors import ProtocolError
 from .guard import DEFAULT_CSP, Guard, SecureHeaders
 from .logs import Throttled
 from .observability.dashboard import content_security_policy, render_dashboard
+from .outbound.routes import outbound_routes
 from .recording.api import recording_response
 from .runtime import Runtime
 from .transports.ids import clean_text, is_sid
@@ -161,8 +163,9 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             metrics.refused("twiml", "signature")
             log.warning("refused /twiml: a call of another Twilio account")
             return PlainTextResponse("403 Forbidden: not this server's Twilio account\n", status_code=403)
-        caller = clean_text(params.get("From", ""))
-        agent_id = request.query_params.get("agent", settings.default_agent)
+        outbound = runtime.outbound.get(call_sid)  # a call we dialled: the callee is the caller (issue 14.3)
+        caller = clean_text(params.get("To" if outbound else "From", ""))
+        agent_id = outbound.agent_id if outbound else request.query_params.get("agent", settings.default_agent)
         if not runtime.agents.exists(agent_id):
             log.warning("refused /twiml: unknown agent %r", agent_id[:64])
             return PlainTextResponse(f"404 Not Found: no agent {agent_id[:64]!r}\n", status_code=404)
@@ -179,6 +182,8 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         stream.parameter(name="call_token", value=token)
         stream.parameter(name="caller", value=caller)
         stream.parameter(name="agent", value=agent_id)
+        if outbound:
+            stream.parameter(name="direction", value="outbound")
         response.append(connect)
         return Response(str(response), media_type="application/xml")
 
@@ -278,7 +283,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             return refusal
         if runtime.store is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return await recording_response(runtime.store, runtime.recordings, request.path_params["call_id"])
+        return await recording_response(request, runtime.store, runtime.recordings)
 
     async def metrics_page(request: Request) -> Response:
         if (refusal := guard.metrics_refusal(request)) is not None:
@@ -290,7 +295,8 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
     async def dashboard(request: Request) -> Response:
         if (refusal := guard.dashboard_refusal(request)) is not None:
             return refusal
-        page = render_dashboard(metrics.snapshot())
+        snapshot = metrics.snapshot()
+        page = render_dashboard(snapshot, pictures=await dashboard_pictures(runtime, snapshot.get("regions")))
         return HTMLResponse(page, headers={"Content-Security-Policy": content_security_policy(page)})
 
     async def dashboard_data(request: Request) -> Response:
@@ -312,6 +318,10 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         Route("/", demo),
         Route("/webrtc/offer", webrtc_offer, methods=["POST"]),
         Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
+        # Outbound calls (issue 14, item 3): POST /api/calls dials, POST /twilio/amd takes the AMD verdict.
+        *outbound_routes(runtime, guard, read_body=_read_body, read_form=_read_form, refused=_Refused,
+                         webhook_limit=MAX_WEBHOOK_BYTES),
+        *console_routes(runtime, guard),  # operator console (issue 17)
     ]
     middleware = [Middleware(SecureHeaders, guard=guard, on_refusal=lambda: metrics.refused("host", "not_allowed"))]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -97,6 +97,7 @@ SUITES: tuple[Suite, ...] = (
           ("benchmarks.endpoint",)),
     Suite("voices", "human telephone speech: WER and LID per language, sounds over the agent, FAQ confirmations",
           ("benchmarks.speech_human", "benchmarks.interruptions", "benchmarks.faq_confirm")),
+    Suite("console", "operator console pages with 100k archived calls", ("benchmarks.console",)),
 )
 _BY_NAME = {suite.name: suite for suite in SUITES}
 

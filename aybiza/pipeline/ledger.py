@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .pii import mask, redact_pii
 
 __all__ = [
+    "FAILOVER_AT",
     "CacheKind",
     "CacheUse",
     "CallLedger",
@@ -53,6 +54,11 @@ __all__ = [
     "ToolUse",
     "Usage",
 ]
+
+
+FAILOVER_AT = "failover_at_s"
+"""Key in a turn record's timings: seconds into the call its model failed over (not a latency; absent without
+one). The journal adds it; :meth:`CallLedger.timings` holds latencies only."""
 
 
 class Stage(enum.StrEnum):
@@ -209,6 +215,7 @@ class CallLedger:
         "_answers",
         "_failovers",
         "_firsts",
+        "_failover_at",
         "_tool_uses",
         "_secrets",
         "pii",
@@ -233,6 +240,7 @@ class CallLedger:
         self._answers: dict[str, int] = {}
         self._failovers: list[tuple[str, str]] = []
         self._firsts: dict[int, dict[str, float]] = {}  # turn -> stage -> its first sample (see timings())
+        self._failover_at: dict[int, float] = {}  # turn -> seconds into the call its model first failed over
         self._tool_uses: list[tuple[ToolUse, float]] = []  # with the monotonic time each started
         self._secrets: list[re.Pattern[str]] = []
         self.pii = False  # also mask card numbers, phone numbers and emails (set by the session)
@@ -287,6 +295,7 @@ class CallLedger:
     def failover(self, from_region: str, to_region: str) -> None:
         """A turn failed in ``from_region`` and was answered by ``to_region``."""
         self._failovers.append((from_region, to_region))
+        self._failover_at.setdefault(self.turn, round(self.elapsed(), 3))  # the console's timeline places it
         if self.sink is not None:
             self.sink.failover(from_region, to_region)
 
@@ -382,6 +391,11 @@ class CallLedger:
     def timings(self, turn: int) -> dict[str, float]:
         """The first sample of each stage in ``turn``, in seconds (kept as samples come: no scan of them all)."""
         return dict(self._firsts.get(turn, ()))
+
+    def failover_at(self, turn: int) -> float | None:
+        """Seconds into the call at which ``turn``'s model first failed over, or None (the journal records it
+        with the turn's timings as :data:`FAILOVER_AT`)."""
+        return self._failover_at.get(turn)
 
     def elapsed(self) -> float:
         """Seconds since the call's ledger was opened."""

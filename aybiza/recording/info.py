@@ -14,7 +14,7 @@ class RecordingInfo(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    storage: Literal["file", "s3"]
+    storage: Literal["file", "s3"] = "file"
     key: str  # the file name in the data directory's recordings/, or the object key in the bucket
     url: str = ""  # s3://bucket/key for a bucket; empty for a file (served by the API)
     duration_s: float = 0.0

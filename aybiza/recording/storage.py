@@ -9,8 +9,9 @@ removed. An upload that fails keeps the file on disk and says so in the
 record: a recording is never lost to an S3 outage. The endpoint URL makes
 MinIO, a VPC endpoint or a test server (moto) work the same.
 
-:meth:`RecordingStore.open_stream` reads a recording back for
-``GET /api/calls/{id}/recording``, from disk or from the bucket, in chunks.
+:meth:`RecordingStore.local_path` and :meth:`RecordingStore.open_object`
+read a recording back for ``GET /api/calls/{id}/recording``, from disk or
+from the bucket (a byte range of it, for a player that seeks).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,21 @@ from ..config import Settings
 from ..private import private_dir, private_file
 from .info import RecordingInfo
 
-__all__ = ["RecordingInfo", "RecordingStore"]
+__all__ = ["RecordingInfo", "RecordingStore", "S3Object"]
 
 log = logging.getLogger("aybiza.recording")
 
 _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class S3Object:
+    """A recording read from the bucket: its bytes in chunks, their length, and the range they are (if one)."""
+
+    chunks: Iterator[bytes]
+    size: int
+    content_range: str | None = None
 
 
 class RecordingStore:
@@ -69,20 +80,21 @@ class RecordingStore:
         final.unlink(missing_ok=True)
         return info.model_copy(update={"storage": "s3", "key": key, "url": f"s3://{self.bucket}/{key}"})
 
-    def open_stream(self, info: RecordingInfo) -> tuple[Iterator[bytes], int] | None:
-        """The recording's bytes in chunks and its size (blocking calls: the server iterates in a thread)."""
-        if info.storage == "file":
-            path = self.directory / Path(info.key).name
-            if not path.is_file():
-                return None
-            return _file_chunks(path), path.stat().st_size
+    def local_path(self, info: RecordingInfo) -> Path | None:
+        """Where a recording kept on disk is (None when it is not there); only ever inside ``recordings/``."""
+        path = self.directory / Path(info.key).name
+        return path if info.storage == "file" and path.is_file() else None
+
+    def open_object(self, info: RecordingInfo, byte_range: str | None = None) -> S3Object | None:
+        """A recording in the bucket, whole or one ``bytes=a-b`` range of it (blocking: run it in a thread)."""
+        extra = {"Range": byte_range} if byte_range else {}
         try:
-            response = self.client().get_object(Bucket=self.bucket, Key=info.key)
-        except Exception as error:  # noqa: BLE001 - missing object, bucket down: the API says 404/502
+            response = self.client().get_object(Bucket=self.bucket, Key=info.key, **extra)
+        except Exception as error:  # noqa: BLE001 - missing object, bad range, bucket down: the API says so
             log.warning("recording s3://%s/%s not read: %s", self.bucket, info.key, error)
             return None
-        body = response["Body"]
-        return body.iter_chunks(_CHUNK), int(response["ContentLength"])
+        return S3Object(response["Body"].iter_chunks(_CHUNK), int(response["ContentLength"]),
+                        response.get("ContentRange"))
 
     def client(self) -> Any:
         """The S3 client (created once; boto3's default credential chain)."""
@@ -107,7 +119,3 @@ def _file_name(call_id: str) -> str:
     return "call-" + hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:32]
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            yield chunk

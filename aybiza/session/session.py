@@ -42,6 +42,7 @@ from anyio.abc import TaskGroup
 from ..agents import AgentConfig
 from ..edge.state import CallFenced, CallStateError
 from ..errors import AuthError, AybizaError, CallEnded, ConfigError, EndReason, ProtocolError
+from ..outbound.gate import with_amd_gate
 from ..pipeline import (
     AgentTurnDone,
     CallLedger,
@@ -142,6 +143,9 @@ class CallSession:
             processors, opening = self.runtime.stack.build(self.ctx, self.agent, call_routing=self.call_routing,
                                                            history=history, resumed=resumed, turn_offset=offset,
                                                            actions=self.actions)
+            # Outbound calls (issue 14, item 3): the greeting waits for the answering-machine verdict.
+            processors = with_amd_gate(self.runtime.outbound, self.ctx, self.agent, processors, self.actions,
+                                       wait_s=self.runtime.settings.amd_wait_s)
             reason, detail = await self._converse(processors, opening)
             ending = self.actions.ending
             if ending is not None and reason in (EndReason.HANGUP, EndReason.DISCONNECTED):

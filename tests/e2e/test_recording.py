@@ -106,9 +106,13 @@ async def _recording(server: Server, call_id: str, rate: int = RATE) -> tuple[np
     async with httpx.AsyncClient(timeout=10) as client:
         refused = await client.get(f"{server.http}/api/calls/{call_id}/recording")
         response = await client.get(f"{server.http}/api/calls/{call_id}/recording", headers=server.api)
+        part = await client.get(f"{server.http}/api/calls/{call_id}/recording",
+                                headers={**server.api, "Range": "bytes=44-1043"})  # a player seeking
     assert refused.status_code == 401
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "audio/wav"
+    assert part.status_code == 206 and part.content == response.content[44:1044]
+    assert part.headers["content-range"] == f"bytes 44-1043/{len(response.content)}"
     with wave.open(io.BytesIO(response.content), "rb") as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, rate)
         frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).reshape(-1, 2)
