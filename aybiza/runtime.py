@@ -164,7 +164,7 @@ class Runtime:
                 self.engines.close()
 
     async def _housekeeping(self) -> None:
-        """Sweep calls of processes that died meanwhile; purge old transcripts daily."""
+        """Sweep calls of processes that died meanwhile; purge old transcripts (and recordings on disk) daily."""
         last_purge = 0.0
         while True:
             await anyio.sleep(60)
@@ -176,6 +176,9 @@ class Runtime:
                     purged = await self.store.purge(self.settings.retention_days)
                     last_purge = time.monotonic()
                     log.info("retention: removed transcripts of %d archived call(s)", purged)
+                    removed = await anyio.to_thread.run_sync(self.recordings.purge, self.settings.retention_days)
+                    if removed:
+                        log.info("retention: removed %d recording(s) from the data directory", removed)
             except AybizaError as error:
                 log.warning("housekeeping failed, will retry: %s", error)
 

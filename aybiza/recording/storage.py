@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,26 @@ class RecordingStore:
             return info.model_copy(update={"storage": "file", "key": name, "error": str(error)[:300]})
         final.unlink(missing_ok=True)
         return info.model_copy(update={"storage": "s3", "key": key, "url": f"s3://{self.bucket}/{key}"})
+
+    def purge(self, older_than_days: float, *, now: float | None = None) -> int:
+        """Delete recordings kept on disk that are older than ``older_than_days`` (retention); how many.
+
+        A bucket's recordings are its lifecycle rules' to expire: the server
+        never lists a bucket. Left-over ``.part`` files (a process that died
+        mid-call) go the same way.
+        """
+        if not self.directory.is_dir():
+            return 0
+        cutoff = (time.time() if now is None else now) - older_than_days * 86400
+        removed = 0
+        for path in [*self.directory.glob("*.wav"), *self.directory.glob("*.part")]:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def local_path(self, info: RecordingInfo) -> Path | None:
         """Where a recording kept on disk is (None when it is not there); only ever inside ``recordings/``."""

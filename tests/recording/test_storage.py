@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +94,17 @@ def test_an_upload_that_fails_keeps_the_recording_on_disk_and_says_why(tmp_path:
     info = store.finish("CA" + "c" * 32, partial, RecordingInfo(storage="file", key=partial.name))
     assert info.storage == "file" and "NoSuchBucket" in info.error
     assert _read(store, info) == b"RIFF...."
+
+
+def test_retention_removes_recordings_on_disk_older_than_its_days(tmp_path: Path) -> None:
+    store = RecordingStore(Settings(data_dir=tmp_path))
+    old = store.finish("CA" + "e" * 32, _recorded(store, "CA" + "e" * 32, b"old"),
+                       RecordingInfo(storage="file", key="x"))
+    leftover = _recorded(store, "CA" + "f" * 32, b"a process died mid-call")
+    new = store.finish("CA" + "9" * 32, _recorded(store, "CA" + "9" * 32, b"new"),
+                       RecordingInfo(storage="file", key="x"))
+    for path in (tmp_path / "recordings" / old.key, leftover):
+        os.utime(path, (time.time() - 40 * 86400, time.time() - 40 * 86400))
+    assert store.purge(30) == 2
+    assert [path.name for path in (tmp_path / "recordings").iterdir()] == [new.key]
+    assert RecordingStore(Settings(data_dir=tmp_path / "none")).purge(30) == 0
