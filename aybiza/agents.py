@@ -176,6 +176,9 @@ class AgentConfig(BaseModel):
     filler: str = "One moment, please."
     hold: str = "Please hold for a moment while I brief a colleague."
     cannot_transfer: str = "I'm sorry, I can't put you through to a person right now."
+    # Call recording and PII redaction (issue 14, items 4-5).
+    record: bool = False  # record this agent's calls (AYBIZA_RECORD_CALLS records every agent's)
+    redact_pii: bool | None = None  # None: AYBIZA_REDACT_PII decides
     digits_retry: str = "Sorry, I didn't get that. Please type the number on your keypad, then press the hash key."
     translations: dict[str, AgentTranslation] = Field(default_factory=dict)
     confirm_prompt: str = "Did you mean {topic}?"

@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "stt": args.stt, "llm": args.llm,
                                    "tts": args.tts}.items() if v is not None}
     settings = Settings(**overrides)
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, redact_pii=settings.redact_pii)
     engines = Engines(settings)
     try:
         load_agent(settings.default_agent, settings.agents_dir)

@@ -147,6 +147,16 @@ class Settings(BaseSettings):
     webhook_retry_max_s: float = Field(default=900.0, gt=0, description="Longest delay between two attempts")
     webhook_poll_s: float = Field(default=5.0, gt=0, description="How often the outbox is checked for due retries")
 
+    # Call recording and PII redaction (issue 14, items 4-5): docs in README "Recording and redaction".
+    record_calls: bool = Field(default=False, description="Record every call (else agents with record: true)")
+    recording_s3_bucket: str = Field(default="", description="S3 bucket for recordings; default: the data directory")
+    recording_s3_prefix: str = Field(default="recordings/", description="Key prefix of recordings in the bucket")
+    recording_s3_endpoint_url: str = Field(default="", description="S3 endpoint (MinIO, a VPC endpoint, a test "
+                                           "server); default AWS")
+    recording_s3_region: str = Field(default="us-east-1", description="Region of the recordings bucket")
+    redact_pii: bool = Field(default=True, description="Mask card numbers, phone numbers and emails in what is "
+                             "stored and logged (an agent's redact_pii overrides)")
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 

@@ -40,6 +40,7 @@ from .observability.metrics import Metrics
 from .outbound.registry import OutboundCalls
 from .pipeline import CacheKind, CallContext, IncidentKind
 from .processors.language import DEFAULT_LANGUAGES
+from .recording.storage import RecordingStore
 from .results.delivery import PostCallResults
 from .routing.costs import cost_of, tokens_cost
 from .routing.service import RoutingService
@@ -109,6 +110,7 @@ class Runtime:
         self.languages = frozenset(DEFAULT_LANGUAGES)
         self.store: CallStore | None = None
         self.results: PostCallResults | None = None  # post-call webhooks (issue 14, item 6)
+        self.recordings = RecordingStore(settings)  # call recording (issue 14, item 4)
         self.calls: dict[str, CallContext] = {}
         self.ready = False
         self._default_agent: AgentConfig | None = None
@@ -170,7 +172,7 @@ class Runtime:
                 self.engines.close()
 
     async def _housekeeping(self) -> None:
-        """Sweep calls of processes that died meanwhile; purge old transcripts daily."""
+        """Sweep calls of processes that died meanwhile; purge old transcripts (and recordings on disk) daily."""
         last_purge = 0.0
         while True:
             await anyio.sleep(60)
@@ -182,6 +184,9 @@ class Runtime:
                     purged = await self.store.purge(self.settings.retention_days)
                     last_purge = time.monotonic()
                     log.info("retention: removed transcripts of %d archived call(s)", purged)
+                    removed = await anyio.to_thread.run_sync(self.recordings.purge, self.settings.retention_days)
+                    if removed:
+                        log.info("retention: removed %d recording(s) from the data directory", removed)
             except AybizaError as error:
                 log.warning("housekeeping failed, will retry: %s", error)
 

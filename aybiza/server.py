@@ -3,8 +3,9 @@
 ``POST /twiml`` (signed) mints a one-time call token and connects Twilio's
 Media Stream; ``/twilio/stream`` and ``/webrtc/offer`` hand calls to their
 sessions (:mod:`aybiza.calls`); ``/health`` says what each dependency is
-doing, ``/ready`` whether a call could be answered now; ``/api/calls``,
-``/metrics`` and ``/dashboard`` show what happened. Who may use which route
+doing, ``/ready`` whether a call could be answered now; ``/api/calls``
+(and a call's recording, :mod:`aybiza.recording.api`), ``/metrics`` and
+``/dashboard`` show what happened. Who may use which route
 is :mod:`aybiza.guard`'s to say; every body is read bounded, and the webhook's
 signature header is looked at before its body is.
 """
@@ -38,6 +39,7 @@ from .guard import DEFAULT_CSP, Guard, SecureHeaders
 from .logs import Throttled
 from .observability.dashboard import content_security_policy, render_dashboard
 from .outbound.routes import outbound_routes
+from .recording.api import recording_response
 from .runtime import Runtime
 from .transports.ids import clean_text, is_sid
 from .transports.webrtc import WEB_DIR, demo_page, parse_offer
@@ -275,6 +277,14 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             return PlainTextResponse("404 Not Found: no such call\n", status_code=404)
         return JSONResponse(record.model_dump(mode="json"))
 
+    async def get_recording(request: Request) -> Response:  # call recording (issue 14, item 4)
+        if (refusal := guard.api_refusal(request)) is not None:
+            metrics.refused("api", "unauthorized")
+            return refusal
+        if runtime.store is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return await recording_response(request, runtime.store, runtime.recordings)
+
     async def metrics_page(request: Request) -> Response:
         if (refusal := guard.metrics_refusal(request)) is not None:
             metrics.refused("api", "unauthorized")
@@ -301,6 +311,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         WebSocketRoute("/twilio/stream", twilio_stream),
         Route("/api/calls", list_calls),
         Route("/api/calls/{call_id}", get_call),
+        Route("/api/calls/{call_id}/recording", get_recording),
         Route("/metrics", metrics_page),
         Route("/dashboard", dashboard),
         Route("/api/dashboard", dashboard_data),

@@ -87,6 +87,7 @@ SUITES: tuple[Suite, ...] = (
     Suite("failover", "region failure -> next turn answered", ("benchmarks.failover",)),
     Suite("soak", "100 calls: leaks and dropped frames", ("benchmarks.soak",)),
     Suite("cache", "answer cache", ("benchmarks.cache",)),
+    Suite("recording", "call recording per caller frame, PII redaction per turn", ("benchmarks.recording",)),
     Suite("providers_overhead", "our side of the provider SDKs, fakes answering at once",
           ("benchmarks.providers_overhead",)),
     Suite("accuracy", "VAD, quality and language-ID accuracy",

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..pipeline.context import CallContext
 from ..pipeline.ledger import Incident, ToolUse, Usage
+from ..recording.info import RecordingInfo
 
 __all__ = [
     "CallRecord",
@@ -84,8 +85,7 @@ class CallRecord(BaseModel):
     transcript_purged: bool = False
     direction: Literal["inbound", "outbound"] = "inbound"  # outbound: we dialled (issue 14, item 3)
     answered_by: str = ""  # an outbound call's answering-machine verdict (Twilio's AnsweredBy)
-    # Recording (issue 14, item 4): where the call's audio is (``url`` or ``key``) and ``duration_s``; None without one.
-    recording: dict[str, Any] | None = None
+    recording: RecordingInfo | None = None  # the call's recording (issue 14, item 4), when it was recorded
 
     @property
     def duration_s(self) -> float:

@@ -18,7 +18,10 @@ the outcome, the result given to the model, the duration), opened when a
 call starts so that a turn with one in flight is never cached, and closed
 when it ends. Digits a caller typed into a collection are *secrets*:
 :meth:`CallLedger.redact` masks them (also spaced out, "1 2 3 4") in any
-text bound for the record.
+text bound for the record. With ``pii`` on (``AYBIZA_REDACT_PII``, the
+default, or the agent's ``redact_pii``) it also masks card numbers that pass
+the Luhn check, phone numbers and email addresses (:mod:`.pii`): everything
+the journal, the call store and the archive write goes through it.
 
 The ledger is written on the event loop only (stages in worker threads hop
 back to it), so it needs no lock. Writes on the per-frame path
@@ -34,6 +37,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .pii import mask, redact_pii
 
 __all__ = [
     "FAILOVER_AT",
@@ -213,6 +218,7 @@ class CallLedger:
         "_failover_at",
         "_tool_uses",
         "_secrets",
+        "pii",
     )
 
     def __init__(self, sink: LedgerSink | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -237,6 +243,7 @@ class CallLedger:
         self._failover_at: dict[int, float] = {}  # turn -> seconds into the call its model first failed over
         self._tool_uses: list[tuple[ToolUse, float]] = []  # with the monotonic time each started
         self._secrets: list[re.Pattern[str]] = []
+        self.pii = False  # also mask card numbers, phone numbers and emails (set by the session)
 
     # -- recording ----------------------------------------------------------------
 
@@ -320,14 +327,14 @@ class CallLedger:
             self._secrets.append(re.compile(r"[\s,.-]*".join(re.escape(char) for char in value)))
 
     def redact(self, text: str) -> str:
-        """``text`` with every secret masked (one ``•`` per character)."""
+        """``text`` with every secret (and, with ``pii`` on, personal data) masked (one ``•`` per character)."""
         for pattern in self._secrets:
-            text = pattern.sub(lambda match: "".join("•" if c.isalnum() else c for c in match.group()), text)
-        return text
+            text = pattern.sub(lambda match: mask(match.group()), text)
+        return redact_pii(text) if self.pii else text
 
     def redact_value(self, value: Any) -> Any:
         """:meth:`redact` through a JSON-like value (dicts, lists, strings; numbers as their digits)."""
-        if not self._secrets:
+        if not self._secrets and not self.pii:
             return value
         if isinstance(value, str):
             return self.redact(value)

@@ -9,11 +9,11 @@ on loopback, on the production providers pointed at the shipped fakes
   tool's result fails twice, so the turn moves to the next region);
 - from a US number, a plain one.
 
-Only the recording is not real: recordings are added by another feature in
-parallel (``GET /api/calls/{id}/recording``). So the app gets a stand-in for
-that endpoint (bearer-checked, serving a WAV file with ranges), and one
-record with a ``recording`` reference is inserted through the archive API —
-a copy of the UK call, labelled (country DE, id ``CA…INSERTED``).
+The recording is served by the real ``GET /api/calls/{id}/recording`` (API
+bearer, ranges): one record with a recording linked — a WAV filed in the data
+directory's ``recordings/`` as the recording feature files it — is inserted
+through the archive API, a copy of the UK call, labelled (country DE, id
+``CA…INSERTED``).
 """
 
 from __future__ import annotations
@@ -29,13 +29,12 @@ import anyio
 import httpx
 import numpy as np
 import pytest
-from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from aybiza.config import Settings
 from aybiza.edge.archive import SQLiteArchive, default_archive_path
 from aybiza.edge.records import CallRecord
+from aybiza.private import private_dir
+from aybiza.recording.info import RecordingInfo
 from aybiza.server import create_app
 from aybiza.testing.caller import Say, Wait, caller_speech, place_call
 from aybiza.testing.fake_bedrock import BedrockReply, BedrockRequest, FakeBedrock, ToolUseReply
@@ -52,7 +51,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=M
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 AWS = {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_EC2_METADATA_DISABLED": "true"}
-INSERTED = "CA" + "0" * 24 + "INSERTED"  # a labelled stand-in: the record a recording feature would have written
+INSERTED = "CA" + "0" * 24 + "INSERTED"  # a labelled insert: a recorded call, its WAV filed as a recording is
 
 
 def model(request: BedrockRequest) -> BedrockReply:
@@ -87,20 +86,6 @@ def _wav(path: Path, seconds: float) -> Path:
         out.setframerate(rate)
         out.writeframes((np.sin(2 * np.pi * 440 * t) * 2000).astype(np.int16).tobytes())
     return path
-
-
-def _recording_stand_in(data_dir: Path) -> Route:
-    """``GET /api/calls/{id}/recording`` as the recording feature will answer it (API bearer, WAV, ranges)."""
-    async def recording(request: Request) -> Response:
-        token = (data_dir / "api_token").read_text().strip()
-        if request.headers.get("authorization") != f"Bearer {token}":
-            return PlainTextResponse("401 Unauthorized\n", status_code=401)
-        record = await request.app.state.aybiza.store.get(request.path_params["call_id"])
-        if record is None or not record.recording:
-            return PlainTextResponse("404 Not Found\n", status_code=404)
-        return FileResponse(record.recording["key"], media_type="audio/wav")
-
-    return Route("/api/calls/{call_id}/recording", recording)
 
 
 async def _place_calls(stream: str, deepgram: FakeDeepgram, bedrock: FakeBedrock) -> tuple[str, str]:
@@ -145,7 +130,6 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
                             stt="deepgram", llm="bedrock", tts="deepgram", deepgram_api_key="test-key",
                             deepgram_url=deepgram.url, bedrock_endpoint_url=bedrock.url, health_probes=False)
         app = create_app(settings)
-        app.router.routes.append(_recording_stand_in(data_dir))
         with serving_app(app, port):
             stream = f"ws://127.0.0.1:{port}/twilio/stream"
             rich, plain = anyio.run(_place_calls, stream, deepgram, bedrock)
@@ -154,9 +138,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
                                                          timeout=5).json())
             # Inserted through the archive API (labelled): a recorded call, as the recording feature will store it.
             turn = record.turns[-1]
-            audio = _wav(tmp / "recording.wav", record.duration_s + 2)
-            inserted = record.model_copy(update={"call_id": INSERTED, "caller_country": "DE", "recording": {
-                "key": str(audio), "duration_s": record.duration_s + 2}})
+            audio = _wav(private_dir(data_dir / "recordings") / f"{INSERTED}.wav", record.duration_s + 2)
+            recording = RecordingInfo(storage="file", key=audio.name, duration_s=record.duration_s + 2)
+            inserted = record.model_copy(update={"call_id": INSERTED, "caller_country": "DE", "recording": recording})
             archive = SQLiteArchive(default_archive_path(data_dir))
             archive.put_sync(inserted)
             yield Console(http, data_dir, rich, plain, turn.turn_id)
