@@ -152,6 +152,7 @@ class Usage(BaseModel):
     model_errors: int = 0
     failovers: list[tuple[str, str]] = Field(default_factory=list)  # (from region, to region)
     tools: dict[str, int] = Field(default_factory=dict)  # tool -> calls
+    preemptions: dict[str, int] = Field(default_factory=dict)  # preemptive replies: "used" / "discarded"
 
     @property
     def answered_by(self) -> str:
@@ -206,6 +207,7 @@ class CallLedger:
         "_firsts",
         "_tool_uses",
         "_secrets",
+        "_preemptions",
     )
 
     def __init__(self, sink: LedgerSink | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -229,6 +231,7 @@ class CallLedger:
         self._firsts: dict[int, dict[str, float]] = {}  # turn -> stage -> its first sample (see timings())
         self._tool_uses: list[tuple[ToolUse, float]] = []  # with the monotonic time each started
         self._secrets: list[re.Pattern[str]] = []
+        self._preemptions: dict[str, int] = {}
 
     # -- recording ----------------------------------------------------------------
 
@@ -282,6 +285,13 @@ class CallLedger:
         self._failovers.append((from_region, to_region))
         if self.sink is not None:
             self.sink.failover(from_region, to_region)
+
+    def preempted(self, outcome: str) -> None:
+        """A preemptive reply was ``used`` (the turn ended as guessed) or ``discarded`` (the caller went on)."""
+        self._preemptions[outcome] = self._preemptions.get(outcome, 0) + 1
+        report = getattr(self.sink, "preemption", None)  # optional on a sink: the metrics count it
+        if report is not None:
+            report(outcome)
 
     def incident(self, kind: IncidentKind, detail: str = "") -> None:
         """A failure the call met (and survived, or ended on)."""
@@ -348,6 +358,7 @@ class CallLedger:
             model_errors=self.model_errors,
             failovers=list(self._failovers),
             tools=self._tool_counts(),
+            preemptions=dict(self._preemptions),
         )
 
     def _tool_counts(self) -> dict[str, int]:
