@@ -54,6 +54,7 @@ from ..pipeline import (
     Processor,
     SpeechStarted,
     SpeechStopped,
+    Stage,
     Transcript,
     UserTurn,
 )
@@ -118,6 +119,8 @@ class PreemptiveReplies(WrappingProcessor):
             self._turn_open = False
             tentative = self._tentative
             if tentative is not None and same_words(tentative.text, " ".join(self._parts)):
+                if self.ctx is not None:
+                    self.ctx.user_turn_ended_at = frame.at  # the output times voice-to-voice from it
                 await self._confirm(tentative)
         elif isinstance(frame, Transcript):
             if frame.final and frame.text.strip():
@@ -160,6 +163,10 @@ class PreemptiveReplies(WrappingProcessor):
         tentative = self._tentative
         if tentative is not None:
             if tentative.turn_id == turn.turn_id and same_words(tentative.text, turn.text):
+                ctx = self.ctx
+                if (ctx is not None and tentative.confirmed.is_set()
+                        and Stage.VOICE_TO_VOICE.value in ctx.ledger.timings(turn.turn_id)):
+                    ctx.user_turn_ended_at = None  # the turn-taker set it again, after the reply was heard
                 await self._confirm(tentative)
                 self._tentative = None
                 return
