@@ -68,6 +68,7 @@ class ScriptedTimings:
     stt_endpointing: bool = False
     """Also finalise on its own, ``stt_final_ms`` after the speech in the audio ends (Deepgram's endpointing),
     not only after our ``Finalize``: the final then often arrives before our end of turn is confirmed."""
+    stt_endpointing_ms: float = 100.0  # the silence that ends the speech for the endpointing (a gap between words not)
 
     def __post_init__(self) -> None:
         delays = (self.stt_final_ms, self.llm_first_token_ms, self.llm_next_sentence_ms, self.tts_first_byte_ms)
@@ -138,7 +139,9 @@ class _ListenConnection:
         pcm = np.frombuffer(ulaw2lin(audio) if self._mulaw else audio[: len(audio) // 2 * 2], dtype="<i2")
         if pcm.size and float(np.abs(pcm).mean()) > _VOICED_LEVEL:
             self._speaking, self._voiced_end, self._voiced_at = True, self._received, time.monotonic()
-        elif self._speaking:  # the speech ended: its final comes stt_final_ms after it did
+        elif self._speaking and (self._received - self._voiced_end
+                                 >= self._owner.timings.stt_endpointing_ms / 1000 * self._bytes_per_second):
+            # the speech ended: its final comes stt_final_ms after it did
             self._speaking = False
             self._settle(self._voiced_at, self._voiced_end, words=True, finalize=False)
 
