@@ -23,6 +23,8 @@ from .edge.cache import Cache
 from .edge.calls import CallStore
 from .engines import Engines
 from .errors import EndReason
+from .observability import tracing
+from .observability.tracing import TraceTap
 from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, IncidentKind, Processor
 from .processors.cache import CachedAnswers, CachingSynthesizer
 from .processors.endpoint import PROFILES, EndOfTurnStage
@@ -116,6 +118,7 @@ class SpeechStack:
             TurnWatchdog(reply_timeout_s=settings.reply_timeout_s, silence_s=settings.silence_reprompt_s,
                          reprompts=settings.silence_reprompts),
             self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions),
+            *([TraceTap()] if tracing.enabled() else []),  # traces (issue 16): only with an OTLP endpoint
             self._tts(ctx),
         ]
         greeting = AgentText(agent.text("greeting", ctx.language), turn_id=0,

@@ -372,6 +372,10 @@ class CallLedger:
         """Tool calls started so far (running ones included)."""
         return len(self._tool_uses)
 
+    def tool_spans(self, turn: int) -> list[tuple[ToolUse, float]]:
+        """Tool calls of ``turn`` with the monotonic time each started (for traces)."""
+        return [(use, started) for use, started in self._tool_uses if use.turn == turn]
+
     def tool_uses(self, turn: int) -> list[ToolUse]:
         """The tool calls of ``turn``, redacted, in the order they started (copies: safe to store)."""
         return [ToolUse.model_validate({**use.model_dump(), "arguments": self.redact_value(use.arguments),
