@@ -147,7 +147,7 @@ class TraceTap(Processor):
 
     async def stop(self) -> None:
         """The call is over: build its spans and hand them to the exporter (which sends them in its thread)."""
-        if self.ctx is not None:
+        if self.ctx is not None and enabled():
             try:
                 self.export(self.ctx, tracer())
             except Exception as exc:  # traces must never fail a call
