@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import anyio
+import numpy as np
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from aybiza.codecs import lin2ulaw
 from aybiza.observability import tracing
 from aybiza.observability.tracing import TraceTap, TurnMarks, stage_spans
 from aybiza.pipeline import (
     AgentText,
     CallContext,
     CallLedger,
+    Frame,
     InputAudio,
     Interruption,
+    Pipeline,
     SpeechStopped,
     Stage,
     Transcript,
@@ -25,7 +31,7 @@ from aybiza.pipeline import (
 from aybiza.routing.service import RoutingService
 from aybiza.stack import SpeechStack
 from aybiza.testing.kit import run_stage
-from aybiza.testing.scripted import bench_agent, scripted_engines, scripted_settings
+from aybiza.testing.scripted import ScriptedTimings, bench_agent, scripted_engines, scripted_settings
 
 
 def test_off_unless_an_otlp_endpoint_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,3 +106,51 @@ async def test_a_calls_spans_nest_call_turn_stages_with_barge_in_and_tool_calls(
     assert turn.end_time is not None and turn.start_time is not None
     assert (turn.end_time - turn.start_time) / 1e9 == pytest.approx(0.6, abs=1e-6)
     assert [event.name for event in turn.events] == ["barge_in"]
+
+
+@pytest.mark.anyio
+async def test_in_a_real_call_the_tap_sees_a_few_frames_a_turn_and_no_audio(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What traces cost a call: the tap's frames, counted in the scripted production stack answering a turn."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: export fails quietly
+    monkeypatch.setattr(TraceTap, "stop", _no_export)
+    settings = scripted_settings(data_dir=tmp_path)
+    timings = ScriptedTimings(stt_final_ms=5, llm_first_token_ms=5, tts_first_byte_ms=5, tts_speed=1000)
+    routing = RoutingService.from_settings(settings)
+    stack = SpeechStack(settings, scripted_engines(settings, timings), routing=routing)
+    ctx = CallContext(call_id="CAcost", caller="+447700900123", transport="twilio")
+    call_routing = routing.call_routing(ctx.caller)
+    chosen = call_routing.next_turn(routing.snapshot())
+    ctx.region, ctx.fallback_regions = chosen.region, chosen.fallbacks
+    processors, opening = stack.build(ctx, bench_agent(), call_routing=call_routing)
+    [tap] = [p for p in processors if isinstance(p, TraceTap)]
+    seen: list[type] = []
+    inner = tap.process
+
+    async def counting(frame: Frame) -> None:
+        seen.append(type(frame))
+        await inner(frame)
+
+    tap.process = counting  # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 8000
+    speech = 5000 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 10)) + rng.normal(0, 30, t.size)
+    quiet = rng.normal(0, 30, 8000)
+    pcm = np.clip(np.concatenate([quiet, speech, quiet]), -32768, 32767).astype("<i2").tobytes()
+    call_audio = [pcm[i : i + 320] for i in range(0, len(pcm) - 319, 320)]
+
+    async def feed(pipe: Pipeline, tg: Any) -> None:
+        for frame in opening:
+            await pipe.push(frame)
+        for chunk in call_audio:
+            await pipe.push(InputAudio(chunk, 8000, time.monotonic(), ulaw=lin2ulaw(chunk)))
+            await anyio.sleep(0.002)
+        await anyio.sleep(1.0)
+
+    await Pipeline(processors).run(ctx, feed)
+    assert 1 in tap.turns, "the turn was answered and noted"
+    assert InputAudio not in seen and len(seen) < 20, (len(call_audio), seen)
+
+
+async def _no_export(self: TraceTap) -> None:
+    return None
