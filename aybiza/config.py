@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     reply_timeout_s: float = Field(default=3.0, gt=0, description="no reply this long after a turn: a holding line")
     silence_reprompt_s: float = Field(default=10.0, gt=0, description="caller silent this long: 'are you still there?'")
     silence_reprompts: int = Field(default=2, ge=0, description="reprompts before the polite goodbye")
+    # -- preemptive replies (issue 16) --
+    preemptive: bool = Field(default=True, description="start the model on a final transcript before the end of "
+                             "turn is confirmed; its words are held until it is, discarded if the caller goes on")
 
     api_token: str = Field(default="", description="Bearer token for /api, /dashboard and /metrics; required "
                            "beyond loopback; unset on loopback: a local token in the data directory")

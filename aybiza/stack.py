@@ -23,6 +23,8 @@ from .edge.cache import Cache
 from .edge.calls import CallStore
 from .engines import Engines
 from .errors import EndReason
+from .observability import tracing
+from .observability.tracing import TraceTap
 from .pipeline import AgentText, AgentTurnDone, CallContext, Frame, IncidentKind, Processor
 from .processors.cache import CachedAnswers, CachingSynthesizer
 from .processors.endpoint import PROFILES, EndOfTurnStage
@@ -34,6 +36,7 @@ from .processors.llm.openai_compat import OpenAICompatLLM
 from .processors.llm.reply import ReplyProcessor
 from .processors.llm.routed import BedrockStreamers, RoutedBedrock
 from .processors.llm.sentences import ChatMessage
+from .processors.preempt import PreemptiveReplies
 from .processors.quality import QualityProcessor
 from .processors.stt.deepgram import DeepgramSTT
 from .processors.stt.sphinx import SphinxSTT
@@ -115,6 +118,7 @@ class SpeechStack:
             TurnWatchdog(reply_timeout_s=settings.reply_timeout_s, silence_s=settings.silence_reprompt_s,
                          reprompts=settings.silence_reprompts),
             self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions),
+            *([TraceTap()] if tracing.enabled() else []),  # traces (issue 16): only with an OTLP endpoint
             self._tts(ctx),
         ]
         greeting = AgentText(agent.text("greeting", ctx.language), turn_id=0,
@@ -156,14 +160,21 @@ class SpeechStack:
     def _answers(self, ctx: CallContext, agent: AgentConfig, call_routing: CallRouting | None,
                  history: Sequence[Mapping[str, str]], resumed: bool, turn_offset: int,
                  actions: CallActions | None) -> Processor:
-        """The model stage (seeded with the conversation so far), behind the answer cache, inside the journal."""
-        model = self._model(ctx, agent, call_routing, actions)
+        """The model stage (seeded with the conversation so far), behind the answer cache, inside the journal.
+
+        A chat model is also started before the turn is confirmed (``preemptive``): see
+        :mod:`aybiza.processors.preempt`. The FAQ responder answers in milliseconds and keeps
+        confirmation state between turns, so it is not preempted.
+        """
+        model = reply = self._model(ctx, agent, call_routing, actions)
         if isinstance(model, ReplyProcessor) and history:
             model.history.extend(ChatMessage("user" if m["role"] == "user" else "assistant", m["text"])
                                  for m in history if m.get("text"))
         if self.cache is not None and agent.cache_answers:
             policy = AnswerPolicy(agent, stateless_model=self.settings.llm == "faq", tier=ctx.model_tier)
             model = CachedAnswers(model, self.cache, policy, resumed=resumed)
+        if self.settings.preemptive and isinstance(reply, ReplyProcessor):
+            model = PreemptiveReplies(model, reply)  # the model starts before the turn is confirmed
         if self.store is not None:
             model = CallJournal(model, self.store, turn_offset=turn_offset)  # outermost: it sees cache hits too
         return model

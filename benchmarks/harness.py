@@ -83,6 +83,8 @@ SUITES: tuple[Suite, ...] = (
     Suite("edge", "VAD + quality + LID per 20 ms frame", ("benchmarks.edge",)),
     Suite("ingress", "Twilio media message -> STT stage, real server", ("benchmarks.ingress",)),
     Suite("turn", "voice-to-voice breakdown, our stages on scripted providers", ("benchmarks.turn",)),
+    Suite("mouth_to_ear", "caller's end of speech -> first agent audio, with and without preemptive replies",
+          ("benchmarks.mouth_to_ear",)),
     Suite("capacity", "concurrent calls on one core", ("benchmarks.capacity",)),
     Suite("failover", "region failure -> next turn answered", ("benchmarks.failover",)),
     Suite("soak", "100 calls: leaks and dropped frames", ("benchmarks.soak",)),

@@ -37,7 +37,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -764,14 +764,14 @@ async def turns(base: str, params: dict[str, Any], server_pid: int) -> dict[str,
                 records[call.messages.call_sid] = response.json()
         failures = fleet.failures[-10:]
     window_frames = round(after["end_of_turn_ms"] / (FRAME_S * 1000))
-    rows, unmatched = join_turns(finished, records, window_frames)
+    rows, unmatched = join_turns(finished, records, window_frames, params.get("needs", TURN_TIMINGS))
     return {"calls": calls, "turns_per_call": per_call, "rows": rows, "unmatched_utterances": unmatched,
             "failures_sample": failures, "audio": audio.source, "end_of_turn_ms": after["end_of_turn_ms"],
             "server_waiting_for_cpu_percent": round(100 * (after["cpu_wait_s"] - before["cpu_wait_s"]) / wall, 1)}
 
 
 def join_turns(calls: list[Call], records: dict[str, dict[str, Any]], window_frames: int,
-               ) -> tuple[list[dict[str, float]], int]:
+               needs: Sequence[str] = TURN_TIMINGS) -> tuple[list[dict[str, float]], int]:
     """One row per utterance answered: the caller's monotonic stamps and the turn's timings (seconds).
 
     An utterance's turn is the record's turn that began (``at``, wall clock)
@@ -790,13 +790,14 @@ def join_turns(calls: list[Call], records: dict[str, dict[str, Any]], window_fra
             window = utterance.frame + window_frames
             timings = turn.get("timings", {}) if turn is not None else {}
             if turn is None or utterance.reply_at is None or sent_at is None or utterance.frame < 0 \
-                    or window >= len(sent_at) or any(name not in timings for name in TURN_TIMINGS):
+                    or window >= len(sent_at) or any(name not in timings for name in needs):
                 unmatched += 1
                 continue
             turns.remove(turn)
             rows.append({"spoken_at": utterance.spoken_at, "window_sent": sent_at[window],
-                         "reply_at": utterance.reply_at, **{name: float(timings[name]) for name in TURN_TIMINGS},
-                         "llm_first_token": float(timings.get("llm_first_token", timings["llm_first_sentence"]))})
+                         "reply_at": utterance.reply_at, **{name: float(timings[name]) for name in needs},
+                         "llm_first_token": float(timings.get("llm_first_token",
+                                                              timings.get("llm_first_sentence", math.nan)))})
     return rows, unmatched
 
 

@@ -205,6 +205,9 @@ class Metrics:
                                 ["endpoint", "reason"], namespace=ns, registry=reg)
         self._media_dropped = Counter("media_dropped_frames", "Inbound media messages dropped: faster than real time",
                                       ["transport"], namespace=ns, registry=reg)
+        # preemptive replies (issue 16): started before the end of turn, then used or discarded
+        self._preemptions = Counter("preemptions", "Preemptive replies, used or discarded (the caller went on)",
+                                    ["outcome"], namespace=ns, registry=reg)
         self._active = Gauge("active_calls", "Calls in progress", namespace=ns, registry=reg)
         self._region_health = Gauge(
             "region_health", "Region health: 2 healthy, 1 degraded, 0 unhealthy", ["region"],
@@ -321,6 +324,10 @@ class Metrics:
         """Count inbound media messages a call's pace guard dropped."""
         if frames > 0:
             self._media_dropped.labels(self._refusal_label(transport)).inc(frames)
+
+    def preemption(self, outcome: str) -> None:
+        """Count a preemptive reply ``used`` or ``discarded``."""
+        self._preemptions.labels(outcome).inc()
 
     def failover(self, from_region: str, to_region: str) -> None:
         """Count a call moving from one Region to another."""

@@ -163,6 +163,7 @@ class Usage(BaseModel):
     model_errors: int = 0
     failovers: list[tuple[str, str]] = Field(default_factory=list)  # (from region, to region)
     tools: dict[str, int] = Field(default_factory=dict)  # tool -> calls
+    preemptions: dict[str, int] = Field(default_factory=dict)  # preemptive replies: "used" / "discarded"
 
     @property
     def answered_by(self) -> str:
@@ -219,6 +220,7 @@ class CallLedger:
         "_tool_uses",
         "_secrets",
         "pii",
+        "_preemptions",
     )
 
     def __init__(self, sink: LedgerSink | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -244,6 +246,7 @@ class CallLedger:
         self._tool_uses: list[tuple[ToolUse, float]] = []  # with the monotonic time each started
         self._secrets: list[re.Pattern[str]] = []
         self.pii = False  # also mask card numbers, phone numbers and emails (set by the session)
+        self._preemptions: dict[str, int] = {}
 
     # -- recording ----------------------------------------------------------------
 
@@ -298,6 +301,13 @@ class CallLedger:
         self._failover_at.setdefault(self.turn, round(self.elapsed(), 3))  # the console's timeline places it
         if self.sink is not None:
             self.sink.failover(from_region, to_region)
+
+    def preempted(self, outcome: str) -> None:
+        """A preemptive reply was ``used`` (the turn ended as guessed) or ``discarded`` (the caller went on)."""
+        self._preemptions[outcome] = self._preemptions.get(outcome, 0) + 1
+        report = getattr(self.sink, "preemption", None)  # optional on a sink: the metrics count it
+        if report is not None:
+            report(outcome)
 
     def incident(self, kind: IncidentKind, detail: str = "") -> None:
         """A failure the call met (and survived, or ended on)."""
@@ -364,6 +374,7 @@ class CallLedger:
             model_errors=self.model_errors,
             failovers=list(self._failovers),
             tools=self._tool_counts(),
+            preemptions=dict(self._preemptions),
         )
 
     def _tool_counts(self) -> dict[str, int]:
@@ -376,6 +387,10 @@ class CallLedger:
     def tool_calls(self) -> int:
         """Tool calls started so far (running ones included)."""
         return len(self._tool_uses)
+
+    def tool_spans(self, turn: int) -> list[tuple[ToolUse, float]]:
+        """Tool calls of ``turn`` with the monotonic time each started (for traces)."""
+        return [(use, started) for use, started in self._tool_uses if use.turn == turn]
 
     def tool_uses(self, turn: int) -> list[ToolUse]:
         """The tool calls of ``turn``, redacted, in the order they started (copies: safe to store)."""

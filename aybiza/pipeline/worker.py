@@ -67,6 +67,11 @@ class Worker(Generic[T]):
         """Items queued and not yet started."""
         return self._receive.statistics().current_buffer_used
 
+    @property
+    def busy(self) -> bool:
+        """An item is being handled (a cancelled one counts until its clean-up has run)."""
+        return self._scope is not None
+
     async def close(self) -> None:
         """Let the task finish what is queued, then end."""
         await self._send.aclose()

@@ -86,8 +86,15 @@ class CallJournal(WrappingProcessor):
         """Note caller turns, barge-ins and quality; hand everything to the model."""
         if isinstance(frame, UserTurn) and frame.text.strip():
             previous = self._current
-            self._turns[frame.turn_id] = TurnRecord(turn_id=frame.turn_id + self._offset, user=frame.text,
-                                                    language=frame.language)
+            answered = self._turns.get(frame.turn_id)
+            if answered is not None and not answered.user:
+                # A preemptive reply went out before the turn-taker's turn (aybiza.processors.preempt): keep it.
+                answered.user, answered.language = frame.text, frame.language
+                self._dirty[frame.turn_id] = answered
+                previous = previous if previous != frame.turn_id else None
+            else:
+                self._turns[frame.turn_id] = TurnRecord(turn_id=frame.turn_id + self._offset, user=frame.text,
+                                                        language=frame.language)
             self._current = frame.turn_id
             if self.ctx is not None:
                 self._answer_hits[frame.turn_id] = self.ctx.ledger.cache_hits(CacheKind.ANSWER)

@@ -33,7 +33,7 @@ import anyio
 import numpy as np
 
 from ..agents import AgentConfig
-from ..codecs import lin2ulaw
+from ..codecs import lin2ulaw, ulaw2lin
 from ..config import Settings
 from ..engines import Engines
 from ..pipeline import Frame, InputAudio, Processor
@@ -65,6 +65,10 @@ class ScriptedTimings:
     reply: tuple[str, ...] = ("We open at nine in the morning.", "Is there anything else I can help with?")
     input_tokens: int = 120
     output_tokens: int = 18
+    stt_endpointing: bool = False
+    """Also finalise on its own, ``stt_final_ms`` after the speech in the audio ends (Deepgram's endpointing),
+    not only after our ``Finalize``: the final then often arrives before our end of turn is confirmed."""
+    stt_endpointing_ms: float = 100.0  # the silence that ends the speech for the endpointing (a gap between words not)
 
     def __post_init__(self) -> None:
         delays = (self.stt_final_ms, self.llm_first_token_ms, self.llm_next_sentence_ms, self.tts_first_byte_ms)
@@ -75,6 +79,8 @@ class ScriptedTimings:
 
 
 # -- Deepgram ----------------------------------------------------------------------------
+
+_VOICED_LEVEL = 300.0  # mean |sample| above which the scripted recogniser hears speech (about -40 dBFS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,23 +123,42 @@ class _ListenConnection:
         self._owner = owner
         rate = int(params.get("sample_rate", 16000))
         self._bytes_per_second = rate * (1 if params.get("encoding") == "mulaw" else 2)
+        self._mulaw = params.get("encoding") == "mulaw"
         self._received = 0  # bytes of audio so far
         self._settled = 0  # bytes covered by finals
-        self._due: list[tuple[float, float, float]] = []  # (deadline, start, duration)
+        self._due: list[tuple[float, float, float, bool, bool]] = []  # (deadline, start, duration, words, finalize)
         self._wake = anyio.Event()
+        self._speaking = False  # endpointing: speech heard and not yet finalised
+        self._voiced_end = 0
+        self._voiced_at = 0.0
 
     async def send_media(self, audio: bytes) -> None:
         self._received += len(audio)
+        if not self._owner.timings.stt_endpointing:
+            return
+        pcm = np.frombuffer(ulaw2lin(audio) if self._mulaw else audio[: len(audio) // 2 * 2], dtype="<i2")
+        if pcm.size and float(np.abs(pcm).mean()) > _VOICED_LEVEL:
+            self._speaking, self._voiced_end, self._voiced_at = True, self._received, time.monotonic()
+        elif self._speaking and (self._received - self._voiced_end
+                                 >= self._owner.timings.stt_endpointing_ms / 1000 * self._bytes_per_second):
+            # the speech ended: its final comes stt_final_ms after it did
+            self._speaking = False
+            self._settle(self._voiced_at, self._voiced_end, words=True, finalize=False)
 
     async def send_keep_alive(self) -> None:
         return None
 
     async def send_finalize(self) -> None:
+        words = not self._owner.timings.stt_endpointing or self._voiced_end > self._settled
+        self._speaking = False
+        self._settle(time.monotonic(), self._received, words=words, finalize=True)
+
+    def _settle(self, at: float, upto: int, *, words: bool, finalize: bool) -> None:
         start = self._settled / self._bytes_per_second
-        duration = (self._received - self._settled) / self._bytes_per_second
-        self._settled = self._received
+        duration = (upto - self._settled) / self._bytes_per_second
+        self._settled = max(self._settled, upto)
         if duration > 0:
-            self._due.append((time.monotonic() + self._owner.timings.stt_final_ms / 1000, start, duration))
+            self._due.append((at + self._owner.timings.stt_final_ms / 1000, start, duration, words, finalize))
             self._wake.set()
 
     async def __aiter__(self) -> AsyncIterator[Any]:
@@ -142,11 +167,11 @@ class _ListenConnection:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            deadline, start, duration = self._due[0]
+            deadline, start, duration, words, finalize = self._due[0]
             await anyio.sleep(max(0.0, deadline - time.monotonic()))
             self._due.pop(0)
-            text = self._owner.next_transcript()
-            yield _Results(_Channel((_Alternative(text),)), start, duration)
+            text = self._owner.next_transcript() if words else ""
+            yield _Results(_Channel((_Alternative(text),)), start, duration, from_finalize=finalize)
 
 
 class _SpeakConnection:

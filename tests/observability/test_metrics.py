@@ -230,3 +230,15 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([3.0], 0.95) == 3.0
     assert percentile([1, 2, 3, 4], 0.5) == 2
     assert percentile([1, 2, 3, 4], 1.0) == 4
+
+
+def test_preemptive_replies_used_and_discarded_are_counted_from_the_ledger() -> None:
+    metrics = Metrics()
+    ledger = CallLedger(metrics)
+    ledger.preempted("discarded")
+    ledger.preempted("used")
+    ledger.preempted("used")
+    got = samples(metrics)
+    assert got[("aybiza_preemptions_total", (("outcome", "used"),))] == 2
+    assert got[("aybiza_preemptions_total", (("outcome", "discarded"),))] == 1
+    assert ledger.usage().preemptions == {"discarded": 1, "used": 2}

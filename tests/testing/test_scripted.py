@@ -49,6 +49,7 @@ from aybiza.processors.llm.sentences import (
     ReplyUsage,
     TextDelta,
 )
+from aybiza.processors.preempt import PreemptiveReplies
 from aybiza.processors.quality import QualityProcessor
 from aybiza.processors.stt.deepgram import DeepgramSTT
 from aybiza.processors.tts.deepgram import DeepgramTTS
@@ -150,6 +151,32 @@ async def test_the_scripted_listen_socket_is_opened_with_our_parameters() -> Non
     recorder = await run([stt], feed)
     assert [t.text for t in recorder.of(Transcript)] == ["first"]
     assert client.connections == 1 and stt.connections == 1
+
+
+@pytest.mark.anyio
+async def test_with_endpointing_the_scripted_recogniser_finalises_on_its_own_after_the_speech_ends() -> None:
+    timings = ScriptedTimings(stt_final_ms=150, stt_endpointing=True, transcripts=("what time do you open",))
+    stt = DeepgramSTT(ScriptedDeepgram(timings), encoding="mulaw")
+    ended: list[float] = []
+
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
+        await pipe.push(SpeechStarted(at=time.monotonic()))
+        for pcm in tone(0.3, 8000):
+            await pipe.push(InputAudio(pcm, 8000, time.monotonic(), voiced=True, ulaw=lin2ulaw(pcm)))
+            await anyio.sleep(0.002)
+        ended.append(time.monotonic())
+        for _ in range(15):  # silence, and no SpeechStopped (our end of turn is still waiting)
+            await pipe.push(InputAudio(b"\x00" * 320, 8000, time.monotonic(), voiced=False, ulaw=b"\xff" * 160))
+            await anyio.sleep(0.02)
+        await recorder.wait_for(Transcript)
+        await pipe.push(SpeechStopped(at=time.monotonic()))  # our Finalize: no words left, no second transcript
+        await anyio.sleep(0.3)
+
+    recorder = await run([stt], feed)
+    finals = recorder.of(Transcript)
+    assert [(t.text, t.final) for t in finals] == [("what time do you open", True)]
+    arrived = recorder.times[recorder.frames.index(finals[0])]
+    assert 0.145 <= arrived - ended[0] <= 0.15 + 0.02 + SLACK_S  # from the last voiced frame, a sleep before
 
 
 # -- Bedrock ---------------------------------------------------------------------------
@@ -354,7 +381,8 @@ async def test_the_production_stack_on_scripted_providers_answers_a_spoken_turn(
     ctx.region, ctx.fallback_regions = chosen.region, chosen.fallbacks
     processors, opening = stack.build(ctx, bench_agent(), call_routing=call_routing)
     assert [type(p) for p in processors] == [QualityProcessor, VADProcessor, FallbackStage, LanguageProcessor,
-                                             TurnTaker, TurnWatchdog, ReplyProcessor, FallbackStage]
+                                             TurnTaker, TurnWatchdog, PreemptiveReplies, FallbackStage]
+    assert isinstance(processors[6], PreemptiveReplies) and isinstance(processors[6].inner, ReplyProcessor)
     stt, tts = processors[2], processors[-1]
     assert isinstance(stt, FallbackStage) and isinstance(stt.primary, DeepgramSTT)
     assert isinstance(tts, FallbackStage) and isinstance(tts.primary, DeepgramTTS)

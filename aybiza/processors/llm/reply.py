@@ -37,7 +37,7 @@ goodbye) follows. A round after a tool that fails counts the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -131,6 +131,8 @@ class ReplyProcessor(Processor):
         self._barge_ins = 0
         self._caller_speaking = False
         self._quiet_since = time.monotonic()
+        # Preemptive replies (aybiza.processors.preempt): awaited before any tool runs.
+        self.tools_gate: Callable[[], Awaitable[None]] | None = None
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         await super().start(ctx, tg)
@@ -167,6 +169,11 @@ class ReplyProcessor(Processor):
             self._quiet_since = time.monotonic()
         await self.push(frame)
 
+    @property
+    def idle(self) -> bool:
+        """No reply in progress or queued (a cancelled one has finished its clean-up)."""
+        return not self._worker.busy and not self._worker.pending
+
     def _request(self, language: str) -> ReplyRequest:
         recent = self.history[-self.max_history :]
         schemas = self.tools.schemas if self.tools is not None else ()
@@ -187,6 +194,8 @@ class ReplyProcessor(Processor):
                     ctx.log.warning("turn %d: the model still calls tools after %d rounds; stopping",
                                     turn.turn_id, self.max_tool_rounds)
                     break
+                if self.tools_gate is not None:
+                    await self.tools_gate()  # a preemptive reply: tools wait for the confirmed turn
                 if not await self._run_tools(calls, turn):
                     return  # interrupted during the tools, and the caller's next turn will answer
         except ProviderError as exc:

@@ -1,0 +1,249 @@
+"""Preemptive replies: start the model on the caller's words before the end of turn is confirmed.
+
+A turn's latency is otherwise a chain of waits: the end-of-turn silence, the
+final transcript, the model's first token, the voice's first audio. The
+recogniser often sends its final transcript *before* our end of turn is
+confirmed (Deepgram's own endpointing finalises a phrase as soon as the
+caller pauses, while the VAD and the end-of-turn model are still waiting),
+so the model can start then and its reply be ready when the turn ends.
+
+:class:`PreemptiveReplies` wraps the answers stage (the answer cache around
+the model) and sees every frame on its way to it:
+
+* a final transcript while the caller's turn is still open (no confirmed
+  ``SpeechStopped`` yet) starts a *tentative* reply on the words so far
+  (a backchannel alone does not). What the model (or the answer cache, which
+  answers at once) says is **held**: nothing reaches the voice;
+* the caller goes on (another final before the turn ends): the tentative
+  reply is **discarded** (cancelled, its history undone) and a new one starts
+  on the longer text, so the caller gets one answer, to the whole question;
+* the turn is confirmed (the end-of-turn ``SpeechStopped``, or the
+  turn-taker's ``UserTurn`` with the same words): what was held goes out at
+  once and the rest streams on; the ``UserTurn`` itself is not answered again;
+* a ``UserTurn`` whose words differ (a late final) discards the tentative
+  reply (interrupting it if it was already heard) and is answered normally;
+* tools never run on a guess: a tentative reply that wants a tool waits, at
+  the model's ``tools_gate``, for the confirmed turn (discarded: it never runs);
+* a barge-in discards a tentative reply with everything else.
+
+Only text is held, not audio: the voice starts on the first sentence once the
+turn is confirmed, so a confirmation after the model's first sentence costs
+nothing and one before it costs at most the voice's first-audio time.
+
+A discarded reply still cost tokens. If the provider reported its usage
+before the discard, the ledger has it; otherwise the input (the request's
+characters) and what was written so far are estimated at four characters a
+token and added to the provider's tokens. Every tentative reply ends on the
+ledger as ``used`` or ``discarded`` (``CallLedger.preempted``, the
+``aybiza_preemptions_total`` metric).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import anyio
+
+from ..pipeline import (
+    AgentText,
+    AgentTurnDone,
+    Frame,
+    Interruption,
+    Processor,
+    SpeechStarted,
+    SpeechStopped,
+    Stage,
+    Transcript,
+    UserTurn,
+)
+from .cache import WrappingProcessor
+from .llm.reply import ReplyProcessor
+from .turns import is_backchannel
+
+__all__ = ["PreemptiveReplies", "same_words"]
+
+_WORDS = re.compile(r"[\w']+")
+_CHARS_PER_TOKEN = 4  # the usual estimate for English text
+
+
+def same_words(a: str, b: str) -> bool:
+    """Whether two transcripts hold the same words (case and punctuation aside)."""
+    return _WORDS.findall(a.lower()) == _WORDS.findall(b.lower())
+
+
+@dataclass(slots=True)
+class _Tentative:
+    """A reply started before the turn was confirmed."""
+
+    text: str
+    turn_id: int
+    history_len: int
+    started: float
+    confirmed: anyio.Event = field(default_factory=anyio.Event)
+    held: list[Frame] = field(default_factory=list)
+    said_chars: int = 0
+
+
+class PreemptiveReplies(WrappingProcessor):
+    """Starts the model on a final transcript before the turn ends; holds, releases or discards its reply."""
+
+    name = "preempt"
+
+    def __init__(self, inner: Processor, model: ReplyProcessor, *, settle_timeout_s: float = 1.0) -> None:
+        super().__init__(inner)
+        self.model = model
+        self.settle_timeout_s = settle_timeout_s
+        self.used = 0
+        self.discarded = 0
+        self._tentative: _Tentative | None = None
+        self._parts: list[str] = []
+        self._language = "en"
+        self._turn_open = False  # the caller is speaking, or paused with the end of turn not yet confirmed
+        self._last_turn_id = 0
+        self._swallow = 0  # our own Interruptions coming back from the inner stage
+        self._rollback: int | None = None  # history length to restore once a discarded reply has finished
+        model.tools_gate = self._tools_gate
+
+    # -- frames in ------------------------------------------------------------------------------
+
+    async def process(self, frame: Frame) -> None:
+        """Track the caller's turn; start, confirm or discard the tentative reply."""
+        if isinstance(frame, UserTurn):
+            await self._user_turn(frame)
+            return
+        if isinstance(frame, SpeechStarted):
+            self._turn_open = True
+        elif isinstance(frame, SpeechStopped):
+            self._turn_open = False
+            tentative = self._tentative
+            if tentative is not None and same_words(tentative.text, " ".join(self._parts)):
+                if self.ctx is not None:
+                    self.ctx.user_turn_ended_at = frame.at  # the output times voice-to-voice from it
+                await self._confirm(tentative)
+        elif isinstance(frame, Transcript):
+            if frame.final and frame.text.strip():
+                self._parts.append(frame.text.strip())
+                self._language = frame.language
+                await self.inner.process(frame)
+                if self._turn_open:
+                    await self._guess()
+                return
+        elif isinstance(frame, Interruption):
+            if self._tentative is not None:
+                self._forget(self._tentative, reason="barge-in")  # the Interruption itself cancels it
+        await self.inner.process(frame)
+
+    async def _guess(self) -> None:
+        """A final arrived while the turn is open: (re)start the tentative reply on the words so far."""
+        text = " ".join(self._parts)
+        tentative = self._tentative
+        if tentative is not None:
+            if same_words(tentative.text, text):
+                return
+            await self._discard(tentative, reason="the caller went on")
+        tools = self.model.tools
+        if is_backchannel(text) or (tools is not None and tools.wants_speech):
+            return  # "uh-huh" makes no turn; words a tool waits for are not a question
+        await self._settle()
+        turn_id = self._last_turn_id + 1
+        tentative = _Tentative(text, turn_id, len(self.model.history), time.monotonic())
+        self._tentative = tentative
+        if self.ctx is not None:
+            self.ctx.ledger.turn = turn_id  # the model's timings belong to the turn it answers
+            self.ctx.log.debug("preempt: replying to turn %d before it is confirmed", turn_id)
+        await self.inner.process(UserTurn(text=text, turn_id=turn_id, language=self._language))
+
+    async def _user_turn(self, turn: UserTurn) -> None:
+        """The turn-taker's confirmed turn: the tentative reply's if the words match, else answered anew."""
+        self._parts = []
+        self._turn_open = False
+        self._last_turn_id = turn.turn_id
+        tentative = self._tentative
+        if tentative is not None:
+            if tentative.turn_id == turn.turn_id and same_words(tentative.text, turn.text):
+                ctx = self.ctx
+                if (ctx is not None and tentative.confirmed.is_set()
+                        and Stage.VOICE_TO_VOICE.value in ctx.ledger.timings(turn.turn_id)):
+                    ctx.user_turn_ended_at = None  # the turn-taker set it again, after the reply was heard
+                await self._confirm(tentative)
+                self._tentative = None
+                return
+            await self._discard(tentative, reason="the confirmed turn has other words")
+        await self._settle()
+        await self.inner.process(turn)
+
+    # -- frames out -----------------------------------------------------------------------------
+
+    async def from_inner(self, frame: Frame) -> None:
+        """Hold the tentative reply's words until the turn is confirmed; drop our own interruptions."""
+        if isinstance(frame, Interruption) and self._swallow:
+            self._swallow -= 1
+            return
+        tentative = self._tentative
+        if (tentative is not None and not tentative.confirmed.is_set()
+                and isinstance(frame, AgentText | AgentTurnDone) and frame.turn_id == tentative.turn_id):
+            tentative.held.append(frame)
+            if isinstance(frame, AgentText):
+                tentative.said_chars += len(frame.text)
+            return
+        await self.push(frame)
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    async def _confirm(self, tentative: _Tentative) -> None:
+        if tentative.confirmed.is_set():
+            return
+        tentative.confirmed.set()
+        self.used += 1
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.ledger.preempted("used")
+            ctx.log.debug("preempt: turn %d confirmed (%d frames held)", tentative.turn_id, len(tentative.held))
+        held, tentative.held = tentative.held, []
+        for frame in held:
+            await self.push(frame)
+
+    async def _discard(self, tentative: _Tentative, *, reason: str) -> None:
+        """Cancel the tentative reply (interrupting it downstream only if the caller already heard it)."""
+        heard = tentative.confirmed.is_set()
+        self._forget(tentative, reason=reason)
+        if not heard:
+            self._swallow += 1
+        await self.inner.process(Interruption(at=time.monotonic()))
+
+    def _forget(self, tentative: _Tentative, *, reason: str) -> None:
+        """Book a discarded reply: the count, its tokens, and the history to restore."""
+        self._tentative = None
+        self._rollback = tentative.history_len
+        if tentative.confirmed.is_set():
+            return  # it was used (and heard): a barge-in or a late word, not a wasted guess
+        self.discarded += 1
+        ctx = self.ctx
+        if ctx is None:
+            return
+        ctx.ledger.turn = self._last_turn_id
+        ctx.ledger.preempted("discarded")
+        ctx.log.debug("preempt: turn %d discarded (%s)", tentative.turn_id, reason)
+        if not tentative.held or not isinstance(tentative.held[-1], AgentTurnDone):
+            # Cut short before the provider reported usage: estimate what the request cost.
+            prompt = len(self.model.system_prompt) + sum(len(m.text) for m in self.model.history)
+            ctx.ledger.add_tokens(self.model.streamer.provider, prompt // _CHARS_PER_TOKEN + 1,
+                                  tentative.said_chars // _CHARS_PER_TOKEN)
+
+    async def _settle(self) -> None:
+        """After a discard: wait for the cancelled reply to finish, then undo what it added to the history."""
+        if self._rollback is None:
+            return
+        with anyio.move_on_after(self.settle_timeout_s):
+            while not self.model.idle:  # noqa: ASYNC110 - the worker has no event; a few ms at most
+                await anyio.sleep(0.002)
+        del self.model.history[self._rollback :]
+        self._rollback = None
+
+    async def _tools_gate(self) -> None:
+        """Awaited by the model before it runs a tool: a tentative reply waits for its confirmed turn."""
+        tentative = self._tentative
+        if tentative is not None:
+            await tentative.confirmed.wait()
