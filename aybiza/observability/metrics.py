@@ -197,6 +197,8 @@ class Metrics:
             "cache_requests", "Edge cache lookups", ["namespace", "result"], namespace=ns, registry=reg
         )
         self._errors = Counter("errors", "Errors by kind", ["kind"], namespace=ns, registry=reg)
+        self.webhook_deliveries = Counter("webhook_deliveries", "Post-call webhook attempts by outcome "
+                                          "(delivered, retry, failed)", ["outcome"], namespace=ns, registry=reg)
         self._failovers = Counter(
             "failovers", "Mid-call Region changes", ["from_region", "to_region"], namespace=ns, registry=reg
         )

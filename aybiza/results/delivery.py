@@ -82,7 +82,7 @@ class PostCallResults:
         *,
         secret: Callable[[str], str | None],
         agent: Callable[[str], Awaitable[AgentConfig]],
-        registry: CollectorRegistry | None = None,
+        deliveries: Counter | None = None,
         summarizer: Summarizer | None = None,
         policy: RetryPolicy | None = None,
         poll_s: float = 5.0,
@@ -97,9 +97,10 @@ class PostCallResults:
         self.batch = batch
         self._wake = anyio.Event()
         self._client: httpx.AsyncClient | None = None
-        self._count = Counter("webhook_deliveries", "Post-call webhook attempts by outcome (delivered, retry, "
-                              "failed)", ["outcome"], namespace="aybiza",
-                              registry=registry if registry is not None else CollectorRegistry())
+        # The process's aybiza_webhook_deliveries_total (Metrics.webhook_deliveries), or a private one.
+        self._count = deliveries if deliveries is not None else Counter(
+            "webhook_deliveries", "Post-call webhook attempts by outcome", ["outcome"], namespace="aybiza",
+            registry=CollectorRegistry())
 
     # -- the call path ---------------------------------------------------------------
 

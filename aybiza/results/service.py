@@ -25,5 +25,5 @@ def open_post_call_results(settings: Settings, store: CallStore, agents: AgentCo
     policy = RetryPolicy(max_attempts=settings.webhook_max_attempts, base_s=settings.webhook_retry_base_s,
                          max_s=settings.webhook_retry_max_s)
     return PostCallResults(open_outbox(store.archive), secret=settings.secret, agent=agents.get,
-                           registry=metrics.registry, summarizer=model_summarizer(settings, engines),
+                           deliveries=metrics.webhook_deliveries, summarizer=model_summarizer(settings, engines),
                            policy=policy, poll_s=settings.webhook_poll_s)

@@ -96,14 +96,14 @@ async def _agent(agent_id: str):  # type: ignore[no-untyped-def]
 async def test_the_sender_retries_with_backoff_then_marks_the_delivery_failed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from prometheus_client import CollectorRegistry
-
+    from aybiza.observability.metrics import Metrics
     from aybiza.results.spec import WebhookSpec
 
-    registry = CollectorRegistry()
+    metrics = Metrics()
+    registry = metrics.registry
     with WebhookReceiver(status=503) as receiver:
         outbox = open_outbox(SQLiteArchive(tmp_path / "a.db"))
-        results = PostCallResults(outbox, secret={"HOOK": "k"}.get, agent=_agent, registry=registry,
+        results = PostCallResults(outbox, secret={"HOOK": "k"}.get, agent=_agent, deliveries=metrics.webhook_deliveries,
                                   policy=RetryPolicy(max_attempts=3, base_s=0.1, max_s=0.2), poll_s=0.05)
         agent = (await _agent("default")).model_copy(update={"webhook": WebhookSpec(url=receiver.url + "/h",
                                                                                      secret="HOOK")})
