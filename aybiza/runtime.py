@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -46,6 +46,9 @@ from .session.admission import Admission, RateLimit
 from .session.failsafe import FailsafeVoice
 from .stack import SpeechStack
 from .transports.tokens import CallTokens
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["Runtime", "freeze_startup_heap"]
 
@@ -108,6 +111,9 @@ class Runtime:
         self.calls: dict[str, CallContext] = {}
         self.ready = False
         self._default_agent: AgentConfig | None = None
+        # Scale-out (issue 16): the node's place among the nodes on this Redis, and whether it drains.
+        self.cluster: Cluster | None = None
+        self.draining = False
 
     @property
     def routing_for_calls(self) -> RoutingService | None:
@@ -137,8 +143,14 @@ class Runtime:
             log.warning("archived %d call(s) left open by a previous process as interrupted: %s",
                         len(interrupted), ", ".join(interrupted))
         try:
+            if settings.redis_url:
+                from .cluster import Cluster
+
+                self.cluster = await Cluster.open(self)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.store.keepalive)
+                if self.cluster is not None:
+                    tg.start_soon(self.cluster.run)
                 tg.start_soon(self._housekeeping)
                 if self.routing_for_calls is not None:
                     if settings.health_probes:
@@ -155,6 +167,8 @@ class Runtime:
         finally:
             self.ready = False
             with anyio.CancelScope(shield=True):
+                if self.cluster is not None:
+                    await self.cluster.aclose()
                 await self.store.aclose()
                 await self.cache.aclose()
                 self.engines.close()
@@ -255,6 +269,8 @@ class Runtime:
         """Whether a new call could be answered now, and why not."""
         if not self.ready:
             return False, "starting"
+        if self.draining:
+            return False, "draining"
         for name, dependency in self.dependencies().items():
             if dependency["state"] == "down":
                 return False, f"{name} is down"
