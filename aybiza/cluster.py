@@ -5,9 +5,13 @@ Every ``AYBIZA_NODE_HEARTBEAT_S`` it
 
 * registers the node (:class:`~aybiza.edge.nodes.NodeRegistry`): its public
   URL, capacity (``AYBIZA_MAX_CALLS``), live calls and whether it drains;
-* looks for nodes that stopped heartbeating without leaving, and — when it
-  wins the reaper lock for one — archives that node's live calls as
-  ``interrupted`` (:meth:`~aybiza.edge.calls.CallStore.interrupt_owner`).
+* looks for nodes that stopped heartbeating without leaving and whose
+  call-state lease (:class:`~aybiza.edge.state_redis.RedisState`, 10 s) ran
+  out too, and — when it wins the reaper lock for one — archives that node's
+  live calls as ``interrupted`` (:meth:`~aybiza.edge.calls.CallStore.interrupt_owner`).
+  A node drops out of call placement within ``AYBIZA_NODE_MISSED_HEARTBEATS``
+  heartbeats; its calls are archived once its lease has expired as well,
+  so a node that is only slow (a starved event loop) never loses its calls.
 
 ``/twiml`` asks :meth:`Cluster.stream_url` where the call should go: the
 stream URL of the node with the most free capacity, so any node can answer
@@ -111,7 +115,9 @@ class Cluster:
         if store is None or self.draining:
             return archived
         for node_id in await self.registry.gone():
-            if not await self.registry.claim_reaping(node_id):
+            # A node whose heartbeat is merely late (a starved event loop) still holds its call-state lease:
+            # its calls are not taken from under it; a dead node's lease runs out within its length.
+            if await store.state.owner_alive(node_id) or not await self.registry.claim_reaping(node_id):
                 continue
             calls = await store.interrupt_owner(node_id)
             await self.registry.forget(node_id)
@@ -127,7 +133,9 @@ class Cluster:
         except REDIS_ERRORS as error:
             _trouble.warning("pick", "cannot place a call through Redis (%s); this node takes it",
                              type(error).__name__)
-            node = None if self.draining else self.describe()
+            node = None
+        if node is None and not self.draining and self.runtime.admission.has_room("twilio"):
+            node = self.describe()  # this node is evidently up, even if its registration lapsed
         return None if node is None else node.stream_url
 
     async def drain(self) -> None:
