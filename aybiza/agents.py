@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .results.spec import WebhookSpec
 from .tools.specs import Action, BuiltinToolSpec, HttpToolSpec, ToolSpec
 
 __all__ = ["FAQ", "AgentConfig", "AgentTranslation", "FAQTranslation", "RESIDENCIES", "load_agent", "list_agents",
@@ -121,6 +122,7 @@ class AgentTranslation(BaseModel):
     hold: str | None = None
     cannot_transfer: str | None = None
     digits_retry: str | None = None
+    voicemail: str | None = None
     faqs: dict[str, FAQTranslation] = Field(default_factory=dict)
 
     def __hash__(self) -> int:  # frozen, but holds a dict: hash the content
@@ -143,6 +145,7 @@ class AgentConfig(BaseModel):
     ``hold`` before a warm transfer's hold, ``cannot_transfer`` when a transfer
     is asked for and impossible (a browser call, no call control, the person
     did not answer), ``digits_retry`` when no keys came while collecting digits.
+    An outbound call answered by a machine hears ``voicemail`` after the beep.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -173,10 +176,20 @@ class AgentConfig(BaseModel):
     filler: str = "One moment, please."
     hold: str = "Please hold for a moment while I brief a colleague."
     cannot_transfer: str = "I'm sorry, I can't put you through to a person right now."
+    # Call recording and PII redaction (issue 14, items 4-5).
+    record: bool = False  # record this agent's calls (AYBIZA_RECORD_CALLS records every agent's)
+    redact_pii: bool | None = None  # None: AYBIZA_REDACT_PII decides
     digits_retry: str = "Sorry, I didn't get that. Please type the number on your keypad, then press the hash key."
     translations: dict[str, AgentTranslation] = Field(default_factory=dict)
     confirm_prompt: str = "Did you mean {topic}?"
     confirm_band: float = Field(default=0.08, ge=0.0, le=1.0)
+    # Outbound calls (issue 14, item 3): the message a machine records, and limits (None: the AYBIZA_OUTBOUND_* ones).
+    voicemail: str = "Hello, we tried to reach you. Please call us back when you can. Goodbye."
+    outbound_max_calls: int | None = Field(default=None, ge=0)
+    outbound_dials_per_minute: float | None = Field(default=None, gt=0)
+    outbound_dial_burst: int | None = Field(default=None, ge=1)
+    # Post-call results (issue 14, item 6): where the call record, a summary and fields are POSTed at its end.
+    webhook: WebhookSpec | None = None
 
     def __hash__(self) -> int:  # frozen, but holds dicts: hash the content
         return hash(self.model_dump_json())
@@ -224,7 +237,7 @@ class AgentConfig(BaseModel):
 
     @field_validator("greeting", "fallback", "reprompt", "name", "apology", "goodbye", "retry_prompt", "handoff",
                      "filler", "hold", "cannot_transfer", "digits_retry",
-                     "holding_line", "silence_prompt", "silence_goodbye", "confirm_prompt")
+                     "holding_line", "silence_prompt", "silence_goodbye", "confirm_prompt", "voicemail")
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
         return _non_blank(value, "this field")

@@ -1,4 +1,4 @@
-"""``aybiza serve | call ...``: the command line."""
+"""``aybiza serve | call | dial ...``: the command line."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "stt": args.stt, "llm": args.llm,
                                    "tts": args.tts}.items() if v is not None}
     settings = Settings(**overrides)
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, redact_pii=settings.redact_pii)
     engines = Engines(settings)
     try:
         load_agent(settings.default_agent, settings.agents_dir)
@@ -230,6 +230,15 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(list(args.suites), quick=not args.full, out=args.out)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .evals.cli import eval_main
+
+    return eval_main(args.scenarios, server=args.server, json_out=args.json, auth_token=args.auth_token,
+                     api_token=args.api_token, public_url=args.public_url, agents_dir=args.agents_dir,
+                     only=args.only, server_log=args.server_log, judge_latency=not args.no_latency,
+                     parallel=args.parallel)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``aybiza`` command."""
     parser = argparse.ArgumentParser(prog="aybiza", description="Real-time voice AI platform.")
@@ -296,11 +305,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="latency benchmarks against their budgets")
     bench.add_argument("suites", nargs="*", help="hop edge ingress turn capacity failover soak cache "
-                       "providers_overhead accuracy (default: all)")
+                       "providers_overhead accuracy endpoint voices conversation compare (default: all)")
     bench.add_argument("--full", action="store_true", help="full-length runs (soak: 10 minutes)")
     bench.add_argument("--out", type=Path, metavar="DIR",
                        help="write the report (JSON, Markdown, plots) here (default: ./bench-results)")
     bench.set_defaults(func=_bench)
+
+    from .outbound.cli import add_dial_command  # outbound calls (issue 14, item 3)
+
+    add_dial_command(commands)
+    # Scenario evals (issue 14, item 7).
+    evals = commands.add_parser("eval", help="scripted calls against a server, checked turn by turn")
+    evals.add_argument("scenarios", type=Path, help="a scenario file (agents/default.scenarios.yaml ships)")
+    evals.add_argument("--server", help="a running server's base URL (default: start one, as aybiza serve)")
+    evals.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    evals.add_argument("--auth-token", help="with --server: Twilio auth token (default: TWILIO_AUTH_TOKEN or local)")
+    evals.add_argument("--api-token", help="with --server: API token (default: AYBIZA_API_TOKEN or local)")
+    evals.add_argument("--public-url", help="with --server: its AYBIZA_PUBLIC_URL, if not its base URL")
+    evals.add_argument("--agents-dir", type=Path, help="agent files, to recognise FAQ answers (default: settings)")
+    evals.add_argument("--only", action="append", help="run only this scenario (by name); repeatable")
+    evals.add_argument("--server-log", type=Path, help="without --server: keep the server's log here")
+    evals.add_argument("--no-latency", action="store_true", help="report latency budgets without failing on them")
+    evals.add_argument("--parallel", type=int, default=2, choices=range(1, 17), metavar="N",
+                       help="calls placed at a time (1-16, default 2)")
+    evals.set_defaults(func=_eval)
     return parser
 
 

@@ -141,6 +141,30 @@ class Settings(BaseSettings):
     ice_username: str = ""
     ice_credential: str = ""
 
+    # Outbound calls with answering-machine detection (issue 14, item 3); an agent's own outbound_* fields win.
+    outbound_from: str = Field(default="", description="Caller id of outbound calls (E.164, the account's number)")
+    outbound_max_calls: int = Field(default=10, ge=0, description="An agent's outbound calls ringing or live at once")
+    outbound_dials_per_minute: float = Field(default=30.0, gt=0, description="An agent's dials a minute")
+    outbound_dial_burst: int = Field(default=5, ge=1, description="An agent's dials at once before the rate applies")
+    outbound_ring_s: int = Field(default=30, ge=5, le=600, description="How long an outbound call rings")
+    amd_timeout_s: int = Field(default=30, ge=3, le=59, description="Twilio's answering-machine detection time")
+    amd_wait_s: float = Field(default=35.0, gt=0, description="The greeting waits this long for the AMD verdict")
+    # Post-call webhook (issue 14, item 6): retries of each agent's results webhook from the durable outbox.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="Attempts before a delivery is failed")
+    webhook_retry_base_s: float = Field(default=5.0, gt=0, description="First retry delay; doubles per attempt")
+    webhook_retry_max_s: float = Field(default=900.0, gt=0, description="Longest delay between two attempts")
+    webhook_poll_s: float = Field(default=5.0, gt=0, description="How often the outbox is checked for due retries")
+
+    # Call recording and PII redaction (issue 14, items 4-5): docs in README "Recording and redaction".
+    record_calls: bool = Field(default=False, description="Record every call (else agents with record: true)")
+    recording_s3_bucket: str = Field(default="", description="S3 bucket for recordings; default: the data directory")
+    recording_s3_prefix: str = Field(default="recordings/", description="Key prefix of recordings in the bucket")
+    recording_s3_endpoint_url: str = Field(default="", description="S3 endpoint (MinIO, a VPC endpoint, a test "
+                                           "server); default AWS")
+    recording_s3_region: str = Field(default="us-east-1", description="Region of the recordings bucket")
+    redact_pii: bool = Field(default=True, description="Mask card numbers, phone numbers and emails in what is "
+                             "stored and logged (an agent's redact_pii overrides)")
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 

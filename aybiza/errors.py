@@ -137,6 +137,8 @@ class EndReason(enum.StrEnum):
     TTS_UNAVAILABLE = "tts_unavailable"  # no voice could speak (the local voice failed too)
     INTERNAL_ERROR = "internal_error"  # a stage raised something unexpected
     INTERRUPTED = "interrupted"  # the process died mid-call (archived by a survivor)
+    VOICEMAIL = "voicemail"  # an outbound call reached a machine: the agent left its voicemail message
+    FAX = "fax"  # an outbound call reached a fax machine: hung up
 
     @property
     def normal(self) -> bool:
@@ -150,7 +152,7 @@ class EndReason(enum.StrEnum):
 
 
 _NORMAL = frozenset({EndReason.HANGUP, EndReason.DISCONNECTED, EndReason.AGENT_ENDED, EndReason.CALLER_SILENT,
-                     EndReason.TRANSFERRED,
+                     EndReason.TRANSFERRED, EndReason.VOICEMAIL, EndReason.FAX,
                      EndReason.SHUTDOWN, EndReason.NO_CONNECTION, EndReason.MEDIA_TIMEOUT})
 
 

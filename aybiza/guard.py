@@ -49,7 +49,8 @@ DEFAULT_CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form
 """The Content-Security-Policy of an HTML page that sets none of its own."""
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-_UNGUARDED_PATHS = frozenset({"/twiml", "/twilio/stream", "/health", "/ready"})  # Twilio's (signed), probes'
+_UNGUARDED_PATHS = frozenset({"/twiml", "/twilio/stream", "/health", "/ready",  # Twilio's (signed), probes'
+                              "/twilio/amd"})  # outbound calls' AMD verdict (signed)
 _SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),

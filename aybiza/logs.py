@@ -16,6 +16,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from .pipeline.pii import RedactingFilter
+
 __all__ = ["configure", "JsonFormatter", "TextFormatter", "Throttled"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -86,10 +88,12 @@ class Throttled:
         self.logger.warning(message + suffix, *args)
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
-    """Install one stderr handler on the ``aybiza`` logger tree."""
+def configure(level: str = "INFO", fmt: str = "text", *, redact_pii: bool = False) -> None:
+    """Install one stderr handler on the ``aybiza`` logger tree (masking personal data with ``redact_pii``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_CallIdFilter())
+    if redact_pii:  # PII redaction (issue 14, item 5): card numbers, phone numbers, emails
+        handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("aybiza")
     root.handlers[:] = [handler]

@@ -37,8 +37,11 @@ from .edge.redis_util import redis_client
 from .engines import Engines
 from .errors import AybizaError, ConfigError, EndReason
 from .observability.metrics import Metrics
+from .outbound.registry import OutboundCalls
 from .pipeline import CacheKind, CallContext, IncidentKind
 from .processors.language import DEFAULT_LANGUAGES
+from .recording.storage import RecordingStore
+from .results.delivery import PostCallResults
 from .routing.costs import cost_of, tokens_cost
 from .routing.service import RoutingService
 from .routing.shared import SharedHealth
@@ -106,8 +109,11 @@ class Runtime:
             waiting_total=settings.max_pending_streams, waiting_per_client=settings.max_pending_streams_per_ip,
             offers=RateLimit(settings.browser_offers_per_minute, settings.browser_offer_burst))
         self.tokens = CallTokens(settings.call_token_ttl_s, max_pending=settings.max_call_tokens)
+        self.outbound = OutboundCalls()  # outbound calls dialled from here (issue 14, item 3)
         self.languages = frozenset(DEFAULT_LANGUAGES)
         self.store: CallStore | None = None
+        self.results: PostCallResults | None = None  # post-call webhooks (issue 14, item 6)
+        self.recordings = RecordingStore(settings)  # call recording (issue 14, item 4)
         self.calls: dict[str, CallContext] = {}
         self.ready = False
         self._default_agent: AgentConfig | None = None
@@ -138,6 +144,9 @@ class Runtime:
         self.store = await open_call_store(settings.data_dir, redis_url=settings.redis_url or None,
                                            archive_url=settings.archive_url or None)
         self.stack.store = self.store
+        from .results.service import open_post_call_results
+
+        self.results = open_post_call_results(settings, self.store, self.agents, self.metrics, self.engines)
         interrupted = await self.store.recover_interrupted()
         if interrupted:
             log.warning("archived %d call(s) left open by a previous process as interrupted: %s",
@@ -152,6 +161,7 @@ class Runtime:
                 if self.cluster is not None:
                     tg.start_soon(self.cluster.run)
                 tg.start_soon(self._housekeeping)
+                tg.start_soon(self.results.run)
                 if self.routing_for_calls is not None:
                     if settings.health_probes:
                         tg.start_soon(self.routing.prober().run)
@@ -169,12 +179,14 @@ class Runtime:
             with anyio.CancelScope(shield=True):
                 if self.cluster is not None:
                     await self.cluster.aclose()
+                if self.results is not None:
+                    await self.results.outbox.aclose()
                 await self.store.aclose()
                 await self.cache.aclose()
                 self.engines.close()
 
     async def _housekeeping(self) -> None:
-        """Sweep calls of processes that died meanwhile; purge old transcripts daily."""
+        """Sweep calls of processes that died meanwhile; purge old transcripts (and recordings on disk) daily."""
         last_purge = 0.0
         while True:
             await anyio.sleep(60)
@@ -186,6 +198,9 @@ class Runtime:
                     purged = await self.store.purge(self.settings.retention_days)
                     last_purge = time.monotonic()
                     log.info("retention: removed transcripts of %d archived call(s)", purged)
+                    removed = await anyio.to_thread.run_sync(self.recordings.purge, self.settings.retention_days)
+                    if removed:
+                        log.info("retention: removed %d recording(s) from the data directory", removed)
             except AybizaError as error:
                 log.warning("housekeeping failed, will retry: %s", error)
 
@@ -226,6 +241,7 @@ class Runtime:
 
     def call_ended(self, ctx: CallContext, reason: EndReason, cost: dict[str, Any] | None) -> None:
         """Take the call off the live calls and count it."""
+        self.outbound.ended(ctx.call_id)
         if self.calls.pop(ctx.call_id, None) is None:
             return
         if self.routing_for_calls is not None and ctx.region != "local":

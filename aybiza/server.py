@@ -3,8 +3,9 @@
 ``POST /twiml`` (signed) mints a one-time call token and connects Twilio's
 Media Stream; ``/twilio/stream`` and ``/webrtc/offer`` hand calls to their
 sessions (:mod:`aybiza.calls`); ``/health`` says what each dependency is
-doing, ``/ready`` whether a call could be answered now; ``/api/calls``,
-``/metrics`` and ``/dashboard`` show what happened. Who may use which route
+doing, ``/ready`` whether a call could be answered now; ``/api/calls``
+(and a call's recording, :mod:`aybiza.recording.api`), ``/metrics`` and
+``/dashboard`` show what happened. Who may use which route
 is :mod:`aybiza.guard`'s to say; every body is read bounded, and the webhook's
 signature header is looked at before its body is.
 """
@@ -31,11 +32,14 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from .calls import BrowserCalls, serve_twilio_stream
 from .config import Settings
+from .console.routes import console_routes, dashboard_pictures
 from .engines import Engines
 from .errors import ProtocolError
 from .guard import DEFAULT_CSP, Guard, SecureHeaders
 from .logs import Throttled
 from .observability.dashboard import content_security_policy, render_dashboard
+from .outbound.routes import outbound_routes
+from .recording.api import recording_response
 from .runtime import Runtime
 from .transports.ids import clean_text, is_sid
 from .transports.webrtc import WEB_DIR, demo_page, parse_offer
@@ -160,12 +164,14 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             metrics.refused("twiml", "signature")
             log.warning("refused /twiml: a call of another Twilio account")
             return PlainTextResponse("403 Forbidden: not this server's Twilio account\n", status_code=403)
-        caller = clean_text(params.get("From", ""))
-        agent_id = request.query_params.get("agent", settings.default_agent)
+        outbound = runtime.outbound.get(call_sid)  # a call we dialled: the callee is the caller (issue 14.3)
+        caller = clean_text(params.get("To" if outbound else "From", ""))
+        agent_id = outbound.agent_id if outbound else request.query_params.get("agent", settings.default_agent)
         if not runtime.agents.exists(agent_id):
             log.warning("refused /twiml: unknown agent %r", agent_id[:64])
             return PlainTextResponse(f"404 Not Found: no agent {agent_id[:64]!r}\n", status_code=404)
-        stream_url = await _stream_url(call_sid)
+        # An outbound call's stream must reach the node that dialled it (its AMD verdict waits there).
+        stream_url = guard.public_url("/twilio/stream", websocket=True) if outbound else await _stream_url(call_sid)
         if stream_url is None:
             metrics.refused("twiml", "at_capacity")
             _refusals.warning("placement", "refused /twiml: no node takes calls now (full or draining)")
@@ -184,6 +190,8 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         stream.parameter(name="call_token", value=token)
         stream.parameter(name="caller", value=caller)
         stream.parameter(name="agent", value=agent_id)
+        if outbound:
+            stream.parameter(name="direction", value="outbound")
         response.append(connect)
         return Response(str(response), media_type="application/xml")
 
@@ -283,6 +291,14 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             return PlainTextResponse("404 Not Found: no such call\n", status_code=404)
         return JSONResponse(record.model_dump(mode="json"))
 
+    async def get_recording(request: Request) -> Response:  # call recording (issue 14, item 4)
+        if (refusal := guard.api_refusal(request)) is not None:
+            metrics.refused("api", "unauthorized")
+            return refusal
+        if runtime.store is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return await recording_response(request, runtime.store, runtime.recordings)
+
     async def metrics_page(request: Request) -> Response:
         if (refusal := guard.metrics_refusal(request)) is not None:
             metrics.refused("api", "unauthorized")
@@ -293,7 +309,8 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
     async def dashboard(request: Request) -> Response:
         if (refusal := guard.dashboard_refusal(request)) is not None:
             return refusal
-        page = render_dashboard(metrics.snapshot())
+        snapshot = metrics.snapshot()
+        page = render_dashboard(snapshot, pictures=await dashboard_pictures(runtime, snapshot.get("regions")))
         return HTMLResponse(page, headers={"Content-Security-Policy": content_security_policy(page)})
 
     async def dashboard_data(request: Request) -> Response:
@@ -308,12 +325,17 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         WebSocketRoute("/twilio/stream", twilio_stream),
         Route("/api/calls", list_calls),
         Route("/api/calls/{call_id}", get_call),
+        Route("/api/calls/{call_id}/recording", get_recording),
         Route("/metrics", metrics_page),
         Route("/dashboard", dashboard),
         Route("/api/dashboard", dashboard_data),
         Route("/", demo),
         Route("/webrtc/offer", webrtc_offer, methods=["POST"]),
         Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
+        # Outbound calls (issue 14, item 3): POST /api/calls dials, POST /twilio/amd takes the AMD verdict.
+        *outbound_routes(runtime, guard, read_body=_read_body, read_form=_read_form, refused=_Refused,
+                         webhook_limit=MAX_WEBHOOK_BYTES),
+        *console_routes(runtime, guard),  # operator console (issue 17)
     ]
     middleware = [Middleware(SecureHeaders, guard=guard, on_refusal=lambda: metrics.refused("host", "not_allowed"))]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -87,6 +87,7 @@ SUITES: tuple[Suite, ...] = (
     Suite("failover", "region failure -> next turn answered", ("benchmarks.failover",)),
     Suite("soak", "100 calls: leaks and dropped frames", ("benchmarks.soak",)),
     Suite("cache", "answer cache", ("benchmarks.cache",)),
+    Suite("recording", "call recording per caller frame, PII redaction per turn", ("benchmarks.recording",)),
     Suite("providers_overhead", "our side of the provider SDKs, fakes answering at once",
           ("benchmarks.providers_overhead",)),
     Suite("accuracy", "VAD, quality and language-ID accuracy",
@@ -96,6 +97,12 @@ SUITES: tuple[Suite, ...] = (
           ("benchmarks.endpoint",)),
     Suite("voices", "human telephone speech: WER and LID per language, sounds over the agent, FAQ confirmations",
           ("benchmarks.speech_human", "benchmarks.interruptions", "benchmarks.faq_confirm")),
+    Suite("console", "operator console pages with 100k archived calls", ("benchmarks.console",)),
+    # issue 16: talking calls per core, and the peer comparison (pipecat-ai in its own venv)
+    Suite("conversation", "talking calls per core: production providers over sockets, and the embedded stack",
+          ("benchmarks.conversation",)),
+    Suite("compare", "aybiza vs pipecat-ai: same callers, one core each, listening and talking",
+          ("benchmarks.compare",)),
 )
 _BY_NAME = {suite.name: suite for suite in SUITES}
 
@@ -421,6 +428,8 @@ def _md_suite_details(outcome: Outcome) -> list[str]:
             lines.append(f"| {key} | {s['rss_mb']} | {s['fds']} | {s['tasks']} | {s['threads']} | "
                          f"{s.get('gc_objects', '-')} |")
         lines.append("")
+    if isinstance(result.get("markdown"), list):  # a suite's own tables (conversation, compare)
+        lines += [str(line) for line in result["markdown"]] + [""]
     scalars = _scalars(result)
     if scalars:
         lines += ["| figure | value |", "|---|---|"] + [f"| {k} | {_number(v)} |" for k, v in scalars] + [""]

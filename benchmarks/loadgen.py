@@ -433,6 +433,8 @@ class Call:
 class Fleet:
     """Callers in one process: connect, stream in real time from one ticker, hang up."""
 
+    call_class: type[Call] = Call  # a subclass may place callers that behave otherwise (benchmarks.conversation)
+
     def __init__(self, base: str, audio: CallerAudio, behaviour: Behaviour, seed: int = 0) -> None:
         self.base = base.rstrip("/")
         self.ws_url = self.base.replace("http://", "ws://") + "/twilio/stream"
@@ -532,7 +534,7 @@ class Fleet:
         messages = TwilioMessages(new_sid("MZ"), call_sid, account_sid, custom)
         await ws.send(messages.connected())
         await ws.send(messages.start())
-        call = Call(self, ws, messages, self.behaviour, random.Random(self.rng.random()), time.monotonic())
+        call = self.call_class(self, ws, messages, self.behaviour, random.Random(self.rng.random()), time.monotonic())
         self.connect_ms.add(time.monotonic() - started)
         call.slot = min(range(SLOTS), key=lambda s: len(self.slots[s]))
         self.slots[call.slot].add(call)

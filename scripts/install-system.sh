@@ -18,6 +18,13 @@ if [ "${AYBIZA_TEST_SYSTEM:-0}" = 1 ]; then
     [pg_ctlcluster]=postgresql
   )
 fi
+# issue 16, the container image test (make test-image): podman to build and mount it, debootstrap for its base
+if [ "${AYBIZA_IMAGE_SYSTEM:-0}" = 1 ]; then
+  NEED+=(
+    [podman]=podman
+    [debootstrap]=debootstrap
+  )
+fi
 
 missing=()
 for bin in "${!NEED[@]}"; do

@@ -16,6 +16,7 @@ A SQLite archive and its WAL are mode 0600 in a 0700 directory
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import threading
 import time
@@ -29,6 +30,17 @@ import anyio.to_thread
 
 from ..errors import ConfigError
 from ..private import private_sqlite
+from .call_index import (
+    COLUMN_NAMES,
+    INDEX_VERSION,
+    ROW_COLUMNS,
+    CallFilter,
+    CallRow,
+    index_values,
+    pg_migration,
+    sqlite_migration,
+    where_clause,
+)
 from .records import CallRecord
 
 __all__ = [
@@ -79,6 +91,16 @@ class Archive(ABC):
     async def purge_transcripts(self, older_than_days: float, *, now: float | None = None) -> int:
         """Strip transcripts of records that ended more than ``older_than_days`` ago; return how many."""
 
+    # Operator console (issue 17): search by the derived columns of aybiza.edge.call_index.
+    async def search(self, filters: CallFilter, *, limit: int = 50, offset: int = 0,
+                     count_cap: int = 10_000) -> tuple[builtins.list[CallRow], int]:
+        """Rows matching ``filters`` (newest start first) and how many match, counted up to ``count_cap``."""
+        raise NotImplementedError
+
+    async def started_since(self, since: float, *, limit: int = 2000) -> builtins.list[CallRecord]:
+        """Whole records of calls started at or after ``since`` (newest first, at most ``limit``)."""
+        raise NotImplementedError
+
     async def aclose(self) -> None:
         """Close connections."""
         return None
@@ -99,20 +121,47 @@ CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at DESC);
 CREATE INDEX IF NOT EXISTS calls_ended ON calls (ended_at) WHERE purged = 0;
 """
 
-_SQLITE_UPSERT = """
-INSERT INTO calls (call_id, version, status, agent_id, started_at, ended_at, purged, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+_CONSOLE_SET = ", ".join(f"{name} = excluded.{name}" for name in COLUMN_NAMES)
+_COLUMN_LIST = ", ".join(COLUMN_NAMES)
+_QMARKS = ", ".join("?" for _ in COLUMN_NAMES)
+_PCTS = ", ".join("%s" for _ in COLUMN_NAMES)
+_PG_CONSOLE_SET = ", ".join(f"{name} = EXCLUDED.{name}" for name in COLUMN_NAMES)
+_ROW_SELECT = ", ".join(ROW_COLUMNS)
+_SQLITE_UPSERT = f"""
+INSERT INTO calls (call_id, version, status, agent_id, started_at, ended_at, purged, data, {_COLUMN_LIST})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, {_QMARKS})
 ON CONFLICT (call_id) DO UPDATE SET
     version = excluded.version, status = excluded.status, agent_id = excluded.agent_id,
     started_at = excluded.started_at, ended_at = excluded.ended_at, purged = excluded.purged,
-    data = excluded.data
+    data = excluded.data, {_CONSOLE_SET}
 WHERE excluded.version >= calls.version
 """
 
 
 def _row(record: CallRecord) -> tuple[Any, ...]:
     return (record.call_id, record.version, record.status, record.agent_id, record.started_at,
-            record.ended_at, record.transcript_purged, record.to_json())
+            record.ended_at, record.transcript_purged, record.to_json(), *index_values(record))
+
+
+_BACKFILL_BATCH = 1000
+_INDEX_SET = ", ".join(f"{name} = ?" for name in COLUMN_NAMES)
+
+
+def _sqlite_console_columns(db: sqlite3.Connection) -> None:
+    """Add the console's columns and indexes to an older archive, and back-fill its rows (once)."""
+    existing = {row[1] for row in db.execute("PRAGMA table_info(calls)")}
+    for statement in sqlite_migration(existing, "calls"):
+        db.execute(statement)
+    while True:
+        rows = db.execute("SELECT call_id, data FROM calls WHERE index_version IS NULL OR index_version < ? LIMIT ?",
+                          (INDEX_VERSION, _BACKFILL_BATCH)).fetchall()
+        if not rows:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        for call_id, data in rows:
+            db.execute(f"UPDATE calls SET {_INDEX_SET} WHERE call_id = ?",
+                       (*index_values(CallRecord.from_json(data)), call_id))
+        db.execute("COMMIT")
 
 
 class SQLiteArchive(Archive):
@@ -128,6 +177,7 @@ class SQLiteArchive(Archive):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SQLITE_SCHEMA)
+        _sqlite_console_columns(self._db)
         private_sqlite(self.path)  # side files an older version left wider
 
     def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -165,6 +215,26 @@ class SQLiteArchive(Archive):
         """How many records are archived."""
         row = await self._run(lambda db: db.execute("SELECT count(*) FROM calls").fetchone())
         return int(row[0])
+
+    async def search(self, filters: CallFilter, *, limit: int = 50, offset: int = 0,
+                     count_cap: int = 10_000) -> tuple[builtins.list[CallRow], int]:
+        """Rows matching ``filters`` from the derived columns (no JSON read), and their count up to ``count_cap``."""
+        where, args = where_clause(filters, "?")
+        rows_sql = f"SELECT {_ROW_SELECT} FROM calls{where} ORDER BY started_at DESC LIMIT ? OFFSET ?"
+        count_sql = f"SELECT count(*) FROM (SELECT 1 FROM calls{where} LIMIT ?)"
+
+        def query(db: sqlite3.Connection) -> tuple[builtins.list[Any], int]:
+            rows = db.execute(rows_sql, (*args, limit, offset)).fetchall()
+            return rows, int(db.execute(count_sql, (*args, count_cap)).fetchone()[0])
+
+        rows, total = await self._run(query)
+        return [CallRow.from_row(row) for row in rows], total
+
+    async def started_since(self, since: float, *, limit: int = 2000) -> builtins.list[CallRecord]:
+        """Whole records of calls started at or after ``since`` (newest first, at most ``limit``)."""
+        sql = "SELECT data FROM calls WHERE started_at >= ? ORDER BY started_at DESC LIMIT ?"
+        rows = await self._run(lambda db: db.execute(sql, (since, limit)).fetchall())
+        return [CallRecord.from_json(row[0]) for row in rows]
 
     async def purge_transcripts(self, older_than_days: float, *, now: float | None = None) -> int:
         """Strip transcripts of records that ended more than ``older_than_days`` ago (one transaction)."""
@@ -220,15 +290,33 @@ CREATE INDEX IF NOT EXISTS aybiza_calls_started ON aybiza_calls (started_at DESC
 CREATE INDEX IF NOT EXISTS aybiza_calls_ended ON aybiza_calls (ended_at) WHERE NOT purged;
 """
 
-_PG_UPSERT = """
-INSERT INTO aybiza_calls (call_id, version, status, agent_id, started_at, ended_at, purged, data)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+_PG_UPSERT = f"""
+INSERT INTO aybiza_calls (call_id, version, status, agent_id, started_at, ended_at, purged, data,
+    {_COLUMN_LIST})
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, {_PCTS})
 ON CONFLICT (call_id) DO UPDATE SET
     version = EXCLUDED.version, status = EXCLUDED.status, agent_id = EXCLUDED.agent_id,
     started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, purged = EXCLUDED.purged,
-    data = EXCLUDED.data
+    data = EXCLUDED.data, {_PG_CONSOLE_SET}
 WHERE EXCLUDED.version >= aybiza_calls.version
 """
+_PG_INDEX_SET = ", ".join(f"{name} = %s" for name in COLUMN_NAMES)
+
+
+async def _pg_console_columns(conn: Any) -> None:
+    """Add the console's columns and indexes to an older archive, and back-fill its rows (once)."""
+    await conn.execute(pg_migration("aybiza_calls"))
+    while True:
+        cursor = await conn.execute(
+            "SELECT call_id, data::text FROM aybiza_calls WHERE index_version IS NULL OR index_version < %s LIMIT %s",
+            (INDEX_VERSION, _BACKFILL_BATCH))
+        rows = await cursor.fetchall()
+        if not rows:
+            return
+        async with conn.transaction():
+            for call_id, data in rows:
+                await conn.execute(f"UPDATE aybiza_calls SET {_PG_INDEX_SET} WHERE call_id = %s",
+                                   (*index_values(CallRecord.from_json(data)), call_id))
 
 
 class PostgresArchive(Archive):
@@ -250,6 +338,7 @@ class PostgresArchive(Archive):
                 self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s))
             )
             await self._conn.execute(_PG_SCHEMA)
+            await _pg_console_columns(self._conn)
         return self._conn
 
     async def _run(self, fn: Callable[[Any], Any]) -> Any:
@@ -305,6 +394,31 @@ class PostgresArchive(Archive):
             return await cursor.fetchone()
 
         return int((await self._run(fetch))[0])
+
+    async def search(self, filters: CallFilter, *, limit: int = 50, offset: int = 0,
+                     count_cap: int = 10_000) -> tuple[builtins.list[CallRow], int]:
+        """Rows matching ``filters`` from the derived columns (no JSON read), and their count up to ``count_cap``."""
+        where, args = where_clause(filters, "%s")
+        rows_sql = (f"SELECT {_ROW_SELECT} FROM aybiza_calls{where} "
+                    "ORDER BY started_at DESC LIMIT %s OFFSET %s")
+        count_sql = f"SELECT count(*) FROM (SELECT 1 FROM aybiza_calls{where} LIMIT %s) AS matching"
+
+        async def fetch(conn: Any) -> tuple[builtins.list[Any], int]:
+            rows = await (await conn.execute(rows_sql, (*args, limit, offset))).fetchall()
+            total = await (await conn.execute(count_sql, (*args, count_cap))).fetchone()
+            return rows, int(total[0])
+
+        rows, total = await self._run(fetch)
+        return [CallRow.from_row(tuple(row)) for row in rows], total
+
+    async def started_since(self, since: float, *, limit: int = 2000) -> builtins.list[CallRecord]:
+        """Whole records of calls started at or after ``since`` (newest first, at most ``limit``)."""
+        async def fetch(conn: Any) -> Any:
+            cursor = await conn.execute("SELECT data::text FROM aybiza_calls WHERE started_at >= %s "
+                                        "ORDER BY started_at DESC LIMIT %s", (since, limit))
+            return await cursor.fetchall()
+
+        return [CallRecord.from_json(row[0]) for row in await self._run(fetch)]
 
     async def purge_transcripts(self, older_than_days: float, *, now: float | None = None) -> int:
         """Strip transcripts of records that ended more than ``older_than_days`` ago (one transaction)."""

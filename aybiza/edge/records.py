@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..pipeline.context import CallContext
 from ..pipeline.ledger import Incident, ToolUse, Usage
+from ..recording.info import RecordingInfo
 
 __all__ = [
     "CallRecord",
@@ -82,6 +83,9 @@ class CallRecord(BaseModel):
     digits: str = ""
     custom: dict[str, str] = Field(default_factory=dict)
     transcript_purged: bool = False
+    direction: Literal["inbound", "outbound"] = "inbound"  # outbound: we dialled (issue 14, item 3)
+    answered_by: str = ""  # an outbound call's answering-machine verdict (Twilio's AnsweredBy)
+    recording: RecordingInfo | None = None  # the call's recording (issue 14, item 4), when it was recorded
 
     @property
     def duration_s(self) -> float:
@@ -127,6 +131,8 @@ class CallRecord(BaseModel):
             "cache_hits": {str(kind): use.hits for kind, use in self.usage.cache.items()},
             "incidents": [incident.kind.value for incident in self.incidents],
             "transcript_purged": self.transcript_purged,
+            "direction": self.direction,
+            "answered_by": self.answered_by,
         }
 
     def to_json(self) -> str:
@@ -161,7 +167,12 @@ def record_from_context(ctx: CallContext) -> CallRecord:
         language=ctx.language,
         route=_route(ctx),
         custom=dict(ctx.custom),
+        direction=_direction(ctx),
     )
+
+
+def _direction(ctx: CallContext) -> Literal["inbound", "outbound"]:
+    return "outbound" if ctx.custom.get("direction") == "outbound" else "inbound"
 
 
 def final_fields(
@@ -181,6 +192,8 @@ def final_fields(
         "timings": [(stage.value, round(seconds, 6)) for stage, seconds, _ in ledger.samples],
         "incidents": list(ledger.incidents),
         "outcome_detail": detail[:500],
+        "direction": _direction(ctx),
+        "answered_by": ctx.custom.get("answered_by", "")[:32],
     }
     if cost is not None:
         fields["cost"] = dict(cost)

@@ -188,8 +188,13 @@ def render_dashboard(
     api_path: str = API_PATH,
     refresh_seconds: float = 2.0,
     title: str = "aybiza",
+    pictures: str = "",
 ) -> str:
-    """A complete HTML page of ``snapshot`` that refreshes itself from ``api_path``."""
+    """A complete HTML page of ``snapshot`` that refreshes itself from ``api_path``.
+
+    ``pictures``: the console's server-rendered charts (:mod:`aybiza.console.pictures`), placed under the
+    tables with the console's stylesheet (served from this origin).
+    """
     errors = _get(snapshot, "errors")
     error_total = sum(v for v in errors.values() if isinstance(v, int)) if isinstance(errors, Mapping) else 0
     cost_day = _get(snapshot, "cost_day")
@@ -249,11 +254,13 @@ def render_dashboard(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)} dashboard</title>
 <style>{_STYLE}</style>
+{'<link rel="stylesheet" href="/console/static/console.css">' if pictures else ""}
 </head>
 <body>
 <header>
 <h1>{escape(title)} live dashboard</h1>
 <span id="status" class="status">rendered by the server; refreshing every {refresh_seconds:g} s</span>
+{'<a href="/calls">Calls</a>' if pictures else ""}
 </header>
 <div class="cards">{cards}</div>
 <div class="panels">
@@ -273,6 +280,7 @@ def render_dashboard(
 </table>
 </section>
 </div>
+{pictures}
 <script>{script}</script>
 </body>
 </html>
@@ -289,6 +297,6 @@ def content_security_policy(page: str) -> str:
         digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode("ascii")
         allowed[kind].append(f"'sha256-{digest}'")
     scripts = " ".join(allowed["script"]) or "'none'"
-    styles = " ".join(allowed["style"]) or "'none'"
+    styles = " ".join([*allowed["style"], "'self'"])  # 'self': the console's stylesheet (dashboard pictures)
     return (f"default-src 'self'; script-src {scripts}; style-src {styles}; frame-ancestors 'none'; "
             "base-uri 'none'; form-action 'none'")

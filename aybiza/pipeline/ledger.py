@@ -18,7 +18,10 @@ the outcome, the result given to the model, the duration), opened when a
 call starts so that a turn with one in flight is never cached, and closed
 when it ends. Digits a caller typed into a collection are *secrets*:
 :meth:`CallLedger.redact` masks them (also spaced out, "1 2 3 4") in any
-text bound for the record.
+text bound for the record. With ``pii`` on (``AYBIZA_REDACT_PII``, the
+default, or the agent's ``redact_pii``) it also masks card numbers that pass
+the Luhn check, phone numbers and email addresses (:mod:`.pii`): everything
+the journal, the call store and the archive write goes through it.
 
 The ledger is written on the event loop only (stages in worker threads hop
 back to it), so it needs no lock. Writes on the per-frame path
@@ -35,7 +38,10 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .pii import mask, redact_pii
+
 __all__ = [
+    "FAILOVER_AT",
     "CacheKind",
     "CacheUse",
     "CallLedger",
@@ -48,6 +54,11 @@ __all__ = [
     "ToolUse",
     "Usage",
 ]
+
+
+FAILOVER_AT = "failover_at_s"
+"""Key in a turn record's timings: seconds into the call its model failed over (not a latency; absent without
+one). The journal adds it; :meth:`CallLedger.timings` holds latencies only."""
 
 
 class Stage(enum.StrEnum):
@@ -204,8 +215,10 @@ class CallLedger:
         "_answers",
         "_failovers",
         "_firsts",
+        "_failover_at",
         "_tool_uses",
         "_secrets",
+        "pii",
     )
 
     def __init__(self, sink: LedgerSink | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -227,8 +240,10 @@ class CallLedger:
         self._answers: dict[str, int] = {}
         self._failovers: list[tuple[str, str]] = []
         self._firsts: dict[int, dict[str, float]] = {}  # turn -> stage -> its first sample (see timings())
+        self._failover_at: dict[int, float] = {}  # turn -> seconds into the call its model first failed over
         self._tool_uses: list[tuple[ToolUse, float]] = []  # with the monotonic time each started
         self._secrets: list[re.Pattern[str]] = []
+        self.pii = False  # also mask card numbers, phone numbers and emails (set by the session)
 
     # -- recording ----------------------------------------------------------------
 
@@ -280,6 +295,7 @@ class CallLedger:
     def failover(self, from_region: str, to_region: str) -> None:
         """A turn failed in ``from_region`` and was answered by ``to_region``."""
         self._failovers.append((from_region, to_region))
+        self._failover_at.setdefault(self.turn, round(self.elapsed(), 3))  # the console's timeline places it
         if self.sink is not None:
             self.sink.failover(from_region, to_region)
 
@@ -311,14 +327,14 @@ class CallLedger:
             self._secrets.append(re.compile(r"[\s,.-]*".join(re.escape(char) for char in value)))
 
     def redact(self, text: str) -> str:
-        """``text`` with every secret masked (one ``•`` per character)."""
+        """``text`` with every secret (and, with ``pii`` on, personal data) masked (one ``•`` per character)."""
         for pattern in self._secrets:
-            text = pattern.sub(lambda match: "".join("•" if c.isalnum() else c for c in match.group()), text)
-        return text
+            text = pattern.sub(lambda match: mask(match.group()), text)
+        return redact_pii(text) if self.pii else text
 
     def redact_value(self, value: Any) -> Any:
         """:meth:`redact` through a JSON-like value (dicts, lists, strings; numbers as their digits)."""
-        if not self._secrets:
+        if not self._secrets and not self.pii:
             return value
         if isinstance(value, str):
             return self.redact(value)
@@ -375,6 +391,11 @@ class CallLedger:
     def timings(self, turn: int) -> dict[str, float]:
         """The first sample of each stage in ``turn``, in seconds (kept as samples come: no scan of them all)."""
         return dict(self._firsts.get(turn, ()))
+
+    def failover_at(self, turn: int) -> float | None:
+        """Seconds into the call at which ``turn``'s model first failed over, or None (the journal records it
+        with the turn's timings as :data:`FAILOVER_AT`)."""
+        return self._failover_at.get(turn)
 
     def elapsed(self) -> float:
         """Seconds since the call's ledger was opened."""

@@ -41,6 +41,7 @@ from ..pipeline import (
     QualityReport,
     UserTurn,
 )
+from ..pipeline.ledger import FAILOVER_AT
 from .cache import WrappingProcessor
 
 __all__ = ["CallJournal"]
@@ -123,6 +124,8 @@ class CallJournal(WrappingProcessor):
             return
         ledger = ctx.ledger
         turn.timings = ledger.timings(turn_id)
+        if (failed_over := ledger.failover_at(turn_id)) is not None:
+            turn.timings[FAILOVER_AT] = failed_over  # the console's timeline places the failover
         turn.tool_calls = ledger.tool_uses(turn_id)
         if ledger.cache_hits(CacheKind.ANSWER) > self._answer_hits.get(turn_id, 1 << 30) and "llm" not in turn.cached:
             turn.cached.append("llm")

@@ -21,6 +21,7 @@ is interrupted again and the words are the caller's turn.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -171,6 +172,8 @@ class TurnTaker(Processor):
             self.ctx.user_turn_ended_at = ended_at
             self.ctx.ledger.turn = self._turn_id
             self.ctx.log.info("caller turn %d (%d words)", self._turn_id, len(text.split()))
+            if self.ctx.log.isEnabledFor(logging.DEBUG):  # the caller's words: DEBUG only, redacted like the record
+                self.ctx.log.debug("caller turn %d: %s", self._turn_id, self.ctx.ledger.redact(text))
         alternatives, self._alternatives = self._alternatives, ()
         await self.push(UserTurn(text=text, turn_id=self._turn_id, language=self._language,
                                  speech_ended_at=ended_at, alternatives=alternatives))

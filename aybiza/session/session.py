@@ -42,6 +42,7 @@ from anyio.abc import TaskGroup
 from ..agents import AgentConfig
 from ..edge.state import CallFenced, CallStateError
 from ..errors import AuthError, AybizaError, CallEnded, ConfigError, EndReason, ProtocolError
+from ..outbound.gate import with_amd_gate
 from ..pipeline import (
     AgentTurnDone,
     CallLedger,
@@ -56,6 +57,7 @@ from ..pipeline import (
     check_wiring,
 )
 from ..processors.language import prior_language
+from ..recording.call import CallRecording
 from ..routing.countries import locate_number
 from ..routing.router import CallRouting, NoEligibleRegion, ResidencyRefused
 from .actions import SessionActions
@@ -105,7 +107,9 @@ class CallSession:
         self.call_routing: CallRouting | None = None
         self.actions = SessionActions(ctx, transport)
         self._announcements = 0
+        self.recording: CallRecording | None = None
         ctx.ledger = CallLedger(runtime.metrics)
+        ctx.ledger.pii = runtime.settings.redact_pii
         ctx.announce = self._announce
 
     # -- the whole call ---------------------------------------------------------------
@@ -132,12 +136,16 @@ class CallSession:
         """Prepare and run the call; the typed reason it ended for."""
         try:
             self.agent = await self._agent()
+            self._record(self.agent)
             self._language_prior(self.agent)
             self._route(self.agent)
             history, resumed, offset = await self._open_record()
             processors, opening = self.runtime.stack.build(self.ctx, self.agent, call_routing=self.call_routing,
                                                            history=history, resumed=resumed, turn_offset=offset,
                                                            actions=self.actions)
+            # Outbound calls (issue 14, item 3): the greeting waits for the answering-machine verdict.
+            processors = with_amd_gate(self.runtime.outbound, self.ctx, self.agent, processors, self.actions,
+                                       wait_s=self.runtime.settings.amd_wait_s)
             reason, detail = await self._converse(processors, opening)
             ending = self.actions.ending
             if ending is not None and reason in (EndReason.HANGUP, EndReason.DISCONNECTED):
@@ -169,6 +177,20 @@ class CallSession:
             return await self.runtime.agents.get(self.ctx.agent_id)
         except ConfigError as error:
             raise CallEnded(EndReason.AGENT_UNAVAILABLE, f"agent {self.ctx.agent_id!r}: {error}") from error
+
+    def _record(self, agent: AgentConfig) -> None:
+        """Redaction as the agent wants it; the recording, when the agent (or the server) records calls."""
+        settings, ctx = self.runtime.settings, self.ctx
+        ctx.ledger.pii = settings.redact_pii if agent.redact_pii is None else agent.redact_pii
+        if not (agent.record or settings.record_calls):
+            return
+        try:
+            self.recording = CallRecording(self.runtime.recordings, ctx)
+        except OSError as error:  # a full or read-only disk: the call goes on, unrecorded, and says so
+            ctx.log.error("call not recorded: %s", error)
+            return
+        self.transport = self.recording.wrap(self.transport)
+        self.actions.transport = self.transport  # tones the agent plays are recorded too
 
     def _language_prior(self, agent: AgentConfig) -> None:
         ctx = self.ctx
@@ -308,12 +330,31 @@ class CallSession:
             ctx.log.warning("call ended: %s: %s", reason, detail)
         cost = runtime.price(ctx)
         runtime.call_ended(ctx, reason, cost)
-        store = runtime.store
+        store, record = runtime.store, None
+        await self._file_recording()
         if store is not None:
             try:
-                await store.end_call(ctx, reason.value, cost=cost, detail=detail)
+                record = await store.end_call(ctx, reason.value, cost=cost, detail=detail)
             except CallFenced:
                 ctx.log.info("call moved to another process; it records the end")
             except CallStateError as error:
                 ctx.log.error("call record not saved: %s", error)
         await self.transport.close(reason, detail)
+        if record is not None and runtime.results is not None:  # post-call webhook: queued after the hangup
+            await runtime.results.enqueue(record, self.agent)
+
+    async def _file_recording(self) -> None:
+        """Complete the call's recording (however the call ended) and link it from the record."""
+        recording, store, ctx = self.recording, self.runtime.store, self.ctx
+        if recording is None:
+            return
+        try:
+            info = await recording.finish()
+        except Exception as error:  # noqa: BLE001 - the record is archived whatever happened to the recording
+            ctx.log.error("recording not saved: %s", error, exc_info=error)
+            return
+        if store is not None and ctx.call_id in store.owned:
+            try:
+                await store.update(ctx.call_id, recording=info)
+            except CallStateError as error:
+                ctx.log.warning("recording not linked from the record yet: %s", error)

@@ -65,7 +65,7 @@ class LoopbackServer(ABC):
             return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
+        sock.bind((self.host, self.port))  # 0 (a free port) unless a subclass fixed one
         self.port = sock.getsockname()[1]
         self._thread = threading.Thread(
             target=self._main, args=(sock,), name=type(self).__name__, daemon=True

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +27,7 @@ from ..codecs import ULAW_SILENCE, lin2ulaw, resample
 from .playback import PlaybackBuffer
 from .twilio_caller import ServerClear, ServerMark, ServerMedia, TwilioCallerProtocol, new_sid
 
-__all__ = ["Say", "Wait", "Press", "Script", "CallReport", "TurnTiming", "place_call", "caller_speech"]
+__all__ = ["Say", "Wait", "Press", "Do", "Script", "CallReport", "TurnTiming", "place_call", "caller_speech"]
 
 FRAME = 160  # 20 ms of 8 kHz μ-law
 FRAME_S = 0.02
@@ -56,7 +56,17 @@ class Press:
     digits: str
 
 
-Script = Sequence[Say | Wait | Press]
+@dataclass(frozen=True)
+class Do:
+    """Run ``action`` at this point of the script (a fake Twilio's side effect, such as its AMD callback)."""
+
+    action: Callable[[], Awaitable[None]]
+
+
+Script = Sequence[Say | Wait | Press | Do]
+
+Announce = Callable[[], Awaitable[tuple[str, dict[str, str]]]]
+"""How a call was announced: the Stream URL and ``<Parameter>``s of the TwiML the server answered."""
 
 
 @dataclass
@@ -119,22 +129,28 @@ async def _announce(http_base: str, public_url: str, auth_token: str, caller: st
 async def place_call(stream_url: str, script: Script, *, auth_token: str, public_url: str | None = None,
                      caller: str = "+15555550123", agent: str | None = None, hangup_after: float = 2.0,
                      call_timeout: float = 120.0, call_sid: str | None = None,
-                     account_sid: str | None = None, follow_twiml: bool = False) -> CallReport:
+                     account_sid: str | None = None, announce: Announce | None = None,
+                     follow_twiml: bool = False) -> CallReport:
     """Call the server at ``stream_url`` like Twilio and run ``script``; return what the caller saw.
 
     Pass the ``call_sid`` of an earlier stream to reconnect the same call (as after a server failure), and
-    the ``account_sid`` a server with ``TWILIO_ACCOUNT_SID`` expects (default: a random one).
-    ``follow_twiml``: connect where the TwiML says, like Twilio (a node of a cluster may send the call to
-    another node); else to ``stream_url``, whose server answers the webhook either way.
+    the ``account_sid`` a server with ``TWILIO_ACCOUNT_SID`` expects (default: a random one). ``announce``
+    replaces the inbound webhook (an outbound call's, posted by a fake Twilio): its Stream URL is connected.
+    ``follow_twiml``: connect where the inbound webhook's TwiML says, like Twilio (a node of a cluster may send
+    the call to another node); else to ``stream_url``, whose server answers the webhook either way.
     """
     call_sid = call_sid or new_sid("CA")
     account_sid = account_sid or new_sid("AC")  # the webhook and the stream name the same account, as Twilio's do
     report = CallReport(call_sid=call_sid)
     public = public_url or _http_base(stream_url)
-    twiml_stream_url, custom = await _announce(_http_base(stream_url), public, auth_token, caller, call_sid, agent,
-                                               account_sid)
-    if follow_twiml:
+    if announce is not None:
+        twiml_stream_url, custom = await announce()
         stream_url = twiml_stream_url
+    else:
+        twiml_stream_url, custom = await _announce(_http_base(stream_url), public, auth_token, caller, call_sid,
+                                                   agent, account_sid)
+        if follow_twiml:
+            stream_url = twiml_stream_url
     report.stream_url = stream_url
     protocol = TwilioCallerProtocol(custom_parameters=custom, call_sid=call_sid, account_sid=account_sid)
     player = PlaybackBuffer(keep_audio=True)
@@ -197,6 +213,8 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
                         await ws.send(protocol.dtmf(digit))
                 elif isinstance(step, Wait):
                     await _wait_idle(player, report, step, done)
+                elif isinstance(step, Do):
+                    await step.action()
                 elif isinstance(step, Say):
                     if step.barge_in_after is not None:
                         await _wait_reply_audio(report, step.barge_in_after, done)

@@ -3,7 +3,8 @@
 ``POST /model/{modelId}/converse-stream`` answers with
 ``application/vnd.amazon.eventstream`` frames (correct CRCs) exactly as
 boto3 expects them, so the real client can be pointed at it with
-``endpoint_url``. What each request gets is scripted with :class:`BedrockReply`
+``endpoint_url``; ``POST /model/{modelId}/converse`` (not streamed) answers
+the same script's text as one JSON message. What each request gets is scripted with :class:`BedrockReply`
 (text, thinking, tool calls, HTTP errors such as 429, an exception frame
 mid-stream, delays before the first token, a stall, a dropped connection).
 Requests are recorded, and the fake rejects what Bedrock rejects (blank text
@@ -142,6 +143,7 @@ class FakeBedrock(LoopbackServer):
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/model/{model}/converse-stream", self._converse_stream)
+        app.router.add_post("/model/{model}/converse", self._converse)  # non-streamed (post-call summaries)
         return app
 
     def _reply_for(self, request: BedrockRequest) -> BedrockReply:
@@ -161,6 +163,28 @@ class FakeBedrock(LoopbackServer):
             return await self._answer(request)
         except ConnectionResetError:  # the client went away (barge-in, its own deadline)
             return web.Response(status=499)
+
+    async def _converse(self, request: web.Request) -> web.Response:
+        """``Converse`` (not streamed): the scripted reply's text as one message, or its error."""
+        body = await request.json()
+        record = BedrockRequest(model_id=unquote(request.match_info["model"]), path=request.path,
+                                headers=dict(request.headers), body=body,
+                                received_at=asyncio.get_running_loop().time(), finished=True)
+        self._state.requests.append(record)
+        reply = self._reply_for(record)
+        problem = _validation_problem(body) if self.validate else None
+        if problem is not None:
+            return _error_response(400, "ValidationException", problem)
+        if reply.status != 200:
+            return _error_response(reply.status, reply.error_type, reply.error_message)
+        words = _count_words(body)
+        return web.json_response({
+            "output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}},
+            "stopReason": reply.stop_reason,
+            "usage": {"inputTokens": reply.input_tokens or words, "outputTokens": reply.output_tokens
+                      or len(reply.text.split()), "totalTokens": words + len(reply.text.split())},
+            "metrics": {"latencyMs": reply.latency_ms},
+        }, headers={"x-amzn-RequestId": str(uuid.uuid4())})
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         if self.access_key_id is not None and f"Credential={self.access_key_id}/" not in request.headers.get(

@@ -79,6 +79,12 @@ class FakeOpenAI(LoopbackServer):
             return web.json_response(
                 {"error": {"message": reply.error_message, "type": "error"}}, status=reply.status
             )
+        if body.get("stream") is False:  # one JSON completion (post-call summaries)
+            return web.json_response({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                "model": str(body.get("model", "local")),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": reply.text}}]})
         response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         model = str(body.get("model", "local"))

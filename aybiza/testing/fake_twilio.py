@@ -17,6 +17,20 @@ sends through the real ``twilio`` SDK (``AYBIZA_TWILIO_API_URL=fake.url``):
   ``in-progress`` (or ``busy`` / ``no-answer``), and ``Status=canceled`` or
   ``completed`` ends it.
 
+**Outbound calls with answering-machine detection.** A new call with
+``Url`` (our ``/twiml``) to a number in :attr:`FakeTwilio.callees` is
+answered as Twilio would: after ``answer_after_s`` the fake posts the
+signed voice webhook to ``Url`` (``Direction=outbound-api``), opens the
+Media Stream the TwiML names as a Twilio-like caller
+(:func:`~aybiza.testing.caller.place_call`), plays the :class:`Callee`'s
+script (a machine: its greeting, then a beep), posts the signed
+``AsyncAmdStatusCallback`` with its ``AnsweredBy`` (after the greeting and
+the beep, as ``DetectMessageEnd`` does), and goes on with the rest of the
+script. What the stream played to the callee is kept in
+:attr:`FakeTwilio.streams` (a :class:`~aybiza.testing.caller.CallReport`
+by CallSid): what a machine recorded. The AMD parameters the call was
+created with are in its :attr:`CreatedCall.form`.
+
 **Conferences.** A call whose TwiML (an update, or an answered new call's)
 has ``<Dial><Conference>room</Conference></Dial>`` joins ``room``:
 :attr:`FakeTwilio.conferences` lists each room's participants in the order
@@ -39,22 +53,28 @@ a live call.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
+import httpx
+import numpy as np
 from aiohttp import web
+from twilio.request_validator import RequestValidator
 
+from ..codecs import lin2ulaw
 from ._server import LoopbackServer
+from .caller import CallReport, Do, Press, Say, Wait, place_call
 
-__all__ = ["CallUpdate", "CreatedCall", "FakeTwilio", "twilio_sid"]
+__all__ = ["Callee", "CallUpdate", "CreatedCall", "FakeTwilio", "beep", "twilio_sid"]
 
 API_VERSION = "2010-04-01"
 
@@ -90,6 +110,29 @@ class CreatedCall:
     created_at: float
     ended: str = ""  # "canceled" / "completed" once hung up through the API
     joined: bool = False
+    form: dict[str, str] = field(default_factory=dict)  # everything the create request carried (AMD parameters)
+
+
+def beep(seconds: float = 0.5, hz: float = 1000.0) -> bytes:
+    """An answering machine's beep: a sine tone as 8 kHz μ-law."""
+    t = np.arange(int(8000 * seconds)) / 8000
+    return lin2ulaw((np.sin(2 * np.pi * hz * t) * 12000).astype(np.int16).tobytes())
+
+
+@dataclass(frozen=True)
+class Callee:
+    """Who answers an outbound call: Twilio's AMD verdict for them, and what the line says.
+
+    ``before_verdict`` plays until AMD decides (a machine: its greeting and a beep; a
+    person: "Hello?" and a second of silence), then the verdict is posted, then
+    ``after_verdict`` plays (a person's questions; a machine: listening until we hang up).
+    """
+
+    answered_by: str
+    before_verdict: Sequence[Say | Wait | Press] = ()
+    after_verdict: Sequence[Say | Wait | Press] = ()
+    hangup_after: float = 1.0
+    call_timeout: float = 120.0
 
 
 def _conference(twiml: str) -> str | None:
@@ -137,6 +180,11 @@ class FakeTwilio(LoopbackServer):
         self.created: list[CreatedCall] = []
         self.conferences: dict[str, list[str]] = {}  # room -> call SIDs, in the order they joined
         self.events: list[tuple[str, str, str]] = []  # (what, call SID, detail), in order
+        self.callees: dict[str, Callee] = {}  # number -> who answers an outbound call with a Url
+        self.streams: dict[str, CallReport] = {}  # call SID -> what its Media Stream played (what was recorded)
+        self.errors: list[str] = []  # what went wrong answering an outbound call (webhook refused ...)
+        self.amd_posted_at: dict[str, float] = {}  # call SID -> monotonic time its AMD verdict was posted
+        self._answering: set[asyncio.Task[None]] = set()
 
     def end_call(self, call_sid: str) -> None:
         """The call is over (the caller hung up): it can no longer be redirected."""
@@ -211,9 +259,14 @@ class FakeTwilio(LoopbackServer):
             return _error(400, 21201, "To, From and Twiml (or Url) are required")
         timeout = form.get("Timeout")
         leg = CreatedCall(twilio_sid("CA"), form["To"], form["From"], form.get("Twiml", ""),
-                          int(timeout) if timeout else None, time.monotonic())
+                          int(timeout) if timeout else None, time.monotonic(), form=form)
         self.created.append(leg)
         self.events.append(("create", leg.sid, leg.to))
+        callee = self.callees.get(leg.to)
+        if form.get("Url") and callee is not None:
+            task = asyncio.get_running_loop().create_task(self._answer(leg, callee))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
         return web.json_response(self._resource(leg.sid), status=201)
 
     async def _update(self, request: web.Request) -> web.Response:
@@ -270,3 +323,54 @@ class FakeTwilio(LoopbackServer):
             "uri": f"{uri}.json",
             "subresource_uris": {"recordings": f"{uri}/Recordings.json", "streams": f"{uri}/Streams.json"},
         }
+
+    # -- answering an outbound call ----------------------------------------------------
+
+    async def _answer(self, leg: CreatedCall, callee: Callee) -> None:
+        """Ring, then do what Twilio does for an answered call with async AMD; the stream's report is kept."""
+        await asyncio.sleep(self.answer_after_s)
+        self.events.append(("answered", leg.sid, leg.to))
+        try:
+            report = await place_call("", [*callee.before_verdict, Do(lambda: self._post_amd(leg, callee)),
+                                           *callee.after_verdict],
+                                      auth_token=self.auth_token, call_sid=leg.sid, account_sid=self.account_sid,
+                                      announce=lambda: self._announce(leg), hangup_after=callee.hangup_after,
+                                      call_timeout=callee.call_timeout)
+        except Exception as error:  # the test reads errors: a fake must not die silently
+            self.errors.append(f"{leg.sid}: {type(error).__name__}: {error}")
+            return
+        finally:
+            leg.ended = leg.ended or "completed"
+        self.streams[leg.sid] = report
+        self.events.append(("stream_end", leg.sid, f"{report.close_code} {report.close_reason}".strip()))
+
+    async def _signed_post(self, url: str, params: dict[str, str]) -> httpx.Response:
+        """POST ``params`` to ``url`` with ``X-Twilio-Signature`` as Twilio computes it (URL + sorted params)."""
+        signature = RequestValidator(self.auth_token).compute_signature(url, params)
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+
+    async def _announce(self, leg: CreatedCall) -> tuple[str, dict[str, str]]:
+        """The answered call's voice webhook to its ``Url``; the Stream URL and parameters of the TwiML."""
+        params = {"CallSid": leg.sid, "AccountSid": self.account_sid, "From": leg.from_, "To": leg.to,
+                  "CallStatus": "in-progress", "Direction": "outbound-api", "ApiVersion": API_VERSION}
+        response = await self._signed_post(leg.form["Url"], params)
+        if response.status_code != 200:
+            raise RuntimeError(f"the voice webhook answered {response.status_code}: {response.text.strip()}")
+        stream = ET.fromstring(response.text).find("./Connect/Stream")
+        if stream is None:
+            raise RuntimeError("the TwiML has no <Connect><Stream>")
+        return stream.get("url", ""), {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+
+    async def _post_amd(self, leg: CreatedCall, callee: Callee) -> None:
+        """The ``AsyncAmdStatusCallback``, if the call asked for one."""
+        url = leg.form.get("AsyncAmdStatusCallback", "")
+        if leg.form.get("AsyncAmd") != "true" or not url:
+            return
+        params = {"CallSid": leg.sid, "AccountSid": self.account_sid, "AnsweredBy": callee.answered_by,
+                  "MachineDetectionDuration": str(int((time.monotonic() - leg.created_at) * 1000))}
+        self.amd_posted_at[leg.sid] = time.monotonic()
+        response = await self._signed_post(url, params)
+        self.events.append(("amd", leg.sid, f"{callee.answered_by} {response.status_code}"))
+        if response.status_code >= 300:
+            self.errors.append(f"{leg.sid}: the AMD callback answered {response.status_code}: {response.text}")

@@ -9,6 +9,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from aybiza.testing.processes import free_port, serving
 
@@ -45,6 +48,13 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    async def record(self, call_id: str) -> dict[str, Any]:
+        """The call's record from ``/api/calls/{id}`` (the test fails when there is none)."""
+        async with httpx.AsyncClient(timeout=5, headers=self.api) as client:
+            response = await client.get(f"{self.http}/api/calls/{call_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
 
 
 @contextmanager

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from aybiza.testing.caller import Press, Say, Wait, caller_speech, place_call
@@ -100,12 +99,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, shop: ToolServer,
         yield running
 
 
-async def _record(server: Server, call_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        response = await client.get(f"{server.http}/api/calls/{call_id}")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
 
 def _spoken(deepgram: FakeDeepgram, since: int) -> str:
     return " ".join(text for session in deepgram.speaks[since:] for text in session.texts)
@@ -123,7 +116,7 @@ async def test_the_model_calls_our_tool_with_its_arguments_and_answers_from_the_
     deepgram.rescript(["where is my order 4321"])
     speaks, turns = len(deepgram.speaks), len(bedrock.turns())
     report = await place_call(server.stream_url, [Wait(6), Say(caller_speech("where is my order 4321")), Wait(12)],
-                              auth_token=AUTH_TOKEN, agent="shop")
+                              auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     [request] = shop.to("/orders/4321")
     assert request.method == "GET" and request.headers["Authorization"] == "Bearer shop-secret"
     asked, answered = bedrock.turns()[turns:]
@@ -131,7 +124,7 @@ async def test_the_model_calls_our_tool_with_its_arguments_and_answers_from_the_
         "order_status", "collect_digits", "warm_transfer"]
     assert answered.tool_results()[0]["content"] == [{"json": {"status": "shipped"}}], "only the kept field"
     assert "Your order is shipped." in _spoken(deepgram, speaks)
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     [call] = _tool_calls(record)
     assert (call["name"], call["outcome"], call["arguments"]) == ("order_status", "ok", {"order_id": "4321"})
     assert call["result"] == {"status": "shipped"} and call["duration_ms"] > 0
@@ -148,7 +141,7 @@ async def test_a_caller_who_talks_over_a_slow_tool_gets_its_result_with_the_answ
     report = await place_call(server.stream_url, [
         Wait(6), Say(caller_speech("where is my order 5555")),
         Say(caller_speech("and do you deliver on sundays"), barge_in_after=0.3), Wait(14)],
-        auth_token=AUTH_TOKEN, agent="shop")
+        auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     assert len(shop.to("/orders/5555")) == 1, "the tool ran once, to the end"
     assert report.clears, "the caller's words cut the agent off"
     last = bedrock.turns()[-1]
@@ -156,7 +149,7 @@ async def test_a_caller_who_talks_over_a_slow_tool_gets_its_result_with_the_answ
     assert last.texts()[-1] == "and do you deliver on sundays"
     assert len(bedrock.turns()) - turns == 2, "no reply was made to the interrupted turn over the caller"
     assert "Your order is shipped. And yes, we deliver on Sundays." in _spoken(deepgram, speaks)
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     [asked] = [turn for turn in record["turns"] if turn["user"] == "where is my order 5555"]
     assert asked["interrupted"] and [c["outcome"] for c in asked["tool_calls"]] == ["ok"]
 
@@ -180,13 +173,14 @@ async def test_a_region_failing_after_the_tool_ran_is_answered_elsewhere_without
     speaks = len(deepgram.speaks)
     try:
         report = await place_call(server.stream_url, [Wait(6), Say(caller_speech("where is my order 7777")),
-                                                      Wait(12)], auth_token=AUTH_TOKEN, agent="shop")
+                                                      Wait(12)],
+                                  auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     finally:
         bedrock.rescript(model)
     assert len(failed) == 2
     assert len(shop.to("/orders/7777")) == 1, "the tool ran once; its result went to the next region"
     assert "Your order is delivered." in _spoken(deepgram, speaks)
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert len(record["usage"]["failovers"]) == 1
     assert [c["name"] for c in _tool_calls(record)] == ["order_status"]
 
@@ -213,11 +207,12 @@ async def test_a_region_dropping_mid_tool_call_never_runs_the_tool_twice(
     bedrock.rescript(drop_halfway_through_the_call)
     try:
         report = await place_call(server.stream_url, [Wait(6), Say(caller_speech("where is my order 8888")),
-                                                      Wait(12)], auth_token=AUTH_TOKEN, agent="shop")
+                                                      Wait(12)],
+                                  auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     finally:
         bedrock.rescript(model)
     assert dropped and len(shop.to("/orders/8888")) == 1
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert len(record["usage"]["failovers"]) == 1 and len(_tool_calls(record)) == 1
 
 
@@ -230,11 +225,11 @@ async def test_digits_typed_on_the_keypad_are_used_and_masked_in_the_transcript(
     speaks = len(deepgram.speaks)
     report = await place_call(server.stream_url, [
         Wait(6), Say(caller_speech("i would like to check my balance")), Wait(10), Press("1234#"), Wait(12)],
-        auth_token=AUTH_TOKEN, agent="shop")
+        auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     assert bedrock.turns()[-1].tool_results()[0]["content"] == [{"json": {"digits": "1234", "complete": True}}]
     spoken = _spoken(deepgram, speaks)
     assert "Please type your account number" in spoken and "Account 1 2 3 4 has a balance" in spoken
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     [call] = _tool_calls(record)
     assert call["name"] == "collect_digits" and call["result"] == {"digits": "••••", "complete": True}
     transcript = " ".join(turn["agent"] for turn in record["turns"])
@@ -250,7 +245,7 @@ async def test_a_warm_transfer_rings_the_colleague_then_bridges_the_caller_into_
     deepgram.rescript(["can i talk to a colleague about my bill"])
     report = await place_call(server.stream_url, [
         Wait(6), Say(caller_speech("can i talk to a colleague about my bill")), Wait(15)],
-        auth_token=AUTH_TOKEN, agent="shop")
+        auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, agent="shop")
     [leg] = [leg for leg in twilio.created if leg.to == DESK]
     room = f"aybiza-{report.call_sid}"
     assert "<Say>Ann Lee has a billing question about her last invoice.</Say>" in leg.twiml
@@ -258,7 +253,7 @@ async def test_a_warm_transfer_rings_the_colleague_then_bridges_the_caller_into_
     assert steps == [("create", leg.sid), ("answered", leg.sid), ("join", leg.sid),
                      ("update", report.call_sid), ("join", report.call_sid)]
     assert twilio.conferences[room] == [leg.sid, report.call_sid]
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert record["outcome"] == "transferred" and f"warm transfer to {DESK}" in record["outcome_detail"]
     assert [c["name"] for c in _tool_calls(record)] == ["warm_transfer"]
     assert report.received_bytes > 8000, "the hold line and the hold tune were played"
@@ -277,8 +272,8 @@ async def test_asking_the_embedded_default_agent_for_a_real_person_transfers_to_
         with running_server(tmp_path, env) as embedded:
             report = await place_call(embedded.stream_url, [
                 Wait(6), Say(caller_speech("Can I speak to a real person please")), Wait(15)],
-                auth_token=AUTH_TOKEN)
-            record = await _record(embedded, report.call_sid)
+                auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
+            record = await embedded.record(report.call_sid)
     [update] = [u for u in twilio.updates if u.call_sid == report.call_sid]
     assert "<Dial><Number>+16035550142</Number></Dial>" in update.twiml
     assert record["outcome"] == "transferred"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -59,12 +58,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, fakes: tuple[FakeDeepgram, 
         yield running
 
 
-async def _record(server: Server, call_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5, headers=server.api) as client:
-        response = await client.get(f"{server.http}/api/calls/{call_id}")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
 
 def _metric(text: str, name: str, **labels: str) -> float:
     """The sum of a series' samples whose labels include ``labels``."""
@@ -91,7 +84,7 @@ async def test_a_spanish_number_makes_deepgram_listen_in_spanish_from_the_first_
     assert report.close_code == 1000
     first = deepgram.listens[listens]
     assert first.query["language"] == "es"  # the number's prior, before anyone spoke
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert record["language"] == "es" and record["caller_country"] == "ES"
     assert "sábados" in bedrock.turns()[-1].body["messages"][-1]["content"][0]["text"]
 
@@ -114,7 +107,7 @@ async def test_a_language_change_mid_call_switches_the_recogniser(
     assert any(s.query["language"] == "es" for s in sessions[1:])  # the language stage steered the recogniser
     switched = next(s for s in sessions[1:] if s.query["language"] == "es")
     assert len(switched.audio) > 0  # the conversation went on in Spanish on the new socket
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert record["language"].startswith("es")
     assert record["outcome"] == "hangup" and not record["incidents"]
 
@@ -142,7 +135,7 @@ async def test_a_cached_answer_moves_the_cache_series_and_the_dashboard_ratio(
     ratio = dashboard["cache"]["namespaces"]["llm"]["hit_ratio"]
     assert ratio is not None and 0 < ratio < 1
     assert "llm" in page and "%" in page
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert record["usage"]["answers"] == {"cache": 1}
     assert record["turns"][-1]["cached"] == ["llm"]
 
@@ -162,7 +155,7 @@ async def test_a_call_past_its_budget_steps_down_a_model(
     models = [request.model_id for request in bedrock.turns()[turns:]]
     assert len(models) == 2 and models[0] == PREMIUM
     assert models[1] != PREMIUM and "haiku" in models[1]  # the cheapest tier once the budget was spent
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert set(record["usage"]["tokens"]) == set(models)
 
 
@@ -180,7 +173,7 @@ async def test_a_region_failure_mid_call_is_answered_elsewhere_and_counted(
                                                       Wait(10)], auth_token=AUTH_TOKEN)
     finally:
         bedrock.rescript([BedrockReply(text=ANSWER, input_tokens=120, output_tokens=18)])
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert len(record["usage"]["failovers"]) == 1
     tried = record["route"]["regions_tried"].split(",")
     assert len(tried) == 2 and record["usage"]["failovers"][0] == tried
@@ -199,7 +192,7 @@ async def test_a_browser_call_runs_the_same_session(server: Server, fakes: tuple
     assert session.query["language"] == "es"  # the browser's language is the call's prior
     assert len(bedrock.turns()) == turns + 1
     assert {"call", "route", "transcript", "agent_text", "end"} <= set(report.event_types())
-    record = await _record(server, report.call_id)
+    record = await server.record(report.call_id)
     assert record["transport"] == "webrtc" and record["outcome"] == "hangup"
     assert record["turns"] and record["turns"][-1]["user"] == "where do I park"
 
@@ -215,7 +208,7 @@ async def test_every_series_the_dashboard_and_the_alerts_read_has_data(server: S
     # A call that ends on a failure (its agent's file is broken) feeds the error series.
     report = await place_call(server.stream_url, [Wait(6)], auth_token=AUTH_TOKEN, agent="broken")
     assert report.close_code == 1000
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert record["outcome"] == "agent_unavailable"
     async with httpx.AsyncClient(timeout=5) as client:
         for _ in range(50):  # region health and latency are exported every 2 s

@@ -7,10 +7,8 @@ the embedded stack; the caller's voice is espeak-ng (synthetic).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import anyio
-import httpx
 import numpy as np
 import pytest
 
@@ -30,12 +28,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("conversation"), env) as running:
         yield running
 
-
-async def _record(server: Server, call_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        response = await client.get(f"{server.http}/api/calls/{call_id}")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def _click(seconds: float = 0.08) -> bytes:
@@ -58,7 +50,7 @@ async def test_a_backchannel_over_the_agent_does_not_end_its_answer(
     heard = words(await anyio.to_thread.run_sync(recognizer.transcribe, heard_pcm(report), 8000))
     assert {"sundays", "holidays"} & heard, sorted(heard)  # the answer's last sentence was heard
     assert not {"catch", "quite"} & heard  # no "sorry, I didn't quite catch that"
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert len([turn for turn in record["turns"] if turn["user"]]) == 1  # "uh-huh" was no turn
 
 
@@ -83,7 +75,7 @@ async def test_a_late_reply_gets_a_holding_line_and_a_silent_caller_a_reprompt_t
     assert "parking" in heard, sorted(heard)  # and then the answer
     assert {"still", "there"} <= heard, sorted(heard)  # the reprompt after 2.5 s of silence
     assert "goodbye" in heard, sorted(heard)
-    record = await _record(server, report.call_sid)
+    record = await server.record(report.call_sid)
     assert record["outcome"] == "caller_silent"
 
 

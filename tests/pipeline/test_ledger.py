@@ -204,3 +204,16 @@ def test_typed_digits_are_masked_wherever_they_are_written() -> None:
     assert kept.arguments == {"account": "••••••••", "note": "card •••• ••••"}
     assert kept.result == {"account": "••••••••", "balance": 42}
     assert use.arguments["account"] == "40021234", "the model and the tools still get the real digits"
+
+
+def test_a_failover_is_placed_in_its_turn_for_the_console_timeline() -> None:
+    from aybiza.pipeline.ledger import CallLedger
+
+    clock = iter([0.0, 4.25, 9.0]).__next__
+    ledger = CallLedger(clock=clock)
+    ledger.turn = 2
+    ledger.failover("eu-west-2", "eu-central-1")
+    ledger.failover("eu-central-1", "us-east-1")  # the same turn: the first one placed
+    assert ledger.failover_at(2) == 4.25 and ledger.failover_at(1) is None
+    assert "failover_at_s" not in ledger.timings(2)  # timings stay latencies
+    assert ledger.usage().failovers == [("eu-west-2", "eu-central-1"), ("eu-central-1", "us-east-1")]

@@ -43,6 +43,8 @@ from aybiza.processors.tts.base import TTSProcessor
 from aybiza.processors.tts.deepgram import DeepgramTTS
 from aybiza.processors.turns import TurnTaker
 from aybiza.processors.vad import VADProcessor
+from aybiza.recording.call import RecordingOutput
+from aybiza.recording.recorder import CallRecorder
 from aybiza.testing.kit import check_conformance
 from aybiza.testing.scripted import FrameClock, ScriptedBedrock, ScriptedDeepgram
 from aybiza.testing.twilio_caller import TwilioCallerProtocol
@@ -230,3 +232,7 @@ async def test_webrtc_output() -> None:
 
 async def test_the_benchmarks_frame_clock() -> None:
     await conforms(FrameClock)
+
+
+async def test_a_recorded_twilio_output(tmp_path: Path) -> None:
+    await conforms(lambda: RecordingOutput(phone_output(), CallRecorder(tmp_path / "call.wav")))

@@ -31,6 +31,10 @@ FILE_LIMIT = 300
 HEADER_TIMEOUT_S = 3.0
 
 
+ATTACKER = "127.0.0.2"
+"""Another loopback address: where the flood comes from."""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {"AYBIZA_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S), "AYBIZA_STREAM_START_TIMEOUT_S": "10"}
@@ -134,7 +138,10 @@ async def test_two_thousand_silent_streams_and_a_phone_call_is_answered(server: 
         nonlocal opened
         async with gate:
             try:
-                ws = await websockets.connect(server.stream_url, open_timeout=20, ping_interval=None)
+                # The attacker's own address (Twilio's is another): its streams give way to each other,
+                # never to the phone call, however slowly a loaded machine lets that call send its start.
+                ws = await websockets.connect(server.stream_url, open_timeout=20, ping_interval=None,
+                                              local_addr=(ATTACKER, 0))
             except (OSError, TimeoutError, websockets.InvalidStatus, websockets.InvalidMessage):
                 closes["refused"] += 1  # closed before its handshake: room made for newer connections
                 return
@@ -169,7 +176,7 @@ async def test_two_thousand_silent_streams_and_a_phone_call_is_answered(server: 
             await ws.close()
     report = report_box[0]
     assert report.close_code == 1000 and report.turns and report.turns[0].latency is not None  # type: ignore[attr-defined]
-    assert health.peak_waiting <= 32  # the per-address cap of streams waiting for their start
+    assert health.peak_waiting <= 32 + 1  # the per-address cap of streams waiting for their start (+ the call)
     assert set(health.results) == {200}
     assert health.peak_files < FILE_LIMIT - 50
     assert closes["1013"] >= opened - 64  # let go for newer ones (the last ones at the start timeout)

@@ -98,7 +98,8 @@ def test_the_api_through_a_tcp_forwarder_without_a_token_is_refused(server: Serv
     plain = httpx.get(f"{via}/api/calls", timeout=5)
     assert plain.status_code in (400, 401, 403)  # the forwarder's own name is not this server's Host
     spoofed = {"host": f"127.0.0.1:{server.port}"}  # ... and with a perfect loopback Host: still no token
-    for path in ("/api/calls", f"/api/calls/{call.call_sid}", "/api/calls?limit=500"):
+    for path in ("/api/calls", f"/api/calls/{call.call_sid}", "/api/calls?limit=500",
+                 "/calls", f"/calls/{call.call_sid}", f"/calls/{call.call_sid}/recording"):  # and the console
         response = httpx.get(f"{via}{path}", headers=spoofed, timeout=5)
         assert response.status_code == 401, (path, response.text)
         assert CALLER not in response.text
@@ -107,7 +108,7 @@ def test_the_api_through_a_tcp_forwarder_without_a_token_is_refused(server: Serv
     record_figures("api_via_forwarder", forwarder=f"{address}:{forwarder}", without_token=401, plain=plain.status_code)
 
 
-@pytest.mark.parametrize("path", ["/api/calls", "/dashboard", "/api/dashboard", "/metrics", "/"])
+@pytest.mark.parametrize("path", ["/api/calls", "/dashboard", "/api/dashboard", "/metrics", "/", "/calls"])
 def test_a_rebinding_host_is_refused(server: Server, path: str) -> None:
     response = httpx.get(f"{server.http}{path}", headers={"host": f"rebind.attacker.example:{server.port}"} |
                          server.api, timeout=5)
@@ -214,7 +215,7 @@ def test_one_captured_webhook_mints_three_tokens_not_thousands(server: Server) -
 
 
 def test_html_carries_the_security_headers(server: Server) -> None:
-    for path in ("/", "/dashboard"):
+    for path in ("/", "/dashboard", "/console/login"):
         response = httpx.get(f"{server.http}{path}", timeout=5)
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["x-content-type-options"] == "nosniff"

@@ -1,0 +1,1 @@
+"""Outbound calls: dialling through Twilio's REST API, per-agent limits, answering-machine detection."""

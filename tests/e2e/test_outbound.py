@@ -1,0 +1,180 @@
+"""Outbound calls through a real server: ``aybiza dial`` against the fake Twilio, answering as a machine or a person.
+
+One server runs as ``aybiza serve`` runs it (the embedded offline stack),
+with Twilio's REST API at the shipped fake. The fake answers each call it is
+asked to make like Twilio with async answering-machine detection: it posts
+the signed voice webhook, opens the Media Stream as a Twilio-like caller,
+plays the callee's side (a machine: a greeting and a beep) and posts the
+signed AMD verdict. What the machine "recorded" is what its stream played,
+checked with the local recogniser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+
+from aybiza.processors.stt.whisper import WhisperRecognizer
+from aybiza.testing.caller import CallReport, Say, Wait, caller_speech
+from aybiza.testing.fake_twilio import Callee, FakeTwilio, beep
+
+from .conftest import ROOT, agents_dir, heard_pcm, words
+from .server import AUTH_TOKEN, Server, running_server
+
+pytestmark = pytest.mark.slow
+
+ACCOUNT_SID = "AC" + "2" * 32
+OUR_NUMBER = "+18005550100"
+MACHINE = "+14155550201"
+PERSON = "+14155550202"
+NOBODY = "+14155550203"  # rings, never answers
+
+
+@pytest.fixture(scope="module")
+def twilio() -> Iterator[FakeTwilio]:
+    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, answer_after_s=0.5) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, twilio: FakeTwilio) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("outbound")
+    agents = agents_dir(tmp, capped={"outbound_dials_per_minute": 1, "outbound_dial_burst": 1},
+                        single={"outbound_max_calls": 1})
+    env = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "AYBIZA_TWILIO_API_URL": twilio.url, "AYBIZA_AGENTS_DIR": str(agents),
+           "AYBIZA_OUTBOUND_FROM": OUR_NUMBER}
+    with running_server(tmp, env) as running:
+        yield running
+
+
+async def _dial(server: Server, to: str, agent: str = "default") -> list[dict[str, Any]]:
+    """``aybiza dial TO --agent AGENT --wait`` against the server; the JSON lines it printed."""
+    env = {**os.environ, "AYBIZA_DATA_DIR": str(server.data_dir)}  # where the loopback server keeps its API token
+    result = await anyio.run_process(
+        [sys.executable, "-m", "aybiza.cli", "dial", to, "--agent", agent, "--server", server.http, "--wait",
+         "--wait-timeout", "120"], env=env, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+
+
+async def _stream(twilio: FakeTwilio, call_sid: str) -> CallReport:
+    with anyio.fail_after(15):
+        while call_sid not in twilio.streams:
+            assert not twilio.errors, twilio.errors
+            await anyio.sleep(0.1)
+    return twilio.streams[call_sid]
+
+
+async def _record(server: Server, call_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"{server.http}/api/calls/{call_id}", headers=server.api)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+@pytest.mark.anyio
+async def test_a_machine_records_the_voicemail_message_after_its_beep_and_the_call_ends(
+    server: Server, twilio: FakeTwilio, recognizer: WhisperRecognizer
+) -> None:
+    greeting = caller_speech("Hi, you have reached Sam. I can't take your call, please leave a message after the tone.")
+    twilio.callees[MACHINE] = Callee("machine_end_beep", before_verdict=[Say(greeting), Say(beep())],
+                                     after_verdict=[Wait(60, until_idle=False)])
+    dialled, ended = await _dial(server, MACHINE)
+    call_sid = dialled["call_id"]
+    assert ended == {"call_id": call_sid, "status": "ended", "outcome": "voicemail", "direction": "outbound",
+                     "answered_by": "machine_end_beep",
+                     "outcome_detail": "voicemail left (answered by machine_end_beep)"}
+    [leg] = [leg for leg in twilio.created if leg.sid == call_sid]
+    assert (leg.to, leg.from_) == (MACHINE, OUR_NUMBER)
+    assert leg.form["MachineDetection"] == "DetectMessageEnd" and leg.form["AsyncAmd"] == "true"
+    assert leg.form["AsyncAmdStatusCallback"] == f"{server.http}/twilio/amd"
+    report = await _stream(twilio, call_sid)
+    assert report.first_audio_at is not None and report.first_audio_at > twilio.amd_posted_at[call_sid], \
+        "nothing was played to the machine before its beep"
+    recorded = await anyio.to_thread.run_sync(recognizer.transcribe, heard_pcm(report), 8000)
+    assert {"harbor", "appointment", "call", "back"} <= words(recorded), recorded
+    record = await _record(server, call_sid)
+    assert (record["direction"], record["answered_by"], record["outcome"]) == (
+        "outbound", "machine_end_beep", "voicemail")
+    assert record["caller"] == MACHINE
+    assert not any(turn["user"] for turn in record["turns"]), "the machine's greeting was never answered"
+    assert [turn["agent"] for turn in record["turns"]] == [
+        "Hello, this is Harbor Lane Dental calling about your appointment. Please call us back on 555 0142 during "
+        "opening hours. Thank you, goodbye."], "the message in the greeting's place"
+
+
+@pytest.mark.anyio
+async def test_a_person_is_greeted_once_they_said_hello_and_gets_answers(
+    server: Server, twilio: FakeTwilio, recognizer: WhisperRecognizer
+) -> None:
+    twilio.callees[PERSON] = Callee("human", before_verdict=[Say(caller_speech("Hello?")), Wait(1.2, until_idle=False)],
+                                    after_verdict=[Wait(10), Say(caller_speech("What are your opening hours?")),
+                                                   Wait(20)])
+    dialled, ended = await _dial(server, PERSON)
+    call_sid = dialled["call_id"]
+    assert (ended["outcome"], ended["direction"], ended["answered_by"]) == ("hangup", "outbound", "human")
+    report = await _stream(twilio, call_sid)
+    heard = await anyio.to_thread.run_sync(recognizer.transcribe, heard_pcm(report), 8000)
+    assert {"harbor", "dental"} <= words(heard), heard  # the greeting
+    assert {"monday", "friday"} <= words(heard), heard  # the answer
+    record = await _record(server, call_sid)
+    assert record["caller"] == PERSON and record["direction"] == "outbound"
+    [asked] = [turn["user"] for turn in record["turns"] if turn["user"]]  # "hello?" was answered by the greeting
+    assert "opening" in asked.lower(), asked
+
+
+@pytest.mark.anyio
+async def test_dialling_needs_the_api_token_and_a_sound_request(server: Server) -> None:
+    body = {"to": NOBODY, "agent": "default"}
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as client:
+        assert (await client.post("/api/calls", json=body)).status_code == 401
+        wrong = await client.post("/api/calls", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+        for bad in ({"to": "911", "agent": "default"}, {"to": NOBODY, "agent": "default", "x": "y"},
+                    {"to": NOBODY, "agent": {"id": "default"}}, {"to": "sip:" + "a" * 300 + "@pbx"}):
+            refused = await client.post("/api/calls", json=bad, headers=server.api)
+            assert refused.status_code == 400 and refused.json()["error"] == "bad_request", refused.text
+        huge = await client.post("/api/calls", content=b"{" + b" " * 10_000 + b"}", headers=server.api)
+        assert huge.status_code == 413
+        missing = await client.post("/api/calls", json={"to": NOBODY, "agent": "nobody"}, headers=server.api)
+        assert missing.status_code == 404 and missing.json()["error"] == "unknown_agent"
+
+
+@pytest.mark.anyio
+async def test_the_amd_webhook_takes_only_twilios_signed_verdicts(server: Server) -> None:
+    url = f"{server.http}/twilio/amd"
+    params = {"CallSid": "CA" + "3" * 32, "AccountSid": ACCOUNT_SID, "AnsweredBy": "human"}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.post(url, data=params)).status_code == 403
+        forged = await client.post(url, data=params, headers={"X-Twilio-Signature": "AAAA" + signature[4:]})
+        assert forged.status_code == 403
+        unknown = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        assert unknown.status_code == 404, "a verdict for a call we did not dial"
+        big = await client.post(url, content=b"a=" + b"b" * 20_000, headers={
+            "X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"})
+        assert big.status_code == 413
+
+
+@pytest.mark.anyio
+async def test_over_the_dial_rate_is_429_and_over_the_concurrent_calls_409(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10, headers=server.api) as client:
+        first = await client.post("/api/calls", json={"to": NOBODY, "agent": "capped"})
+        assert first.status_code == 201, first.text
+        second = await client.post("/api/calls", json={"to": NOBODY, "agent": "capped"})
+        assert second.status_code == 429 and second.json()["error"] == "dial_rate"
+        assert int(second.headers["Retry-After"]) >= 30
+        ringing = await client.post("/api/calls", json={"to": NOBODY, "agent": "single"})
+        assert ringing.status_code == 201, ringing.text
+        busy = await client.post("/api/calls", json={"to": NOBODY, "agent": "single"})
+        assert busy.status_code == 409 and busy.json()["error"] == "too_many_calls"
+        other = await client.post("/api/calls", json={"to": NOBODY, "agent": "default", "from": "+18005550199"})
+        assert other.status_code == 201, "limits are per agent"
