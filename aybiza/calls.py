@@ -83,6 +83,8 @@ async def serve_twilio_stream(websocket: WebSocket, runtime: Runtime) -> None:
     protocol, started = accepted
     announcement = announced[0]
     kind, problem = "binding", binding_refusal(announcement, started)
+    if problem is None and not await runtime.tokens.claim(announcement):
+        problem = "the call token was used already"
     if problem is None:
         kind = "duplicate"
         if started.call_sid in runtime.calls:

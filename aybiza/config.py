@@ -74,6 +74,14 @@ class Settings(BaseSettings):
                                                                                    "AYBIZA_AGENT_TTL_S"),
                                description="Seconds an agent file is cached before edits are picked up")
 
+    # Scale-out (issue 16): nodes on one Redis register, /twiml sends each call to the freest, SIGTERM drains.
+    webhook_url: str = Field(default="", description="Base URL Twilio posts /twiml to (the load balancer in front "
+                             "of the nodes; its signatures are over this URL); default: the public URL")
+    node_heartbeat_s: float = Field(default=1.0, gt=0, description="Seconds between a node's registrations in Redis")
+    node_missed_heartbeats: int = Field(default=3, ge=2, description="A node silent this many heartbeats is gone")
+    drain_timeout_s: float = Field(default=300.0, ge=0, description="On SIGTERM, live calls may finish within "
+                                   "this; then they are handed to other nodes")
+
     twilio_auth_token: str = Field(default="", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN",
                                                                               "AYBIZA_TWILIO_AUTH_TOKEN"))
     twilio_validate: bool = Field(default=True, description="Check X-Twilio-Signature; false for local use only")
@@ -176,6 +184,11 @@ class Settings(BaseSettings):
         """The public base URL without a trailing slash."""
         url = self.public_url or f"http://{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.port}"
         return url.rstrip("/")
+
+    @property
+    def webhook_base_url(self) -> str:
+        """Where Twilio posts ``/twiml`` (scale-out: the load balancer), without a trailing slash."""
+        return (self.webhook_url or self.base_url).rstrip("/")
 
     @classmethod
     def settings_customise_sources(

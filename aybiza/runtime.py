@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -49,6 +49,9 @@ from .session.admission import Admission, RateLimit
 from .session.failsafe import FailsafeVoice
 from .stack import SpeechStack
 from .transports.tokens import CallTokens
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["Runtime", "freeze_startup_heap"]
 
@@ -114,6 +117,9 @@ class Runtime:
         self.calls: dict[str, CallContext] = {}
         self.ready = False
         self._default_agent: AgentConfig | None = None
+        # Scale-out (issue 16): the node's place among the nodes on this Redis, and whether it drains.
+        self.cluster: Cluster | None = None
+        self.draining = False
 
     @property
     def routing_for_calls(self) -> RoutingService | None:
@@ -146,8 +152,14 @@ class Runtime:
             log.warning("archived %d call(s) left open by a previous process as interrupted: %s",
                         len(interrupted), ", ".join(interrupted))
         try:
+            if settings.redis_url:
+                from .cluster import Cluster
+
+                self.cluster = await Cluster.open(self)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.store.keepalive)
+                if self.cluster is not None:
+                    tg.start_soon(self.cluster.run)
                 tg.start_soon(self._housekeeping)
                 tg.start_soon(self.results.run)
                 if self.routing_for_calls is not None:
@@ -165,6 +177,8 @@ class Runtime:
         finally:
             self.ready = False
             with anyio.CancelScope(shield=True):
+                if self.cluster is not None:
+                    await self.cluster.aclose()
                 if self.results is not None:
                     await self.results.outbox.aclose()
                 await self.store.aclose()
@@ -271,6 +285,8 @@ class Runtime:
         """Whether a new call could be answered now, and why not."""
         if not self.ready:
             return False, "starting"
+        if self.draining:
+            return False, "draining"
         for name, dependency in self.dependencies().items():
             if dependency["state"] == "down":
                 return False, f"{name} is down"

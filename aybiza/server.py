@@ -151,7 +151,8 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         except _Refused as refused:
             metrics.refused("twiml", "too_large" if refused.response.status_code == 413 else "bad_request")
             return refused.response
-        url = guard.public_url(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+        # Signed over the URL Twilio posted to: the load balancer's (AYBIZA_WEBHOOK_URL) when nodes share one.
+        url = settings.webhook_base_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if not guard.signature_ok(url, params, signature):
             return _unsigned(request, "bad")
         call_sid, account_sid = params.get("CallSid", ""), params.get("AccountSid", "")
@@ -169,6 +170,13 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         if not runtime.agents.exists(agent_id):
             log.warning("refused /twiml: unknown agent %r", agent_id[:64])
             return PlainTextResponse(f"404 Not Found: no agent {agent_id[:64]!r}\n", status_code=404)
+        # An outbound call's stream must reach the node that dialled it (its AMD verdict waits there).
+        stream_url = guard.public_url("/twilio/stream", websocket=True) if outbound else await _stream_url(call_sid)
+        if stream_url is None:
+            metrics.refused("twiml", "at_capacity")
+            _refusals.warning("placement", "refused /twiml: no node takes calls now (full or draining)")
+            return PlainTextResponse("503 Service Unavailable: no node takes calls now\n", status_code=503,
+                                     headers={"Retry-After": "5"})
         token = runtime.tokens.mint(call_sid, caller, agent_id, account_sid=account_sid)
         if token is None:
             metrics.refused("twiml", "tokens")
@@ -178,7 +186,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
                                      headers={"Retry-After": "10"})
         response = VoiceResponse()
         connect = Connect()
-        stream = connect.stream(url=guard.public_url("/twilio/stream", websocket=True))
+        stream = connect.stream(url=stream_url)
         stream.parameter(name="call_token", value=token)
         stream.parameter(name="caller", value=caller)
         stream.parameter(name="agent", value=agent_id)
@@ -186,6 +194,12 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             stream.parameter(name="direction", value="outbound")
         response.append(connect)
         return Response(str(response), media_type="application/xml")
+
+    async def _stream_url(call_sid: str) -> str | None:
+        """The freest node's stream URL in a cluster (:mod:`aybiza.cluster`), else this node's; None: none takes it."""
+        if runtime.cluster is not None:
+            return await runtime.cluster.stream_url(call_sid)
+        return None if runtime.draining else guard.public_url("/twilio/stream", websocket=True)
 
     def _unsigned(request: Request, how: str) -> Response:
         metrics.refused("twiml", "signature")

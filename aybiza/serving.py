@@ -244,7 +244,14 @@ def uvicorn_config(app: Any, settings: Settings, *, on_refusal: Refused | None =
 
 
 def serve(app: Any, settings: Settings) -> None:
-    """Serve ``app`` (from :func:`aybiza.server.create_app`) until interrupted."""
+    """Serve ``app`` (from :func:`aybiza.server.create_app`) until interrupted; SIGTERM drains it first
+    (:mod:`aybiza.drain`)."""
     runtime = getattr(getattr(app, "state", None), "aybiza", None)
     on_refusal = (lambda reason: runtime.metrics.refused("http", reason)) if runtime is not None else None
-    uvicorn.Server(uvicorn_config(app, settings, on_refusal=on_refusal)).run()
+    config = uvicorn_config(app, settings, on_refusal=on_refusal)
+    if runtime is None:
+        uvicorn.Server(config).run()
+        return
+    from .drain import DrainingServer  # SIGTERM drains the node first (scale-out, issue 16)
+
+    DrainingServer(config, runtime).run()

@@ -291,21 +291,39 @@ class CallStore:
                 continue
             if now - record.updated_at < min_idle_s or await self.state.owner_alive(record.owner):
                 continue
-            if record.status != "active":
-                # Its process died between writing "ended" and removing it: archive what it wrote.
-                await self._archive(record)
-                await self.state.remove(record.call_id, record.owner)
-                continue
-            claimed = await self.state.take_over(record.call_id, self.owner, expect_owner=record.owner)
-            if claimed is None:
-                continue
-            claimed.status, claimed.outcome = "interrupted", "interrupted"
-            claimed.ended_at = record.updated_at
-            await self._archive(claimed)
-            await self.state.remove(claimed.call_id, self.owner)
-            log.warning("call %s archived as interrupted (its process %s died)", claimed.call_id, record.owner)
-            recovered.append(claimed.call_id)
+            if await self._interrupt(record):
+                recovered.append(record.call_id)
         return recovered
+
+    async def interrupt_owner(self, owner: str) -> list[str]:
+        """Archive the live calls of process ``owner`` as ``interrupted`` now; return their ids.
+
+        For a process known to be dead (scale-out: its node stopped
+        heartbeating, :mod:`aybiza.edge.nodes`), so neither its lease nor a grace period is waited for.
+        Each call is claimed with a fenced take-over first, so two survivors never both archive one.
+        """
+        recovered: list[str] = []
+        for record in await self.state.live():
+            if record.owner == owner and record.call_id not in self._owned and await self._interrupt(record):
+                recovered.append(record.call_id)
+        return recovered
+
+    async def _interrupt(self, record: CallRecord) -> bool:
+        """Archive a dead process's live ``record`` as interrupted (True), unless another process claimed it."""
+        if record.status != "active":
+            # Its process died between writing "ended" and removing it: archive what it wrote.
+            await self._archive(record)
+            await self.state.remove(record.call_id, record.owner)
+            return False
+        claimed = await self.state.take_over(record.call_id, self.owner, expect_owner=record.owner)
+        if claimed is None:
+            return False
+        claimed.status, claimed.outcome = "interrupted", "interrupted"
+        claimed.ended_at = record.updated_at
+        await self._archive(claimed)
+        await self.state.remove(claimed.call_id, self.owner)
+        log.warning("call %s archived as interrupted (its process %s died)", claimed.call_id, record.owner)
+        return True
 
     async def purge(self, older_than_days: float, *, now: float | None = None) -> int:
         """Retention: strip transcripts of archived calls that ended more than ``older_than_days`` ago."""

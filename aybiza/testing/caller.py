@@ -98,6 +98,7 @@ class CallReport:
     barge_in_started_at: float | None = None
     close_code: int | None = None
     close_reason: str = ""
+    stream_url: str = ""  # where the Media Stream connected (the TwiML's URL when following it)
 
 
 def _http_base(stream_url: str) -> str:
@@ -128,12 +129,15 @@ async def _announce(http_base: str, public_url: str, auth_token: str, caller: st
 async def place_call(stream_url: str, script: Script, *, auth_token: str, public_url: str | None = None,
                      caller: str = "+15555550123", agent: str | None = None, hangup_after: float = 2.0,
                      call_timeout: float = 120.0, call_sid: str | None = None,
-                     account_sid: str | None = None, announce: Announce | None = None) -> CallReport:
+                     account_sid: str | None = None, announce: Announce | None = None,
+                     follow_twiml: bool = False) -> CallReport:
     """Call the server at ``stream_url`` like Twilio and run ``script``; return what the caller saw.
 
     Pass the ``call_sid`` of an earlier stream to reconnect the same call (as after a server failure), and
     the ``account_sid`` a server with ``TWILIO_ACCOUNT_SID`` expects (default: a random one). ``announce``
     replaces the inbound webhook (an outbound call's, posted by a fake Twilio): its Stream URL is connected.
+    ``follow_twiml``: connect where the inbound webhook's TwiML says, like Twilio (a node of a cluster may send
+    the call to another node); else to ``stream_url``, whose server answers the webhook either way.
     """
     call_sid = call_sid or new_sid("CA")
     account_sid = account_sid or new_sid("AC")  # the webhook and the stream name the same account, as Twilio's do
@@ -145,6 +149,9 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
     else:
         twiml_stream_url, custom = await _announce(_http_base(stream_url), public, auth_token, caller, call_sid,
                                                    agent, account_sid)
+        if follow_twiml:
+            stream_url = twiml_stream_url
+    report.stream_url = stream_url
     protocol = TwilioCallerProtocol(custom_parameters=custom, call_sid=call_sid, account_sid=account_sid)
     player = PlaybackBuffer(keep_audio=True)
     player.heard = report.heard  # what plays is what the caller heard

@@ -40,6 +40,7 @@ class Announcement:
     agent_id: str
     expires_at: float
     account_sid: str = ""
+    nonce: str = ""  # a signed token's one-time id (scale-out: :mod:`~aybiza.transports.signed_tokens`)
 
 
 class CallTokens:
@@ -85,6 +86,11 @@ class CallTokens:
         if announcement is not None and self._by_call.get(announcement.call_sid) == token:
             del self._by_call[announcement.call_sid]
         return announcement
+
+    async def claim(self, announcement: Announcement) -> bool:
+        """Whether a redeemed token is used for the first time: here always (:meth:`redeem` already took it out
+        of the table); signed tokens shared by several nodes settle it in Redis."""
+        return True
 
     def _count_mint(self, call_sid: str, now: float) -> bool:
         window = self.ttl_s * MINT_WINDOW_TTLS

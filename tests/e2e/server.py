@@ -58,7 +58,8 @@ class Server:
 
 
 @contextmanager
-def running_server(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[Server]:
+def running_server(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] = (),
+                   start_timeout_s: float = 60.0) -> Iterator[Server]:
     """Serve on a free port until the block ends; fail with the server's log if it does not come up.
 
     Agents come from ``agents_dir(tmp)`` (the shipped one, short greeting) unless ``env`` names a directory.
@@ -78,7 +79,7 @@ def running_server(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[
     }
     command = [sys.executable, "-m", "aybiza.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with serving(command, health_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=environment,
-                 cwd=ROOT) as process:
+                 cwd=ROOT, timeout_s=start_timeout_s) as process:
         yield Server(port, process, log_path, Path(environment["AYBIZA_DATA_DIR"]))
 
 

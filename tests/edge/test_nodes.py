@@ -1,0 +1,101 @@
+"""The node registry on a real Redis: registration with a TTL, placement by free capacity, the dead noticed."""
+
+from __future__ import annotations
+
+import collections
+
+import anyio
+import pytest
+
+from aybiza.edge.nodes import Node, NodeRegistry
+from aybiza.edge.redis_util import redis_client
+
+pytestmark = pytest.mark.anyio
+
+
+def node(node_id: str, capacity: int = 10, live: int = 0, *, draining: bool = False) -> Node:
+    return Node(node_id, f"https://{node_id}.example.com", capacity, live, draining)
+
+
+async def test_a_call_goes_to_the_node_with_the_most_free_capacity(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    registry = NodeRegistry(client, "a")
+    try:
+        await registry.register(node("a", capacity=10, live=8), [])
+        await registry.register(node("b", capacity=10, live=3), [])
+        await registry.register(node("c", capacity=50, live=50), [])  # full
+        picked = await registry.pick("CA1")
+        assert picked is not None and picked.node_id == "b"
+        assert picked.stream_url == "wss://b.example.com/twilio/stream"
+    finally:
+        await client.aclose()
+
+
+async def test_offers_count_until_the_call_shows_up_in_the_live_count(redis_url: str) -> None:
+    """A burst between heartbeats is spread by the recorded offers, not sent to one stale 'freest' node."""
+    client = redis_client(redis_url)
+    registry = NodeRegistry(client, "a")
+    try:
+        for name in "abc":
+            await registry.register(node(name, capacity=100), [])
+        picks = [await registry.pick(f"CA{n}") for n in range(90)]
+        counts = collections.Counter(p.node_id for p in picks if p is not None)
+        assert counts == {"a": 30, "b": 30, "c": 30}
+        # b's heartbeat reports 30 live calls: those offers are settled, not counted twice.
+        mine = [f"CA{n}" for n, p in enumerate(picks) if p is not None and p.node_id == "b"]
+        await registry.register(node("b", capacity=100, live=30), mine)
+        assert await client.zcard("aybiza:node:b:offered") == 0
+        picked = await registry.pick("CA-next")
+        assert picked is not None and picked.node_id in {"a", "b", "c"}
+    finally:
+        await client.aclose()
+
+
+async def test_draining_and_full_nodes_get_no_calls(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    registry = NodeRegistry(client, "a")
+    try:
+        await registry.register(node("a", draining=True), [])
+        await registry.register(node("b", capacity=1, live=1), [])
+        assert await registry.pick("CA1") is None
+        await registry.register(node("b", capacity=2, live=1), [])
+        assert (await registry.pick("CA2")).node_id == "b"  # type: ignore[union-attr]
+        assert await registry.pick("CA3") is None  # b's one free slot is offered already
+    finally:
+        await client.aclose()
+
+
+async def test_a_node_that_stops_heartbeating_is_gone_within_a_few_heartbeats(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    survivor = NodeRegistry(client, "a", heartbeat_s=0.1, missed=3)
+    dead = NodeRegistry(client, "b", heartbeat_s=0.1, missed=3)
+    try:
+        await survivor.register(node("a"), [])
+        await dead.register(node("b"), [])
+        assert await survivor.gone() == []
+        with anyio.fail_after(2):
+            while not await survivor.gone():
+                await survivor.register(node("a"), [])  # a keeps beating; b does not
+                await anyio.sleep(0.1)
+        assert await survivor.gone() == ["b"]
+        assert [n.node_id for n in await survivor.nodes()] == ["a"]
+        assert (await survivor.pick("CA1")).node_id == "a"  # type: ignore[union-attr]
+        # One survivor wins the right to archive b's calls.
+        other = NodeRegistry(client, "c")
+        assert await survivor.claim_reaping("b") and not await other.claim_reaping("b")
+        await survivor.forget("b")
+        assert await survivor.gone() == []
+    finally:
+        await client.aclose()
+
+
+async def test_a_node_that_leaves_is_out_at_once(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    registry = NodeRegistry(client, "a")
+    try:
+        await registry.register(node("a"), [])
+        await registry.leave()
+        assert await registry.nodes() == [] and await registry.gone() == []
+        assert await registry.pick("CA1") is None
+    finally:
+        await client.aclose()
