@@ -10,7 +10,7 @@ expiry)>``, ``HttpOnly``, ``SameSite=Strict`` (no other site's page can use
 it), ``Secure`` behind HTTPS, valid 12 hours. Nothing is stored on the
 server: rotating the token signs everyone out.
 
-Sign-in attempts are rate-limited per client address (a guess at a
+Wrong sign-in attempts are rate-limited per client address (a guess at a
 256-bit token is hopeless anyway; the limit keeps the log quiet and the CPU
 ours), and a browser's sign-in must come from this server's own page
 (``Sec-Fetch-Site``; ``Origin`` does not serve: under ``Referrer-Policy:
@@ -112,6 +112,7 @@ class ConsoleAccess:
         given = form.get("token", "")
         if not secrets.compare_digest(given.encode(), self.guard.api_token.encode()):
             return self.login_page("That is not the API token.", status=401)
+        self._limit.refund(client)  # only wrong tokens count against the address
         response = RedirectResponse("/calls", status_code=303)
         response.set_cookie(COOKIE, self.cookie_value(), max_age=SESSION_S, httponly=True, samesite="strict",
                             secure=self.secure, path="/")

@@ -210,6 +210,11 @@ class Metrics:
         # preemptive replies (issue 16): started before the end of turn, then used or discarded
         self._preemptions = Counter("preemptions", "Preemptive replies, used or discarded (the caller went on)",
                                     ["outcome"], namespace=ns, registry=reg)
+        # Known outcomes start at 0: a dashboard shows "none yet", not "no data" (a dead series looks the same).
+        for outcome in ("used", "discarded"):
+            self._preemptions.labels(outcome)
+        for outcome in ("delivered", "retry", "failed"):
+            self.webhook_deliveries.labels(outcome)
         self._active = Gauge("active_calls", "Calls in progress", namespace=ns, registry=reg)
         self._region_health = Gauge(
             "region_health", "Region health: 2 healthy, 1 degraded, 0 unhealthy", ["region"],

@@ -88,6 +88,12 @@ class RateLimit:
             self._buckets.popitem(last=False)
         return allowed
 
+    def refund(self, client: str) -> None:
+        """Give back the token an attempt took (it turned out to be no abuse: a right password)."""
+        if client in self._buckets:
+            tokens, at = self._buckets[client]
+            self._buckets[client] = (min(self.burst, tokens + 1.0), at)
+
     def retry_after(self, client: str) -> float:
         """Seconds until ``client`` has a token again."""
         tokens, at = self._buckets.get(client, (self.burst, self._clock()))

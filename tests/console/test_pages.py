@@ -168,6 +168,16 @@ def test_sign_in_attempts_are_rate_limited(tmp_path: Path) -> None:
     assert codes[:5] == [401] * 5 and codes[-1] == 429
 
 
+def test_only_wrong_tokens_count_against_an_address(tmp_path: Path) -> None:
+    client = _client(tmp_path, api_token="s3cret-s3cret-s3cret")
+    codes = []
+    for _ in range(4):  # an operator signing in again and again, one typo each time
+        codes.append(client.post("/console/login", data={"token": "typo"}).status_code)
+        codes.append(client.post("/console/login", data={"token": "s3cret-s3cret-s3cret"},
+                                 follow_redirects=False).status_code)
+    assert codes == [401, 303] * 4
+
+
 def test_the_static_files_are_ours_and_the_pages_policy_is_strict(tmp_path: Path) -> None:
     client = _client(tmp_path)
     script = client.get("/console/static/console.js")

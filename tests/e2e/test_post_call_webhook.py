@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from aybiza.results.signing import SIGNATURE_HEADER, verify
@@ -36,14 +37,14 @@ RETRY = {"AYBIZA_WEBHOOK_RETRY_BASE_S": "0.5", "AYBIZA_WEBHOOK_RETRY_MAX_S": "1"
          "AYBIZA_WEBHOOK_MAX_ATTEMPTS": "50", "AYBIZA_SECRET_CRM_HOOK": SECRET}
 
 
-def _env(tmp: Path, url: str) -> dict[str, str]:
+def _env(tmp: Path, url: str, **agent_fields: object) -> dict[str, str]:
     webhook = {"url": url, "secret": "CRM_HOOK", "fields": [
         "reason_for_call", {"name": "callback_number", "description": "a number to call the caller back on"}]}
     agents = agents_dir(tmp)
     import yaml
 
     agent = yaml.safe_load((agents / "default.yaml").read_text())
-    (agents / "default.yaml").write_text(yaml.safe_dump({**agent, "webhook": webhook}))
+    (agents / "default.yaml").write_text(yaml.safe_dump({**agent, "webhook": webhook, **agent_fields}))
     return {"AYBIZA_AGENTS_DIR": str(agents), **RETRY}
 
 
@@ -87,8 +88,12 @@ async def test_the_call_record_summary_and_fields_are_posted_signed_when_the_cal
         with running_server(tmp_path, _env(tmp_path, receiver.url + "/hooks/aybiza")) as server:
             call_sid = await _ask_opening_hours(server)
             await _until(lambda: receiver.received, 15, "the webhook")
+            await anyio.sleep(0.5)  # the sender counts the delivery once the receiver has answered
+            async with httpx.AsyncClient(timeout=5, headers=server.api) as client:
+                metrics = (await client.get(f"{server.http}/metrics")).text
     body = _check_delivery(receiver, call_sid)
     assert receiver.received[0].path == "/hooks/aybiza"
+    assert 'aybiza_webhook_deliveries_total{outcome="delivered"} 1.0' in metrics  # the dashboard's series
     assert body["summary_source"] == "extractive"
     assert "opening hours" in body["summary"]
     assert body["fields"] == {"reason_for_call": "our opening hours", "callback_number": CALLER}
@@ -142,7 +147,9 @@ async def test_with_a_model_configured_the_summary_and_fields_come_from_one_conv
 
     with WebhookReceiver() as receiver, FakeBedrock(script=model) as bedrock, \
             FakeDeepgram(transcripts=["please call me back on 603 555 0199 about my bill"]) as deepgram:
-        env = {**_env(tmp_path, receiver.url + "/hook"),
+        # This agent keeps callers' numbers in its records (redact_pii: false): with redaction on (the
+        # default) the record, and so the model's transcript, holds the number masked.
+        env = {**_env(tmp_path, receiver.url + "/hook", redact_pii=False),
                "AYBIZA_STT": "deepgram", "AYBIZA_LLM": "bedrock", "AYBIZA_TTS": "deepgram",
                "DEEPGRAM_API_KEY": "test-key", "AYBIZA_DEEPGRAM_URL": deepgram.url,
                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.url, "AWS_ACCESS_KEY_ID": "AKIDTEST",

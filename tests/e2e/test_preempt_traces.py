@@ -172,8 +172,13 @@ async def test_a_caller_who_goes_on_after_a_pause_hears_one_answer_to_the_whole_
         with server_with(monkeypatch, AYBIZA_PREEMPTIVE="true") as server:
             report = await call(server.base, audio)
             body = await record(server.base, report.call_sid)
+            async with httpx.AsyncClient(base_url=server.base, headers={"Authorization": f"Bearer {API_TOKEN}"}) \
+                    as client:
+                metrics = (await client.get("/metrics")).text
     turns = [t for t in body["turns"] if t.get("turn_id", 0) > 0]
     assert [t["user"] for t in turns] == ["what time do you open tomorrow"], "one turn: the whole question"
     assert len([t for t in turns if t.get("agent")]) == 1, "answered once"
     assert body["usage"]["preemptions"] == {"discarded": 1, "used": 1}
+    assert 'aybiza_preemptions_total{outcome="used"} 1.0' in metrics  # the dashboard's series
+    assert 'aybiza_preemptions_total{outcome="discarded"} 1.0' in metrics
     assert len(report.turns) == 1 and report.turns[0].first_reply_audio is not None
