@@ -40,7 +40,8 @@ def test_a_call_started_on_one_server_is_resumed_on_another(tmp_path: Path, redi
                 async with httpx.AsyncClient(timeout=5, headers=server_a.api) as client:
                     while True:  # until A has the caller's first turn and its answer on record
                         await anyio.sleep(0.2)
-                        record = (await client.get(f"{server_a.http}/api/calls/{call_sid}")).json()
+                        response = await client.get(f"{server_a.http}/api/calls/{call_sid}")
+                        record = response.json() if response.status_code == 200 else {}  # 404 until it starts
                         if any(t["user"] and t["agent"] for t in record.get("turns", [])):
                             break
                 os.kill(server_a.process.pid, signal.SIGKILL)
