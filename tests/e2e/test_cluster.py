@@ -41,7 +41,7 @@ from aybiza.testing.redis_server import RedisServer, redis_server_binary
 
 from .server import AUTH_TOKEN, Server, running_server
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive,  # 3 nodes and 150 calls fill both cores
               pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed"),
               pytest.mark.skipif(postgres_bin_dir() is None, reason="PostgreSQL is not installed")]
 

@@ -122,12 +122,12 @@ async def test_a_delivery_pending_when_the_server_stops_is_made_by_the_next_proc
     env = _env(tmp_path, receiver.url + "/hook")
     with running_server(tmp_path, env) as first:
         call_sid = await _ask_opening_hours(first)
-        await _until(lambda: any(row["attempts"] >= 1 for row in _outbox(first.data_dir)), 15, "a failed attempt")
+        await _until(lambda: any(row["attempts"] >= 1 for row in _outbox(first.data_dir)), 30, "a failed attempt")
     assert _outbox(first.data_dir)[0]["status"] == "pending"
     with receiver:
         with running_server(tmp_path, env) as second:
             await _until(lambda: receiver.received, 20, "the webhook from the next process")
-            assert "delivered" in second.log()
+            await _until(lambda: "delivered" in second.log(), 10, "the delivery logged")
     _check_delivery(receiver, call_sid)
     assert _outbox(first.data_dir)[0]["status"] == "delivered"
 

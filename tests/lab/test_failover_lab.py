@@ -29,6 +29,8 @@ from benchmarks.lab import (
     summarise,
 )
 
+pytestmark = pytest.mark.exclusive  # failover deadlines of 0.5-1 s: measured alone, not beside a loaded core
+
 UK = "+447700900123"
 US = "+12025550123"
 DE = "+4930901820"

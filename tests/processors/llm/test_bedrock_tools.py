@@ -57,6 +57,7 @@ async def test_a_streamed_tool_use_becomes_one_tool_call_and_its_result_goes_bac
     ]
 
 
+@pytest.mark.exclusive  # a 1 s first-token deadline: run alone, not beside a loaded core
 @pytest.mark.anyio
 async def test_a_tool_call_alone_meets_the_first_token_deadline(pool: ThreadPoolExecutor) -> None:  # noqa: F811
     # No text at all, arguments streamed slowly: the model is answering, so no ProviderTimeout.
