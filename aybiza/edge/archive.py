@@ -92,14 +92,14 @@ class Archive(ABC):
         """Strip transcripts of records that ended more than ``older_than_days`` ago; return how many."""
 
     # Operator console (issue 17): search by the derived columns of aybiza.edge.call_index.
+    @abstractmethod
     async def search(self, filters: CallFilter, *, limit: int = 50, offset: int = 0,
                      count_cap: int = 10_000) -> tuple[builtins.list[CallRow], int]:
         """Rows matching ``filters`` (newest start first) and how many match, counted up to ``count_cap``."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def started_since(self, since: float, *, limit: int = 2000) -> builtins.list[CallRecord]:
         """Whole records of calls started at or after ``since`` (newest first, at most ``limit``)."""
-        raise NotImplementedError
 
     async def aclose(self) -> None:
         """Close connections."""

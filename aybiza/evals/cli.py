@@ -10,7 +10,6 @@ the tokens were unusable (nothing was judged).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def eval_main(path: Path, *, server: str | None = None, json_out: Path | None = 
 
     try:
         scenarios = load_scenarios(path)
-        agents = agents_dir or Path(os.environ.get("AYBIZA_AGENTS_DIR") or Settings().agents_dir)
+        agents = agents_dir or Path(Settings().agents_dir)  # Settings reads AYBIZA_AGENTS_DIR
         wanted = set(only) if only else None
 
         async def run(target: Target) -> list[ScenarioResult]:
