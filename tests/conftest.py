@@ -19,6 +19,6 @@ def anyio_backend() -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow exclusive load tests last (a stable sort: nothing else moves): the timing tests that run alone must not start on the heels of a 3-node, 150-call run
-    (its processes and sockets still winding down failed the failover lab's 1 s deadlines)."""
+    """Slow exclusive load tests last (a stable sort: nothing else moves): the timing tests that run alone must not
+    start on the heels of a 3-node, 150-call run (its processes winding down failed the failover lab's deadlines)."""
     items.sort(key=lambda item: all(item.get_closest_marker(name) is not None for name in ("slow", "exclusive")))
