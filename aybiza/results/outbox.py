@@ -16,7 +16,6 @@ the one the archive stored (redacted as stored).
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -24,12 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import anyio
-import anyio.to_thread
-
 from ..edge.archive import Archive, PostgresArchive, SQLiteArchive
+from ..edge.databases import PostgresConnection, SQLiteFile
 from ..errors import ConfigError
-from ..private import private_sqlite
 
 __all__ = ["Delivery", "DeliveryStatus", "Outbox", "PostgresOutbox", "SQLiteOutbox", "open_outbox"]
 
@@ -121,19 +117,10 @@ class SQLiteOutbox(Outbox):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        private_sqlite(self.path)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SQLITE_SCHEMA)
+        self._file = SQLiteFile(self.path, _SQLITE_SCHEMA)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                return fn(self._db)
-
-        return await anyio.to_thread.run_sync(locked)
+        return await self._file.run(fn)
 
     async def add(self, delivery: Delivery) -> bool:
         """Insert unless the id exists."""
@@ -173,7 +160,7 @@ class SQLiteOutbox(Outbox):
 
     async def aclose(self) -> None:
         """Close the connection."""
-        await self._run(lambda db: db.close())
+        await self._file.aclose()
 
 
 _PG_SCHEMA = """
@@ -197,35 +184,24 @@ CREATE INDEX IF NOT EXISTS aybiza_webhook_outbox_due ON aybiza_webhook_outbox (n
 """
 
 
+async def _pg_prepare(conn: Any) -> None:
+    await conn.execute(_PG_SCHEMA)
+
+
 class PostgresOutbox(Outbox):
     """The outbox as a table in the PostgreSQL archive database (psycopg 3; claims with ``SKIP LOCKED``)."""
 
     def __init__(self, url: str, *, connect_timeout_s: float = 3.0) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
-        self._conn: Any = None
-        self._lock = anyio.Lock()
+        self._pg = PostgresConnection(url, connect_timeout_s=connect_timeout_s, prepare=_pg_prepare)
 
     async def _run(self, sql: str, args: tuple[Any, ...], *, fetch: bool = False) -> list[tuple[Any, ...]]:
-        import psycopg
+        async def execute(conn: Any) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(sql, args)
+            return list(await cursor.fetchall()) if fetch else [(cursor.rowcount,)]
 
-        async with self._lock:
-            for attempt in (1, 2):
-                if self._conn is None or self._conn.closed:
-                    self._conn = await psycopg.AsyncConnection.connect(
-                        self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)))
-                    await self._conn.execute(_PG_SCHEMA)
-                try:
-                    cursor = await self._conn.execute(sql, args)
-                    if fetch:
-                        return list(await cursor.fetchall())
-                    return [(cursor.rowcount,)]
-                except psycopg.OperationalError:
-                    await self._conn.close()
-                    self._conn = None
-                    if attempt == 2:
-                        raise
-        raise AssertionError("unreachable")
+        return await self._pg.run(execute)
 
     async def add(self, delivery: Delivery) -> bool:
         """Insert unless the id exists."""
@@ -265,10 +241,7 @@ class PostgresOutbox(Outbox):
 
     async def aclose(self) -> None:
         """Close the connection."""
-        async with self._lock:
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+        await self._pg.aclose()
 
 
 def open_outbox(archive: Archive) -> Outbox:
