@@ -91,8 +91,10 @@ class Outbox(ABC):
         return None
 
 
-_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_outbox (
+def _schema(table: str, real: str) -> str:
+    """The outbox table in either database (they differ in the table's name and the float type)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {table} (
     id TEXT PRIMARY KEY,
     call_id TEXT NOT NULL,
     agent_id TEXT NOT NULL,
@@ -102,14 +104,17 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
     body TEXT,
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL,
-    next_at REAL NOT NULL,
+    next_at {real} NOT NULL,
     last_error TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    lease_until REAL NOT NULL DEFAULT 0
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL,
+    lease_until {real} NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS {table}_due ON {table} (next_at) WHERE status = 'pending';
 """
+
+
+_SQLITE_SCHEMA = _schema("webhook_outbox", "REAL")
 
 
 class SQLiteOutbox(Outbox):
@@ -163,25 +168,7 @@ class SQLiteOutbox(Outbox):
         await self._file.aclose()
 
 
-_PG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS aybiza_webhook_outbox (
-    id TEXT PRIMARY KEY,
-    call_id TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    record TEXT NOT NULL,
-    body TEXT,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    next_at DOUBLE PRECISION NOT NULL,
-    last_error TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS aybiza_webhook_outbox_due ON aybiza_webhook_outbox (next_at) WHERE status = 'pending';
-"""
+_PG_SCHEMA = _schema("aybiza_webhook_outbox", "DOUBLE PRECISION")
 
 
 async def _pg_prepare(conn: Any) -> None:
