@@ -46,6 +46,7 @@ from .routing.costs import cost_of, tokens_cost
 from .routing.service import RoutingService
 from .routing.shared import SharedHealth
 from .session.admission import Admission, RateLimit
+from .session.ending import LiveCalls
 from .session.failsafe import FailsafeVoice
 from .stack import SpeechStack
 from .transports.tokens import CallTokens
@@ -115,6 +116,7 @@ class Runtime:
         self.results: PostCallResults | None = None  # post-call webhooks (issue 14, item 6)
         self.recordings = RecordingStore(settings)  # call recording (issue 14, item 4)
         self.calls: dict[str, CallContext] = {}
+        self.live = LiveCalls()  # the running sessions, each endable by a draining node (clean-up: drain)
         self.ready = False
         self._default_agent: AgentConfig | None = None
         # Scale-out (issue 16): the node's place among the nodes on this Redis, and whether it drains.
