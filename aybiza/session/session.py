@@ -108,7 +108,7 @@ class CallSession:
         self.actions = SessionActions(ctx, transport)
         self._announcements = 0
         self.recording: CallRecording | None = None
-        self._live_scope = anyio.CancelScope()  # cancelled when the node ends the call (drain: session/ending.py)
+        self._live_scope: anyio.CancelScope | None = None  # cancelled when the node ends the call (drain)
         self._ended_by: tuple[EndReason, str] | None = None
         ctx.ledger = CallLedger(runtime.metrics)
         ctx.ledger.pii = runtime.settings.redact_pii
@@ -121,6 +121,7 @@ class CallSession:
         ctx, runtime = self.ctx, self.runtime
         ctx.caller_country = ctx.caller_country or locate_number(ctx.caller).country
         runtime.call_started(ctx)
+        self._live_scope = anyio.CancelScope()
         runtime.live.add(ctx.call_id, self.end_now)
         reason, detail = EndReason.DISCONNECTED, ""
         try:
@@ -144,7 +145,7 @@ class CallSession:
 
     def end_now(self, reason: EndReason, detail: str) -> None:
         """End the call from outside (a node that stops): the conversation stops, the apology and goodbye follow."""
-        if self._ended_by is None:
+        if self._ended_by is None and self._live_scope is not None:
             self._ended_by = (reason, detail)
             self._live_scope.cancel()
 
