@@ -1,4 +1,5 @@
-"""The outbound routes: ``POST /api/calls`` dials, ``POST /twilio/amd`` takes Twilio's AMD verdict.
+"""The outbound routes: ``POST /api/calls`` dials, ``POST /twilio/amd`` takes Twilio's AMD verdict,
+``POST /twilio/status`` the call's final status (:mod:`aybiza.outbound.status`).
 
 ``POST /api/calls`` needs the API's bearer token like every ``/api`` route
 (a dial costs money and rings a stranger's phone), takes a bounded flat JSON
@@ -34,6 +35,7 @@ from ..transports.ids import is_sid
 from .amd import ANSWERED_BY
 from .dialing import MAX_DIAL_BODY_BYTES, DialRequest, TwilioDialer
 from .registry import OutboundLimits
+from .status import status_callback
 
 if TYPE_CHECKING:
     from ..agents import AgentConfig
@@ -150,5 +152,7 @@ def outbound_routes(runtime: Runtime, guard: Guard, *, read_body: ReadBody, read
         _refusals.warning("amd_signature", "refused /twilio/amd: %s X-Twilio-Signature", how)
         return PlainTextResponse("403 Forbidden: X-Twilio-Signature is missing or does not match\n", status_code=403)
 
-    routes: list[Any] = [Route("/api/calls", dial, methods=["POST"]), Route("/twilio/amd", amd, methods=["POST"])]
+    routes: list[Any] = [Route("/api/calls", dial, methods=["POST"]), Route("/twilio/amd", amd, methods=["POST"]),
+                         Route("/twilio/status", status_callback(runtime, guard, read_form=read_form, refused=refused,
+                                                                 webhook_limit=webhook_limit), methods=["POST"])]
     return routes
