@@ -38,7 +38,8 @@ from ..guard import Guard
 from ..logs import Throttled
 from ..pipeline import CallContext
 from ..session.admission import RateLimit
-from ..transports.ids import clean_text, is_sid
+from ..transports.ids import clean_text
+from .callbacks import ReadForm, signed_callback
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -62,9 +63,6 @@ _PROGRESS = frozenset({"queued", "initiated", "ringing", "in-progress"})
 STATUS_PER_MINUTE = 600.0
 """Status callbacks one address may post a minute (Twilio posts one per call we dial; a burst of 100 at once)."""
 
-ReadForm = Callable[[Request, int], Awaitable[dict[str, str]]]
-
-
 def end_reason(call_status: str) -> EndReason | None:
     """The end reason a final ``CallStatus`` stands for; None for a call still in progress."""
     return FINAL_STATUSES.get(call_status)
@@ -86,24 +84,13 @@ def status_callback(runtime: Runtime, guard: Guard, *, read_form: ReadForm, refu
         client = request.client.host if request.client else ""
         if not rate.allow(client):
             return refuse(429, "rate_limited", "Too Many Requests: status callbacks from this address")
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if settings.twilio_validate and not signature:  # refused before a byte of the body is read
-            return refuse(403, "signature", "Forbidden: X-Twilio-Signature is missing")
-        try:
-            params = await read_form(request, webhook_limit)
-        except refused as error:
-            metrics.refused("twilio_status", "bad_request")
-            response: Response = error.response  # type: ignore[attr-defined]
-            return response
-        if not guard.signature_ok(guard.public_url(request.url.path), params, signature):
-            return refuse(403, "signature", "Forbidden: X-Twilio-Signature does not match")
-        call_sid, account_sid = params.get("CallSid", ""), params.get("AccountSid", "")
-        call_status = params.get("CallStatus", "")
-        if not (is_sid(call_sid, "CA") and is_sid(account_sid, "AC")) or not (
-                call_status in FINAL_STATUSES or call_status in _PROGRESS):
-            return refuse(400, "bad_request", "Bad Request: CallSid, AccountSid and a known CallStatus are required")
-        if settings.twilio_account_sid and account_sid != settings.twilio_account_sid:
-            return refuse(403, "signature", "Forbidden: not this server's Twilio account")
+        params = await signed_callback(request, endpoint="twilio_status", settings=settings, guard=guard,
+                                       metrics=metrics, read_form=read_form, refused=refused, limit=webhook_limit)
+        if isinstance(params, Response):
+            return params
+        call_sid, call_status = params["CallSid"], params.get("CallStatus", "")
+        if call_status not in FINAL_STATUSES and call_status not in _PROGRESS:
+            return refuse(400, "bad_request", "Bad Request: a known CallStatus is required")
         reason = end_reason(call_status)
         if reason is None:
             return Response(status_code=204)  # progress: the final status comes later
