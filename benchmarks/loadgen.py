@@ -57,6 +57,7 @@ from aybiza.testing.scripted import LatencyHistogram
 from aybiza.testing.twilio_caller import new_sid
 from benchmarks.callers import PROGRESS, ProgressFn, child_env, run_callers
 from benchmarks.machine import run_queue_wait_s, wait_for_quiet
+from benchmarks.ramp import ramp
 
 __all__ = [
     "CallerAudio",
@@ -685,24 +686,7 @@ async def capacity(base: str, params: dict[str, Any], server_pid: int) -> dict[s
             steps.append(entry)
             return entry
 
-        passed, failed_at = 0, None
-        target = start
-        while target <= limit:
-            if (await measure(target))["pass"]:
-                passed = target
-                target += step
-            else:
-                failed_at = target
-                break
-        high = failed_at
-        for _ in range(refine if high is not None else 0):
-            middle = (passed + high) // 2 // 5 * 5 if high is not None else passed
-            if middle <= passed or high is None or middle >= high:
-                break
-            if (await measure(middle))["pass"]:
-                passed = middle
-            else:
-                high = middle
+        passed, high = await ramp(measure, start=start, step=step, limit=limit, refine=refine)
         failures = fleet.failures[-10:]
     return {"max_calls": passed, "first_failing_calls": high, "idle_rss_mb": idle["rss_mb"], "steps": steps,
             "failures_sample": failures, "lateness_limit_ms": lateness_limit_ms, "audio": audio.source}
