@@ -174,8 +174,8 @@ class Settings(BaseSettings):
     # Drain without other nodes (clean-up): a lone node's calls end with a goodbye, not after 300 s of waiting.
     drain_alone_s: float = Field(default=20.0, ge=0, validation_alias=AliasChoices("AYBIZA_DRAIN_ALONE_S",
                                                                                     "AYBIZA_DRAIN_SECONDS"),
-                                 description="On SIGTERM with no node to hand calls to (no Redis, or no Twilio "
-                                 "account): live calls may finish within this, then hear the goodbye and end")
+                                 description="On SIGTERM with no other node (no Redis): live calls may finish "
+                                 "within this, then hear the goodbye and end")
 
     # Traces (OpenTelemetry): the standard OTEL_* names, read here like every setting and passed to the exporter.
     otel_endpoint: str = Field(default="", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"),

@@ -8,11 +8,10 @@ every caller on the node would be cut off mid-sentence by a routine deploy.
 1. the node drains: ``/ready`` answers 503 (a load balancer stops sending
    webhooks), and in a cluster the node is marked draining in Redis, so
    ``/twiml`` on *any* node stops offering it (:mod:`aybiza.cluster`);
-2. live calls go on until they end, for up to ``AYBIZA_DRAIN_TIMEOUT_S`` when
-   they can be handed over (step 3), else for up to ``AYBIZA_DRAIN_ALONE_S``
-   (no Redis, so no other node; or no Twilio account to redirect with):
-   waiting longer would only end them the same way later, or have the
-   orchestrator kill the process with the callers on the line;
+2. live calls go on until they end, for up to ``AYBIZA_DRAIN_TIMEOUT_S`` in a
+   cluster, else (no Redis: no other node could ever take them) for up to
+   ``AYBIZA_DRAIN_ALONE_S``: waiting longer would only end them the same way
+   later, or have the orchestrator kill the process with the callers on the line;
 3. calls still live then are **handed over** through the takeover path calls
    already have (a stream reconnecting with the same CallSid on another node
    resumes the call's record and conversation, without a new greeting):
@@ -68,9 +67,10 @@ async def drain(runtime: Runtime, timeout_s: float, *, poll_s: float = 0.2) -> N
     if runtime.cluster is not None:
         await runtime.cluster.drain()
     movable = can_hand_over(runtime)
-    deadline_s = timeout_s if movable else min(timeout_s, runtime.settings.drain_alone_s)
+    alone = runtime.cluster is None
+    deadline_s = min(timeout_s, runtime.settings.drain_alone_s) if alone else timeout_s
     log.warning("draining: no new calls; %d live call(s) may finish within %g s%s", len(runtime.calls),
-                deadline_s, "" if movable else " (no other node can take them)")
+                deadline_s, " (no other node can take them)" if alone else "")
     with anyio.move_on_after(deadline_s):
         await _calls_ended(runtime, poll_s)
     moved: set[str] = set()
