@@ -171,6 +171,25 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 
+    # Drain without other nodes (clean-up): a lone node's calls end with a goodbye, not after 300 s of waiting.
+    drain_alone_s: float = Field(default=20.0, ge=0, validation_alias=AliasChoices("AYBIZA_DRAIN_ALONE_S",
+                                                                                    "AYBIZA_DRAIN_SECONDS"),
+                                 description="On SIGTERM with no other node (no Redis): live calls may finish "
+                                 "within this, then hear the goodbye and end")
+
+    # Traces (OpenTelemetry): the standard OTEL_* names, read here like every setting and passed to the exporter.
+    otel_endpoint: str = Field(default="", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                               description="OTLP/HTTP base URL; traces go to its /v1/traces; unset: no tracing")
+    otel_traces_endpoint: str = Field(default="", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+                                      description="The traces URL itself (wins over the base URL)")
+    otel_headers: str = Field(default="", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                                                                         "OTEL_EXPORTER_OTLP_HEADERS"),
+                              description="Headers of each export: key=value,key2=value2 (values URL-encoded)")
+    otel_service_name: str = Field(default="aybiza", validation_alias=AliasChoices("OTEL_SERVICE_NAME"),
+                                   description="service.name of the spans")
+    otel_sdk_disabled: bool = Field(default=False, validation_alias=AliasChoices("OTEL_SDK_DISABLED"),
+                                    description="true: no tracing even with an endpoint")
+
     def secret(self, name: str) -> str | None:
         """A tool's secret by the name an agent file gives it: the environment variable ``AYBIZA_SECRET_<NAME>``.
 

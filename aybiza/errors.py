@@ -139,6 +139,10 @@ class EndReason(enum.StrEnum):
     INTERRUPTED = "interrupted"  # the process died mid-call (archived by a survivor)
     VOICEMAIL = "voicemail"  # an outbound call reached a machine: the agent left its voicemail message
     FAX = "fax"  # an outbound call reached a fax machine: hung up
+    # Outbound calls that never reached the agent, as Twilio's status callback says (aybiza/outbound/status.py).
+    NO_ANSWER = "no_answer"  # it rang out (or was canceled) unanswered
+    BUSY = "busy"  # the line was busy
+    DIAL_FAILED = "dial_failed"  # Twilio could not place it (a bad number, a carrier's refusal)
 
     @property
     def normal(self) -> bool:
@@ -153,7 +157,8 @@ class EndReason(enum.StrEnum):
 
 _NORMAL = frozenset({EndReason.HANGUP, EndReason.DISCONNECTED, EndReason.AGENT_ENDED, EndReason.CALLER_SILENT,
                      EndReason.TRANSFERRED, EndReason.VOICEMAIL, EndReason.FAX,
-                     EndReason.SHUTDOWN, EndReason.NO_CONNECTION, EndReason.MEDIA_TIMEOUT})
+                     EndReason.SHUTDOWN, EndReason.NO_CONNECTION, EndReason.MEDIA_TIMEOUT,
+                     EndReason.NO_ANSWER, EndReason.BUSY})
 
 
 class CallEnded(CallError):

@@ -40,12 +40,14 @@ from .observability.metrics import Metrics
 from .outbound.registry import OutboundCalls
 from .pipeline import CacheKind, CallContext, IncidentKind
 from .processors.language import DEFAULT_LANGUAGES
+from .recording.salvage import salvage_recordings
 from .recording.storage import RecordingStore
 from .results.delivery import PostCallResults
 from .routing.costs import cost_of, tokens_cost
 from .routing.service import RoutingService
 from .routing.shared import SharedHealth
 from .session.admission import Admission, RateLimit
+from .session.ending import LiveCalls
 from .session.failsafe import FailsafeVoice
 from .stack import SpeechStack
 from .transports.tokens import CallTokens
@@ -115,6 +117,7 @@ class Runtime:
         self.results: PostCallResults | None = None  # post-call webhooks (issue 14, item 6)
         self.recordings = RecordingStore(settings)  # call recording (issue 14, item 4)
         self.calls: dict[str, CallContext] = {}
+        self.live = LiveCalls()  # the running sessions, each endable by a draining node (clean-up: drain)
         self.ready = False
         self._default_agent: AgentConfig | None = None
         # Scale-out (issue 16): the node's place among the nodes on this Redis, and whether it drains.
@@ -151,6 +154,7 @@ class Runtime:
         if interrupted:
             log.warning("archived %d call(s) left open by a previous process as interrupted: %s",
                         len(interrupted), ", ".join(interrupted))
+        await self._salvage_recordings()
         try:
             if settings.redis_url:
                 from .cluster import Cluster
@@ -193,6 +197,7 @@ class Runtime:
             assert self.store is not None
             try:
                 await self.store.recover_interrupted(min_idle_s=30)
+                await self._salvage_recordings()
                 await self.store.flush_outbox()
                 if self.settings.retention_days and time.monotonic() - last_purge > 86400:
                     purged = await self.store.purge(self.settings.retention_days)
@@ -203,6 +208,14 @@ class Runtime:
                         log.info("retention: removed %d recording(s) from the data directory", removed)
             except AybizaError as error:
                 log.warning("housekeeping failed, will retry: %s", error)
+
+    async def _salvage_recordings(self) -> None:
+        """File and link the recordings of interrupted calls (left as ``.part`` by a process that died)."""
+        assert self.store is not None
+        try:
+            await salvage_recordings(self.recordings, self.store)
+        except (OSError, AybizaError) as error:  # the calls are archived; their recordings wait for the next sweep
+            log.warning("recordings of interrupted calls not filed yet: %s", error)
 
     async def _export_region_health(self) -> None:
         while True:

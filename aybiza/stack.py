@@ -66,6 +66,7 @@ class SpeechStack:
         cost_so_far: Callable[[CallContext], float] = lambda ctx: 0.0,
     ) -> None:
         self.settings = settings
+        self.otlp = tracing.otlp_target(settings)  # where calls' spans go (issue 16); None: no tracing
         self.engines = engines
         self.cache = cache
         self.routing = routing
@@ -118,7 +119,7 @@ class SpeechStack:
             TurnWatchdog(reply_timeout_s=settings.reply_timeout_s, silence_s=settings.silence_reprompt_s,
                          reprompts=settings.silence_reprompts),
             self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions),
-            *([TraceTap()] if tracing.enabled() else []),  # traces (issue 16): only with an OTLP endpoint
+            *([TraceTap(self.otlp)] if self.otlp else []),  # traces (issue 16): only with an OTLP endpoint
             self._tts(ctx),
         ]
         greeting = AgentText(agent.text("greeting", ctx.language), turn_id=0,

@@ -47,7 +47,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,9 +56,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aybiza.testing.processes import free_port, serving
+from benchmarks.callers import ProgressFn, labelled, run_callers
 from benchmarks.capacity import rss_per_call_mb
 from benchmarks.conversation import cpu_per_call
-from benchmarks.loadgen import PROGRESS, ProgressFn, ServerProcess, cpu_plan, scripted_server
+from benchmarks.loadgen import ServerProcess, cpu_plan, scripted_server
 from benchmarks.machine import wait_for_quiet
 
 __all__ = ["PIPECAT", "cache_dir", "cpu_per_call", "ensure_pipecat", "ratio_table", "run"]
@@ -111,11 +111,6 @@ def ensure_pipecat(progress: ProgressFn | None = None) -> tuple[Path | None, str
     return python, f"{PIPECAT} from {venv} (installed now)"
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-
-
 @contextmanager
 def pipecat_server(python: Path, cpu: int | None, *, talk: bool, vad: bool = True) -> Iterator[ServerProcess]:
     """``benchmarks/pipecat_server.py`` in pipecat's venv on a free port, pinned to ``cpu``."""
@@ -137,38 +132,9 @@ def pipecat_server(python: Path, cpu: int | None, *, talk: bool, vad: bool = Tru
 def _drive(server: ServerProcess, mode: str, params: dict[str, Any], cpu: int | None, label: str,
            progress: ProgressFn | None) -> dict[str, Any]:
     """Run the load generator's ramp for ``mode`` against ``server``; its JSON result."""
-    if mode == "listening":
-        command = [sys.executable, "-m", "benchmarks.loadgen", "capacity"]
-    else:
-        command = [sys.executable, "-m", "benchmarks.conversation_load"]
-    command += ["--base", server.base, "--server-pid", str(server.process.pid), "--params", json.dumps(params)]
-    if cpu is not None:
-        command += ["--cpu", str(cpu)]
-    callers = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=ROOT,
-                               text=True)
-    errors: list[str] = []
-
-    def read_progress() -> None:
-        assert callers.stderr is not None
-        for line in callers.stderr:
-            if line.startswith(PROGRESS):
-                _, fraction, *text = line.rstrip("\n").split(" ", 2)
-                if progress is not None:
-                    progress(float(fraction), f"{label}: {text[0] if text else ''}")
-            else:
-                errors.append(line.rstrip("\n"))
-
-    reader = threading.Thread(target=read_progress, daemon=True)
-    reader.start()
-    assert callers.stdout is not None
-    stdout = callers.stdout.read()
-    callers.wait()
-    reader.join(5)
-    if callers.returncode != 0:
-        raise RuntimeError(f"{label} callers exited with {callers.returncode}:\n" + "\n".join(errors[-20:])
-                           + f"\n--- server log ---\n{server.log_tail()}")
-    result: dict[str, Any] = json.loads(stdout)
-    return result
+    module, args = ("benchmarks.loadgen", ["capacity"]) if mode == "listening" else ("benchmarks.conversation_load", [])
+    return run_callers(module, args, server=server, params=params, cpu=cpu, label=label,
+                       progress=labelled(progress, label), error_lines=20)
 
 
 def _figures(raw: dict[str, Any]) -> dict[str, Any]:

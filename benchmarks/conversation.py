@@ -45,12 +45,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,8 +59,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aybiza.testing.processes import free_port, serving
+from benchmarks.callers import ProgressFn, child_env, labelled, run_callers
 from benchmarks.capacity import cpu_ms_per_call_second, rss_per_call_mb
-from benchmarks.loadgen import PROGRESS, ProgressFn, ServerProcess, cpu_plan
+from benchmarks.loadgen import ServerProcess, cpu_plan
 from benchmarks.machine import wait_for_quiet
 
 __all__ = ["LATENESS_P99_MS", "cpu_per_call", "providers", "profile_summary", "run", "run_stack", "what_limits"]
@@ -73,18 +72,13 @@ IDLE_FRAMES = frozenset({"Runner.run", "Condition.wait", "_worker", "select", "p
 """Leaf frames py-spy shows for a thread that waits (it cannot always tell, sampling without pausing)."""
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-
-
 @contextmanager
 def providers(cpu: int | None) -> Iterator[dict[str, str]]:
     """The Deepgram and Bedrock fakes in their own process (pinned to ``cpu``): yields their URLs."""
     command = [sys.executable, "-m", "benchmarks.conversation_providers"]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env(), cwd=ROOT,
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(), cwd=ROOT,
                                text=True)
     try:
         assert process.stdout is not None
@@ -115,7 +109,7 @@ def conversation_server(stack: str, cpu: int | None, urls: dict[str, str], end_o
     if cpu is not None:
         command += ["--cpu", str(cpu)]
     try:
-        with serving(command, health_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=_env(),
+        with serving(command, health_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=child_env(),
                      cwd=ROOT, what=f"{stack} conversation server", timeout_s=120) as process:
             yield ServerProcess(port, process, log_path)
         log_path.unlink(missing_ok=True)
@@ -231,35 +225,9 @@ def run_stack(stack: str, params: dict[str, Any], progress: ProgressFn | None = 
     profile_path = Path(tempfile.mkdtemp(prefix="aybiza-profile-")) / "server.collapsed"
     with _maybe_providers(stack, other_cpu) as urls, \
             conversation_server(stack, server_cpu, urls, end_of_turn) as server:
-        command = [sys.executable, "-m", "benchmarks.conversation_load", "--base", server.base,
-                   "--server-pid", str(server.process.pid), "--params", json.dumps(params)]
-        if other_cpu is not None:
-            command += ["--cpu", str(other_cpu)]
-        callers = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=ROOT,
-                                   text=True)
-        errors: list[str] = []
-
-        def read_progress() -> None:
-            assert callers.stderr is not None
-            for line in callers.stderr:
-                if line.startswith(PROGRESS):
-                    _, fraction, *text = line.rstrip("\n").split(" ", 2)
-                    if progress is not None:
-                        progress(float(fraction), f"{stack}: {text[0] if text else ''}")
-                else:
-                    errors.append(line.rstrip("\n"))
-
-        reader = threading.Thread(target=read_progress, daemon=True)
-        reader.start()
-        with sampling(server.process.pid, other_cpu, profile_path) if profile else _nothing():
-            assert callers.stdout is not None
-            stdout = callers.stdout.read()
-            callers.wait()
-        reader.join(5)
-        if callers.returncode != 0:
-            raise RuntimeError(f"{stack} callers exited with {callers.returncode}:\n" + "\n".join(errors[-30:])
-                               + f"\n--- server log ---\n{server.log_tail()}")
-    raw: dict[str, Any] = json.loads(stdout)
+        raw = run_callers("benchmarks.conversation_load", [], server=server, params=params, cpu=other_cpu,
+                          label=stack, progress=labelled(progress, stack),
+                          while_running=sampling(server.pid, other_cpu, profile_path) if profile else None)
     steps = raw["steps"]
     passing = [s for s in steps if s["pass"]]
     best = max(passing, key=lambda s: s["calls"]) if passing else None
@@ -302,11 +270,6 @@ def run_stack(stack: str, params: dict[str, Any], progress: ProgressFn | None = 
         result["profile"] = profile_summary(profile_path.read_text(errors="replace"))
     shutil.rmtree(profile_path.parent, ignore_errors=True)
     return result
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager

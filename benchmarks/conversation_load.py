@@ -39,6 +39,7 @@ if __package__ in (None, ""):
 from aybiza.testing.scripted import LatencyHistogram
 from benchmarks.loadgen import Behaviour, Call, CallerAudio, Fleet, _cpu_s, _progress, _rss_mb, caller_audio
 from benchmarks.machine import run_queue_wait_s
+from benchmarks.ramp import ramp
 
 __all__ = ["ConversationCall", "ConversationFleet", "Talk", "conversation", "conversational", "main"]
 
@@ -217,34 +218,8 @@ async def conversation(base: str, params: dict[str, Any], server_pid: int) -> di
             steps.append(entry)
             return entry
 
-        passed, failed_at = 0, None
-        if steps_list:
-            for target in steps_list:
-                if (await measure(int(target)))["pass"]:
-                    passed = int(target)
-                else:
-                    failed_at = int(target)
-                    break
-        else:
-            target = start
-            while target <= limit:
-                if (await measure(target))["pass"]:
-                    passed = target
-                    target += step
-                else:
-                    failed_at = target
-                    break
-            high = failed_at
-            for _ in range(refine if high is not None else 0):
-                assert high is not None
-                middle = (passed + high) // 2 // 5 * 5
-                if middle <= passed or middle >= high:
-                    break
-                if (await measure(middle))["pass"]:
-                    passed = middle
-                else:
-                    high = middle
-            failed_at = high
+        passed, failed_at = await ramp(measure, start=start, step=step, limit=limit, refine=refine,
+                                       steps=[int(target) for target in steps_list or ()])
         # Dropped frames: every frame the callers sent since the warm-up reached our first stage.
         await fleet.hang_up(len(fleet.calls))
         await fleet.wait_closed(30)

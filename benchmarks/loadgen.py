@@ -33,11 +33,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import xml.etree.ElementTree as ET
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +55,14 @@ from aybiza.testing.playback import PlaybackBuffer
 from aybiza.testing.processes import free_port, serving
 from aybiza.testing.scripted import LatencyHistogram
 from aybiza.testing.twilio_caller import new_sid
+from benchmarks.callers import PROGRESS, ProgressFn, child_env, run_callers
 from benchmarks.machine import run_queue_wait_s, wait_for_quiet
+from benchmarks.ramp import ramp
 
 __all__ = [
     "CallerAudio",
     "Fleet",
+    "ProgressFn",
     "ServerProcess",
     "TwilioMessages",
     "caller_audio",
@@ -75,9 +77,6 @@ AUTH_TOKEN = "aybiza-bench-auth-token"  # the same as benchmarks.scripted_server
 API_HEADERS = {"Authorization": "Bearer aybiza-bench-api-token"}  # benchmarks.scripted_server.API_TOKEN
 FRAME_S = 0.02
 SLOTS = 20  # 1 ms ticker slots in a 20 ms period
-PROGRESS = "@progress"
-
-ProgressFn = Callable[[float, str], None]
 
 
 # -- harness side ------------------------------------------------------------------------------
@@ -104,6 +103,11 @@ class ServerProcess:
         """``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (the callers sample its CPU)."""
+        return self.process.pid
+
     def log_tail(self, lines: int = 30) -> str:
         """The end of the server's log."""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -122,8 +126,7 @@ def scripted_server(*, cpu: int | None, timings: dict[str, Any] | None = None, p
         command += ["--cpu", str(cpu)]
     if probe_ingress:
         command.append("--probe-ingress")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env = child_env()
     succeeded = False
     try:
         with serving(command, health_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=env, cwd=ROOT,
@@ -149,35 +152,8 @@ def run_scenario(scenario: str, params: dict[str, Any], *, timings: dict[str, An
         progress(0.0, "waiting for a quiet machine")
     busy_before = wait_for_quiet()
     with scripted_server(cpu=server_cpu, timings=timings, probe_ingress=probe_ingress) as server:
-        command = [sys.executable, "-m", "benchmarks.loadgen", scenario, "--base", server.base,
-                   "--server-pid", str(server.process.pid), "--params", json.dumps(params)]
-        if callers_cpu is not None:
-            command += ["--cpu", str(callers_cpu)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        callers = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
-                                   text=True)
-        errors: list[str] = []
-
-        def read_progress() -> None:
-            assert callers.stderr is not None
-            for line in callers.stderr:
-                if line.startswith(PROGRESS):
-                    _, fraction, *text = line.rstrip("\n").split(" ", 2)
-                    if progress is not None:
-                        progress(float(fraction), text[0] if text else "")
-                else:
-                    errors.append(line.rstrip("\n"))
-
-        reader = threading.Thread(target=read_progress, daemon=True)
-        reader.start()
-        assert callers.stdout is not None
-        stdout = callers.stdout.read()  # the reader thread owns stderr
-        callers.wait()
-        reader.join(5)
-        if callers.returncode != 0:
-            raise RuntimeError(f"{scenario} callers exited with {callers.returncode}:\n"
-                               + "\n".join(errors[-30:]) + f"\n--- server log ---\n{server.log_tail()}")
-    result: dict[str, Any] = json.loads(stdout)
+        result = run_callers("benchmarks.loadgen", [scenario], server=server, params=params, cpu=callers_cpu,
+                             label=scenario, progress=progress)
     result.update(server_cpu=server_cpu, callers_cpu=callers_cpu, machine_busy_percent_before=busy_before)
     return result
 
@@ -710,24 +686,7 @@ async def capacity(base: str, params: dict[str, Any], server_pid: int) -> dict[s
             steps.append(entry)
             return entry
 
-        passed, failed_at = 0, None
-        target = start
-        while target <= limit:
-            if (await measure(target))["pass"]:
-                passed = target
-                target += step
-            else:
-                failed_at = target
-                break
-        high = failed_at
-        for _ in range(refine if high is not None else 0):
-            middle = (passed + high) // 2 // 5 * 5 if high is not None else passed
-            if middle <= passed or high is None or middle >= high:
-                break
-            if (await measure(middle))["pass"]:
-                passed = middle
-            else:
-                high = middle
+        passed, high = await ramp(measure, start=start, step=step, limit=limit, refine=refine)
         failures = fleet.failures[-10:]
     return {"max_calls": passed, "first_failing_calls": high, "idle_rss_mb": idle["rss_mb"], "steps": steps,
             "failures_sample": failures, "lateness_limit_ms": lateness_limit_ms, "audio": audio.source}

@@ -13,7 +13,9 @@ import pytest
 from aybiza.config import Settings
 from aybiza.drain import drain
 from aybiza.edge.calls import open_call_store
+from aybiza.errors import EndReason
 from aybiza.pipeline import CallContext
+from aybiza.session.ending import LiveCalls
 from aybiza.testing.fake_twilio import FakeTwilio
 from aybiza.testing.redis_server import RedisServer, redis_server_binary
 from aybiza.testing.twilio_caller import new_sid
@@ -31,7 +33,7 @@ class Cluster:
 
 async def test_a_drain_waits_for_the_live_calls_to_end() -> None:
     runtime: Any = SimpleNamespace(draining=False, cluster=Cluster(), calls={"CA1": object()}, settings=Settings(),
-                                   store=None)
+                                   store=None, live=LiveCalls())
 
     async def call_ends() -> None:
         await anyio.sleep(0.3)
@@ -59,7 +61,7 @@ async def test_at_the_deadline_a_twilio_call_is_redirected_and_its_record_left_f
             ctx = CallContext(call_id=call_sid, transport="twilio", agent_id="default")
             await here.start_call(ctx)
             runtime: Any = SimpleNamespace(draining=False, cluster=Cluster(), calls={call_sid: ctx},
-                                           settings=settings, store=here)
+                                           settings=settings, store=here, live=LiveCalls())
 
             async def stream_leaves() -> None:  # Twilio ends the old stream once redirected
                 while not twilio.updates:  # noqa: ASYNC110
@@ -80,3 +82,43 @@ async def test_at_the_deadline_a_twilio_call_is_redirected_and_its_record_left_f
         finally:
             await here.aclose()
             await there.aclose()
+
+
+async def test_a_lone_node_ends_its_calls_with_a_goodbye_at_its_own_deadline_not_the_cluster_one() -> None:
+    """No Redis: nobody can take the calls, so waiting the 300 s cluster deadline would gain nothing."""
+    runtime: Any = SimpleNamespace(draining=False, cluster=None, calls={"CA1": object(), "CA2": object()},
+                                   settings=Settings(drain_timeout_s=300, drain_alone_s=0.3), store=None,
+                                   live=LiveCalls())
+    ended: dict[str, tuple[EndReason, str]] = {}
+
+    def ender(call_id: str) -> Any:
+        def end(reason: EndReason, detail: str) -> None:
+            ended[call_id] = (reason, detail)
+
+        return end
+
+    async def sessions_finish() -> None:  # each session says its goodbye, archives, and is gone
+        while len(ended) < 2:  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+        await anyio.sleep(0.2)
+        for call_id in list(runtime.calls):
+            runtime.calls.pop(call_id)
+            runtime.live.discard(call_id)
+
+    for call_id in runtime.calls:
+        runtime.live.add(call_id, ender(call_id))
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sessions_finish)
+        await drain(runtime, timeout_s=300, poll_s=0.02)
+    assert 0.3 <= time.monotonic() - started < 5
+    assert {reason for reason, _ in ended.values()} == {EndReason.SHUTDOWN} and set(ended) == {"CA1", "CA2"}
+    assert not runtime.calls and not len(runtime.live)
+
+
+def test_the_lone_deadline_is_a_setting_under_both_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().drain_alone_s == 20
+    monkeypatch.setenv("AYBIZA_DRAIN_SECONDS", "7")
+    assert Settings().drain_alone_s == 7
+    monkeypatch.setenv("AYBIZA_DRAIN_ALONE_S", "5")
+    assert Settings().drain_alone_s == 5

@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-
-import anyio
-import anyio.to_thread
 
 from ..errors import ConfigError
 from ..private import private_sqlite
@@ -41,6 +37,7 @@ from .call_index import (
     sqlite_migration,
     where_clause,
 )
+from .databases import PostgresConnection, SQLiteFile
 from .records import CallRecord
 
 __all__ = [
@@ -171,21 +168,16 @@ class SQLiteArchive(Archive):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        private_sqlite(self.path)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SQLITE_SCHEMA)
+        self._file = SQLiteFile(self.path, _SQLITE_SCHEMA)
+        self._db = self._file.db
         _sqlite_console_columns(self._db)
         private_sqlite(self.path)  # side files an older version left wider
 
     def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            return fn(self._db)
+        return self._file.call(fn)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(self._locked, fn)
+        return await self._file.run(fn)
 
     def put_sync(self, record: CallRecord) -> None:
         """Blocking :meth:`put` (for scripts and recovery outside an event loop)."""
@@ -260,7 +252,7 @@ class SQLiteArchive(Archive):
 
     async def aclose(self) -> None:
         """Close the database."""
-        await self._run(lambda db: db.close())
+        await self._file.aclose()
 
 
 def _filters(status: str | None, agent_id: str | None, mark: str) -> tuple[str, list[Any]]:
@@ -319,6 +311,11 @@ async def _pg_console_columns(conn: Any) -> None:
                                    (*index_values(CallRecord.from_json(data)), call_id))
 
 
+async def _pg_prepare(conn: Any) -> None:
+    await conn.execute(_PG_SCHEMA)
+    await _pg_console_columns(conn)
+
+
 class PostgresArchive(Archive):
     """Archive in PostgreSQL (psycopg 3, asyncio): one connection, reopened once if it broke."""
 
@@ -327,34 +324,10 @@ class PostgresArchive(Archive):
     def __init__(self, url: str, *, connect_timeout_s: float = 3.0) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
-        self._conn: Any = None
-        self._lock = anyio.Lock()
-
-    async def _connection(self) -> Any:
-        import psycopg
-
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s))
-            )
-            await self._conn.execute(_PG_SCHEMA)
-            await _pg_console_columns(self._conn)
-        return self._conn
+        self._pg = PostgresConnection(url, connect_timeout_s=connect_timeout_s, prepare=_pg_prepare)
 
     async def _run(self, fn: Callable[[Any], Any]) -> Any:
-        import psycopg
-
-        async with self._lock:
-            for attempt in (1, 2):
-                conn = await self._connection()
-                try:
-                    return await fn(conn)
-                except psycopg.OperationalError:
-                    await conn.close()
-                    self._conn = None
-                    if attempt == 2:
-                        raise
-        raise AssertionError("unreachable")
+        return await self._pg.run(fn)
 
     async def open(self) -> None:
         """Connect and create the table (also done lazily on first use)."""
@@ -440,10 +413,7 @@ class PostgresArchive(Archive):
 
     async def aclose(self) -> None:
         """Close the connection."""
-        async with self._lock:
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+        await self._pg.aclose()
 
 
 def default_archive_path(data_dir: str | Path) -> Path:

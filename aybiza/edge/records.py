@@ -190,8 +190,11 @@ def final_fields(
         "usage": ledger.usage(),
         "digits": ledger.redact(ctx.digits),
         "timings": [(stage.value, round(seconds, 6)) for stage, seconds, _ in ledger.samples],
-        "incidents": list(ledger.incidents),
-        "outcome_detail": detail[:500],
+        # Why the call ended, and what it met, often quote the caller or a tool ("no order 4111 1111 ...", a
+        # provider's message): masked like the transcript, before the cut so no half number is left bare.
+        "incidents": [incident.model_copy(update={"detail": ledger.redact(incident.detail)})
+                      for incident in ledger.incidents],
+        "outcome_detail": ledger.redact(detail)[:500],
         "direction": _direction(ctx),
         "answered_by": ctx.custom.get("answered_by", "")[:32],
     }

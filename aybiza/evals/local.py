@@ -33,6 +33,8 @@ def local_server(agents_dir: Path, *, log_path: Path | None = None, timeout_s: f
     with tempfile.TemporaryDirectory(prefix="aybiza-eval-") as tmp, FakeTwilio(account_sid, auth_token) as twilio:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
+        # The whole environment on purpose: the child is `aybiza serve` as the operator would run it here
+        # (provider keys, AYBIZA_* settings, AWS chain); its Settings read it, with the eval's own on top.
         env = {**os.environ, "TWILIO_AUTH_TOKEN": auth_token, "TWILIO_ACCOUNT_SID": account_sid,
                "AYBIZA_TWILIO_API_URL": twilio.url, "AYBIZA_API_TOKEN": api_token,
                "AYBIZA_DATA_DIR": str(Path(tmp) / "data"), "AYBIZA_AGENTS_DIR": str(agents_dir.resolve()),

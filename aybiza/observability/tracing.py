@@ -2,10 +2,13 @@
 
 Off, and free, unless the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set and ``OTEL_SDK_DISABLED`` is
-not ``true``: then :func:`enabled` is true, the call's pipeline gets a
-:class:`TraceTap`, and each call's spans go out over OTLP/HTTP (protobuf) with
-the SDK's batch processor. Every other OTel variable (headers, service name,
-resource attributes, batch delays) is read by the SDK as usual.
+not ``true``: then :func:`otlp_target` gives where spans go, the call's
+pipeline gets a :class:`TraceTap`, and each call's spans go out over OTLP/HTTP
+(protobuf) with the SDK's batch processor. Those variables, the headers
+(``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``) and ``OTEL_SERVICE_NAME`` are
+settings (:class:`aybiza.config.Settings`, under their standard names) and
+are passed to the exporter; the SDK's own tuning (batch delays, resource
+attributes, timeouts) it reads itself as usual.
 
 **No cost per frame.** The tap stands after the model stage, where the
 caller's audio no longer flows (the recogniser consumed it): it sees a few
@@ -35,12 +38,12 @@ spans (the ledger's start and duration).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import Settings
 from ..pipeline import (
     AgentText,
     CallContext,
@@ -52,24 +55,49 @@ from ..pipeline import (
     Transcript,
 )
 
-__all__ = ["TraceTap", "TurnMarks", "enabled", "stage_spans", "tracer"]
-
-_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+__all__ = ["OtlpTarget", "TraceTap", "TurnMarks", "enabled", "otlp_target", "stage_spans", "tracer"]
 
 
-def enabled() -> bool:
+@dataclass(frozen=True, slots=True)
+class OtlpTarget:
+    """Where a process's spans go: the OTLP/HTTP traces URL, its headers, and the service's name."""
+
+    endpoint: str
+    headers: tuple[tuple[str, str], ...] = ()
+    service_name: str = "aybiza"
+
+
+def otlp_target(settings: Settings) -> OtlpTarget | None:
+    """Where spans go, or None when tracing is off (no endpoint, or the SDK disabled).
+
+    As the OTLP/HTTP exporter specifies: the traces endpoint is used as given,
+    the base endpoint gets ``/v1/traces`` appended.
+    """
+    if settings.otel_sdk_disabled:
+        return None
+    if settings.otel_traces_endpoint:
+        endpoint = settings.otel_traces_endpoint
+    elif settings.otel_endpoint:
+        endpoint = settings.otel_endpoint.rstrip("/") + "/v1/traces"
+    else:
+        return None
+    from opentelemetry.util.re import parse_env_headers
+
+    headers = parse_env_headers(settings.otel_headers, liberal=True) if settings.otel_headers else {}
+    return OtlpTarget(endpoint, tuple(sorted(headers.items())), settings.otel_service_name)
+
+
+def enabled(settings: Settings) -> bool:
     """Whether traces are exported: an OTLP endpoint is configured and the SDK is not disabled."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    return any(os.environ.get(name) for name in _ENDPOINT_VARS)
+    return otlp_target(settings) is not None
 
 
 _LOCK = threading.Lock()
 _TRACER: Any = None
 
 
-def tracer() -> Any:
-    """The process's tracer (created on first use; the SDK's batch exporter flushes at exit)."""
+def tracer(target: OtlpTarget) -> Any:
+    """The process's tracer, exporting to ``target`` (created on first use; the batch exporter flushes at exit)."""
     global _TRACER
     with _LOCK:
         if _TRACER is None:
@@ -78,9 +106,9 @@ def tracer() -> Any:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "aybiza")})
-            provider = TracerProvider(resource=resource)
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            provider = TracerProvider(resource=Resource.create({"service.name": target.service_name}))
+            exporter = OTLPSpanExporter(endpoint=target.endpoint, headers=dict(target.headers))
+            provider.add_span_processor(BatchSpanProcessor(exporter))
             _TRACER = provider.get_tracer("aybiza")
         return _TRACER
 
@@ -115,8 +143,9 @@ class TraceTap(Processor):
 
     name = "trace-tap"
 
-    def __init__(self) -> None:
+    def __init__(self, target: OtlpTarget | None = None) -> None:
         super().__init__()
+        self.target = target  # None: the spans are only built by an explicit export (tests)
         self.turns: dict[int, TurnMarks] = {}
         self._pending = TurnMarks()
         self._started = time.monotonic()
@@ -147,9 +176,9 @@ class TraceTap(Processor):
 
     async def stop(self) -> None:
         """The call is over: build its spans and hand them to the exporter (which sends them in its thread)."""
-        if self.ctx is not None and enabled():
+        if self.ctx is not None and self.target is not None:
             try:
-                self.export(self.ctx, tracer())
+                self.export(self.ctx, tracer(self.target))
             except Exception as exc:  # traces must never fail a call
                 self.ctx.log.warning("tracing: spans not exported: %s", exc)
 

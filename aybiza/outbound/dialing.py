@@ -10,7 +10,8 @@ The call is created with ``Url`` pointing at our signed ``/twiml`` (which
 connects its Media Stream to us once it is answered, like an inbound call),
 asynchronous answering-machine detection that waits for the end of a
 machine's greeting (``MachineDetection=DetectMessageEnd``, ``AsyncAmd=true``)
-and posts its verdict to ``/twilio/amd``.
+and posts its verdict to ``/twilio/amd``; its final status (no answer, busy,
+failed, completed) is posted to ``/twilio/status`` (:mod:`aybiza.outbound.status`).
 """
 
 from __future__ import annotations
@@ -84,12 +85,15 @@ class TwilioDialer(TwilioCallControl):
 
     async def dial(self, request: DialRequest, *, from_: str, public_url: str, ring_s: int,
                    amd_timeout_s: int) -> str:
-        """Create the call; its SID. Answered, it fetches ``/twiml?agent=...``; AMD posts to ``/twilio/amd``."""
+        """Create the call; its SID. Answered, it fetches ``/twiml?agent=...``; AMD posts to ``/twilio/amd``,
+        and its end to ``/twilio/status``."""
         base = public_url.rstrip("/")
         async with self._api("call create") as account:
             call = await account.calls.create_async(
                 to=request.to, from_=from_, url=f"{base}/twiml?{urlencode({'agent': request.agent})}",
                 method="POST", timeout=ring_s, machine_detection="DetectMessageEnd",
                 machine_detection_timeout=amd_timeout_s, async_amd="true",
-                async_amd_status_callback=f"{base}/twilio/amd", async_amd_status_callback_method="POST")
+                async_amd_status_callback=f"{base}/twilio/amd", async_amd_status_callback_method="POST",
+                status_callback=f"{base}/twilio/status", status_callback_method="POST",
+                status_callback_event=["completed"])
         return str(call.sid)

@@ -1,4 +1,5 @@
-"""The outbound routes: ``POST /api/calls`` dials, ``POST /twilio/amd`` takes Twilio's AMD verdict.
+"""The outbound routes: ``POST /api/calls`` dials, ``POST /twilio/amd`` takes Twilio's AMD verdict,
+``POST /twilio/status`` the call's final status (:mod:`aybiza.outbound.status`).
 
 ``POST /api/calls`` needs the API's bearer token like every ``/api`` route
 (a dial costs money and rings a stranger's phone), takes a bounded flat JSON
@@ -30,10 +31,11 @@ from starlette.routing import Route
 from ..errors import ProviderError
 from ..guard import Guard
 from ..logs import Throttled
-from ..transports.ids import is_sid
 from .amd import ANSWERED_BY
+from .callbacks import ReadForm, signed_callback
 from .dialing import MAX_DIAL_BODY_BYTES, DialRequest, TwilioDialer
 from .registry import OutboundLimits
+from .status import status_callback
 
 if TYPE_CHECKING:
     from ..agents import AgentConfig
@@ -45,7 +47,6 @@ log = logging.getLogger("aybiza.outbound")
 _refusals = Throttled(log)
 
 ReadBody = Callable[[Request, int], Awaitable[bytes]]
-ReadForm = Callable[[Request, int], Awaitable[dict[str, str]]]
 
 
 def _error(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -118,25 +119,14 @@ def outbound_routes(runtime: Runtime, guard: Guard, *, read_body: ReadBody, read
                              "status": "queued"}, status_code=201)
 
     async def amd(request: Request) -> Response:
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if settings.twilio_validate and not signature:  # refused before a byte of the body is read
-            return _unsigned("missing")
-        try:
-            params = await read_form(request, webhook_limit)
-        except refused as error:
+        params = await signed_callback(request, endpoint="twilio_amd", settings=settings, guard=guard,
+                                       metrics=metrics, read_form=read_form, refused=refused, limit=webhook_limit)
+        if isinstance(params, Response):
+            return params
+        call_sid, answered_by = params["CallSid"], params.get("AnsweredBy", "")
+        if answered_by not in ANSWERED_BY:
             metrics.refused("twilio_amd", "bad_request")
-            response: Response = error.response  # type: ignore[attr-defined]
-            return response
-        if not guard.signature_ok(guard.public_url(request.url.path), params, signature):
-            return _unsigned("bad")
-        call_sid, answered_by = params.get("CallSid", ""), params.get("AnsweredBy", "")
-        account_sid = params.get("AccountSid", "")
-        if not (is_sid(call_sid, "CA") and is_sid(account_sid, "AC")) or answered_by not in ANSWERED_BY:
-            metrics.refused("twilio_amd", "bad_request")
-            return PlainTextResponse("400 Bad Request: CallSid, AccountSid and a known AnsweredBy are required\n",
-                                     status_code=400)
-        if settings.twilio_account_sid and account_sid != settings.twilio_account_sid:
-            return _unsigned("another account's")
+            return PlainTextResponse("400 Bad Request: a known AnsweredBy is required\n", status_code=400)
         call = runtime.outbound.get(call_sid)
         if call is None:
             _refusals.warning("amd_unknown", "AMD verdict for a call not dialled here (or over)")
@@ -145,10 +135,7 @@ def outbound_routes(runtime: Runtime, guard: Guard, *, read_body: ReadBody, read
         log.info("AMD verdict for %s: %s", call_sid, answered_by)
         return Response(status_code=204)
 
-    def _unsigned(how: str) -> Response:
-        metrics.refused("twilio_amd", "signature")
-        _refusals.warning("amd_signature", "refused /twilio/amd: %s X-Twilio-Signature", how)
-        return PlainTextResponse("403 Forbidden: X-Twilio-Signature is missing or does not match\n", status_code=403)
-
-    routes: list[Any] = [Route("/api/calls", dial, methods=["POST"]), Route("/twilio/amd", amd, methods=["POST"])]
+    routes: list[Any] = [Route("/api/calls", dial, methods=["POST"]), Route("/twilio/amd", amd, methods=["POST"]),
+                         Route("/twilio/status", status_callback(runtime, guard, read_form=read_form, refused=refused,
+                                                                 webhook_limit=webhook_limit), methods=["POST"])]
     return routes

@@ -229,7 +229,7 @@ class PreemptiveReplies(WrappingProcessor):
         if not tentative.held or not isinstance(tentative.held[-1], AgentTurnDone):
             # Cut short before the provider reported usage: estimate what the request cost.
             prompt = len(self.model.system_prompt) + sum(len(m.text) for m in self.model.history)
-            ctx.ledger.add_tokens(self.model.streamer.provider, prompt // _CHARS_PER_TOKEN + 1,
+            ctx.ledger.add_tokens(self.model.model_id, prompt // _CHARS_PER_TOKEN + 1,
                                   tentative.said_chars // _CHARS_PER_TOKEN)
 
     async def _settle(self) -> None:

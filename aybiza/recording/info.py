@@ -22,3 +22,4 @@ class RecordingInfo(BaseModel):
     channels: list[str] = Field(default_factory=lambda: ["caller", "agent"])  # left, right
     pauses: list[tuple[float, float]] = Field(default_factory=list)  # (start, end) seconds: digit collection
     error: str = ""  # why writing stopped mid-call, or why the upload failed (the recording stayed on disk)
+    incomplete: bool = False  # its process stopped mid-call: filed at the next start, ends where writing stopped

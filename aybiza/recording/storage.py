@@ -1,7 +1,7 @@
 """Where finished recordings go: the data directory (0600 files) or an S3 bucket through boto3.
 
 A recording is always written to the data directory first, as the call goes
-(``recordings/<call>.wav.part``, private from its first byte). When the call
+(``recordings/<call>.part``, private from its first byte). When the call
 ends it is renamed to ``<call>.wav`` — or, with a bucket configured
 (``AYBIZA_RECORDING_S3_BUCKET``), uploaded to ``<prefix><call>.wav`` with
 boto3's managed transfer (multipart for long calls) and the local copy

@@ -16,7 +16,6 @@ the one the archive stored (redacted as stored).
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -24,12 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import anyio
-import anyio.to_thread
-
 from ..edge.archive import Archive, PostgresArchive, SQLiteArchive
+from ..edge.databases import PostgresConnection, SQLiteFile
 from ..errors import ConfigError
-from ..private import private_sqlite
 
 __all__ = ["Delivery", "DeliveryStatus", "Outbox", "PostgresOutbox", "SQLiteOutbox", "open_outbox"]
 
@@ -95,8 +91,10 @@ class Outbox(ABC):
         return None
 
 
-_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_outbox (
+def _schema(table: str, real: str) -> str:
+    """The outbox table in either database (they differ in the table's name and the float type)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {table} (
     id TEXT PRIMARY KEY,
     call_id TEXT NOT NULL,
     agent_id TEXT NOT NULL,
@@ -106,14 +104,17 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
     body TEXT,
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL,
-    next_at REAL NOT NULL,
+    next_at {real} NOT NULL,
     last_error TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    lease_until REAL NOT NULL DEFAULT 0
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL,
+    lease_until {real} NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS {table}_due ON {table} (next_at) WHERE status = 'pending';
 """
+
+
+_SQLITE_SCHEMA = _schema("webhook_outbox", "REAL")
 
 
 class SQLiteOutbox(Outbox):
@@ -121,19 +122,10 @@ class SQLiteOutbox(Outbox):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        private_sqlite(self.path)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SQLITE_SCHEMA)
+        self._file = SQLiteFile(self.path, _SQLITE_SCHEMA)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                return fn(self._db)
-
-        return await anyio.to_thread.run_sync(locked)
+        return await self._file.run(fn)
 
     async def add(self, delivery: Delivery) -> bool:
         """Insert unless the id exists."""
@@ -173,28 +165,14 @@ class SQLiteOutbox(Outbox):
 
     async def aclose(self) -> None:
         """Close the connection."""
-        await self._run(lambda db: db.close())
+        await self._file.aclose()
 
 
-_PG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS aybiza_webhook_outbox (
-    id TEXT PRIMARY KEY,
-    call_id TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    record TEXT NOT NULL,
-    body TEXT,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    next_at DOUBLE PRECISION NOT NULL,
-    last_error TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS aybiza_webhook_outbox_due ON aybiza_webhook_outbox (next_at) WHERE status = 'pending';
-"""
+_PG_SCHEMA = _schema("aybiza_webhook_outbox", "DOUBLE PRECISION")
+
+
+async def _pg_prepare(conn: Any) -> None:
+    await conn.execute(_PG_SCHEMA)
 
 
 class PostgresOutbox(Outbox):
@@ -203,29 +181,14 @@ class PostgresOutbox(Outbox):
     def __init__(self, url: str, *, connect_timeout_s: float = 3.0) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
-        self._conn: Any = None
-        self._lock = anyio.Lock()
+        self._pg = PostgresConnection(url, connect_timeout_s=connect_timeout_s, prepare=_pg_prepare)
 
     async def _run(self, sql: str, args: tuple[Any, ...], *, fetch: bool = False) -> list[tuple[Any, ...]]:
-        import psycopg
+        async def execute(conn: Any) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(sql, args)
+            return list(await cursor.fetchall()) if fetch else [(cursor.rowcount,)]
 
-        async with self._lock:
-            for attempt in (1, 2):
-                if self._conn is None or self._conn.closed:
-                    self._conn = await psycopg.AsyncConnection.connect(
-                        self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)))
-                    await self._conn.execute(_PG_SCHEMA)
-                try:
-                    cursor = await self._conn.execute(sql, args)
-                    if fetch:
-                        return list(await cursor.fetchall())
-                    return [(cursor.rowcount,)]
-                except psycopg.OperationalError:
-                    await self._conn.close()
-                    self._conn = None
-                    if attempt == 2:
-                        raise
-        raise AssertionError("unreachable")
+        return await self._pg.run(execute)
 
     async def add(self, delivery: Delivery) -> bool:
         """Insert unless the id exists."""
@@ -265,10 +228,7 @@ class PostgresOutbox(Outbox):
 
     async def aclose(self) -> None:
         """Close the connection."""
-        async with self._lock:
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+        await self._pg.aclose()
 
 
 def open_outbox(archive: Archive) -> Outbox:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..spec_fields import HttpUrl, SecretName
+
 __all__ = ["FieldSpec", "WebhookSpec"]
 
-_SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -49,25 +49,10 @@ class WebhookSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: str
-    secret: str
+    url: HttpUrl
+    secret: SecretName
     fields: tuple[FieldSpec, ...] = ()
     timeout_s: float = Field(default=10.0, gt=0, le=60)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("webhook url must be an http:// or https:// URL")
-        return value
-
-    @field_validator("secret")
-    @classmethod
-    def _secret(cls, value: str) -> str:
-        if not _SECRET_NAME.fullmatch(value):
-            raise ValueError("secret is a name in capitals (CRM_WEBHOOK: the key is AYBIZA_SECRET_CRM_WEBHOOK)")
-        return value
 
     @field_validator("fields", mode="before")
     @classmethod

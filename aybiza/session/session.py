@@ -108,6 +108,8 @@ class CallSession:
         self.actions = SessionActions(ctx, transport)
         self._announcements = 0
         self.recording: CallRecording | None = None
+        self._live_scope: anyio.CancelScope | None = None  # cancelled when the node ends the call (drain)
+        self._ended_by: tuple[EndReason, str] | None = None
         ctx.ledger = CallLedger(runtime.metrics)
         ctx.ledger.pii = runtime.settings.redact_pii
         ctx.announce = self._announce
@@ -119,18 +121,33 @@ class CallSession:
         ctx, runtime = self.ctx, self.runtime
         ctx.caller_country = ctx.caller_country or locate_number(ctx.caller).country
         runtime.call_started(ctx)
+        self._live_scope = anyio.CancelScope()
+        runtime.live.add(ctx.call_id, self.end_now)
         reason, detail = EndReason.DISCONNECTED, ""
         try:
-            reason, detail = await self._live()
-            if not reason.normal and not reason.peer_fault:
+            with self._live_scope:
+                reason, detail = await self._live()
+            if self._ended_by is not None:  # the node ended it: the caller hears why, then goodbye
+                reason, detail = self._ended_by
+                detail = await self._failsafe(reason, detail)
+            elif not reason.normal and not reason.peer_fault:
                 detail = await self._failsafe(reason, detail)
         except BaseException:
             reason, detail = EndReason.SHUTDOWN, "the server stopped"
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                await self._end(reason, detail)
+                try:
+                    await self._end(reason, detail)
+                finally:
+                    runtime.live.discard(ctx.call_id)
         return reason
+
+    def end_now(self, reason: EndReason, detail: str) -> None:
+        """End the call from outside (a node that stops): the conversation stops, the apology and goodbye follow."""
+        if self._ended_by is None and self._live_scope is not None:
+            self._ended_by = (reason, detail)
+            self._live_scope.cancel()
 
     async def _live(self) -> tuple[EndReason, str]:
         """Prepare and run the call; the typed reason it ended for."""

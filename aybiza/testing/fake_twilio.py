@@ -31,6 +31,13 @@ script. What the stream played to the callee is kept in
 by CallSid): what a machine recorded. The AMD parameters the call was
 created with are in its :attr:`CreatedCall.form`.
 
+**Status callbacks.** A new call created with a ``StatusCallback`` gets
+its final status posted there, signed, as Twilio does for the ``completed``
+event: ``busy``, ``no-answer`` or ``failed`` (what :attr:`FakeTwilio.answers`
+says for its number) after ``answer_after_s``; ``completed`` (with
+``CallDuration``) once an answered call's stream ended. Each post is in
+:attr:`FakeTwilio.status_posts` as ``(CallSid, CallStatus, HTTP status)``.
+
 **Conferences.** A call whose TwiML (an update, or an answered new call's)
 has ``<Dial><Conference>room</Conference></Dial>`` joins ``room``:
 :attr:`FakeTwilio.conferences` lists each room's participants in the order
@@ -184,6 +191,7 @@ class FakeTwilio(LoopbackServer):
         self.streams: dict[str, CallReport] = {}  # call SID -> what its Media Stream played (what was recorded)
         self.errors: list[str] = []  # what went wrong answering an outbound call (webhook refused ...)
         self.amd_posted_at: dict[str, float] = {}  # call SID -> monotonic time its AMD verdict was posted
+        self.status_posts: list[tuple[str, str, int]] = []  # (call SID, CallStatus, HTTP status) posted
         self._answering: set[asyncio.Task[None]] = set()
 
     def end_call(self, call_sid: str) -> None:
@@ -264,10 +272,15 @@ class FakeTwilio(LoopbackServer):
         self.events.append(("create", leg.sid, leg.to))
         callee = self.callees.get(leg.to)
         if form.get("Url") and callee is not None:
-            task = asyncio.get_running_loop().create_task(self._answer(leg, callee))
-            self._answering.add(task)
-            task.add_done_callback(self._answering.discard)
+            self._spawn(self._answer(leg, callee))
+        elif self.answers.get(leg.to) in ("busy", "no-answer", "failed") and form.get("StatusCallback"):
+            self._spawn(self._unanswered(leg))
         return web.json_response(self._resource(leg.sid), status=201)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     async def _update(self, request: web.Request) -> web.Response:
         refusal = self._check(request)
@@ -343,6 +356,31 @@ class FakeTwilio(LoopbackServer):
             leg.ended = leg.ended or "completed"
         self.streams[leg.sid] = report
         self.events.append(("stream_end", leg.sid, f"{report.close_code} {report.close_reason}".strip()))
+        await self._post_status(leg, "completed", CallDuration=str(int(time.monotonic() - leg.created_at)))
+
+    async def _unanswered(self, leg: CreatedCall) -> None:
+        """Ring out as the number's behaviour says (busy, no-answer, failed), then post that final status."""
+        await asyncio.sleep(self.answer_after_s)
+        status = self.answers[leg.to]
+        leg.ended = leg.ended or status
+        extra = {"SipResponseCode": "486" if status == "busy" else "404"} if status != "no-answer" else {}
+        await self._post_status(leg, status, **extra)
+
+    async def _post_status(self, leg: CreatedCall, status: str, **extra: str) -> None:
+        """The ``StatusCallback`` of the ``completed`` event (the call's final status), if the call asked for one."""
+        url = leg.form.get("StatusCallback", "")
+        if not url:
+            return
+        params = {"CallSid": leg.sid, "AccountSid": self.account_sid, "From": leg.from_, "To": leg.to,
+                  "CallStatus": status, "Direction": "outbound-api", "ApiVersion": API_VERSION,
+                  "CallbackSource": "call-progress-events", "SequenceNumber": "0", **extra}
+        try:
+            response = await self._signed_post(url, params)
+        except httpx.HTTPError as error:
+            self.errors.append(f"{leg.sid}: the status callback failed: {error}")
+            return
+        self.status_posts.append((leg.sid, status, response.status_code))
+        self.events.append(("status", leg.sid, f"{status} {response.status_code}"))
 
     async def _signed_post(self, url: str, params: dict[str, str]) -> httpx.Response:
         """POST ``params`` to ``url`` with ``X-Twilio-Signature`` as Twilio computes it (URL + sorted params)."""

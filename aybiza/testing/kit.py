@@ -17,14 +17,18 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
+from ..errors import EndReason
 from ..pipeline import CallContext, CallLedger, Frame, Interruption, Pipeline, Processor
 
-__all__ = ["FrameRecorder", "VirtualClock", "check_conformance", "run_stage"]
+if TYPE_CHECKING:
+    from ..session.transport import CallControl, Push
+
+__all__ = ["FrameRecorder", "StubTransport", "VirtualClock", "check_conformance", "run_stage"]
 
 F = TypeVar("F", bound=Frame)
 
@@ -79,6 +83,53 @@ class FrameRecorder(Processor):
         with anyio.fail_after(timeout_s):
             while len(self.of(kind)) < count:
                 await self.arrival()
+
+
+class StubTransport:
+    """A call's transport with no caller behind it, for testing a session's parts.
+
+    What the agent sends ends in :attr:`recorder`; call control is whatever the
+    test gives (a :class:`~aybiza.transports.twilio_rest.TwilioCallControl` at
+    the fake Twilio, say); the caller never speaks and the line stays open.
+    """
+
+    sources: frozenset[type[Frame]] = frozenset()
+
+    def __init__(self, control: CallControl | None = None, kind: str = "twilio") -> None:
+        self.kind = kind
+        self._control = control
+        self.recorder = FrameRecorder()
+
+    @property
+    def output(self) -> Processor:
+        """The recorder."""
+        return self.recorder
+
+    @property
+    def control(self) -> CallControl | None:
+        """The control the test gave."""
+        return self._control
+
+    @property
+    def open(self) -> bool:
+        """Always: nobody hangs up."""
+        return True
+
+    def arrange(self, stages: Sequence[Processor]) -> list[Processor]:
+        """The stages as they are."""
+        return list(stages)
+
+    async def pump(self, push: Push) -> EndReason:
+        """No caller input: the caller hung up."""
+        return EndReason.HANGUP
+
+    async def drained(self) -> None:
+        """Nothing is played, so nothing is waited for."""
+        return None
+
+    async def close(self, reason: EndReason, detail: str) -> None:
+        """Nothing to close."""
+        return None
 
 
 class _ControlSink(Processor):

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from ..spec_fields import HttpUrl, SecretName
 from .schema import check_schema
 
 __all__ = [
@@ -61,7 +61,6 @@ ACTIONS: tuple[str, ...] = ("transfer", "warm_transfer", "end_call")
 TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 """Tool names both Bedrock and OpenAI accept."""
 
-_SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -70,16 +69,9 @@ class ToolAuth(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    secret: str
+    secret: SecretName
     header: str = "Authorization"
     scheme: str = "Bearer"
-
-    @field_validator("secret")
-    @classmethod
-    def _secret_name(cls, value: str) -> str:
-        if not _SECRET_NAME.fullmatch(value):
-            raise ValueError("secret is a name in capitals (SHOP_TOKEN: the value is AYBIZA_SECRET_SHOP_TOKEN)")
-        return value
 
 
 class HttpToolSpec(BaseModel):
@@ -89,7 +81,7 @@ class HttpToolSpec(BaseModel):
 
     name: str
     description: str = Field(min_length=1)
-    url: str
+    url: HttpUrl
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     timeout_s: float = Field(default=3.0, gt=0, le=30)
@@ -108,14 +100,6 @@ class HttpToolSpec(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("url must be an http:// or https:// URL")
-        return value
 
     @field_validator("parameters")
     @classmethod

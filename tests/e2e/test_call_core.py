@@ -23,6 +23,7 @@ from aybiza.testing.browser_caller import place_browser_call
 from aybiza.testing.caller import Say, Wait, caller_speech, place_call
 from aybiza.testing.fake_bedrock import BedrockReply, FakeBedrock
 from aybiza.testing.fake_deepgram import FakeDeepgram
+from aybiza.testing.metrics import metric
 
 from .conftest import ROOT, agents_dir
 from .server import AUTH_TOKEN, Server, running_server
@@ -57,19 +58,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, fakes: tuple[FakeDeepgram, 
     with running_server(tmp, env) as running:
         yield running
 
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    """The sum of a series' samples whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(\{{(.*)\}})? (\S+)$", line)
-        if match is None:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total += float(match.group(3))
-    return total
 
 
 @pytest.mark.anyio
@@ -129,9 +117,9 @@ async def test_a_cached_answer_moves_the_cache_series_and_the_dashboard_ratio(
         dashboard = (await client.get(f"{server.http}/api/dashboard")).json()
         page = (await client.get(f"{server.http}/dashboard")).text
     assert len(bedrock.turns()) == turns + 1  # the second answer never reached the model
-    assert _metric(after, "aybiza_cache_requests_total", namespace="llm", result="hit") > _metric(
+    assert metric(after, "aybiza_cache_requests_total", namespace="llm", result="hit") > metric(
         before, "aybiza_cache_requests_total", namespace="llm", result="hit")
-    assert _metric(after, "aybiza_cache_requests_total", namespace="llm", result="miss") > 0
+    assert metric(after, "aybiza_cache_requests_total", namespace="llm", result="miss") > 0
     ratio = dashboard["cache"]["namespaces"]["llm"]["hit_ratio"]
     assert ratio is not None and 0 < ratio < 1
     assert "llm" in page and "%" in page
@@ -226,10 +214,10 @@ async def test_every_series_the_dashboard_and_the_alerts_read_has_data(server: S
                     "aybiza_webhook_deliveries_total", "aybiza_preemptions_total"):
             present = re.search(rf"^{name}(\{{[^}}]*\}})? ", text, re.MULTILINE) is not None
         else:
-            present = _metric(text, sample) > 0
+            present = metric(text, sample) > 0
         if not present:
             empty.append(name)
     assert not empty, f"series with no data after real calls: {empty}\n{text}"
-    assert _metric(text, "aybiza_tts_first_byte_seconds_count") > 0  # Aura's first byte is measured
-    assert _metric(text, "aybiza_calls_total", model=PREMIUM) > 0  # the model that answered, not "local"
-    assert _metric(text, "aybiza_errors_total", kind="agent_unavailable") == 1
+    assert metric(text, "aybiza_tts_first_byte_seconds_count") > 0  # Aura's first byte is measured
+    assert metric(text, "aybiza_calls_total", model=PREMIUM) > 0  # the model that answered, not "local"
+    assert metric(text, "aybiza_errors_total", kind="agent_unavailable") == 1

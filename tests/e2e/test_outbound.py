@@ -36,6 +36,8 @@ OUR_NUMBER = "+18005550100"
 MACHINE = "+14155550201"
 PERSON = "+14155550202"
 NOBODY = "+14155550203"  # rings, never answers
+BUSY = "+14155550204"  # busy (Twilio's status callback says so)
+NO_ANSWER = "+14155550205"  # rings out
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def twilio() -> Iterator[FakeTwilio]:
 def server(tmp_path_factory: pytest.TempPathFactory, twilio: FakeTwilio) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("outbound")
     agents = agents_dir(tmp, capped={"outbound_dials_per_minute": 1, "outbound_dial_burst": 1},
-                        single={"outbound_max_calls": 1})
+                        single={"outbound_max_calls": 1}, solo={"outbound_max_calls": 1})
     env = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "AYBIZA_TWILIO_API_URL": twilio.url, "AYBIZA_AGENTS_DIR": str(agents),
            "AYBIZA_OUTBOUND_FROM": OUR_NUMBER}
     with running_server(tmp, env) as running:
@@ -178,3 +180,68 @@ async def test_over_the_dial_rate_is_429_and_over_the_concurrent_calls_409(serve
         assert busy.status_code == 409 and busy.json()["error"] == "too_many_calls"
         other = await client.post("/api/calls", json={"to": NOBODY, "agent": "default", "from": "+18005550199"})
         assert other.status_code == 201, "limits are per agent"
+
+
+# -- Twilio's status callback: calls that never reached the agent -------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_busy_line_is_recorded_as_busy_from_twilios_signed_status_callback(
+        server: Server, twilio: FakeTwilio) -> None:
+    twilio.answers[BUSY] = "busy"
+    dialled, ended = await _dial(server, BUSY)
+    call_sid = dialled["call_id"]
+    assert ended == {"call_id": call_sid, "status": "ended", "outcome": "busy", "direction": "outbound",
+                     "answered_by": "", "outcome_detail": "Twilio: busy (SIP 486)"}
+    [leg] = [leg for leg in twilio.created if leg.sid == call_sid]
+    assert leg.form["StatusCallback"] == f"{server.http}/twilio/status"
+    assert (leg.form["StatusCallbackMethod"], leg.form["StatusCallbackEvent"]) == ("POST", "completed")
+    assert (call_sid, "busy", 204) in twilio.status_posts
+    record = await _record(server, call_sid)
+    assert (record["caller"], record["agent_id"], record["turns"]) == (BUSY, "default", [])
+
+
+@pytest.mark.anyio
+async def test_an_unanswered_call_is_recorded_and_frees_its_agents_place_at_once(
+        server: Server, twilio: FakeTwilio) -> None:
+    twilio.answers[NO_ANSWER] = "no-answer"
+    dialled, ended = await _dial(server, NO_ANSWER, agent="solo")  # at most one outbound call at once
+    assert (ended["outcome"], ended["outcome_detail"]) == ("no_answer", "Twilio: no-answer")
+    async with httpx.AsyncClient(base_url=server.http, timeout=10, headers=server.api) as client:
+        again = await client.post("/api/calls", json={"to": NO_ANSWER, "agent": "solo"})
+    assert again.status_code == 201, "the ring time is not waited for: the status said the call is over"
+
+
+@pytest.mark.anyio
+async def test_a_finished_conversation_keeps_its_own_outcome_when_twilio_reports_completed(
+        server: Server, twilio: FakeTwilio) -> None:
+    def person_posts() -> list[tuple[str, str, int]]:
+        return [post for post in twilio.status_posts if (leg := twilio.leg(post[0])) is not None and leg.to == PERSON]
+
+    with anyio.fail_after(10):  # posted once the person's stream ended
+        while not person_posts():  # noqa: ASYNC110
+            await anyio.sleep(0.1)
+    [(call_sid, status, code)] = person_posts()
+    assert (status, code) == ("completed", 204)
+    assert (await _record(server, call_sid))["outcome"] == "hangup"  # the session's reason, not Twilio's
+
+
+@pytest.mark.anyio
+async def test_the_status_webhook_takes_only_twilios_signed_statuses_and_is_rate_limited(server: Server) -> None:
+    url = f"{server.http}/twilio/status"
+    params = {"CallSid": "CA" + "4" * 32, "AccountSid": ACCOUNT_SID, "CallStatus": "busy"}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+    signed = {"X-Twilio-Signature": signature}
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.post(url, data=params)).status_code == 403
+        forged = await client.post(url, data=params, headers={"X-Twilio-Signature": "AAAA" + signature[4:]})
+        assert forged.status_code == 403
+        assert (await client.post(url, data=params, headers=signed)).status_code == 404, "a call we did not dial"
+        odd = {**params, "CallStatus": "exploded"}
+        odd_signature = RequestValidator(AUTH_TOKEN).compute_signature(url, odd)
+        assert (await client.post(url, data=odd, headers={"X-Twilio-Signature": odd_signature})).status_code == 400
+        big = await client.post(url, content=b"a=" + b"b" * 20_000, headers={
+            **signed, "Content-Type": "application/x-www-form-urlencoded"})
+        assert big.status_code == 413
+        codes = [(await client.post(url, data=params)).status_code for _ in range(120)]
+    assert codes[-1] == 429 and set(codes) <= {403, 429}, "an address posting far more than Twilio would"

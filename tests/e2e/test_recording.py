@@ -94,13 +94,6 @@ def local_server(tmp_path_factory: pytest.TempPathFactory, fakes: tuple[FakeDeep
         yield running
 
 
-async def _record(server: Server, call_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5, headers=server.api) as client:
-        response = await client.get(f"{server.http}/api/calls/{call_id}")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 async def _recording(server: Server, call_id: str, rate: int = RATE) -> tuple[np.ndarray, np.ndarray]:
     """The call's WAV from the API: (caller, agent) channels at ``rate``."""
     async with httpx.AsyncClient(timeout=10) as client:
@@ -180,7 +173,7 @@ async def test_a_recorded_call_is_a_stereo_wav_in_s3_with_each_side_in_its_chann
     deepgram.rescript(["i would like to book a cleaning"])
     said = caller_speech("I would like to book a cleaning.")
     call_id, seconds = await _call(s3_server, [Wait(6), Say(said), Wait(10)], "rec")
-    record = await _record(s3_server, call_id)
+    record = await s3_server.record(call_id)
     recording = record["recording"]
     assert recording["storage"] == "s3" and recording["key"] == f"calls/{call_id}.wav"
     assert recording["url"] == f"s3://{BUCKET}/calls/{call_id}.wav" and recording["channels"] == ["caller", "agent"]
@@ -200,7 +193,7 @@ async def test_every_call_is_recorded_into_the_data_directory_when_the_server_re
     deepgram.rescript(["what time do you open"])
     said = caller_speech("What time do you open?")
     call_id, seconds = await _call(local_server, [Wait(6), Say(said), Wait(10)], None)
-    record = await _record(local_server, call_id)
+    record = await local_server.record(call_id)
     assert record["recording"]["storage"] == "file" and record["recording"]["key"] == f"{call_id}.wav"
     path = local_server.data_dir / "recordings" / f"{call_id}.wav"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -211,7 +204,7 @@ async def test_every_call_is_recorded_into_the_data_directory_when_the_server_re
 @pytest.mark.anyio
 async def test_an_agent_that_does_not_record_leaves_no_recording(s3_server: Server) -> None:
     call_id, _ = await _call(s3_server, [Wait(4)], None)
-    assert (await _record(s3_server, call_id))["recording"] is None
+    assert (await s3_server.record(call_id))["recording"] is None
     async with httpx.AsyncClient(timeout=5) as client:
         response = await client.get(f"{s3_server.http}/api/calls/{call_id}/recording", headers=s3_server.api)
     assert response.status_code == 404
@@ -226,7 +219,7 @@ async def test_digit_collection_pauses_the_recording_and_the_transcript_masks_th
     call_id, _ = await _call(s3_server, [
         Wait(6), Say(caller_speech("I would like to check my balance.")), Wait(10), Press("1234#"), Wait(12)], "rec")
     assert bedrock.turns()[-1].tool_results()[0]["content"] == [{"json": {"digits": "1234", "complete": True}}]
-    record = await _record(s3_server, call_id)
+    record = await s3_server.record(call_id)
     [(start, end)] = record["recording"]["pauses"]
     assert 0.0 < start < end
     caller, agent = await _recording(s3_server, call_id)
@@ -247,7 +240,7 @@ async def test_a_card_number_and_an_email_said_on_a_call_are_masked_in_the_recor
     call_id, _ = await _call(s3_server, [
         Wait(6), Say(caller_speech("My card is four one one one, and my email is Ann.")), Wait(10)], "rec")
     assert CARD in bedrock.turns()[-1].texts()[-1]  # the model is given what was said; nothing stores it
-    record = await _record(s3_server, call_id)
+    record = await s3_server.record(call_id)
     [turn] = [turn for turn in record["turns"] if turn["user"]]
     assert turn["user"] == "my card is •••• •••• •••• •••• and my email is •••.•••@•••••••.•••"
     assert "I heard: my card is •••• •••• •••• ••••" in turn["agent"] and EMAIL not in turn["agent"]
@@ -264,7 +257,7 @@ async def test_a_call_that_fails_is_recorded_to_its_end_apology_included(
     deepgram.rescript(["the system is broken"])
     said = caller_speech("The system is broken.")
     call_id, seconds = await _call(s3_server, [Wait(6), Say(said), Wait(15), Say(said), Wait(15)], "rec")
-    record = await _record(s3_server, call_id)
+    record = await s3_server.record(call_id)
     assert record["outcome"] == "model_unavailable"
     assert record["recording"]["storage"] == "s3"
     caller, agent = await _recording(s3_server, call_id)
@@ -282,7 +275,7 @@ async def test_a_browser_call_is_recorded_at_the_rate_its_transport_delivers(
     said = ulaw2lin(caller_speech("Where do I park?"))
     report = await place_browser_call(local_server.http, said, RATE, lead_s=4.0, listen_s=6.0)
     assert report.status == 200
-    record = await _record(local_server, report.call_id)
+    record = await local_server.record(report.call_id)
     assert record["transport"] == "webrtc" and record["recording"]["sample_rate"] == 16000
     caller, agent = await _recording(local_server, report.call_id, rate=16000)
     assert abs(len(caller) / 16000 - (record["ended_at"] - record["started_at"])) <= 0.5

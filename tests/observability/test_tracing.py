@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from aybiza.codecs import lin2ulaw
+from aybiza.config import Settings
 from aybiza.observability import tracing
 from aybiza.observability.tracing import TraceTap, TurnMarks, stage_spans
 from aybiza.pipeline import (
@@ -33,26 +34,48 @@ from aybiza.stack import SpeechStack
 from aybiza.testing.kit import run_stage
 from aybiza.testing.scripted import ScriptedTimings, bench_agent, scripted_engines, scripted_settings
 
+_OTEL_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED",
+              "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_SERVICE_NAME")
+
 
 def test_off_unless_an_otlp_endpoint_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED"):
+    for name in _OTEL_VARS:
         monkeypatch.delenv(name, raising=False)
-    assert not tracing.enabled()
+    assert not tracing.enabled(Settings())
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-    assert tracing.enabled()
+    assert tracing.enabled(Settings())
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    assert not tracing.enabled()
+    assert not tracing.enabled(Settings())
+
+
+def test_the_standard_otel_variables_are_settings_passed_to_the_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _OTEL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=k%3D1,tenant=ops")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "voice-eu")
+    settings = Settings()
+    assert (settings.otel_endpoint, settings.otel_service_name) == ("http://collector:4318/", "voice-eu")
+    assert tracing.otlp_target(settings) == tracing.OtlpTarget(
+        "http://collector:4318/v1/traces", (("tenant", "ops"), ("x-api-key", "k=1")), "voice-eu")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces.example.com/ingest")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Bearer%20t")
+    target = tracing.otlp_target(Settings())
+    assert target is not None and target.endpoint == "https://traces.example.com/ingest"  # used as given
+    assert target.headers == (("authorization", "Bearer t"),)  # the traces headers win over the general ones
+    assert Settings(otel_endpoint="http://127.0.0.1:4318", otel_sdk_disabled=True).otel_sdk_disabled
+    assert tracing.otlp_target(Settings(otel_endpoint="http://127.0.0.1:4318", otel_sdk_disabled=True)) is None
 
 
 def test_the_call_has_a_tap_only_when_traces_are_on_and_it_stands_where_no_audio_flows(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-    settings = scripted_settings(data_dir=tmp_path)
-    routing = RoutingService.from_settings(settings)
-    stack = SpeechStack(settings, scripted_engines(settings), routing=routing)
 
     def build() -> list[str]:
+        settings = scripted_settings(data_dir=tmp_path)
+        routing = RoutingService.from_settings(settings)
+        stack = SpeechStack(settings, scripted_engines(settings), routing=routing)
         ctx = CallContext(call_id="CAtap", caller="+447700900123")
         processors, _ = stack.build(ctx, bench_agent(), call_routing=routing.call_routing(ctx.caller))
         return [type(p).__name__ for p in processors]

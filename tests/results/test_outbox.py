@@ -87,6 +87,18 @@ def _record() -> CallRecord:
                       turns=[TurnRecord(turn_id=1, user="are you open on saturday", agent="Yes.")])
 
 
+async def _settled(results: PostCallResults, outbox: Outbox, delivery_id: str) -> Delivery:
+    """Run the delivery service until the delivery is no longer pending (10 s at most); its final state."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(results.run)
+        deadline = time.monotonic() + 10
+        while (delivery := await outbox.get(delivery_id)) is None or delivery.status == "pending":
+            assert time.monotonic() < deadline
+            await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    return delivery
+
+
 async def _agent(agent_id: str):  # type: ignore[no-untyped-def]
     agent = load_agent("default", ROOT / "agents")
     return agent.model_copy(update={"webhook": None})
@@ -109,13 +121,7 @@ async def test_the_sender_retries_with_backoff_then_marks_the_delivery_failed(
                                                                                      secret="HOOK")})
         queued = await results.enqueue(_record(), agent)
         assert queued is not None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(results.run)
-            deadline = time.monotonic() + 10
-            while (d := await outbox.get(queued.id)) is None or d.status == "pending":
-                assert time.monotonic() < deadline
-                await anyio.sleep(0.05)
-            tg.cancel_scope.cancel()
+        d = await _settled(results, outbox, queued.id)
         await outbox.aclose()
     assert (d.status, d.attempts, d.last_error) == ("failed", 3, "HTTP 503")
     assert len(receiver.received) == 3
@@ -138,13 +144,7 @@ async def test_a_missing_secret_never_sends_unsigned(tmp_path: Path) -> None:
                                                                                      secret="HOOK")})
         queued = await results.enqueue(_record(), agent)
         assert queued is not None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(results.run)
-            deadline = time.monotonic() + 10
-            while (d := await outbox.get(queued.id)) is None or d.status == "pending":
-                assert time.monotonic() < deadline
-                await anyio.sleep(0.05)
-            tg.cancel_scope.cancel()
+        d = await _settled(results, outbox, queued.id)
         await outbox.aclose()
     assert d.status == "failed" and "AYBIZA_SECRET_HOOK is not set" in d.last_error
     assert receiver.received == []

@@ -90,19 +90,6 @@ async def record_of(server: Server, call_id: str) -> dict[str, Any] | None:
     return dict(response.json()) if response.status_code == 200 else None
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of a series' samples whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(\{{(.*)\}})? (\S+)$", line)
-        if match is None:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total += float(match.group(3))
-    return total
-
-
 @contextmanager
 def limited_server(tmp: Path, *, open_files_limit: int, env: Mapping[str, str] | None = None) -> Iterator[Server]:
     """``aybiza serve`` under ``ulimit -n open_files_limit`` (soft and hard: it cannot raise it)."""

@@ -31,9 +31,10 @@ from aiortc import RTCPeerConnection
 from e2e.server import AUTH_TOKEN, Server, running_server
 
 from aybiza.testing.caller import CallReport, Say, Wait, caller_speech, place_call
+from aybiza.testing.metrics import metric
 from aybiza.testing.twilio_caller import TwilioCallerProtocol, new_sid
 
-from .attack import metric, record_figures, record_of, rss_mb, stream_with, token_for
+from .attack import record_figures, record_of, rss_mb, stream_with, token_for
 
 pytestmark = pytest.mark.slow
 

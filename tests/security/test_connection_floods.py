@@ -22,8 +22,9 @@ import websockets
 from e2e.server import AUTH_TOKEN, Server
 
 from aybiza.testing.caller import Say, Wait, caller_speech, place_call
+from aybiza.testing.metrics import metric
 
-from .attack import limited_server, metric, open_files, record_figures, rss_mb
+from .attack import limited_server, open_files, record_figures, rss_mb
 
 pytestmark = pytest.mark.slow
 

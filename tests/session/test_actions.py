@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import anyio
 import pytest
 
 from aybiza.errors import CallEnded, EndReason
-from aybiza.pipeline import AgentTurnDone, CallContext, CallLedger, Frame, Interruption, OutputAudio, Processor
+from aybiza.pipeline import AgentTurnDone, CallContext, CallLedger, Interruption, OutputAudio
 from aybiza.session.actions import HeardTap, SessionActions
-from aybiza.session.transport import CallControl, Push
 from aybiza.testing.fake_twilio import FakeTwilio, twilio_sid
-from aybiza.testing.kit import FrameRecorder
+from aybiza.testing.kit import FrameRecorder, StubTransport
 from aybiza.transports.twilio_rest import TwilioCallControl
 
 pytestmark = pytest.mark.anyio
@@ -21,45 +19,10 @@ pytestmark = pytest.mark.anyio
 DESK = "+14155550100"
 
 
-class Transport:
-    """A phone call's transport as the session sees it: an output that records, control at the fake Twilio."""
-
-    kind = "twilio"
-    sources: frozenset[type[Frame]] = frozenset()
-
-    def __init__(self, control: CallControl | None) -> None:
-        self._control = control
-        self.recorder = FrameRecorder()
-
-    @property
-    def output(self) -> Processor:
-        return self.recorder
-
-    @property
-    def control(self) -> CallControl | None:
-        return self._control
-
-    @property
-    def open(self) -> bool:
-        return True
-
-    def arrange(self, stages: Sequence[Processor]) -> list[Processor]:
-        return list(stages)
-
-    async def pump(self, push: Push) -> EndReason:
-        return EndReason.HANGUP
-
-    async def drained(self) -> None:
-        return None
-
-    async def close(self, reason: EndReason, detail: str) -> None:
-        return None
-
-
-def _actions(twilio: FakeTwilio, call_sid: str) -> tuple[SessionActions, Transport]:
+def _actions(twilio: FakeTwilio, call_sid: str) -> tuple[SessionActions, StubTransport]:
     control = TwilioCallControl(call_sid, account_sid=twilio.account_sid, auth_token=twilio.auth_token,
                                 api_url=twilio.url)
-    transport = Transport(control)
+    transport = StubTransport(control)
     return SessionActions(CallContext(call_id=call_sid, ledger=CallLedger()), transport), transport
 
 

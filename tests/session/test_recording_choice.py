@@ -10,28 +10,19 @@ import pytest
 
 from aybiza.agents import load_agent
 from aybiza.config import Settings
-from aybiza.pipeline import CallContext, Processor
+from aybiza.pipeline import CallContext
 from aybiza.recording.call import RecordedTransport
 from aybiza.recording.storage import RecordingStore
 from aybiza.session.session import CallSession
+from aybiza.testing.kit import StubTransport
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class _Transport:
-    kind = "twilio"
-    sources: frozenset[Any] = frozenset()
-    output: Any = None
-    control = None
-    open = True
 
 
 def _session(tmp_path: Path, **settings: Any) -> CallSession:
     config = Settings(data_dir=tmp_path, **settings)
     runtime = SimpleNamespace(settings=config, metrics=None, recordings=RecordingStore(config))
-    transport = _Transport()
-    transport.output = Processor()
-    return CallSession(runtime, CallContext(call_id="CA" + "d" * 32), transport)  # type: ignore[arg-type]
+    return CallSession(runtime, CallContext(call_id="CA" + "d" * 32), StubTransport())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("setting", "agent", "redacts"), [(True, None, True), (False, None, False),

@@ -136,6 +136,11 @@ class OpenAICompatStreamer:
         )
         self._client: httpx.AsyncClient | None = None
 
+    @property
+    def model_id(self) -> str:
+        """The model asked (what its usage is counted under)."""
+        return self.model
+
     def stream_reply(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
         """Stream the reply; raises :mod:`aybiza.errors` types."""
         return self._events(request)

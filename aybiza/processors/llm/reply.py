@@ -184,7 +184,7 @@ class ReplyProcessor(Processor):
         assert ctx is not None, "ReplyProcessor used before start()"
         ledger = ctx.ledger
         self.history.append(ChatMessage("user", user.text))
-        turn = _Turn(user.turn_id, user.language, time.monotonic(), answered_by=self.streamer.provider)
+        turn = _Turn(user.turn_id, user.language, time.monotonic())
         try:
             for round_index in range(self.max_tool_rounds + 1):
                 calls = await self._round(turn)
@@ -212,9 +212,19 @@ class ReplyProcessor(Processor):
         if turn.round_said:
             self._failed_in_a_row = 0
         if turn.said:
-            ledger.answered(turn.answered_by)
+            # The id its tokens are counted under: the usage's, or (cut short before usage came) the model asked.
+            ledger.answered(turn.answered_by or self.model_id)
         if turn.open or not turn.ended:
             await self._end_utterance(turn, force=True)
+
+    @property
+    def model_id(self) -> str:
+        """The model the streamer asked last (a routed streamer's changes with failover), else the provider.
+
+        Answers and tokens of a turn are counted under this one id, so a call's
+        per-model rows add up (the console's turns per model).
+        """
+        return str(getattr(self.streamer, "model_id", "") or self.streamer.provider)
 
     async def _end_utterance(self, turn: _Turn, *, force: bool = False) -> None:
         """Push ``AgentTurnDone`` for what was said since the last one (nothing said: only when forced)."""

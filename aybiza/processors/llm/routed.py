@@ -119,6 +119,7 @@ class RoutedBedrock:
         self._budget = cost_budget_usd
         self._cost_so_far = cost_so_far
         self._on_failover = on_failover
+        self.model_id = ""  # the model the latest attempt asked (after a failover: the next region's)
         self._streamers: dict[tuple[str, str], ReplyStreamer] = {}
         self.last_turn: TurnRecord | None = None
         """The latest turn's record (attempts, who answered, first-token times); None before the
@@ -155,6 +156,7 @@ class RoutedBedrock:
 
         async def stream_turn(region: str, messages: Sequence[Message]) -> AsyncIterator[str]:
             streamer, model = self._streamer(region)
+            self.model_id = model.model_id
             calls.clear()
             # The request's own messages (tool blocks and all), plus what the executor added: a prefill.
             added = [ChatMessage(m["role"], m["content"]) for m in messages[asked:]]  # type: ignore[arg-type]

@@ -263,3 +263,20 @@ async def test_a_tool_call_cut_short_by_a_failing_region_is_made_once_by_the_nex
     [continued] = regions.asked("eu-central-1")
     assert continued.messages[-1] == ChatMessage("assistant", "Let me check.")  # what was said, as a prefill
     assert ctx.regions_tried == ["eu-west-2", "eu-central-1"]
+
+
+@pytest.mark.anyio
+async def test_a_turn_cut_short_after_a_failover_is_counted_under_the_model_its_tokens_are() -> None:
+    from aybiza.pipeline import AgentTurnDone, UserTurn
+    from aybiza.processors.llm.reply import ReplyProcessor
+    from aybiza.testing.kit import run_stage
+
+    regions = Regions({"eu-west-2": ("Hello there. ", "How ", ConnectionResetError("peer reset")),
+                       "eu-central-1": (ConnectionResetError("reset as well"),)})
+    model, _, ctx = _routed(regions)
+    reply = ReplyProcessor(model, system_prompt=SYSTEM)
+    await run_stage([reply], [UserTurn("hi", turn_id=1)], ctx=ctx, until=lambda out: bool(out.of(AgentTurnDone)))
+    asked = {streamer.model.model_id for streamer in regions.built}
+    assert reply.model_id in asked  # the model the failover asked last, not the provider's name
+    usage = ctx.ledger.usage()
+    assert not usage.tokens and usage.answers == {reply.model_id: 1}  # "Hello there." was heard: counted
