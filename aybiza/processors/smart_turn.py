@@ -109,7 +109,7 @@ class SmartTurnModel:
     def __init__(self, model_path: Path | None = None, *, float_softmax: bool = False) -> None:
         self._path = model_path
         self.float_softmax = float_softmax
-        """Run the attention softmax in float (:mod:`~aybiza.processors.smart_turn_graph`): faster, not bit-identical."""
+        """Run the attention softmax in float (:mod:`~aybiza.processors.smart_turn_graph`): faster, not identical."""
         self._session: Any = None
         self._lock = threading.Lock()
 
