@@ -64,6 +64,7 @@ from ..pipeline import (
     SpeechStopped,
 )
 from .smart_turn import WINDOW_S
+from .turn_scoring import score_unless_decided
 
 __all__ = ["PROFILES", "EndOfTurnPolicy", "EndOfTurnProfile", "EndOfTurnStage", "TurnScorer", "calibrated",
            "end_level_db"]
@@ -258,16 +259,20 @@ class EndOfTurnStage(Processor):
         with anyio.CancelScope() as scope:
             self._held_scope = scope
             pcm, rate, speech_s = self._audio.pcm(), self._audio.rate, self._audio.seconds
-            probability = 1.0
+            scored: float | None = 1.0
             if pcm and rate:
-                probability = await anyio.to_thread.run_sync(self._score, pcm, rate, limiter=self._limiter,
-                                                             abandon_on_cancel=True)
+                # capacity: a pause the silence limit has already ended by the time the worker is free is not scored
+                scored = await anyio.to_thread.run_sync(score_unless_decided, self._score, pcm, rate,
+                                                        stopped.at + self.policy.max_silence_s,
+                                                        limiter=self._limiter, abandon_on_cancel=True)
             if self._held is not stopped:
                 return
+            probability = 0.0 if scored is None else scored
             complete = self.policy.complete(probability, speech_s)
             ctx = self.ctx
             if ctx is not None and ctx.log.isEnabledFor(logging.DEBUG):
-                ctx.log.debug("endpoint: p=%.2f after %.2f s of speech: %s", probability, speech_s,
+                ctx.log.debug("endpoint: p=%s after %.2f s of speech: %s",
+                              "(silence limit reached first)" if scored is None else f"{probability:.2f}", speech_s,
                               "end of turn" if complete else "waiting")
             if not complete:
                 await anyio.sleep(max(0.0, stopped.at + self.policy.max_silence_s - time.monotonic()))

@@ -59,6 +59,11 @@ async def test_call_with_deepgram_and_bedrock_answers_through_the_fakes(
     assert listen.query["encoding"] == "mulaw" and listen.query["sample_rate"] == "8000"
     assert listen.query["model"] == "nova-3"
     assert "Finalize" in listen.types()
+    # capacity: no permessage-deflate on either socket, and the caller's audio in 100 ms messages (800 μ-law bytes)
+    for session in (listen, *deepgram.speaks):
+        assert "sec-websocket-extensions" not in {k.lower() for k in session.headers}
+    sizes = [int(e.split(":")[1]) for e in listen.events if e.startswith("audio:")]
+    assert sizes and len(sizes) <= sum(sizes) // 800 + 2, sizes  # not one message per 20 ms frame (160 bytes)
     # LLM: the transcript reached Claude with the agent's system prompt
     [check, request] = bedrock.requests
     assert check.model_id == "aybiza-credentials-check"  # the startup key check, not a turn

@@ -1,8 +1,9 @@
 """Deepgram streaming speech-to-text (Nova-3, ``/v1/listen``) through the async ``deepgram-sdk``.
 
 One WebSocket per call, opened at ``start`` so the first words do not wait
-for a handshake. Caller audio is sent as it arrives (linear16, or μ-law
-8 kHz for Twilio). Our VAD drives the stream: ``SpeechStopped``
+for a handshake. Caller audio is sent as it arrives, 100 ms to a message
+(linear16, or μ-law 8 kHz for Twilio; the socket offers no permessage-deflate,
+see :mod:`~aybiza.processors.deepgram_ws`). Our VAD drives the stream: ``SpeechStopped``
 sends ``Finalize`` (the final transcript comes back at once instead of after
 Deepgram's own endpointing), and while the VAD gates silence a
 ``KeepAlive`` goes out every few seconds so Deepgram does not close the
@@ -50,6 +51,7 @@ from ...pipeline import (
     Stage,
     Transcript,
 )
+from ..deepgram_ws import without_compression
 
 __all__ = [
     "DeepgramSTT",
@@ -94,6 +96,7 @@ def deepgram_client(api_key: str, base_url: str = "") -> Any:
         import deepgram.core.websocket_compat  # noqa: F401
         from deepgram import AsyncDeepgramClient
 
+    without_compression()  # audio does not deflate: offer no permessage-deflate (see deepgram_ws)
     return AsyncDeepgramClient(api_key=api_key.strip(), environment=environment)
 
 
@@ -148,6 +151,7 @@ class DeepgramSTT(Processor):
         outage_limit_s: float = 1.5,
         backoff_s: tuple[float, float] = (0.1, 1.0),
         max_buffer_s: float = 30.0,
+        send_every_s: float = 0.1,
     ) -> None:
         super().__init__()
         if encoding not in ("linear16", "mulaw"):
@@ -167,6 +171,7 @@ class DeepgramSTT(Processor):
         self.outage_limit_s = outage_limit_s
         self.backoff_s = backoff_s
         self.max_buffer_s = max_buffer_s
+        self.send_every_s = send_every_s
         self.language = language or "en"
         self.connections = 0  # sockets opened so far (observability, tests)
         self._width = 1 if encoding == "mulaw" else 2
@@ -238,7 +243,21 @@ class DeepgramSTT(Processor):
             del self._buf[:excess]
             self._buf_start += excess
             self._sent = max(self._sent, self._buf_start)
-        self._wake.set()
+        if self._unsent() >= self._batch_bytes():
+            self._wake.set()
+
+    def _unsent(self) -> int:
+        return self._buf_start + len(self._buf) - self._sent
+
+    def _batch_bytes(self) -> int:
+        """Audio sent in one message while the caller speaks (``send_every_s``; the VAD's stop flushes the rest).
+
+        Deepgram recommends 20-100 ms per message; every message costs a
+        frame, a mask and a task switch on both ends, so 100 ms rather than
+        each 20 ms phone frame. The final transcript does not wait for it: a
+        ``SpeechStopped`` sends what is pending, then ``Finalize``.
+        """
+        return max(self._width, int(self.send_every_s * self.bytes_per_second) // self._width * self._width)
 
     def _change_rate(self, rate: int) -> None:
         if self.ctx is not None:
@@ -353,12 +372,12 @@ class DeepgramSTT(Processor):
                 self._session_scope = None
 
     def _sender_has_work(self) -> bool:
-        return self._sent < self._buf_start + len(self._buf) or self._finalize_due or self._keepalive_due
+        return self._unsent() >= self._batch_bytes() or self._finalize_due or self._keepalive_due
 
     async def _sender(self, conn: Any, scope: anyio.CancelScope) -> None:
         """Send what accumulated since it last ran, then sleep until a frame, a stop or the ticker wakes it.
 
-        It runs once per voiced frame while the caller speaks, so it sleeps on a
+        It runs once per ``send_every_s`` of voiced audio while the caller speaks, so it sleeps on a
         plain event (made only when it goes to sleep) and keeps no timeout of
         its own: the keepalive has a ticker that wakes once per ``keepalive_s``.
         """
