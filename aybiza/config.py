@@ -123,11 +123,6 @@ class Settings(BaseSettings):
     reply_timeout_s: float = Field(default=3.0, gt=0, description="no reply this long after a turn: a holding line")
     silence_reprompt_s: float = Field(default=10.0, gt=0, description="caller silent this long: 'are you still there?'")
     silence_reprompts: int = Field(default=2, ge=0, description="reprompts before the polite goodbye")
-    # -- capacity in conversation (issue 16) --
-    smart_turn_float_softmax: bool = Field(
-        default=False, description="run smart-turn's attention softmax in float: ~14 % less CPU per inference, "
-        "not bit-identical (docs/capacity.md §3: on the turn cases the default profile's decisions are ~1 % worse)")
-
     # -- preemptive replies (issue 16) --
     preemptive: bool = Field(default=True, description="start the model on a final transcript before the end of "
                              "turn is confirmed; its words are held until it is, discarded if the caller goes on")

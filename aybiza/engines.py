@@ -152,7 +152,7 @@ class Engines:
         """The end-of-turn model (smart-turn v3 from the pipecat-ai wheel), shared by every call."""
         with self._lock:
             if self._smart_turn is None:
-                self._smart_turn = SmartTurnModel(float_softmax=self.settings.smart_turn_float_softmax)
+                self._smart_turn = SmartTurnModel()
             return self._smart_turn
 
     # -- voices -------------------------------------------------------------------------

@@ -9,8 +9,7 @@ computed here with numpy) and returns the probability that the speaker has
 finished. On a phone call the audio is 8 kHz μ-law: it is upsampled first,
 and the thresholds that turn a probability into a decision are calibrated on
 telephone-band human speech (:mod:`aybiza.processors.endpoint`,
-``benchmarks/endpoint.py``). One inference costs ~46 ms of one core (~40 ms
-with ``float_softmax``, :mod:`~aybiza.processors.smart_turn_graph`); the
+``benchmarks/endpoint.py``). One inference costs ~46 ms of one core; the
 endpoint stage runs it in a worker thread, one at a time per process, once
 per pause. Batching concurrent calls' inferences does not pay on CPU
 (~67 ms per item in batches of 2-8 against ~48 ms alone, measured), so each
@@ -29,7 +28,6 @@ import numpy.typing as npt
 
 from ..codecs import resample_samples
 from .packaged import PackagedModel, verified_dir
-from .smart_turn_graph import float_attention_softmax
 
 __all__ = ["SMART_TURN_V3", "SmartTurnModel", "log_mel_features"]
 
@@ -104,12 +102,10 @@ class SmartTurnModel:
     are serialised by a lock (one session, one intra-op thread).
     """
 
-    __slots__ = ("_path", "_session", "_lock", "float_softmax")
+    __slots__ = ("_path", "_session", "_lock")
 
-    def __init__(self, model_path: Path | None = None, *, float_softmax: bool = False) -> None:
+    def __init__(self, model_path: Path | None = None) -> None:
         self._path = model_path
-        self.float_softmax = float_softmax
-        """Run the attention softmax in float (:mod:`~aybiza.processors.smart_turn_graph`): faster, not identical."""
         self._session: Any = None
         self._lock = threading.Lock()
 
@@ -127,8 +123,7 @@ class SmartTurnModel:
             options.inter_op_num_threads = 1
             options.intra_op_num_threads = 1
             options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-            model = float_attention_softmax(path)[0] if self.float_softmax else str(path)
-            self._session = onnxruntime.InferenceSession(model, sess_options=options,
+            self._session = onnxruntime.InferenceSession(str(path), sess_options=options,
                                                          providers=["CPUExecutionProvider"])
         return self._session
 
