@@ -133,9 +133,16 @@ class _ListenConnection:
         self._voiced_at = 0.0
 
     async def send_media(self, audio: bytes) -> None:
-        self._received += len(audio)
         if not self._owner.timings.stt_endpointing:
+            self._received += len(audio)
             return
+        # judged 20 ms at a time, as Deepgram's endpointing hears it, however the client groups its messages
+        step = max(2, self._bytes_per_second // 50 // 2 * 2)
+        for offset in range(0, len(audio), step):
+            self._hear(audio[offset:offset + step])
+
+    def _hear(self, audio: bytes) -> None:
+        self._received += len(audio)
         pcm = np.frombuffer(ulaw2lin(audio) if self._mulaw else audio[: len(audio) // 2 * 2], dtype="<i2")
         if pcm.size and float(np.abs(pcm).mean()) > _VOICED_LEVEL:
             self._speaking, self._voiced_end, self._voiced_at = True, self._received, time.monotonic()
