@@ -23,7 +23,10 @@ the model) and sees every frame on its way to it:
 * a ``UserTurn`` whose words differ (a late final) discards the tentative
   reply (interrupting it if it was already heard) and is answered normally;
 * tools never run on a guess: a tentative reply that wants a tool waits, at
-  the model's ``tools_gate``, for the confirmed turn (discarded: it never runs);
+  the model's ``turn_gate``, for the confirmed turn (discarded: it never runs);
+* nor is an error heard on a guess: a tentative reply whose model failed (every
+  region, after the router's failover) waits at the same gate, and once the
+  turn is confirmed the model's normal path apologises (or ends the call);
 * a barge-in discards a tentative reply with everything else.
 
 Only text is held, not audio: the voice starts on the first sentence once the
@@ -104,7 +107,7 @@ class PreemptiveReplies(WrappingProcessor):
         self._last_turn_id = 0
         self._swallow = 0  # our own Interruptions coming back from the inner stage
         self._rollback: int | None = None  # history length to restore once a discarded reply has finished
-        model.tools_gate = self._tools_gate
+        model.turn_gate = self._turn_gate
 
     # -- frames in ------------------------------------------------------------------------------
 
@@ -152,6 +155,7 @@ class PreemptiveReplies(WrappingProcessor):
         self._tentative = tentative
         if self.ctx is not None:
             self.ctx.ledger.turn = turn_id  # the model's timings belong to the turn it answers
+            self.ctx.ledger.open_turn = turn_id  # and so do the recogniser's finals until it is confirmed
             self.ctx.log.debug("preempt: replying to turn %d before it is confirmed", turn_id)
         await self.inner.process(UserTurn(text=text, turn_id=turn_id, language=self._language))
 
@@ -160,6 +164,8 @@ class PreemptiveReplies(WrappingProcessor):
         self._parts = []
         self._turn_open = False
         self._last_turn_id = turn.turn_id
+        if self.ctx is not None:
+            self.ctx.ledger.open_turn = None  # the turn is confirmed: later finals belong to the next one
         tentative = self._tentative
         if tentative is not None:
             if tentative.turn_id == turn.turn_id and same_words(tentative.text, turn.text):
@@ -224,6 +230,7 @@ class PreemptiveReplies(WrappingProcessor):
         if ctx is None:
             return
         ctx.ledger.turn = self._last_turn_id
+        ctx.ledger.open_turn = None
         ctx.ledger.preempted("discarded")
         ctx.log.debug("preempt: turn %d discarded (%s)", tentative.turn_id, reason)
         if not tentative.held or not isinstance(tentative.held[-1], AgentTurnDone):
@@ -242,8 +249,11 @@ class PreemptiveReplies(WrappingProcessor):
         del self.model.history[self._rollback :]
         self._rollback = None
 
-    async def _tools_gate(self) -> None:
-        """Awaited by the model before it runs a tool: a tentative reply waits for its confirmed turn."""
+    async def _turn_gate(self) -> None:
+        """Awaited by the model before it runs a tool or apologises for an error: a guess waits for its turn.
+
+        A discarded guess is cancelled while it waits, so its tool never runs and its error is never heard.
+        """
         tentative = self._tentative
         if tentative is not None:
             await tentative.confirmed.wait()
