@@ -109,15 +109,18 @@ class SpeechStack:
         what the agent's tools may do to the call (none: only lookups).
         """
         settings = self.settings
+        listening, stt = self._listening(), self._stt(ctx)
+        answers = self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions)
+        _hear_pauses(answers, listening)  # interim preemption (issue 16): guesses wait for the VAD's pause
         processors: list[Processor] = [
             QualityProcessor(),  # sees every frame, before the gate drops silence
-            *self._listening(),
-            self._stt(ctx),
+            *listening,
+            stt,
             LanguageProcessor(self.engines.language_detector, speaks=agent.languages),  # the first transcripts
             TurnTaker(barge_in=settings.barge_in),
             TurnWatchdog(reply_timeout_s=settings.reply_timeout_s, silence_s=settings.silence_reprompt_s,
                          reprompts=settings.silence_reprompts),
-            self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions),
+            answers,
             *([TraceTap()] if tracing.enabled() else []),  # traces (issue 16): only with an OTLP endpoint
             self._tts(ctx),
         ]
@@ -174,7 +177,8 @@ class SpeechStack:
             policy = AnswerPolicy(agent, stateless_model=self.settings.llm == "faq", tier=ctx.model_tier)
             model = CachedAnswers(model, self.cache, policy, resumed=resumed)
         if self.settings.preemptive and isinstance(reply, ReplyProcessor):
-            model = PreemptiveReplies(model, reply)  # the model starts before the turn is confirmed
+            model = PreemptiveReplies(model, reply,  # the model starts before the turn is confirmed
+                                      interim_stable_s=self.settings.preempt_interim_ms / 1000)
         if self.store is not None:
             model = CallJournal(model, self.store, turn_offset=turn_offset)  # outermost: it sees cache hits too
         return model
@@ -228,3 +232,13 @@ class SpeechStack:
     def _cached(self, engine: SpeechSynthesizer, ctx: CallContext) -> SpeechSynthesizer:
         assert self.cache is not None
         return CachingSynthesizer(engine, self.cache, ctx=ctx)
+
+
+def _hear_pauses(answers: Processor, listening: Sequence[Processor]) -> None:
+    """Let the preemptive replies (inside the journal and cache wrappers) ask the call's VAD for pauses."""
+    vad = next((p for p in listening if isinstance(p, VADProcessor)), None)
+    stage: Processor | None = answers
+    while stage is not None and not isinstance(stage, PreemptiveReplies):
+        stage = getattr(stage, "inner", None)
+    if vad is not None and stage is not None:
+        stage.caller_quiet_s = lambda: vad.silent_s
