@@ -111,7 +111,7 @@ class SpeechStack:
         settings = self.settings
         listening, stt = self._listening(), self._stt(ctx)
         answers = self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions)
-        _hear_pauses(answers, listening)  # interim preemption (issue 16): guesses wait for the VAD's pause
+        _hear_pauses(answers, listening, stt)  # issue 16: guesses and early whisper runs wait for the VAD's pause
         processors: list[Processor] = [
             QualityProcessor(),  # sees every frame, before the gate drops silence
             *listening,
@@ -156,7 +156,8 @@ class SpeechStack:
 
     def _whisper(self) -> WhisperSTT:
         """The embedded recogniser; its first utterance goes through audio language ID (the call's languages)."""
-        return WhisperSTT(self.engines.whisper, identify=1, languages=frozenset(DEFAULT_LANGUAGES))
+        return WhisperSTT(self.engines.whisper, identify=1, languages=frozenset(DEFAULT_LANGUAGES),
+                          early_s=self.settings.whisper_early_ms / 1000)
 
     # -- the model ---------------------------------------------------------------------------
 
@@ -234,9 +235,12 @@ class SpeechStack:
         return CachingSynthesizer(engine, self.cache, ctx=ctx)
 
 
-def _hear_pauses(answers: Processor, listening: Sequence[Processor]) -> None:
-    """Let the preemptive replies (inside the journal and cache wrappers) ask the call's VAD for pauses."""
+def _hear_pauses(answers: Processor, listening: Sequence[Processor], stt: Processor) -> None:
+    """Let the embedded recogniser and the preemptive replies (inside the journal and cache wrappers) ask the
+    call's VAD for pauses."""
     vad = next((p for p in listening if isinstance(p, VADProcessor)), None)
+    if vad is not None and isinstance(stt, WhisperSTT):
+        stt.caller_quiet_s = lambda: vad.silent_s
     stage: Processor | None = answers
     while stage is not None and not isinstance(stage, PreemptiveReplies):
         stage = getattr(stage, "inner", None)
