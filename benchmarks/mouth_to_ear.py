@@ -147,7 +147,9 @@ def embedded(calls: int, turns: int, progress: ProgressFn | None = None) -> dict
     out: dict[str, Any] = {"turns": len(samples), "answered_of": calls * turns,
                            "question_trailing_silence_ms": round(tail * 1000, 1),
                            "stage_p50_ms": {stage: round(float(np.median(values)) * 1000, 1)
-                                            for stage, values in sorted(stages.items())}}
+                                            for stage, values in sorted(stages.items())},
+                           "stt_final_ms": [round(v * 1000) for v in stages.get("stt_final", [])],  # call by call
+                           "mouth_to_ear_each_ms": [round(v * 1000) for v in samples]}
     if samples:
         out["mouth_to_ear_ms"] = percentiles_ms(np.array(samples), (50, 95))
         out["p50_ms"], out["p95_ms"] = out["mouth_to_ear_ms"]["p50_ms"], out["mouth_to_ear_ms"]["p95_ms"]
