@@ -302,11 +302,11 @@ class PreemptiveReplies(WrappingProcessor):
         del self.model.history[self._rollback :]
         self._rollback = None
 
-    async def _turn_gate(self) -> None:
+    async def _turn_gate(self, turn_id: int) -> None:
         """Awaited by the model before it runs a tool or apologises for an error: a guess waits for its turn.
 
         A discarded guess is cancelled while it waits, so its tool never runs and its error is never heard.
         """
         tentative = self._tentative
-        if tentative is not None:
+        if tentative is not None and tentative.turn_id == turn_id:  # not a confirmed turn's, answered before it
             await tentative.confirmed.wait()

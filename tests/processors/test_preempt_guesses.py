@@ -132,6 +132,35 @@ async def test_a_failed_guess_apologises_only_once_the_turn_is_confirmed() -> No
     assert said(recorder) == []
 
 
+async def test_a_confirmed_turn_that_fails_apologises_at_once_while_the_next_turn_is_only_guessed() -> None:
+    ctx = CallContext(call_id="CAfail3", ledger=CallLedger())
+    notices: list[Notice] = []
+
+    async def announce(notice: Notice) -> None:
+        notices.append(notice)
+
+    ctx.announce = announce
+    model = Model(delay_s=0.2, fail_on=["what time do you open"])
+    reply = ReplyProcessor(model, system_prompt="Help.")
+
+    async def script(pipe: Pipeline, recorder: FrameRecorder) -> None:
+        await pipe.push(SpeechStarted(at=time.monotonic()))
+        await pipe.push(Transcript("what time do you open", final=True))
+        await pipe.push(SpeechStopped(at=time.monotonic()))
+        await pipe.push(UserTurn("what time do you open", turn_id=1))  # confirmed; its model will fail
+        await pipe.push(SpeechStarted(at=time.monotonic()))
+        await pipe.push(Transcript("and on sunday", final=True))  # a guess at turn 2, queued behind it
+        await wait_until(lambda: bool(notices), limit_s=1.0)  # turn 1's apology does not wait for turn 2
+        await pipe.push(SpeechStopped(at=time.monotonic()))
+        await pipe.push(UserTurn("and on sunday", turn_id=2))
+        await wait_until(lambda: bool(said(recorder)), limit_s=2.0)
+        await anyio.sleep(0.05)
+
+    recorder = await run(PreemptiveReplies(reply, reply), ctx, script)
+    assert notices == [Notice.RETRY]
+    assert " ".join(said(recorder)).endswith("and on sunday.")  # turn 2 answered (after the failed question)
+
+
 async def test_a_failed_guess_the_caller_went_on_from_is_never_heard() -> None:
     ctx = CallContext(call_id="CAfail2", ledger=CallLedger())
     notices: list[Notice] = []
