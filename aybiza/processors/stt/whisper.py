@@ -16,7 +16,10 @@ utterance. Before that can happen, the first utterance long enough to tell
 multilingual model: an English recogniser turns Spanish into English words
 ("Okay, I'm in Los Alamos") that no text language ID can catch, so when
 another of ``languages`` is clearly spoken the utterance is transcribed in it
-and its transcript says so (the language stage decides what follows).
+and its transcript says so (the language stage decides what follows). Language
+ID runs beside the recognition in the call's language (on its own slot), not
+before it: when it hears the call's language, as it mostly does, the text is
+ready with it; otherwise the utterance is transcribed again in the language heard.
 
 **Early, on a pause.** The end of turn is confirmed some time after the
 caller's pause begins (the VAD's silence, then the end-of-turn model), and
@@ -79,7 +82,7 @@ class WhisperRecognizer:
     """
 
     __slots__ = ("model_dir", "packaged", "cpu_threads", "beam_size", "multilingual", "slots", "limiter",
-                 "_model", "_lock")
+                 "lid_slots", "lid_limiter", "_model", "_lock")
 
     def __init__(
         self,
@@ -91,6 +94,8 @@ class WhisperRecognizer:
         multilingual: bool = False,
         slots: threading.Semaphore | None = None,
         limiter: anyio.CapacityLimiter | None = None,
+        lid_slots: threading.Semaphore | None = None,
+        lid_limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         if cpu_threads < 1 or beam_size < 1:
             raise ValueError("cpu_threads and beam_size must be at least 1")
@@ -101,6 +106,9 @@ class WhisperRecognizer:
         self.multilingual = multilingual
         self.slots = slots if slots is not None else threading.BoundedSemaphore(1)
         self.limiter = limiter if limiter is not None else anyio.CapacityLimiter(1)
+        # Language ID's own slot (none: the recognition's): it can run beside a first utterance's recognition.
+        self.lid_slots = lid_slots
+        self.lid_limiter = lid_limiter
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -160,7 +168,7 @@ class WhisperRecognizer:
             raise ConfigError("language identification needs a multilingual whisper model")
         model = self.load()
         audio = resample_samples(pcm16, sample_rate, MODEL_RATE).astype(np.float32) / 32768.0
-        with self.slots:
+        with self.lid_slots if self.lid_slots is not None else self.slots:
             _, _, ranked = model.detect_language(audio)
         scores = {code: float(p) for code, p in ranked if code in candidates}
         total = sum(scores.values())
@@ -300,12 +308,34 @@ class WhisperSTT(Processor):
 
     async def _recognise_early(self, early: _Early, utterance: _Utterance) -> None:
         try:
-            language, spent = await self._identified(utterance)
-            text = await self.recognizer_for(language).transcribe_async(utterance.pcm, utterance.sample_rate,
-                                                                         language)
-            early.result = (language, text, spent)
+            early.result = await self._recognise(utterance)
         finally:
             early.done.set()
+
+    async def _recognise(self, utterance: _Utterance) -> tuple[str, str, bool]:
+        """(language, text, whether language ID ran). Language ID runs beside the recognition in the call's
+        language, not before it: when it hears that language (the usual case) the text is ready with it."""
+        if self._identify <= 0 or utterance.seconds < 0.8:
+            text = await self.recognizer_for(utterance.language).transcribe_async(
+                utterance.pcm, utterance.sample_rate, utterance.language)
+            return utterance.language, text, False
+        found: dict[str, Any] = {}
+
+        async def identify() -> None:
+            found["language"] = await self._identified(utterance)
+
+        async def recognise() -> None:
+            found["text"] = await self.recognizer_for(utterance.language).transcribe_async(
+                utterance.pcm, utterance.sample_rate, utterance.language)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(identify)
+            tg.start_soon(recognise)
+        language, spent = found["language"]
+        if language == utterance.language:
+            return language, str(found["text"]), spent
+        text = await self.recognizer_for(language).transcribe_async(utterance.pcm, utterance.sample_rate, language)
+        return language, text, spent
 
     async def _submit(self, ended_at: float | None) -> None:
         seconds = self._buffer.utterance_seconds
@@ -330,16 +360,11 @@ class WhisperSTT(Processor):
         if utterance.early is not None:
             await utterance.early.done.wait()
             result = utterance.early.result
-        if result is not None:
-            language, text, spent = result
-            if spent:
-                self._identify -= 1
-        else:
-            language, spent = await self._identified(utterance)
-            if spent:
-                self._identify -= 1
-            recognizer = self.recognizer_for(language)
-            text = await recognizer.transcribe_async(utterance.pcm, utterance.sample_rate, language)
+        if result is None:
+            result = await self._recognise(utterance)
+        language, text, spent = result
+        if spent:
+            self._identify -= 1
         ctx.ledger.add_stt("whisper", utterance.seconds)
         if not text:
             ctx.log.debug("stt.whisper: no words in a %.2f s utterance", utterance.seconds)
@@ -357,7 +382,7 @@ class WhisperSTT(Processor):
         multilingual = self.recognizer_for(next(code for code in sorted(self.languages) if code != "en"))
         language, probability = await anyio.to_thread.run_sync(
             multilingual.detect_language, utterance.pcm, utterance.sample_rate, self.languages,
-            abandon_on_cancel=True, limiter=multilingual.limiter)
+            abandon_on_cancel=True, limiter=multilingual.lid_limiter or multilingual.limiter)
         if self.ctx is not None:
             self.ctx.log.info("stt.whisper: audio language ID %s (%.2f), call language %s", language or "-",
                               probability, utterance.language)

@@ -1,5 +1,6 @@
-"""WhisperSTT early on a pause: transcription starts once the VAD has heard the caller quiet for ``early_s``,
-so the final is out as soon as the end of turn arrives; voice after the pause discards that early run."""
+"""WhisperSTT off the end of turn's path: transcription starts once the VAD has heard the caller quiet for
+``early_s`` (voice after the pause discards that run), and a first utterance's audio language ID runs beside
+its recognition, not before it."""
 
 from __future__ import annotations
 
@@ -94,3 +95,78 @@ async def test_voice_after_the_pause_discards_the_early_run() -> None:
     assert [t.text for t in recorder.of(Transcript)] == ["what time do you open"]  # the whole utterance's
     assert len(recognizer.heard) == 2
     assert recognizer.heard[1][0] == FRAME_BYTES * 45  # all of it, transcribed at the end
+
+
+class Identifying(ScriptedRecognizer):
+    """A multilingual scripted recogniser whose audio language ID takes ``lid_s`` and hears ``heard``."""
+
+    def __init__(self, *answers: str, heard: str, lid_s: float, transcribe_s: float = 0.0) -> None:
+        super().__init__(*answers)
+        self.multilingual = True
+        self.heard_language = heard
+        self.lid_s = lid_s
+        self.transcribe_s = transcribe_s
+        self.lid_spans: list[tuple[float, float]] = []
+
+    def detect_language(self, pcm16: bytes, sample_rate: int, candidates: frozenset[str]) -> tuple[str, float]:
+        started = time.monotonic()
+        time.sleep(self.lid_s)
+        self.lid_spans.append((started, time.monotonic()))
+        return self.heard_language, 0.95
+
+    def transcribe(self, pcm16: bytes, sample_rate: int, language: str = "en") -> str:
+        time.sleep(self.transcribe_s)
+        return super().transcribe(pcm16, sample_rate, language)
+
+
+class Timed(ScriptedRecognizer):
+    """An English scripted recogniser that takes ``seconds`` and notes when it started."""
+
+    def __init__(self, *answers: str, seconds: float) -> None:
+        super().__init__(*answers)
+        self.seconds = seconds
+        self.started: list[float] = []
+
+    def transcribe(self, pcm16: bytes, sample_rate: int, language: str = "en") -> str:
+        self.started.append(time.monotonic())
+        time.sleep(self.seconds)
+        return super().transcribe(pcm16, sample_rate, language)
+
+
+async def first_utterance(english: Timed, multilingual: Identifying) -> tuple[FrameRecorder, float]:
+    stage = WhisperSTT(lambda language: english if language.startswith("en") else multilingual,
+                       identify=1, languages=frozenset({"en", "es"}))
+    recorder = FrameRecorder()
+    took: list[float] = []
+
+    async def feed(pipe: Pipeline, tg: TaskGroup) -> None:
+        with anyio.fail_after(10):
+            await pipe.push(SpeechStarted(at=time.monotonic()))
+            for _ in range(50):  # 1 s: long enough for language ID
+                await pipe.push(InputAudio(bytes(FRAME_BYTES), RATE, time.monotonic(), True))
+            stopped = time.monotonic()
+            await pipe.push(SpeechStopped(at=stopped))
+            await wait_until(lambda: bool(recorder.of(Transcript)), limit_s=5.0)
+            took.append(time.monotonic() - stopped)
+
+    await Pipeline([stage, recorder]).run(CallContext(call_id="CAlid", ledger=CallLedger()), feed)
+    return recorder, took[0]
+
+
+async def test_language_id_runs_beside_the_recognition_in_the_calls_language() -> None:
+    english = Timed("when are you open", seconds=0.3)
+    multilingual = Identifying(heard="en", lid_s=0.3)
+    recorder, took = await first_utterance(english, multilingual)
+    assert [(t.text, t.language) for t in recorder.of(Transcript)] == [("when are you open", "en")]
+    (lid_started, lid_ended), = multilingual.lid_spans
+    assert english.started[0] < lid_ended  # the recognition did not wait for language ID
+    assert took < 0.5  # side by side: about 0.3 s, not 0.6 s
+    assert multilingual.heard == []  # nothing transcribed twice
+
+
+async def test_another_language_heard_is_transcribed_again_in_it() -> None:
+    english = Timed("okay we're in los angeles", seconds=0.05)
+    multilingual = Identifying("a qué hora abren", heard="es", lid_s=0.1)
+    recorder, _ = await first_utterance(english, multilingual)
+    assert [(t.text, t.language) for t in recorder.of(Transcript)] == [("a qué hora abren", "es")]
+    assert multilingual.languages == ["es"]
