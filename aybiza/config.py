@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # -- preemptive replies (issue 16) --
     preemptive: bool = Field(default=True, description="start the model on a final transcript before the end of "
                              "turn is confirmed; its words are held until it is, discarded if the caller goes on")
+    preempt_interim_ms: int = Field(default=50, ge=0, le=2000, description="also start it on an interim transcript "
+                                    "whose words and the caller (by the VAD) have been still this long; 0: finals only")
+    whisper_early_ms: int = Field(default=100, ge=0, le=2000, description="the embedded recogniser starts on the "
+                                  "caller's pause this long, before the end of turn is confirmed; 0: at the end")
 
     api_token: str = Field(default="", description="Bearer token for /api, /dashboard and /metrics; required "
                            "beyond loopback; unset on loopback: a local token in the data directory")

@@ -79,6 +79,9 @@ class Engines:
         # One whisper inference at a time per process, whichever model: each already uses a core.
         self.whisper_slots = threading.BoundedSemaphore(1)
         self.whisper_limiter = anyio.CapacityLimiter(1)
+        # Issue 16 (mouth to ear): a first utterance's audio language ID runs beside its recognition, one at a time.
+        self.lid_slots = threading.BoundedSemaphore(1)
+        self.lid_limiter = anyio.CapacityLimiter(1)
         self._whisper: dict[str, WhisperRecognizer] = {}
         self.sphinx = SphinxPool()
         self.sphinx_limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
@@ -138,7 +141,8 @@ class Engines:
                         WHISPER_BASE, settings.data_dir / "models")
                     recognizer = WhisperRecognizer(directory, beam_size=settings.whisper_beam_size,
                                                    multilingual=True, slots=self.whisper_slots,
-                                                   limiter=self.whisper_limiter)
+                                                   limiter=self.whisper_limiter, lid_slots=self.lid_slots,
+                                                   lid_limiter=self.lid_limiter)
                 else:
                     recognizer = WhisperRecognizer(settings.whisper_model_dir, beam_size=settings.whisper_beam_size,
                                                    slots=self.whisper_slots, limiter=self.whisper_limiter)

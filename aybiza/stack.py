@@ -110,15 +110,18 @@ class SpeechStack:
         what the agent's tools may do to the call (none: only lookups).
         """
         settings = self.settings
+        listening, stt = self._listening(), self._stt(ctx)
+        answers = self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions)
+        _hear_pauses(answers, listening, stt)  # issue 16: guesses and early whisper runs wait for the VAD's pause
         processors: list[Processor] = [
             QualityProcessor(),  # sees every frame, before the gate drops silence
-            *self._listening(),
-            self._stt(ctx),
+            *listening,
+            stt,
             LanguageProcessor(self.engines.language_detector, speaks=agent.languages),  # the first transcripts
             TurnTaker(barge_in=settings.barge_in),
             TurnWatchdog(reply_timeout_s=settings.reply_timeout_s, silence_s=settings.silence_reprompt_s,
                          reprompts=settings.silence_reprompts),
-            self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions),
+            answers,
             *([TraceTap(self.otlp)] if self.otlp else []),  # traces (issue 16): only with an OTLP endpoint
             self._tts(ctx),
         ]
@@ -154,7 +157,8 @@ class SpeechStack:
 
     def _whisper(self) -> WhisperSTT:
         """The embedded recogniser; its first utterance goes through audio language ID (the call's languages)."""
-        return WhisperSTT(self.engines.whisper, identify=1, languages=frozenset(DEFAULT_LANGUAGES))
+        return WhisperSTT(self.engines.whisper, identify=1, languages=frozenset(DEFAULT_LANGUAGES),
+                          early_s=self.settings.whisper_early_ms / 1000)
 
     # -- the model ---------------------------------------------------------------------------
 
@@ -175,7 +179,8 @@ class SpeechStack:
             policy = AnswerPolicy(agent, stateless_model=self.settings.llm == "faq", tier=ctx.model_tier)
             model = CachedAnswers(model, self.cache, policy, resumed=resumed)
         if self.settings.preemptive and isinstance(reply, ReplyProcessor):
-            model = PreemptiveReplies(model, reply)  # the model starts before the turn is confirmed
+            model = PreemptiveReplies(model, reply,  # the model starts before the turn is confirmed
+                                      interim_stable_s=self.settings.preempt_interim_ms / 1000)
         if self.store is not None:
             model = CallJournal(model, self.store, turn_offset=turn_offset)  # outermost: it sees cache hits too
         return model
@@ -229,3 +234,16 @@ class SpeechStack:
     def _cached(self, engine: SpeechSynthesizer, ctx: CallContext) -> SpeechSynthesizer:
         assert self.cache is not None
         return CachingSynthesizer(engine, self.cache, ctx=ctx)
+
+
+def _hear_pauses(answers: Processor, listening: Sequence[Processor], stt: Processor) -> None:
+    """Let the embedded recogniser and the preemptive replies (inside the journal and cache wrappers) ask the
+    call's VAD for pauses."""
+    vad = next((p for p in listening if isinstance(p, VADProcessor)), None)
+    if vad is not None and isinstance(stt, WhisperSTT):
+        stt.caller_quiet_s = lambda: vad.silent_s
+    stage: Processor | None = answers
+    while stage is not None and not isinstance(stage, PreemptiveReplies):
+        stage = getattr(stage, "inner", None)
+    if vad is not None and stage is not None:
+        stage.caller_quiet_s = lambda: vad.silent_s

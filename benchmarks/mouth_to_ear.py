@@ -14,17 +14,24 @@ first text. The end of turn is our VAD silence (``end_of_turn_ms``, 400 ms):
 the scripted caller's audio is a tone, which the smart-turn model is not for
 (``benchmarks.endpoint`` measures that model on human speech).
 
-Two runs, ``AYBIZA_PREEMPTIVE=false`` then ``true``, each with its own server.
+The recogniser also sends interim results, as Deepgram does: the words so far
+every 500 ms of speech, and the phrase's words 50 ms after its speech pauses
+(``stt_interim_ms``), before its final.
+
+Three runs, each with its own server: ``AYBIZA_PREEMPTIVE=false`` (``waiting``);
+preemption on finals only (``AYBIZA_PREEMPT_INTERIM_MS=0``, ``preemptive_finals``);
+and preemption with its default, on a stable interim too (``preemptive``).
 Without preemption the model waits for the turn-taker's confirmed turn; with
-it, the model starts on the recogniser's final while our end of turn is still
-waiting, and its words go out as soon as the turn is confirmed.
+it, the model starts on the recogniser's final (or on an interim whose words
+and the caller have been still for ``preempt_interim_ms``) while our end of
+turn is still waiting, and its words go out as soon as the turn is confirmed.
 
 The embedded stack (``embedded``): ``aybiza serve`` with its defaults (VAD and the smart-turn end of
 turn, whisper, the FAQ responder, the local voice) answers a spoken FAQ question ("When are you
 open?", espeak-ng) on a few calls, one after the other. The caller's clock starts at the last voiced
 20 ms of the question (the synthesiser's trailing silence is measured and added back).
 
-Run: ``.venv/bin/python -m benchmarks.mouth_to_ear [--quick]`` (prints the figures as JSON).
+Run: ``.venv/bin/python -m benchmarks.mouth_to_ear [--quick] [--no-embedded]`` (prints the figures as JSON).
 """
 
 from __future__ import annotations
@@ -49,7 +56,12 @@ from benchmarks.stats import percentiles_ms
 __all__ = ["TIMINGS", "run"]
 
 TIMINGS = {"stt_final_ms": 150.0, "llm_first_token_ms": 350.0, "tts_first_byte_ms": 100.0, "stt_endpointing": True,
-           "reply": ["We open at nine in the morning."]}
+           "stt_interim_ms": 50.0, "reply": ["We open at nine in the morning."]}
+
+
+@contextmanager
+def _unchanged() -> Iterator[None]:
+    yield
 
 
 @contextmanager
@@ -65,8 +77,13 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = before
 
 
-def _measure(preemptive: bool, params: dict[str, Any], progress: ProgressFn | None) -> dict[str, Any]:
-    with _environment("AYBIZA_PREEMPTIVE", "true" if preemptive else "false"):
+_RUNS = {"waiting": ("false", None), "preemptive_finals": ("true", "0"), "preemptive": ("true", None)}
+
+
+def _measure(run_name: str, params: dict[str, Any], progress: ProgressFn | None) -> dict[str, Any]:
+    preemptive, interim_ms = _RUNS[run_name]
+    with (_environment("AYBIZA_PREEMPTIVE", preemptive),
+          _environment("AYBIZA_PREEMPT_INTERIM_MS", interim_ms) if interim_ms is not None else _unchanged()):
         raw = run_scenario("turns", params, timings=TIMINGS, progress=progress)
     rows = raw["rows"]
     total = np.array([row["reply_at"] - row["spoken_at"] for row in rows])
@@ -130,32 +147,39 @@ def embedded(calls: int, turns: int, progress: ProgressFn | None = None) -> dict
     out: dict[str, Any] = {"turns": len(samples), "answered_of": calls * turns,
                            "question_trailing_silence_ms": round(tail * 1000, 1),
                            "stage_p50_ms": {stage: round(float(np.median(values)) * 1000, 1)
-                                            for stage, values in sorted(stages.items())}}
+                                            for stage, values in sorted(stages.items())},
+                           "stt_final_ms": [round(v * 1000) for v in stages.get("stt_final", [])],  # call by call
+                           "mouth_to_ear_each_ms": [round(v * 1000) for v in samples]}
     if samples:
         out["mouth_to_ear_ms"] = percentiles_ms(np.array(samples), (50, 95))
         out["p50_ms"], out["p95_ms"] = out["mouth_to_ear_ms"]["p50_ms"], out["mouth_to_ear_ms"]["p95_ms"]
     return out
 
 
-def run(quick: bool = False, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Mouth-to-ear percentiles on scripted providers, preemption off and on; then the embedded FAQ stack."""
+def run(quick: bool = False, progress: ProgressFn | None = None, *, with_embedded: bool = True) -> dict[str, Any]:
+    """Mouth-to-ear percentiles on scripted providers, preemption off, on finals, on interims; then embedded FAQ."""
     params = {"calls": 4 if quick else 10, "turns": 5 if quick else 10, "needs": ["voice_to_voice"]}
     result: dict[str, Any] = {"quick": quick, "timings": TIMINGS}
-    for index, preemptive in enumerate((False, True)):
+    parts = len(_RUNS) + (1 if with_embedded else 0)
+    for index, run_name in enumerate(_RUNS):
         def part(fraction: float, text: str, _i: int = index) -> None:
             if progress is not None:
-                progress((_i + fraction) / 3, text)
+                progress((_i + fraction) / parts, text)
 
-        result["preemptive" if preemptive else "waiting"] = _measure(preemptive, params, part)
+        result[run_name] = _measure(run_name, params, part)
 
     def last(fraction: float, text: str) -> None:
         if progress is not None:
-            progress((2 + fraction) / 3, text)
+            progress((len(_RUNS) + fraction) / parts, text)
 
-    result["embedded"] = embedded(2 if quick else 4, 3 if quick else 5, last)
+    if with_embedded:
+        result["embedded"] = embedded(2 if quick else 4, 3 if quick else 5, last)
     with_, without = result["preemptive"].get("p50_ms"), result["waiting"].get("p50_ms")
     if with_ is not None and without is not None:
         result["preemption_saves_p50_ms"] = round(without - with_, 1)
+    finals = result["preemptive_finals"].get("p50_ms")
+    if with_ is not None and finals is not None:
+        result["interim_saves_p50_ms"] = round(finals - with_, 1)
     return result
 
 
@@ -163,8 +187,10 @@ def main() -> None:
     """Command line: ``--quick`` for the short run."""
     parser = argparse.ArgumentParser(description="mouth-to-ear latency, with and without preemptive replies")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-embedded", action="store_true", help="the scripted runs only")
     args = parser.parse_args()
-    result = run(args.quick, progress=lambda f, text: print(f"{f:5.0%} {text}", file=sys.stderr))
+    result = run(args.quick, progress=lambda f, text: print(f"{f:5.0%} {text}", file=sys.stderr),
+                 with_embedded=not args.no_embedded)
     print(json.dumps(result, indent=2))
 
 

@@ -221,6 +221,7 @@ class CallLedger:
         "_secrets",
         "pii",
         "_preemptions",
+        "open_turn",
     )
 
     def __init__(self, sink: LedgerSink | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -247,6 +248,9 @@ class CallLedger:
         self._secrets: list[re.Pattern[str]] = []
         self.pii = False  # also mask card numbers, phone numbers and emails (set by the session)
         self._preemptions: dict[str, int] = {}
+        # Preemptive replies: the turn being answered before it is confirmed. Its recognition timings are
+        # filed under it, not under the turn after the one ``turn`` (set to it for the model's timings) names.
+        self.open_turn: int | None = None
 
     # -- recording ----------------------------------------------------------------
 
@@ -285,7 +289,10 @@ class CallLedger:
 
     def time(self, stage: Stage, seconds: float) -> None:
         """A latency sample of ``stage`` for the current (or, before the turn, the next) turn."""
-        turn = self.turn + 1 if stage.before_turn else self.turn
+        if stage.before_turn:
+            turn = self.open_turn if self.open_turn is not None else self.turn + 1
+        else:
+            turn = self.turn
         self.samples.append((stage, seconds, turn))
         firsts = self._firsts.get(turn)
         if firsts is None:

@@ -172,8 +172,10 @@ class CachedAnswers(WrappingProcessor):
         self.lookup_timeout_s = lookup_timeout_s
         self.hits = 0
         self.misses = 0
-        # A call resumed from another process has had its first turn already.
-        self._user_turns = 1 if resumed else 0
+        # The call's first turn (by id: a preemptive guess and its confirmation share one). A call resumed
+        # from another process has had its first turn already.
+        self._resumed = resumed
+        self._first_turn_id: int | None = None
         self._recording: dict[int, _Recording] = {}
 
     async def process(self, frame: Frame) -> None:
@@ -189,8 +191,9 @@ class CachedAnswers(WrappingProcessor):
         """True if the cache answered ``turn``; otherwise maybe start recording the model's answer."""
         if not turn.text.strip():
             return False
-        first = self._user_turns == 0
-        self._user_turns += 1
+        if self._first_turn_id is None:
+            self._first_turn_id = turn.turn_id
+        first = not self._resumed and turn.turn_id == self._first_turn_id
         key = self.policy.key_for(turn.text, turn.language, first_turn=first)
         if key is None:
             return False

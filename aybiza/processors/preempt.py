@@ -23,8 +23,21 @@ the model) and sees every frame on its way to it:
 * a ``UserTurn`` whose words differ (a late final) discards the tentative
   reply (interrupting it if it was already heard) and is answered normally;
 * tools never run on a guess: a tentative reply that wants a tool waits, at
-  the model's ``tools_gate``, for the confirmed turn (discarded: it never runs);
+  the model's ``turn_gate``, for the confirmed turn (discarded: it never runs);
+* nor is an error heard on a guess: a tentative reply whose model failed (every
+  region, after the router's failover) waits at the same gate, and once the
+  turn is confirmed the model's normal path apologises (or ends the call);
 * a barge-in discards a tentative reply with everything else.
+
+**On a stable interim.** The recogniser's final comes some time after the
+speech ends (its own endpointing). Its interim hypotheses come sooner, but may
+still change, so one starts a guess only when it is *stable*: its words
+unchanged for ``interim_stable_s`` and the caller silent that long by the VAD
+(``caller_quiet_s``, the VAD's :attr:`~aybiza.processors.vad.VADProcessor.silent_s`).
+The final then settles it: the same words keep the guess (nothing is asked
+twice); other words discard it and start a new one on the final, as when the
+caller goes on. Everything else (holding, tools waiting, the ledger) is as for
+a guess on a final.
 
 Only text is held, not audio: the voice starts on the first sentence once the
 turn is confirmed, so a confirmation after the model's first sentence costs
@@ -42,6 +55,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -91,10 +105,17 @@ class PreemptiveReplies(WrappingProcessor):
 
     name = "preempt"
 
-    def __init__(self, inner: Processor, model: ReplyProcessor, *, settle_timeout_s: float = 1.0) -> None:
+    def __init__(self, inner: Processor, model: ReplyProcessor, *, settle_timeout_s: float = 1.0,
+                 interim_stable_s: float = 0.0, caller_quiet_s: Callable[[], float] | None = None) -> None:
         super().__init__(inner)
         self.model = model
         self.settle_timeout_s = settle_timeout_s
+        self.interim_stable_s = interim_stable_s  # 0: guesses on finals only
+        self.caller_quiet_s = caller_quiet_s  # how long the VAD has heard no voice (none: no interim guesses)
+        self._interim = ""  # the latest interim hypothesis of the open turn (after its finals so far)
+        self._interim_at = 0.0
+        self._watching = False
+        self._lock = anyio.Lock()  # the interim watcher and the frames take turns at the tentative reply
         self.used = 0
         self.discarded = 0
         self._tentative: _Tentative | None = None
@@ -104,12 +125,16 @@ class PreemptiveReplies(WrappingProcessor):
         self._last_turn_id = 0
         self._swallow = 0  # our own Interruptions coming back from the inner stage
         self._rollback: int | None = None  # history length to restore once a discarded reply has finished
-        model.tools_gate = self._tools_gate
+        model.turn_gate = self._turn_gate
 
     # -- frames in ------------------------------------------------------------------------------
 
     async def process(self, frame: Frame) -> None:
         """Track the caller's turn; start, confirm or discard the tentative reply."""
+        async with self._lock:
+            await self._process(frame)
+
+    async def _process(self, frame: Frame) -> None:
         if isinstance(frame, UserTurn):
             await self._user_turn(frame)
             return
@@ -117,6 +142,7 @@ class PreemptiveReplies(WrappingProcessor):
             self._turn_open = True
         elif isinstance(frame, SpeechStopped):
             self._turn_open = False
+            self._interim = ""
             tentative = self._tentative
             if tentative is not None and same_words(tentative.text, " ".join(self._parts)):
                 if self.ctx is not None:
@@ -126,18 +152,48 @@ class PreemptiveReplies(WrappingProcessor):
             if frame.final and frame.text.strip():
                 self._parts.append(frame.text.strip())
                 self._language = frame.language
+                self._interim = ""  # the final supersedes it
                 await self.inner.process(frame)
                 if self._turn_open:
-                    await self._guess()
+                    await self._guess(" ".join(self._parts))
                 return
+            if not frame.final and self._turn_open:
+                self._heard_interim(frame)
         elif isinstance(frame, Interruption):
             if self._tentative is not None:
                 self._forget(self._tentative, reason="barge-in")  # the Interruption itself cancels it
         await self.inner.process(frame)
 
-    async def _guess(self) -> None:
-        """A final arrived while the turn is open: (re)start the tentative reply on the words so far."""
-        text = " ".join(self._parts)
+    def _heard_interim(self, frame: Transcript) -> None:
+        """Note an interim hypothesis; the watcher guesses on it once it has been stable long enough."""
+        text = " ".join([*self._parts, frame.text.strip()]) if frame.text.strip() else ""
+        if not text or self.interim_stable_s <= 0 or self.caller_quiet_s is None:
+            return
+        if not same_words(text, self._interim):
+            self._interim, self._interim_at = text, time.monotonic()
+            self._language = frame.language
+        if not self._watching and self.tg is not None:
+            self._watching = True
+            self.tg.start_soon(self._watch_interim)
+
+    async def _watch_interim(self) -> None:
+        """Guess on the open turn's interim once its words and the caller have both been still for long enough."""
+        try:
+            while self._interim:
+                wait = self._interim_at + self.interim_stable_s - time.monotonic()
+                quiet = self.caller_quiet_s() if self.caller_quiet_s is not None else 0.0
+                if wait <= 0 and quiet >= self.interim_stable_s:
+                    async with self._lock:
+                        text, self._interim = self._interim, ""
+                        if text and self._turn_open:
+                            await self._guess(text)
+                    return
+                await anyio.sleep(max(wait, self.interim_stable_s - quiet, 0.01))
+        finally:
+            self._watching = False
+
+    async def _guess(self, text: str) -> None:
+        """New words while the turn is open: (re)start the tentative reply on them."""
         tentative = self._tentative
         if tentative is not None:
             if same_words(tentative.text, text):
@@ -152,6 +208,7 @@ class PreemptiveReplies(WrappingProcessor):
         self._tentative = tentative
         if self.ctx is not None:
             self.ctx.ledger.turn = turn_id  # the model's timings belong to the turn it answers
+            self.ctx.ledger.open_turn = turn_id  # and so do the recogniser's finals until it is confirmed
             self.ctx.log.debug("preempt: replying to turn %d before it is confirmed", turn_id)
         await self.inner.process(UserTurn(text=text, turn_id=turn_id, language=self._language))
 
@@ -160,6 +217,8 @@ class PreemptiveReplies(WrappingProcessor):
         self._parts = []
         self._turn_open = False
         self._last_turn_id = turn.turn_id
+        if self.ctx is not None:
+            self.ctx.ledger.open_turn = None  # the turn is confirmed: later finals belong to the next one
         tentative = self._tentative
         if tentative is not None:
             if tentative.turn_id == turn.turn_id and same_words(tentative.text, turn.text):
@@ -224,6 +283,7 @@ class PreemptiveReplies(WrappingProcessor):
         if ctx is None:
             return
         ctx.ledger.turn = self._last_turn_id
+        ctx.ledger.open_turn = None
         ctx.ledger.preempted("discarded")
         ctx.log.debug("preempt: turn %d discarded (%s)", tentative.turn_id, reason)
         if not tentative.held or not isinstance(tentative.held[-1], AgentTurnDone):
@@ -242,8 +302,11 @@ class PreemptiveReplies(WrappingProcessor):
         del self.model.history[self._rollback :]
         self._rollback = None
 
-    async def _tools_gate(self) -> None:
-        """Awaited by the model before it runs a tool: a tentative reply waits for its confirmed turn."""
+    async def _turn_gate(self, turn_id: int) -> None:
+        """Awaited by the model before it runs a tool or apologises for an error: a guess waits for its turn.
+
+        A discarded guess is cancelled while it waits, so its tool never runs and its error is never heard.
+        """
         tentative = self._tentative
-        if tentative is not None:
+        if tentative is not None and tentative.turn_id == turn_id:  # not a confirmed turn's, answered before it
             await tentative.confirmed.wait()

@@ -303,6 +303,11 @@ class VADProcessor(Processor):
         self._pending_rate = 0
         self._pending_at = 0.0
 
+    @property
+    def silent_s(self) -> float:
+        """How long the caller has been quiet (inf outside speech): preemptive replies guess only on a pause."""
+        return self._silent_run_s if self.speaking else math.inf
+
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         """Bind the call (usage counters go to ``ctx``)."""
         await super().start(ctx, tg)

@@ -21,6 +21,7 @@ first token ``llm_first_token_ms`` after the request. Our
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -69,6 +70,11 @@ class ScriptedTimings:
     """Also finalise on its own, ``stt_final_ms`` after the speech in the audio ends (Deepgram's endpointing),
     not only after our ``Finalize``: the final then often arrives before our end of turn is confirmed."""
     stt_endpointing_ms: float = 100.0  # the silence that ends the speech for the endpointing (a gap between words not)
+    stt_interim_ms: float = 0.0
+    """With endpointing: also send interim results (``is_final`` false), as Deepgram does with
+    ``interim_results``: the words so far every ``stt_interim_every_ms`` of speech, and the phrase's words
+    ``stt_interim_ms`` after its speech pauses (0: no interims)."""
+    stt_interim_every_ms: float = 500.0
 
     def __post_init__(self) -> None:
         delays = (self.stt_final_ms, self.llm_first_token_ms, self.llm_next_sentence_ms, self.tts_first_byte_ms)
@@ -104,12 +110,26 @@ class _Results:
     duration: float
     is_final: bool = True
     from_finalize: bool = True
+    speech_final: bool = False  # the recogniser's endpointing ended the utterance
     type: str = "Results"
 
 
 @dataclass(frozen=True, slots=True)
 class _Control:
     type: str  # "Flushed" | "Cleared"
+
+
+@dataclass(order=True, slots=True)
+class _Due:
+    """A ``Results`` message the scripted recogniser will send at ``deadline``."""
+
+    deadline: float
+    start: float = field(compare=False)
+    duration: float = field(compare=False)
+    words: bool = field(compare=False)
+    finalize: bool = field(compare=False)
+    interim: int = field(default=0, compare=False)  # an interim: how many words (-1: all); 0: a final
+    voiced_end: int = field(default=0, compare=False)  # an interim: the speech it is about (more speech voids it)
 
 
 class _ListenConnection:
@@ -126,11 +146,13 @@ class _ListenConnection:
         self._mulaw = params.get("encoding") == "mulaw"
         self._received = 0  # bytes of audio so far
         self._settled = 0  # bytes covered by finals
-        self._due: list[tuple[float, float, float, bool, bool]] = []  # (deadline, start, duration, words, finalize)
+        self._due: list[_Due] = []  # in deadline order
         self._wake = anyio.Event()
         self._speaking = False  # endpointing: speech heard and not yet finalised
         self._voiced_end = 0
         self._voiced_at = 0.0
+        self._interims = 0  # interims sent in the current speech
+        self._next_interim = 0  # bytes received at which the next in-speech interim is due
 
     async def send_media(self, audio: bytes) -> None:
         if not self._owner.timings.stt_endpointing:
@@ -142,12 +164,27 @@ class _ListenConnection:
             self._hear(audio[offset:offset + step])
 
     def _hear(self, audio: bytes) -> None:
-        self._received += len(audio)
+        before, self._received = self._received, self._received + len(audio)
+        timings = self._owner.timings
         pcm = np.frombuffer(ulaw2lin(audio) if self._mulaw else audio[: len(audio) // 2 * 2], dtype="<i2")
+        every = int(timings.stt_interim_every_ms / 1000 * self._bytes_per_second)
         if pcm.size and float(np.abs(pcm).mean()) > _VOICED_LEVEL:
+            if not self._speaking:
+                self._interims, self._next_interim = 0, self._received + every
             self._speaking, self._voiced_end, self._voiced_at = True, self._received, time.monotonic()
-        elif self._speaking and (self._received - self._voiced_end
-                                 >= self._owner.timings.stt_endpointing_ms / 1000 * self._bytes_per_second):
+            if timings.stt_interim_ms > 0 and self._received >= self._next_interim:
+                self._interims += 1  # the words so far, while the caller speaks
+                self._next_interim += every
+                self._queue(_Due(time.monotonic() + timings.stt_interim_ms / 1000, 0.0, 0.0, True, False,
+                                 interim=self._interims, voiced_end=self._voiced_end))
+            return
+        if not self._speaking:
+            return
+        if timings.stt_interim_ms > 0 and before == self._voiced_end:
+            # the first quiet audio after speech: an interim with the phrase's words, unless speech resumes
+            self._queue(_Due(self._voiced_at + timings.stt_interim_ms / 1000, 0.0, 0.0, True, False,
+                             interim=-1, voiced_end=self._voiced_end))
+        if self._received - self._voiced_end >= timings.stt_endpointing_ms / 1000 * self._bytes_per_second:
             # the speech ended: its final comes stt_final_ms after it did
             self._speaking = False
             self._settle(self._voiced_at, self._voiced_end, words=True, finalize=False)
@@ -165,8 +202,11 @@ class _ListenConnection:
         duration = (upto - self._settled) / self._bytes_per_second
         self._settled = max(self._settled, upto)
         if duration > 0:
-            self._due.append((at + self._owner.timings.stt_final_ms / 1000, start, duration, words, finalize))
-            self._wake.set()
+            self._queue(_Due(at + self._owner.timings.stt_final_ms / 1000, start, duration, words, finalize))
+
+    def _queue(self, due: _Due) -> None:
+        bisect.insort(self._due, due)
+        self._wake.set()
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         while True:
@@ -174,11 +214,25 @@ class _ListenConnection:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            deadline, start, duration, words, finalize = self._due[0]
-            await anyio.sleep(max(0.0, deadline - time.monotonic()))
+            due = self._due[0]
+            await anyio.sleep(max(0.0, due.deadline - time.monotonic()))
+            if not self._due or self._due[0] is not due:
+                continue  # an earlier message was queued meanwhile
             self._due.pop(0)
-            text = self._owner.next_transcript() if words else ""
-            yield _Results(_Channel((_Alternative(text),)), start, duration, from_finalize=finalize)
+            if due.interim:
+                if self._settled >= due.voiced_end or (due.interim < 0 and due.voiced_end != self._voiced_end):
+                    continue  # the final is out, or the caller went on after the pause (a newer interim comes)
+                words_all = self._owner.peek_transcript().split()
+                count = len(words_all) if due.interim < 0 else min(due.interim, len(words_all) - 1)
+                if count > 0:
+                    start = self._settled / self._bytes_per_second
+                    yield _Results(_Channel((_Alternative(" ".join(words_all[:count])),)), start,
+                                   self._received / self._bytes_per_second - start, is_final=False,
+                                   from_finalize=False)
+                continue
+            text = self._owner.next_transcript() if due.words else ""
+            yield _Results(_Channel((_Alternative(text),)), due.start, due.duration, from_finalize=due.finalize,
+                           speech_final=not due.finalize)
 
 
 class _SpeakConnection:
@@ -257,6 +311,11 @@ class ScriptedDeepgram:
         self.speak = _Service(self._speak)
         self.connections = 0
         self._transcript = 0
+
+    def peek_transcript(self) -> str:
+        """The scripted caller sentence the next final will carry (what interims hear so far)."""
+        texts = self.timings.transcripts
+        return texts[self._transcript % len(texts)]
 
     def next_transcript(self) -> str:
         """The next scripted caller sentence, in turn."""

@@ -179,6 +179,35 @@ async def test_with_endpointing_the_scripted_recogniser_finalises_on_its_own_aft
     assert 0.145 <= arrived - ended[0] <= 0.15 + 0.02 + SLACK_S  # from the last voiced frame, a sleep before
 
 
+@pytest.mark.anyio
+async def test_with_interims_the_scripted_recogniser_sends_the_words_so_far_then_the_phrase_before_its_final(
+) -> None:
+    timings = ScriptedTimings(stt_final_ms=150, stt_endpointing=True, stt_interim_ms=50, stt_interim_every_ms=200,
+                              transcripts=("what time do you open",))
+    stt = DeepgramSTT(ScriptedDeepgram(timings), encoding="mulaw")
+    ended: list[float] = []
+
+    async def feed(pipe: Pipeline, recorder: FrameRecorder) -> None:
+        await pipe.push(SpeechStarted(at=time.monotonic()))
+        for pcm in tone(0.5, 8000):
+            await pipe.push(InputAudio(pcm, 8000, time.monotonic(), voiced=True, ulaw=lin2ulaw(pcm)))
+            await anyio.sleep(0.002)
+        ended.append(time.monotonic())
+        for _ in range(15):
+            await pipe.push(InputAudio(b"\x00" * 320, 8000, time.monotonic(), voiced=False, ulaw=b"\xff" * 160))
+            await anyio.sleep(0.02)
+        await anyio.sleep(0.1)
+
+    recorder = await run([stt], feed)
+    heard = [(t.text, t.final) for t in recorder.of(Transcript)]
+    assert heard == [("what", False), ("what time", False), ("what time do you open", False),
+                     ("what time do you open", True)]  # two in-speech interims (every 200 ms of 500 ms)
+    phrase, final = recorder.of(Transcript)[2:]
+    at = [recorder.times[recorder.frames.index(t)] - ended[0] for t in (phrase, final)]
+    assert 0.045 <= at[0] <= 0.05 + 0.02 + SLACK_S  # the phrase's interim 50 ms after the speech
+    assert 0.145 <= at[1] <= 0.15 + 0.02 + SLACK_S  # the final on its usual time
+
+
 # -- Bedrock ---------------------------------------------------------------------------
 
 

@@ -131,8 +131,9 @@ class ReplyProcessor(Processor):
         self._barge_ins = 0
         self._caller_speaking = False
         self._quiet_since = time.monotonic()
-        # Preemptive replies (aybiza.processors.preempt): awaited before any tool runs.
-        self.tools_gate: Callable[[], Awaitable[None]] | None = None
+        # Preemptive replies (aybiza.processors.preempt): awaited before a tool runs or a failure is
+        # apologised for, so that neither happens on a guess at a turn not yet confirmed.
+        self.turn_gate: Callable[[int], Awaitable[None]] | None = None
 
     async def start(self, ctx: CallContext, tg: TaskGroup) -> None:
         await super().start(ctx, tg)
@@ -194,11 +195,13 @@ class ReplyProcessor(Processor):
                     ctx.log.warning("turn %d: the model still calls tools after %d rounds; stopping",
                                     turn.turn_id, self.max_tool_rounds)
                     break
-                if self.tools_gate is not None:
-                    await self.tools_gate()  # a preemptive reply: tools wait for the confirmed turn
+                if self.turn_gate is not None:
+                    await self.turn_gate(turn.turn_id)  # a preemptive reply: tools wait for the confirmed turn
                 if not await self._run_tools(calls, turn):
                     return  # interrupted during the tools, and the caller's next turn will answer
         except ProviderError as exc:
+            if self.turn_gate is not None:
+                await self.turn_gate(turn.turn_id)  # a guess: no apology (nor count) before the turn is confirmed
             ledger.model_errors += 1
             ledger.incident(IncidentKind.MODEL_FAILED, f"{type(exc).__name__}: {exc}")
             ctx.log.error("%s reply failed (%s, retryable=%s): %s", self.streamer.provider, type(exc).__name__,

@@ -81,6 +81,10 @@ class UtteranceBuffer:
         self._pending += pcm
         self._utterance_bytes += len(pcm)
 
+    def peek(self) -> bytes:
+        """The pending audio so far, left in place (an early transcription of a pause reads it)."""
+        return bytes(self._pending)
+
     def take(self) -> bytes:
         """The pending audio, which is then cleared (the utterance stays open)."""
         pcm = bytes(self._pending)

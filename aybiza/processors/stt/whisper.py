@@ -16,7 +16,20 @@ utterance. Before that can happen, the first utterance long enough to tell
 multilingual model: an English recogniser turns Spanish into English words
 ("Okay, I'm in Los Alamos") that no text language ID can catch, so when
 another of ``languages`` is clearly spoken the utterance is transcribed in it
-and its transcript says so (the language stage decides what follows).
+and its transcript says so (the language stage decides what follows). Language
+ID runs beside the recognition in the call's language (on its own slot), not
+before it: when it hears the call's language, as it mostly does, the text is
+ready with it; otherwise the utterance is transcribed again in the language heard.
+
+**Early, on a pause.** The end of turn is confirmed some time after the
+caller's pause begins (the VAD's silence, then the end-of-turn model), and
+only then does a ``SpeechStopped`` reach this stage. With ``early_s`` and
+``caller_quiet_s`` (the VAD's :attr:`~aybiza.processors.vad.VADProcessor.silent_s`)
+the stage starts transcribing (language ID included) as soon as the caller has
+been quiet ``early_s``, on the audio so far; if the turn ends with no voice
+heard since, that result is the utterance's and the final is out at once
+instead of a whisper run later. Voice after the pause discards it (the
+audio is transcribed again at the end); what it cost is a whisper run.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +82,7 @@ class WhisperRecognizer:
     """
 
     __slots__ = ("model_dir", "packaged", "cpu_threads", "beam_size", "multilingual", "slots", "limiter",
-                 "_model", "_lock")
+                 "lid_slots", "lid_limiter", "_model", "_lock")
 
     def __init__(
         self,
@@ -81,6 +94,8 @@ class WhisperRecognizer:
         multilingual: bool = False,
         slots: threading.Semaphore | None = None,
         limiter: anyio.CapacityLimiter | None = None,
+        lid_slots: threading.Semaphore | None = None,
+        lid_limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         if cpu_threads < 1 or beam_size < 1:
             raise ValueError("cpu_threads and beam_size must be at least 1")
@@ -91,6 +106,9 @@ class WhisperRecognizer:
         self.multilingual = multilingual
         self.slots = slots if slots is not None else threading.BoundedSemaphore(1)
         self.limiter = limiter if limiter is not None else anyio.CapacityLimiter(1)
+        # Language ID's own slot (none: the recognition's): it can run beside a first utterance's recognition.
+        self.lid_slots = lid_slots
+        self.lid_limiter = lid_limiter
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -150,7 +168,7 @@ class WhisperRecognizer:
             raise ConfigError("language identification needs a multilingual whisper model")
         model = self.load()
         audio = resample_samples(pcm16, sample_rate, MODEL_RATE).astype(np.float32) / 32768.0
-        with self.slots:
+        with self.lid_slots if self.lid_slots is not None else self.slots:
             _, _, ranked = model.detect_language(audio)
         scores = {code: float(p) for code, p in ranked if code in candidates}
         total = sum(scores.values())
@@ -177,6 +195,16 @@ class _Utterance:
     seconds: float
     ended_at: float | None  # None: cut at the length cap while the caller kept talking
     language: str
+    early: _Early | None = None  # the same speech, transcribed at the pause
+
+
+@dataclass(slots=True)
+class _Early:
+    """A transcription started at the caller's pause, before the end of turn reached the stage."""
+
+    language: str
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: tuple[str, str, bool] | None = None  # (language, text, audio language ID spent)
 
 
 class WhisperSTT(Processor):
@@ -190,7 +218,7 @@ class WhisperSTT(Processor):
     """
 
     __slots__ = ("recognizer_for", "min_utterance_seconds", "language", "languages", "lid_threshold", "_identify",
-                 "_buffer", "_worker", "_tg")
+                 "_buffer", "_worker", "_tg", "early_s", "caller_quiet_s", "_early")
 
     name = "stt.whisper"
     consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped, LanguageChanged})
@@ -206,8 +234,13 @@ class WhisperSTT(Processor):
         identify: int = 0,
         languages: frozenset[str] = frozenset(),
         lid_threshold: float = 0.7,
+        early_s: float = 0.0,
+        caller_quiet_s: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
+        self.early_s = early_s  # 0: transcribe only once the end of turn arrives
+        self.caller_quiet_s = caller_quiet_s  # the VAD's silence so far (none: never early)
+        self._early: _Early | None = None
         self._identify = identify if len(languages) > 1 else 0
         self.languages = languages
         self.lid_threshold = lid_threshold
@@ -247,6 +280,8 @@ class WhisperSTT(Processor):
         """Buffer caller audio of an utterance; queue it for transcription when speech stops."""
         if isinstance(frame, InputAudio):
             self._buffer.add(frame)
+            if self.early_s > 0 and self.caller_quiet_s is not None and self._buffer.collecting:
+                self._maybe_early(self.caller_quiet_s())
             if self._buffer.full:
                 await self._submit(ended_at=None)
                 self._buffer.start()
@@ -260,15 +295,60 @@ class WhisperSTT(Processor):
                 self._buffer.stop()
         await self.push(frame)
 
+    def _maybe_early(self, quiet_s: float) -> None:
+        """Voice discards an early transcription; a long enough pause starts one on the audio so far."""
+        if quiet_s < 1e-6:
+            self._early = None  # this frame was voice: the speech goes on
+        elif (quiet_s >= self.early_s and self._early is None and self._tg is not None
+              and self._buffer.utterance_seconds >= self.min_utterance_seconds):
+            early = self._early = _Early(self.language)
+            utterance = _Utterance(self._buffer.peek(), self._buffer.sample_rate, self._buffer.utterance_seconds,
+                                   None, self.language)
+            self._tg.start_soon(self._recognise_early, early, utterance, name=f"{self.name}.early")
+
+    async def _recognise_early(self, early: _Early, utterance: _Utterance) -> None:
+        try:
+            early.result = await self._recognise(utterance)
+        finally:
+            early.done.set()
+
+    async def _recognise(self, utterance: _Utterance) -> tuple[str, str, bool]:
+        """(language, text, whether language ID ran). Language ID runs beside the recognition in the call's
+        language, not before it: when it hears that language (the usual case) the text is ready with it."""
+        if self._identify <= 0 or utterance.seconds < 0.8:
+            text = await self.recognizer_for(utterance.language).transcribe_async(
+                utterance.pcm, utterance.sample_rate, utterance.language)
+            return utterance.language, text, False
+        found: dict[str, Any] = {}
+
+        async def identify() -> None:
+            found["language"] = await self._identified(utterance)
+
+        async def recognise() -> None:
+            found["text"] = await self.recognizer_for(utterance.language).transcribe_async(
+                utterance.pcm, utterance.sample_rate, utterance.language)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(identify)
+            tg.start_soon(recognise)
+        language, spent = found["language"]
+        if language == utterance.language:
+            return language, str(found["text"]), spent
+        text = await self.recognizer_for(language).transcribe_async(utterance.pcm, utterance.sample_rate, language)
+        return language, text, spent
+
     async def _submit(self, ended_at: float | None) -> None:
         seconds = self._buffer.utterance_seconds
         sample_rate = self._buffer.sample_rate
+        early, self._early = self._early, None
         pcm = self._buffer.take()
         if seconds < self.min_utterance_seconds:
             if self.ctx is not None:
                 self.ctx.log.debug("stt.whisper: ignoring a %.3f s utterance", seconds)
             return
-        await self._worker.put(_Utterance(pcm, sample_rate, seconds, ended_at, self.language))
+        if early is not None and (ended_at is None or early.language != self.language):
+            early = None  # a piece cut while the caller talks, or the language changed since the pause
+        await self._worker.put(_Utterance(pcm, sample_rate, seconds, ended_at, self.language, early))
 
     async def _load(self, language: str) -> None:
         await anyio.to_thread.run_sync(self.recognizer_for(language).load, abandon_on_cancel=True)
@@ -276,9 +356,15 @@ class WhisperSTT(Processor):
     async def _transcribe(self, utterance: _Utterance) -> None:
         ctx = self.ctx
         assert ctx is not None, "WhisperSTT used before start()"
-        language = await self._identified(utterance)
-        recognizer = self.recognizer_for(language)
-        text = await recognizer.transcribe_async(utterance.pcm, utterance.sample_rate, language)
+        result: tuple[str, str, bool] | None = None
+        if utterance.early is not None:
+            await utterance.early.done.wait()
+            result = utterance.early.result
+        if result is None:
+            result = await self._recognise(utterance)
+        language, text, spent = result
+        if spent:
+            self._identify -= 1
         ctx.ledger.add_stt("whisper", utterance.seconds)
         if not text:
             ctx.log.debug("stt.whisper: no words in a %.2f s utterance", utterance.seconds)
@@ -287,19 +373,19 @@ class WhisperSTT(Processor):
             ctx.ledger.time(Stage.STT_FINAL, time.monotonic() - utterance.ended_at)
         await self.push(Transcript(text, final=True, language=language, speech_ended_at=utterance.ended_at))
 
-    async def _identified(self, utterance: _Utterance) -> str:
-        """The utterance's language: the call's, unless audio language ID clearly hears another."""
+    async def _identified(self, utterance: _Utterance) -> tuple[str, bool]:
+        """The utterance's language (the call's, unless audio language ID clearly hears another), and whether
+        language ID ran (the caller spends one of ``identify`` on it once used: an early run may be dropped)."""
         if self._identify <= 0 or utterance.seconds < 0.8:
-            return utterance.language
-        self._identify -= 1
+            return utterance.language, False
         current = primary_language(utterance.language)
         multilingual = self.recognizer_for(next(code for code in sorted(self.languages) if code != "en"))
         language, probability = await anyio.to_thread.run_sync(
             multilingual.detect_language, utterance.pcm, utterance.sample_rate, self.languages,
-            abandon_on_cancel=True, limiter=multilingual.limiter)
+            abandon_on_cancel=True, limiter=multilingual.lid_limiter or multilingual.limiter)
         if self.ctx is not None:
             self.ctx.log.info("stt.whisper: audio language ID %s (%.2f), call language %s", language or "-",
                               probability, utterance.language)
         if language and language != current and probability >= self.lid_threshold:
-            return language
-        return utterance.language
+            return language, True
+        return utterance.language, True
