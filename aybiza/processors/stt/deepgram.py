@@ -172,6 +172,7 @@ class DeepgramSTT(Processor):
         self.backoff_s = backoff_s
         self.max_buffer_s = max_buffer_s
         self.send_every_s = send_every_s
+        self._quiet = False  # the last frame was unvoiced (VAD): send what is pending at once
         self.language = language or "en"
         self.connections = 0  # sockets opened so far (observability, tests)
         self._width = 1 if encoding == "mulaw" else 2
@@ -243,8 +244,14 @@ class DeepgramSTT(Processor):
             del self._buf[:excess]
             self._buf_start += excess
             self._sent = max(self._sent, self._buf_start)
-        if self._unsent() >= self._batch_bytes():
+        self._quiet = frame.voiced is False
+        if self._unsent() >= self._send_at():
             self._wake.set()
+
+    def _send_at(self) -> int:
+        """Unsent bytes that make a message: ``send_every_s`` of speech; any at all once the VAD hears quiet
+        (the end of a word reaches Deepgram at once, so its interim and endpointing are not held back)."""
+        return self._width if self._quiet else self._batch_bytes()
 
     def _unsent(self) -> int:
         return self._buf_start + len(self._buf) - self._sent
@@ -372,7 +379,7 @@ class DeepgramSTT(Processor):
                 self._session_scope = None
 
     def _sender_has_work(self) -> bool:
-        return self._unsent() >= self._batch_bytes() or self._finalize_due or self._keepalive_due
+        return self._unsent() >= self._send_at() or self._finalize_due or self._keepalive_due
 
     async def _sender(self, conn: Any, scope: anyio.CancelScope) -> None:
         """Send what accumulated since it last ran, then sleep until a frame, a stop or the ticker wakes it.

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import functools
 import importlib
+import time
 
+import anyio
 import pytest
 from anyio.abc import TaskGroup
 
-from aybiza.pipeline import Pipeline
+from aybiza.pipeline import InputAudio, Pipeline, SpeechStarted, SpeechStopped
 from aybiza.processors.deepgram_ws import without_compression
 from aybiza.processors.stt.deepgram import deepgram_client
 from aybiza.testing import FakeDeepgram, wait_until
 
-from .test_deepgram import Sink, listening, run, say
+from .test_deepgram import Sink, listening, run, say, speech
 
 
 @pytest.mark.anyio
@@ -71,3 +73,23 @@ async def test_caller_audio_goes_out_in_100_ms_messages_and_the_stop_flushes_the
     assert sizes[-1] <= 2 * per_100_ms
     assert session.events[-1] == "Finalize", "the stop flushed the pending audio, then finalised"
     assert [t.text for t in sink.transcripts(final=True)] == ["book a table for two"]
+
+
+@pytest.mark.anyio
+async def test_the_first_quiet_frame_sends_the_pending_speech_at_once() -> None:
+    """The end of a word is not held back for a full message: Deepgram's interim and endpointing hear it now."""
+    async with FakeDeepgram(transcripts=["hello"], interim_every_s=0) as dg:
+        stt = listening(dg.url)
+        sink = Sink()
+
+        async def feed(p: Pipeline, tg: TaskGroup) -> None:
+            await p.push(SpeechStarted(at=time.monotonic()))
+            for pcm in speech(0.06, 16000):  # three voiced frames: less than one 100 ms message
+                await p.push(InputAudio(pcm, 16000, time.monotonic(), voiced=True))
+            await anyio.sleep(0.2)
+            assert not dg.listens or not dg.listens[0].audio, "speech waits for a whole message"
+            await p.push(InputAudio(bytes(640), 16000, time.monotonic(), voiced=False))
+            await wait_until(lambda: bool(dg.listens) and len(dg.listens[0].audio) == 4 * 640, limit_s=0.5)
+            await p.push(SpeechStopped(at=time.monotonic()))
+
+        await run(stt, sink, feed)
