@@ -237,11 +237,12 @@ class SpeechStack:
 
 
 def _hear_pauses(answers: Processor, listening: Sequence[Processor], stt: Processor) -> None:
-    """Let the embedded recogniser and the preemptive replies (inside the journal and cache wrappers) ask the
-    call's VAD for pauses."""
+    """Let the recognisers (whisper starts early; Deepgram, behind its fallback, sends a word's end at once) and
+    the preemptive replies (inside the journal and cache wrappers) ask the call's VAD for pauses."""
     vad = next((p for p in listening if isinstance(p, VADProcessor)), None)
-    if vad is not None and isinstance(stt, WhisperSTT):
-        stt.caller_quiet_s = lambda: vad.silent_s
+    recogniser = stt.primary if isinstance(stt, FallbackStage) else stt
+    if vad is not None and isinstance(recogniser, WhisperSTT | DeepgramSTT):
+        recogniser.caller_quiet_s = lambda: vad.silent_s
     stage: Processor | None = answers
     while stage is not None and not isinstance(stage, PreemptiveReplies):
         stage = getattr(stage, "inner", None)

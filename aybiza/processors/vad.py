@@ -375,12 +375,15 @@ class VADProcessor(Processor):
         # it must neither start speech nor move its end.
         voiced = voiced and not getattr(self._classify, "holding", False)
         if self.speaking:
-            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True, frame.ulaw))
+            # the pause is counted before the frame goes on: the stages after see this frame's silence with it
             if voiced:
                 self._silent_run_s = 0.0
                 self._last_voiced_end = frame.captured_at + duration
+            else:
+                self._silent_run_s += duration
+            await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True, frame.ulaw))
+            if voiced:
                 return
-            self._silent_run_s += duration
             if self._silent_run_s >= self._stop_s - 1e-9:
                 self.speaking = False
                 self._voiced_run_s = 0.0

@@ -151,6 +151,7 @@ class _ListenConnection:
         self._speaking = False  # endpointing: speech heard and not yet finalised
         self._voiced_end = 0
         self._voiced_at = 0.0
+        self._finals_out = 0  # bytes covered by the finals sent (an interim about them is void)
         self._interims = 0  # interims sent in the current speech
         self._next_interim = 0  # bytes received at which the next in-speech interim is due
 
@@ -220,7 +221,7 @@ class _ListenConnection:
                 continue  # an earlier message was queued meanwhile
             self._due.pop(0)
             if due.interim:
-                if self._settled >= due.voiced_end or (due.interim < 0 and due.voiced_end != self._voiced_end):
+                if self._finals_out >= due.voiced_end or (due.interim < 0 and due.voiced_end != self._voiced_end):
                     continue  # the final is out, or the caller went on after the pause (a newer interim comes)
                 words_all = self._owner.peek_transcript().split()
                 count = len(words_all) if due.interim < 0 else min(due.interim, len(words_all) - 1)
@@ -231,6 +232,7 @@ class _ListenConnection:
                                    from_finalize=False)
                 continue
             text = self._owner.next_transcript() if due.words else ""
+            self._finals_out = max(self._finals_out, round((due.start + due.duration) * self._bytes_per_second))
             yield _Results(_Channel((_Alternative(text),)), due.start, due.duration, from_finalize=due.finalize,
                            speech_final=not due.finalize)
 

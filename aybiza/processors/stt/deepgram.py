@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any, Literal
 
@@ -172,7 +173,10 @@ class DeepgramSTT(Processor):
         self.backoff_s = backoff_s
         self.max_buffer_s = max_buffer_s
         self.send_every_s = send_every_s
-        self._quiet = False  # the last frame was unvoiced (VAD): send what is pending at once
+        self._quiet = False  # the caller is quiet (per the VAD): send what is pending at once
+        self.caller_quiet_s: Callable[[], float] | None = None
+        """How long the call's VAD has heard the caller quiet (set by the stack): inside a speech segment the
+        frames stay ``voiced`` through the VAD's stop window, but a word's end should reach Deepgram at once."""
         self.language = language or "en"
         self.connections = 0  # sockets opened so far (observability, tests)
         self._width = 1 if encoding == "mulaw" else 2
@@ -244,7 +248,7 @@ class DeepgramSTT(Processor):
             del self._buf[:excess]
             self._buf_start += excess
             self._sent = max(self._sent, self._buf_start)
-        self._quiet = frame.voiced is False
+        self._quiet = frame.voiced is False or (self.caller_quiet_s is not None and self.caller_quiet_s() > 0)
         if self._unsent() >= self._send_at():
             self._wake.set()
 
