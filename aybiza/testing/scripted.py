@@ -152,6 +152,7 @@ class _ListenConnection:
         self._voiced_end = 0
         self._voiced_at = 0.0
         self._finals_out = 0  # bytes covered by the finals sent (an interim about them is void)
+        self._phrase_out = 0  # the speech end of the last phrase interim sent
         self._interims = 0  # interims sent in the current speech
         self._next_interim = 0  # bytes received at which the next in-speech interim is due
 
@@ -223,6 +224,10 @@ class _ListenConnection:
             if due.interim:
                 if self._finals_out >= due.voiced_end or (due.interim < 0 and due.voiced_end != self._voiced_end):
                     continue  # the final is out, or the caller went on after the pause (a newer interim comes)
+                if due.interim > 0 and self._phrase_out >= due.voiced_end:
+                    continue  # the phrase's whole words are out: never fewer words after them
+                if due.interim < 0:
+                    self._phrase_out = due.voiced_end
                 words_all = self._owner.peek_transcript().split()
                 count = len(words_all) if due.interim < 0 else min(due.interim, len(words_all) - 1)
                 if count > 0:

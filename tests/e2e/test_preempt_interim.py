@@ -80,4 +80,8 @@ async def test_an_answer_started_on_a_stable_interim_is_heard_sooner_than_one_st
     for record in (finals_record, interims_record):
         turns = [t for t in record["turns"] if t.get("turn_id", 0) > 0]
         assert [t["user"] for t in turns] == [QUESTION] * TURNS  # each question answered once, as asked
-        assert record["usage"]["preemptions"] == {"used": TURNS}  # every guess used, none discarded
+        assert record["usage"]["preemptions"].get("used") == TURNS  # every answer came from a guess
+    # a guess on the final is never wrong here; one on an interim may be (a word gap with the audio's 100 ms
+    # messages can leave a partial interim still for 50 ms): discarded, at most once a turn, never heard
+    assert finals_record["usage"]["preemptions"] == {"used": TURNS}
+    assert interims_record["usage"]["preemptions"].get("discarded", 0) <= TURNS

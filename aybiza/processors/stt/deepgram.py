@@ -173,7 +173,8 @@ class DeepgramSTT(Processor):
         self.backoff_s = backoff_s
         self.max_buffer_s = max_buffer_s
         self.send_every_s = send_every_s
-        self._quiet = False  # the caller is quiet (per the VAD): send what is pending at once
+        self._quiet = False  # the caller is quiet (per the VAD)
+        self._flush_now = False  # ... since this frame: send what is pending at once
         self.caller_quiet_s: Callable[[], float] | None = None
         """How long the call's VAD has heard the caller quiet (set by the stack): inside a speech segment the
         frames stay ``voiced`` through the VAD's stop window, but a word's end should reach Deepgram at once."""
@@ -248,14 +249,18 @@ class DeepgramSTT(Processor):
             del self._buf[:excess]
             self._buf_start += excess
             self._sent = max(self._sent, self._buf_start)
-        self._quiet = frame.voiced is False or (self.caller_quiet_s is not None and self.caller_quiet_s() > 0)
+        quiet = frame.voiced is False or (self.caller_quiet_s is not None and self.caller_quiet_s() > 0)
+        if quiet and not self._quiet:
+            self._flush_now = True  # until the sender has sent it
+        self._quiet = quiet
         if self._unsent() >= self._send_at():
             self._wake.set()
 
     def _send_at(self) -> int:
-        """Unsent bytes that make a message: ``send_every_s`` of speech; any at all once the VAD hears quiet
-        (the end of a word reaches Deepgram at once, so its interim and endpointing are not held back)."""
-        return self._width if self._quiet else self._batch_bytes()
+        """Unsent bytes that make a message: ``send_every_s`` of audio; any at all on the frame where the VAD
+        first hears quiet (the end of a word reaches Deepgram at once, so its interim and endpointing are not
+        held back; the pause that follows goes in whole messages again)."""
+        return self._width if self._flush_now else self._batch_bytes()
 
     def _unsent(self) -> int:
         return self._buf_start + len(self._buf) - self._sent
@@ -406,6 +411,7 @@ class DeepgramSTT(Processor):
                     await conn.send_media(piece)
                     self._sent += len(piece)
                     sent_audio = True
+                self._flush_now = False
                 if sent_audio:
                     self._last_send = time.monotonic()
                 if self._finalize_due:
