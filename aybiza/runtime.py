@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -148,6 +149,7 @@ class Runtime:
 
         self.results = open_post_call_results(settings, self.store, self.agents, self.metrics, self.engines)
         interrupted = await self.store.recover_interrupted()
+        warming: threading.Thread | None = None
         if interrupted:
             log.warning("archived %d call(s) left open by a previous process as interrupted: %s",
                         len(interrupted), ", ".join(interrupted))
@@ -169,6 +171,8 @@ class Runtime:
                     tg.start_soon(self.routing.share_health)
                 if self.freeze_heap:
                     freeze_startup_heap()
+                # What calls need a moment later (multilingual whisper, language ID) loads while we serve.
+                warming = self.engines.warm_in_background(agent)
                 self.ready = True
                 log.info("ready in %.1f s: stt=%s llm=%s tts=%s, public URL %s", time.perf_counter() - started,
                          settings.stt, settings.llm, settings.tts, settings.base_url)
@@ -183,6 +187,8 @@ class Runtime:
                     await self.results.outbox.aclose()
                 await self.store.aclose()
                 await self.cache.aclose()
+                if warming is not None:  # a model half loaded while the interpreter exits may crash it
+                    await anyio.to_thread.run_sync(warming.join, 60.0)
                 self.engines.close()
 
     async def _housekeeping(self) -> None:
