@@ -48,6 +48,7 @@ from .routing.service import RoutingService
 from .routing.shared import SharedHealth
 from .session.admission import Admission, RateLimit
 from .session.failsafe import FailsafeVoice
+from .session.rendered_cache import RenderedCache
 from .stack import SpeechStack
 from .transports.tokens import CallTokens
 
@@ -103,7 +104,8 @@ class Runtime:
         self.routing = RoutingService.from_settings(settings, shared=shared)
         self.stack = SpeechStack(settings, self.engines, cache=self.cache, routing=self.routing,
                                  cost_so_far=self._tokens_cost)
-        self.failsafe = FailsafeVoice(self.engines.local_voice, self.engines.other_languages_voice)
+        self.failsafe = FailsafeVoice(self.engines.local_voice, self.engines.other_languages_voice,
+                                      cache=RenderedCache(settings.startup_cache_dir / "failsafe"))
         self.admission = Admission(
             settings.max_calls, {"webrtc": settings.max_browser_calls},
             per_client={"webrtc": settings.max_browser_calls_per_ip},
