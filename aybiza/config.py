@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     redact_pii: bool = Field(default=True, description="Mask card numbers, phone numbers and emails in what is "
                              "stored and logged (an agent's redact_pii overrides)")
 
+    # Startup speed: what startup derives from models and agents (FAQ embeddings, joined model files) is kept
+    # here and reused while its inputs are unchanged; several processes (or test servers) may share one.
+    cache_dir: Path | None = Field(default=None, description="Rebuildable startup cache; default the data directory")
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 
@@ -201,6 +205,11 @@ class Settings(BaseSettings):
         prefix, so an agent file can never send the server's own keys anywhere.
         """
         return os.environ.get(f"AYBIZA_SECRET_{name.upper()}") or None
+
+    @property
+    def startup_cache_dir(self) -> Path:
+        """Where rebuildable startup work is cached (``cache_dir``, else the data directory)."""
+        return self.cache_dir or self.data_dir
 
     @property
     def base_url(self) -> str:

@@ -14,12 +14,19 @@ Scripted providers plug in where real ones do: ``deepgram_client`` and
 unchanged), the way httpx's ``MockTransport`` replaces a network.
 
 Everything is created lazily and thread-safely; :meth:`warm` loads what the
-settings select (blocking: run it in a thread at startup).
+settings select (blocking: run it in a thread at startup). What a call needs
+only a moment after it starts — the multilingual whisper model (audio
+language ID on a call's first utterance), the text language detector, the
+recognisers that only stand in for Deepgram — is loaded by
+:meth:`warm_in_background` once the server is ready, so ``/health`` answers
+seconds sooner and a process that never takes such a call never pays for them.
+The FAQ phrasings' vectors are cached on disk (:mod:`~aybiza.processors.llm.embedding_cache`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -37,8 +44,9 @@ from .errors import ConfigError, CredentialsError
 from .processors.language import DEFAULT_LANGUAGES, detector_for
 from .processors.llm.bedrock import MAX_CONCURRENT_STREAMS, bedrock_client, classify_error
 from .processors.llm.embedding import SentenceEncoder
+from .processors.llm.embedding_cache import EmbeddingCache, model_identity
 from .processors.llm.faq import FAQMatcher
-from .processors.packaged import WHISPER_BASE, joined_dir
+from .processors.packaged import MINILM_L6_V2, WHISPER_BASE, joined_dir
 from .processors.smart_turn import SmartTurnModel
 from .processors.stt.deepgram import deepgram_client, deepgram_environment
 from .processors.stt.sphinx import SphinxPool
@@ -52,6 +60,8 @@ __all__ = ["BedrockClientFactory", "Engines"]
 
 BedrockClientFactory = Callable[[str, "str | None", float], Any]
 """``(region, endpoint_url, read_timeout) -> bedrock-runtime client``."""
+
+log = logging.getLogger("aybiza.engines")
 
 _MAX_MATCHERS = 32  # distinct agent configurations kept; an edited agent is a new configuration
 
@@ -88,6 +98,7 @@ class Engines:
         self._voices: dict[str, SpeechSynthesizer] = {}
         self._encoder: SentenceEncoder | None = None
         self._matchers: OrderedDict[str, FAQMatcher] = OrderedDict()
+        self.embeddings = EmbeddingCache(settings.startup_cache_dir / "embeddings", model_identity(MINILM_L6_V2))
         self._detectors: dict[frozenset[str], LanguageDetector] = {}
         self._smart_turn: SmartTurnModel | None = None
         # One end-of-turn inference at a time per process: each is ~10-60 ms of one core.
@@ -138,7 +149,7 @@ class Engines:
                 if multilingual:
                     # The packaged base model ships split in two; it is joined once under the data directory.
                     directory = settings.whisper_multilingual_dir or joined_dir(
-                        WHISPER_BASE, settings.data_dir / "models")
+                        WHISPER_BASE, settings.startup_cache_dir / "models")
                     recognizer = WhisperRecognizer(directory, beam_size=settings.whisper_beam_size,
                                                    multilingual=True, slots=self.whisper_slots,
                                                    limiter=self.whisper_limiter, lid_slots=self.lid_slots,
@@ -200,7 +211,9 @@ class Engines:
             if matcher is None:
                 if self._encoder is None:
                     self._encoder = SentenceEncoder.packaged()
-                matcher = FAQMatcher(agent, self._encoder, language=language)
+                encoder = self._encoder
+                matcher = FAQMatcher(agent, encoder, language=language,
+                                     encode_phrasings=lambda texts: self.embeddings.vectors(texts, encoder.encode))
             self._matchers[key] = matcher  # most recently used last
             while len(self._matchers) > _MAX_MATCHERS:
                 self._matchers.popitem(last=False)
@@ -242,17 +255,18 @@ class Engines:
     # -- lifecycle ----------------------------------------------------------------------
 
     def warm(self, agent: AgentConfig) -> None:
-        """Load every engine the settings select, plus the fallbacks a failure would need (blocking).
+        """Load what a call needs the moment it starts, for the settings and the default ``agent`` (blocking).
 
-        The loads run side by side on a few threads (model loading and the first inferences
-        release the GIL): a server is ready in about half the time of loading them in turn.
+        That is the recogniser of the agent's language (when whisper is the recogniser), the
+        end-of-turn model, the local voice and the FAQ matcher; the rest waits for
+        :meth:`warm_later`. The loads run side by side on a few threads (model loading and the
+        first inferences release the GIL): a server is ready in about half the time of loading
+        them in turn.
         """
         settings = self.settings
         jobs: list[Callable[[], object]] = []
-        if settings.stt in ("whisper", "deepgram"):  # whisper is Deepgram's fallback too
-            # English, and the multilingual model (the first utterance's audio language ID needs it anyway).
-            languages = {"en"} | {primary_language(language) for language in agent.languages} | {"es"}
-            jobs += [functools.partial(self._warm_whisper, language) for language in sorted(languages)[:2]]
+        if settings.stt == "whisper":
+            jobs.append(functools.partial(self._warm_whisper, primary_language(agent.language)))
         elif settings.stt == "sphinx":
             jobs.append(self.sphinx.warm)
         if settings.end_of_turn != "silence":
@@ -262,15 +276,45 @@ class Engines:
             jobs.append(warm)
         if settings.llm == "faq":
             jobs.append(lambda: self.faq_matcher(agent))
-        jobs.append(self.language_detector)
         if settings.stt == "deepgram" or settings.tts == "deepgram":
             jobs.append(self.deepgram)
-        with ThreadPoolExecutor(min(len(jobs), (os.cpu_count() or 1) + 1), thread_name_prefix="aybiza-warm") as pool:
-            for done in [pool.submit(job) for job in jobs]:
-                done.result()  # the first failure is raised, as a load in turn would
+        _run_side_by_side(jobs)
+
+    def warm_later(self, agent: AgentConfig) -> None:
+        """Load what calls need a moment after they start, or only when something fails (blocking).
+
+        Whisper's two models (English, and the multilingual one that audio language ID on a
+        call's first utterance needs; for Deepgram they are the fallback) and the text
+        language detector of the first transcripts. A call that needs one before it is loaded
+        waits for that load (the engines' locks), as the first call used to wait for startup.
+        """
+        jobs: list[Callable[[], object]] = []
+        if self.settings.stt in ("whisper", "deepgram"):  # whisper is Deepgram's fallback too
+            languages = {"en"} | {primary_language(language) for language in agent.languages} | {"es"}
+            jobs += [functools.partial(self._warm_whisper, language) for language in sorted(languages)[:2]]
+        jobs.append(self.language_detector)
+        _run_side_by_side(jobs)
+
+    def warm_in_background(self, agent: AgentConfig) -> threading.Thread:
+        """Run :meth:`warm_later` in a daemon thread (a serving process, once ready); a failure is logged.
+
+        A model that fails to load here fails again, with its error, in the call that needs it,
+        which then ends with an apology like any failed stage.
+        """
+        def run() -> None:
+            try:
+                self.warm_later(agent)
+            except Exception:  # logged, not raised: the thread has nobody to raise to
+                log.exception("loading the models calls need later failed; calls that need them will fail")
+
+        thread = threading.Thread(target=run, name="aybiza-warm-later", daemon=True)
+        thread.start()
+        return thread
 
     def _warm_whisper(self, language: str) -> None:
         recognizer = self.whisper(language)
+        if recognizer.loaded:
+            return  # warm already did it
         recognizer.load()
         recognizer.transcribe(bytes(32000), 16000, language)  # the first inference is twice as slow
 
@@ -284,6 +328,15 @@ class Engines:
             if self._bedrock_pool is not None:
                 self._bedrock_pool.shutdown(wait=False, cancel_futures=True)
                 self._bedrock_pool = None
+
+
+def _run_side_by_side(jobs: list[Callable[[], object]]) -> None:
+    """Run the jobs on a few threads; the first failure is raised, as a load in turn would."""
+    if not jobs:
+        return
+    with ThreadPoolExecutor(min(len(jobs), (os.cpu_count() or 1) + 1), thread_name_prefix="aybiza-warm") as pool:
+        for done in [pool.submit(job) for job in jobs]:
+            done.result()
 
 
 def _verify_deepgram(settings: Settings, timeout_s: float) -> list[str]:

@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,6 +50,7 @@ from .routing.shared import SharedHealth
 from .session.admission import Admission, RateLimit
 from .session.ending import LiveCalls
 from .session.failsafe import FailsafeVoice
+from .session.rendered_cache import RenderedCache
 from .stack import SpeechStack
 from .transports.tokens import CallTokens
 
@@ -104,7 +106,8 @@ class Runtime:
         self.routing = RoutingService.from_settings(settings, shared=shared)
         self.stack = SpeechStack(settings, self.engines, cache=self.cache, routing=self.routing,
                                  cost_so_far=self._tokens_cost)
-        self.failsafe = FailsafeVoice(self.engines.local_voice, self.engines.other_languages_voice)
+        self.failsafe = FailsafeVoice(self.engines.local_voice, self.engines.other_languages_voice,
+                                      cache=RenderedCache(settings.startup_cache_dir / "failsafe"))
         self.admission = Admission(
             settings.max_calls, {"webrtc": settings.max_browser_calls},
             per_client={"webrtc": settings.max_browser_calls_per_ip},
@@ -151,6 +154,7 @@ class Runtime:
 
         self.results = open_post_call_results(settings, self.store, self.agents, self.metrics, self.engines)
         interrupted = await self.store.recover_interrupted()
+        warming: threading.Thread | None = None
         if interrupted:
             log.warning("archived %d call(s) left open by a previous process as interrupted: %s",
                         len(interrupted), ", ".join(interrupted))
@@ -173,6 +177,8 @@ class Runtime:
                     tg.start_soon(self.routing.share_health)
                 if self.freeze_heap:
                     freeze_startup_heap()
+                # What calls need a moment later (multilingual whisper, language ID) loads while we serve.
+                warming = self.engines.warm_in_background(agent)
                 self.ready = True
                 log.info("ready in %.1f s: stt=%s llm=%s tts=%s, public URL %s", time.perf_counter() - started,
                          settings.stt, settings.llm, settings.tts, settings.base_url)
@@ -187,6 +193,8 @@ class Runtime:
                     await self.results.outbox.aclose()
                 await self.store.aclose()
                 await self.cache.aclose()
+                if warming is not None:  # a model half loaded while the interpreter exits may crash it
+                    await anyio.to_thread.run_sync(warming.join, 60.0)
                 self.engines.close()
 
     async def _housekeeping(self) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -130,24 +131,41 @@ def joined_dir(model: JoinedModel, target: Path) -> Path:
     with _join_lock:
         if not (final.is_file() and sha256_of(final) == expected):
             directory.mkdir(parents=True, exist_ok=True)
-            partial = directory / f".{name}.partial"
-            with partial.open("wb") as out:
-                for part in model.parts:
-                    source = verified_dir(part)
-                    for relative, _ in part.files:
-                        with (source / relative).open("rb") as chunk:
-                            shutil.copyfileobj(chunk, out, 1 << 20)
-            actual = sha256_of(partial)
-            if actual != expected:
+            # A name of its own: processes sharing the directory (one cache for several) never write one file.
+            fd, partial_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".partial")
+            partial = Path(partial_name)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for part in model.parts:
+                        source = verified_dir(part)
+                        for relative, _ in part.files:
+                            with (source / relative).open("rb") as chunk:
+                                shutil.copyfileobj(chunk, out, 1 << 20)
+                actual = sha256_of(partial)
+                if actual != expected:
+                    raise ModelIntegrityError(f"{model.name}: joined {name} has SHA-256 {actual}, expected {expected}")
+                os.chmod(partial, 0o644)
+                os.replace(partial, final)
+            finally:
                 partial.unlink(missing_ok=True)
-                raise ModelIntegrityError(f"{model.name}: joined {name} has SHA-256 {actual}, expected {expected}")
-            os.replace(partial, final)
         extras = verified_dir(model.extras)
         for relative, _ in model.extras.files:
             copy = directory / relative
-            if not copy.is_file():
-                shutil.copyfile(extras / relative, copy)
+            if not (copy.is_file() and sha256_of(copy) == dict(model.extras.files)[relative]):
+                _copy_atomically(extras / relative, copy)
     return directory
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    """Copy under a temporary name, then rename: a reader sees the whole file or none."""
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, partial)
+        os.chmod(partial, 0o644)
+        os.replace(partial, target)
+    finally:
+        Path(partial).unlink(missing_ok=True)
 
 
 def sha256_of(path: Path) -> str:

@@ -22,6 +22,7 @@ import anyio.to_thread
 
 from ..codecs import resample
 from ..processors.tts.base import SpeechSynthesizer
+from .rendered_cache import RenderedCache
 
 __all__ = ["FailsafeVoice"]
 
@@ -31,8 +32,11 @@ _MAX_RENDERED = 64
 class FailsafeVoice:
     """Texts rendered to PCM16 by a local voice, cached by (text, language)."""
 
-    def __init__(self, voice: SpeechSynthesizer, other_languages: SpeechSynthesizer | None = None) -> None:
+    def __init__(self, voice: SpeechSynthesizer, other_languages: SpeechSynthesizer | None = None, *,
+                 cache: RenderedCache | None = None) -> None:
+        """``cache`` keeps renderings on disk across restarts (voices with an ``identity`` only)."""
         self.voice = voice
+        self.cache = cache
         self.other_languages = other_languages
         self._rendered: OrderedDict[tuple[str, str], tuple[bytes, int]] = OrderedDict()
         self._rendering: dict[tuple[str, str], anyio.Event] = {}  # renderings in progress (event loop only)
@@ -50,19 +54,31 @@ class FailsafeVoice:
             if found is not None:
                 self._rendered.move_to_end(key)
                 return found
-        rate = 0
-        parts: list[bytes] = []
-        for pcm, chunk_rate in self._engine(language).synthesize(key[0], language):
-            if rate and chunk_rate != rate:
-                pcm = resample(pcm, chunk_rate, rate)
-            rate = rate or chunk_rate
-            parts.append(pcm)
-        rendered = (b"".join(parts), rate or 16000)
+        engine = self._engine(language)
+        identity = getattr(engine, "identity", None) if self.cache is not None else None
+        stored = self.cache.load(identity, key[0], language) if self.cache is not None and identity else None
+        if stored is not None:
+            rendered = stored
+        else:
+            rendered = self._synthesize(engine, key[0], language)
+            if self.cache is not None and identity:
+                self.cache.store(identity, key[0], language, *rendered)
         with self._lock:
             self._rendered[key] = rendered
             while len(self._rendered) > _MAX_RENDERED:
                 self._rendered.popitem(last=False)
         return rendered
+
+    @staticmethod
+    def _synthesize(engine: SpeechSynthesizer, text: str, language: str) -> tuple[bytes, int]:
+        rate = 0
+        parts: list[bytes] = []
+        for pcm, chunk_rate in engine.synthesize(text, language):
+            if rate and chunk_rate != rate:
+                pcm = resample(pcm, chunk_rate, rate)
+            rate = rate or chunk_rate
+            parts.append(pcm)
+        return b"".join(parts), rate or 16000
 
     async def render_async(self, text: str, language: str = "en") -> tuple[bytes, int]:
         """:meth:`render` off the event loop (at once when it is rendered already; one rendering per text)."""

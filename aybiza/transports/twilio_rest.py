@@ -36,7 +36,6 @@ from typing import Any
 
 import anyio
 from twilio.base.exceptions import TwilioException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
@@ -125,6 +124,8 @@ class TwilioCallControl:
     @asynccontextmanager
     async def _api(self, what: str) -> AsyncIterator[Any]:
         """The account's API, with Twilio's and the network's failures mapped onto ProviderErrors."""
+        from twilio.http.async_http_client import AsyncTwilioHttpClient  # aiohttp: 0.2 s of import, rarely used
+
         client = Client(self.account_sid, self._auth_token,
                         http_client=AsyncTwilioHttpClient(timeout=self._timeout_s, max_retries=1))
         client.api.base_url = self._api_url

@@ -15,7 +15,17 @@ from aybiza.codecs import ulaw2lin
 from aybiza.processors.stt.whisper import WhisperRecognizer
 from aybiza.testing.caller import CallReport
 
+from .server import SharedServers
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServers]:
+    """Servers shared by the modules that need the same settings and no fresh server (see :class:`SharedServers`)."""
+    servers = SharedServers(tmp_path_factory.mktemp("shared"))
+    yield servers
+    servers.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,23 @@
-"""Start a real ``aybiza serve`` process on a free loopback port for end-to-end tests."""
+"""Start a real ``aybiza serve`` process on a free loopback port for end-to-end tests.
+
+Every server a test process starts shares one startup cache directory (``AYBIZA_CACHE_DIR``: the FAQ
+embeddings and the joined multilingual model), so only the first pays for building it; the tests of the
+cache itself start theirs with a directory of their own. :class:`SharedServers` lets test modules that
+need the same settings, and no fresh server, use one server between them.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +67,14 @@ class Server:
         return dict(response.json())
 
 
+@cache
+def startup_cache_dir() -> Path:
+    """This test process's startup cache, shared by its servers (removed when the process exits)."""
+    directory = Path(tempfile.mkdtemp(prefix="aybiza-test-cache-"))
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
 @contextmanager
 def running_server(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] = (),
                    start_timeout_s: float = 60.0) -> Iterator[Server]:
@@ -75,12 +93,39 @@ def running_server(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[
         # The shipped agent with a one-second greeting: calls get to the point sooner.
         "AYBIZA_AGENTS_DIR": str(agents_dir(tmp)) if not (env and "AYBIZA_AGENTS_DIR" in env) else "",
         "AYBIZA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "AYBIZA_CACHE_DIR": str(startup_cache_dir()),
         **(env or {}),
     }
     command = [sys.executable, "-m", "aybiza.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with serving(command, health_url=f"http://127.0.0.1:{port}/health", log_path=log_path, env=environment,
                  cwd=ROOT, timeout_s=start_timeout_s) as process:
         yield Server(port, process, log_path, Path(environment["AYBIZA_DATA_DIR"]))
+
+
+class SharedServers:
+    """Servers started once per test session (per xdist worker) and shared by the modules asking for the same settings.
+
+    For tests that neither count from zero (metrics, the archive's size) nor need a fresh
+    process: calls are archived per call id, so such tests do not see each other. Each server
+    stops when the session ends.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._stack = ExitStack()
+        self._servers: dict[tuple[tuple[str, str], ...], Server] = {}
+
+    def get(self, env: Mapping[str, str] | None = None) -> Server:
+        """The running server with exactly these settings (``running_server``'s defaults otherwise); started once."""
+        key = tuple(sorted((env or {}).items()))
+        server = self._servers.get(key)
+        if server is None or server.process.poll() is not None:
+            directory = self.directory / f"shared-{len(self._servers)}"
+            server = self._servers[key] = self._stack.enter_context(running_server(directory, env))
+        return server
+
+    def close(self) -> None:
+        self._stack.close()
 
 
 @contextmanager

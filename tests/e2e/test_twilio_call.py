@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,15 @@ from aybiza.processors.stt.whisper import WhisperRecognizer
 from aybiza.testing.caller import Press, Say, Wait, caller_speech, place_call
 from aybiza.testing.twilio_caller import TwilioCallerProtocol, new_sid
 
-from .server import AUTH_TOKEN, Server, running_server
+from .server import AUTH_TOKEN, Server, SharedServers
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("twilio")) as running:
-        yield running
+def server(shared_servers: SharedServers) -> Server:
+    """A server with the default settings, shared: these tests count nothing from zero."""
+    return shared_servers.get()
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +77,14 @@ def test_signed_twiml_connects_a_stream_with_a_one_time_token(server: Server) ->
 @pytest.mark.anyio
 async def test_stream_with_a_forged_token_is_closed_with_a_reason(server: Server) -> None:
     protocol = TwilioCallerProtocol(custom_parameters={"call_token": "forged"})
+    logged = len(server.log())  # the server is shared: only what this test caused counts
     async with websockets.connect(server.stream_url) as ws:
         await ws.send(protocol.connected())
         await ws.send(protocol.start())
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-    assert "token" in server.log()
+    assert "token" in server.log()[logged:]
 
 
 @pytest.mark.anyio
@@ -132,6 +132,7 @@ async def test_speaking_over_the_agent_clears_its_audio_within_300_ms(server: Se
 async def test_a_call_fed_garbage_ends_alone_while_another_completes(server: Server) -> None:
     question = caller_speech("what are your opening hours")
     results: dict[str, object] = {}
+    logged = len(server.log())  # the server is shared: only what this test caused counts
 
     async def good_call() -> None:
         results["good"] = await place_call(server.stream_url, [Wait(20), Say(question), Wait(30)],
@@ -166,4 +167,4 @@ async def test_a_call_fed_garbage_ends_alone_while_another_completes(server: Ser
     good = results["good"]
     assert good.close_code == 1000  # type: ignore[attr-defined]
     assert good.turns and good.turns[0].latency is not None  # type: ignore[attr-defined]
-    assert "protocol_error" in server.log()
+    assert "protocol_error" in server.log()[logged:]

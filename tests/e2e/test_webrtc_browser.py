@@ -9,7 +9,6 @@ transcript the server sends on the data channel.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from .browser import chromium_missing, chromium_page, speech_wav
-from .server import Server, running_server
+from .server import Server, SharedServers
 
 MISSING = chromium_missing()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
@@ -28,9 +27,9 @@ HEARD_ONE_SECOND = 20  # the page counts 50 ms meter readings above -40 dBFS
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("webrtc")) as running:
-        yield running
+def server(shared_servers: SharedServers) -> Server:
+    """A server with the default settings, shared: these tests count nothing from zero."""
+    return shared_servers.get()
 
 
 def test_demo_page_is_served_with_its_assets(server: Server) -> None:

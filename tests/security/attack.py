@@ -22,7 +22,7 @@ import anyio
 import httpx
 import websockets
 from e2e.conftest import agents_dir  # tests/ is on the path, as for every test package here
-from e2e.server import AUTH_TOKEN, ROOT, Server
+from e2e.server import AUTH_TOKEN, ROOT, Server, startup_cache_dir
 from twilio.request_validator import RequestValidator
 
 from aybiza.testing.processes import free_port, serving
@@ -101,6 +101,7 @@ def limited_server(tmp: Path, *, open_files_limit: int, env: Mapping[str, str] |
         "AYBIZA_DATA_DIR": str(tmp / "data"),
         "AYBIZA_AGENTS_DIR": str(agents_dir(tmp)),
         "AYBIZA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "AYBIZA_CACHE_DIR": str(startup_cache_dir()),
         **(env or {}),
     }
     serve = subprocess.list2cmdline([sys.executable, "-m", "aybiza.cli", "serve", "--host", "127.0.0.1",

@@ -178,7 +178,9 @@ class FAQMatcher:
     """
 
     def __init__(self, agent: AgentConfig, encoder: TextEncoder, lexical_weight: float = 0.2,
-                 language: str | None = None) -> None:
+                 language: str | None = None,
+                 encode_phrasings: Callable[[Sequence[str]], npt.NDArray[np.float32]] | None = None) -> None:
+        """``encode_phrasings`` encodes the phrasings at load instead of ``encoder`` (a disk cache of its vectors)."""
         self.agent = agent
         self.lexical_weight = lexical_weight
         self._encoder = encoder
@@ -187,7 +189,8 @@ class FAQMatcher:
         phrasings = [q for faq in faqs for q in faq.questions]
         self._owner = np.array([i for i, faq in enumerate(faqs) for _ in faq.questions], dtype=np.intp)
         # One batched forward pass for all phrasings, at load.
-        self._phrasings = encoder.encode(phrasings) if phrasings else np.zeros((0, 1), np.float32)
+        self._phrasings = (encode_phrasings or encoder.encode)(phrasings) if phrasings \
+            else np.zeros((0, 1), np.float32)
         self._lexical = _LexicalIndex(faqs)
 
     def scores(self, text: str) -> npt.NDArray[np.float32]:

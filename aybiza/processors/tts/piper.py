@@ -10,6 +10,8 @@ on a warm voice), not after the whole sentence.
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import json
 import threading
 from collections.abc import Generator
@@ -20,7 +22,7 @@ from piper import PiperVoice
 from piper.config import PiperConfig, SynthesisConfig
 
 from ...errors import ConfigError
-from ..packaged import PIPER_JOE_MEDIUM, verified_dir
+from ..packaged import PIPER_JOE_MEDIUM, sha256_of, verified_dir
 from .base import AudioChunk, split_clauses
 
 __all__ = ["PiperSynthesizer", "load_voice", "JOE_MODEL_FILE"]
@@ -44,6 +46,12 @@ def load_voice(model_path: Path) -> PiperVoice:
     )
 
 
+@functools.cache
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file, once per process per (path, size, mtime)."""
+    return sha256_of(path)
+
+
 class PiperSynthesizer:
     """Piper TTS; ``length_scale`` multiplies the voice's own pace (> 1 slower, < 1 faster).
 
@@ -53,7 +61,8 @@ class PiperSynthesizer:
     engines keep one synthesizer per voice.
     """
 
-    __slots__ = ("model_path", "sample_rate", "_length_scale", "_first_clause_words", "_voice", "_lock", "_warmed")
+    __slots__ = ("model_path", "sample_rate", "_length_scale", "_first_clause_words", "_voice", "_lock", "_warmed",
+                 "_identity")
 
     name = "piper"
 
@@ -83,6 +92,18 @@ class PiperSynthesizer:
         self._voice: PiperVoice | None = None
         self._lock = threading.Lock()
         self._warmed = False
+        self._identity: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """What decides this voice's audio (a rendering cache's key): piper-tts, the model's bytes, the pace."""
+        if self._identity is None:
+            model, config = (_file_digest(path, path.stat().st_size, path.stat().st_mtime_ns)
+                             for path in (self.model_path, _config_path(self.model_path)))
+            self._identity = (f"piper-tts {importlib.metadata.version('piper-tts')}|onnxruntime "
+                              f"{onnxruntime.__version__}|{model}|{config}|{self._length_scale}|"
+                              f"{self._first_clause_words}")
+        return self._identity
 
     def voice(self) -> PiperVoice:
         """The loaded voice (loaded once, on first use; blocking)."""
