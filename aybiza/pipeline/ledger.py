@@ -213,6 +213,7 @@ class CallLedger:
         "_stt",
         "_tts",
         "_cache",
+        "_turn_hits",
         "_answers",
         "_failovers",
         "_firsts",
@@ -240,6 +241,7 @@ class CallLedger:
         self._stt: dict[str, float] = {}
         self._tts: dict[str, int] = {}
         self._cache: dict[CacheKind, list[int]] = {}
+        self._turn_hits: dict[tuple[CacheKind, int], int] = {}  # hits per (kind, turn answered)
         self._answers: dict[str, int] = {}
         self._failovers: list[tuple[str, str]] = []
         self._firsts: dict[int, dict[str, float]] = {}  # turn -> stage -> its first sample (see timings())
@@ -276,10 +278,13 @@ class CallLedger:
         """Caller audio held back as silence (never sent to a recogniser)."""
         self.gated_seconds += seconds
 
-    def cache(self, kind: CacheKind, hit: bool) -> None:
-        """An edge cache lookup and its result."""
+    def cache(self, kind: CacheKind, hit: bool, turn: int | None = None) -> None:
+        """An edge cache lookup and its result (for ``turn``; default: the turn being answered)."""
         counts = self._cache.setdefault(kind, [0, 0])
         counts[0 if hit else 1] += 1
+        if hit:
+            key = (kind, self.turn if turn is None else turn)
+            self._turn_hits[key] = self._turn_hits.get(key, 0) + 1
         if self.sink is not None:
             self.sink.cache(kind, hit)
 
@@ -409,6 +414,10 @@ class CallLedger:
         """Hits of ``kind`` so far."""
         counts = self._cache.get(kind)
         return counts[0] if counts is not None else 0
+
+    def turn_cache_hits(self, kind: CacheKind, turn: int) -> int:
+        """Hits of ``kind`` while ``turn`` was being answered (a preemptive guess files them under its turn)."""
+        return self._turn_hits.get((kind, turn), 0)
 
     def timings(self, turn: int) -> dict[str, float]:
         """The first sample of each stage in ``turn``, in seconds (kept as samples come: no scan of them all)."""

@@ -200,7 +200,7 @@ class CachedAnswers(WrappingProcessor):
         arrived = time.monotonic()
         answer = await self._lookup(key)
         if self.ctx is not None:
-            self.ctx.ledger.cache(CacheKind.ANSWER, answer is not None)
+            self.ctx.ledger.cache(CacheKind.ANSWER, answer is not None, turn=turn.turn_id)
         if answer is not None:
             self.hits += 1
             await self._serve(turn, answer, arrived)

@@ -58,7 +58,6 @@ class CallJournal(WrappingProcessor):
         self._offset = turn_offset
         self._turns: dict[int, TurnRecord] = {}  # by the pipeline's turn id
         self._current: int | None = None
-        self._answer_hits: dict[int, int] = {}  # answer-cache hits when each turn arrived
         self._audio_hits = 0
         self._quality: dict[str, Any] = {}
         self._dirty: dict[int, TurnRecord] = {}  # turns to write, in the order they became due
@@ -96,8 +95,6 @@ class CallJournal(WrappingProcessor):
                 self._turns[frame.turn_id] = TurnRecord(turn_id=frame.turn_id + self._offset, user=frame.text,
                                                         language=frame.language)
             self._current = frame.turn_id
-            if self.ctx is not None:
-                self._answer_hits[frame.turn_id] = self.ctx.ledger.cache_hits(CacheKind.ANSWER)
             if previous is not None:
                 # Its late latencies are in now; it is written with this turn's answer (or at stop).
                 self._refresh(previous)
@@ -134,7 +131,7 @@ class CallJournal(WrappingProcessor):
         if (failed_over := ledger.failover_at(turn_id)) is not None:
             turn.timings[FAILOVER_AT] = failed_over  # the console's timeline places the failover
         turn.tool_calls = ledger.tool_uses(turn_id)
-        if ledger.cache_hits(CacheKind.ANSWER) > self._answer_hits.get(turn_id, 1 << 30) and "llm" not in turn.cached:
+        if ledger.turn_cache_hits(CacheKind.ANSWER, turn_id) and "llm" not in turn.cached:
             turn.cached.append("llm")
         audio_hits = ledger.cache_hits(CacheKind.AUDIO)
         if audio_hits > self._audio_hits and "tts" not in turn.cached:

@@ -125,7 +125,7 @@ async def test_a_cached_answer_moves_the_cache_series_and_the_dashboard_ratio(
     assert "llm" in page and "%" in page
     record = await server.record(report.call_sid)
     assert record["usage"]["answers"] == {"cache": 1}
-    assert record["turns"][-1]["cached"] == ["llm"]
+    assert record["turns"][-1]["cached"] == ["llm"], record["turns"]
 
 
 @pytest.mark.anyio
