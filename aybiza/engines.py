@@ -29,6 +29,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -302,8 +303,10 @@ class Engines:
         which then ends with an apology like any failed stage.
         """
         def run() -> None:
+            started = time.perf_counter()
             try:
                 self.warm_later(agent)
+                log.info("models for later calls loaded in %.1f s", time.perf_counter() - started)
             except Exception:  # logged, not raised: the thread has nobody to raise to
                 log.exception("loading the models calls need later failed; calls that need them will fail")
 
