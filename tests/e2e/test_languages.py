@@ -6,6 +6,7 @@ A real server, the embedded stack; the caller's Spanish is espeak-ng (synthetic)
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import anyio
@@ -34,6 +35,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("languages")
     agents = agents_dir(tmp, english_only={"languages": ["en"], "translations": {}})
     with running_server(tmp, {"AYBIZA_AGENTS_DIR": str(agents)}) as running:
+        # multilingual whisper and language ID load after /health: on a loaded machine the first Spanish call
+        # would spend its whole script waiting for them (what is tested here is the answer, not a cold start)
+        deadline = time.monotonic() + 120
+        while "models for later calls loaded" not in running.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
         yield running
 
 
