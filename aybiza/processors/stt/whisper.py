@@ -150,6 +150,9 @@ class WhisperRecognizer:
                 audio,
                 language=primary_language(language) if self.multilingual else "en",
                 beam_size=self.beam_size,
+                # one greedy pass: whisper's default re-decodes a doubtful segment at rising temperatures, i.e. by
+                # sampling, so a noisy line got a different transcript on every try and cost up to six decodes
+                temperature=0.0,
                 vad_filter=False,
                 condition_on_previous_text=False,
                 without_timestamps=True,
