@@ -54,8 +54,13 @@ _WORDS = re.compile(r"[\w'-]+")
 
 
 def is_backchannel(text: str) -> bool:
-    """True when ``text`` holds nothing but backchannel words (or nothing at all)."""
-    return all(word in BACKCHANNELS for word in _WORDS.findall(text.lower()))
+    """True when ``text`` holds nothing but backchannel words (or nothing at all).
+
+    A hyphenated word counts when it is one ("mm-hmm") or all its parts are: recognisers spell the same sound
+    "uh-huh", "uh huh" or "uh-uh" (whisper's greedy decode of an "uh-huh" over the line).
+    """
+    return all(word in BACKCHANNELS or all(part in BACKCHANNELS for part in word.split("-") if part)
+               for word in _WORDS.findall(text.lower()))
 
 
 class TurnTaker(Processor):

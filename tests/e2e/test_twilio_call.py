@@ -103,7 +103,9 @@ async def test_call_greets_answers_the_question_and_receives_dtmf(
     transcript = await anyio.to_thread.run_sync(recognizer.transcribe, heard, 8000)
     words = _words(transcript)
     assert {"harbor", "dental"} & words, transcript  # the greeting
-    assert {"open", "monday"} <= words, transcript  # the opening-hours answer
+    # the opening-hours answer: its days (the voice is sampled afresh on every call, so whisper once heard
+    # "We're hoping Monday" where it says "We're open Monday")
+    assert len({"monday", "friday", "saturday", "sundays"} & words) >= 3, transcript
     record = await _record(server, report.call_sid)
     assert (record["status"], record["outcome"], record["digits"]) == ("ended", "hangup", "42")
     assert any(stage == "voice_to_voice" for stage, _ in record["timings"])

@@ -187,3 +187,5 @@ async def test_long_speech_over_the_agent_is_a_real_barge_in_whatever_it_says() 
 def test_backchannels_are_told_from_answers() -> None:
     assert is_backchannel("Mm-hmm.") and is_backchannel("okay, yeah") and is_backchannel("")
     assert not is_backchannel("no") and not is_backchannel("where are you located")
+    assert is_backchannel("Uh-uh.") and is_backchannel("uh huh")  # how whisper spells an "uh-huh" on the line
+    assert not is_backchannel("follow-up") and not is_backchannel("okay-ish")
