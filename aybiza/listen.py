@@ -49,6 +49,7 @@ class Listening:
     quality: list[tuple[float, float, str]] = field(default_factory=list)  # (second, score, tier)
     inference_ms: list[float] = field(default_factory=list)
     checks: list[tuple[float, float, float]] = field(default_factory=list)  # (speech end, probability, speech s)
+    words: list[tuple[float, str, float]] = field(default_factory=list)  # (speech end, words so far, decode ms)
 
 
 def _frames(pcm: bytes, rate: int) -> list[InputAudio]:
@@ -70,11 +71,16 @@ def listen(
     profile: EndOfTurnProfile | None = None,
     score: Callable[[bytes, int], float] | None = None,
     silence_ms: int = 400,
+    words: Callable[[bytes, int], str] | None = None,
+    language: str = "en",
 ) -> Listening:
     """Run ``pcm`` (PCM16 mono at 8 or 16 kHz) through the VAD and the end-of-turn decision.
 
     With ``profile`` and ``score`` the turn ends as the endpoint stage decides;
-    without, after ``silence_ms`` of silence (the VAD alone).
+    without, after ``silence_ms`` of silence (the VAD alone). With ``words``
+    (the turn's audio so far → a recogniser's text of it) the decision also
+    reads the words at each pause, taken as in hand at the decision (as a
+    streaming recogniser's interims are; their decode time is reported, not added).
     """
     result = Listening()
     meter = QualityMeter()
@@ -120,8 +126,15 @@ def listen(
         seconds = time.perf_counter() - begun
         result.inference_ms.append(seconds * 1000)
         result.checks.append((event.at, probability, turn_s))
-        if policy.complete(probability, turn_s):
-            result.turn_ends.append(TurnEnd(decided_at + seconds, event.at, probability, "model"))
+        decided_at += seconds
+        text = ""
+        if words is not None:
+            begun = time.perf_counter()
+            text = words(b"".join(turn), rate)
+            decode_s = time.perf_counter() - begun
+            result.words.append((event.at, text, decode_s * 1000))
+        if policy.complete(probability, turn_s, text, language):
+            result.turn_ends.append(TurnEnd(decided_at, event.at, probability, "model"))
             result.segments.append((started_at, event.at))
         else:
             held = (event, event.at + policy.max_silence_s)

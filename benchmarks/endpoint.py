@@ -11,7 +11,13 @@ on the same audio:
 * ``pipecat`` — smart-turn as pipecat ships it: its VAD's 200 ms stop, threshold
   0.5, 3 s of silence when the model says "not yet", no telephone calibration;
 * ``fast``, ``balanced``, ``patient`` — our profiles (``end_of_turn`` in Settings), on the
-  model's probability calibrated for the telephone band (:func:`aybiza.processors.endpoint.calibrated`).
+  model's probability calibrated for the telephone band (:func:`aybiza.processors.endpoint.calibrated`);
+* ``balanced+words`` — ``balanced`` reading the words so far at each pause
+  (:mod:`aybiza.processors.turn_words`): the embedded recogniser's own decode of the
+  turn's audio up to the pause (whisper tiny.en for English, base otherwise — what the
+  call would hear, not the corpus's text), in hand at the decision, as a streaming
+  recogniser's interims are (Deepgram's stand-in here: it cannot be reached; its
+  decode time is reported beside, not added).
 
 The profiles were chosen on the cases of seed 7; this measures them on seed 11's
 (other clips, other cut points; some clips recur).
@@ -31,6 +37,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +46,12 @@ if __package__ in (None, ""):
 
 import numpy as np
 
+from aybiza.config import Settings
+from aybiza.engines import Engines
 from aybiza.listen import listen
 from aybiza.processors.endpoint import PROFILES, EndOfTurnProfile
 from aybiza.processors.smart_turn import SmartTurnModel
-from benchmarks.corpus.fetch import have_tools
+from benchmarks.corpus.fetch import cache_dir, have_tools
 from benchmarks.corpus.score import percentile
 from benchmarks.corpus.turns import TurnCase, turn_cases
 
@@ -57,20 +66,33 @@ def _pcm(case: TurnCase) -> bytes:
     return bytes(np.clip(np.round(case.audio * 32768), -32768, 32767).astype("<i2").tobytes())
 
 
-def measure(cases: list[TurnCase], config: EndOfTurnProfile | int, score: Callable[[bytes, int], float]
-            ) -> dict[str, Any]:
+Words = Callable[[bytes, int, str], str]
+"""``(pcm16, rate, language) -> text``: a recogniser's words for the turn's audio so far."""
+
+
+def _in_language(words: Words, language: str, pcm: bytes, rate: int) -> str:
+    return words(pcm, rate, language)
+
+
+def measure(cases: list[TurnCase], config: EndOfTurnProfile | int, score: Callable[[bytes, int], float],
+            words: Words | None = None) -> dict[str, Any]:
     """Delays and cut-offs of one configuration (``score``: the turn scorer it uses) over the cases."""
     delays: list[float] = []
     cut_mid: list[bool] = []
     cut_all: list[bool] = []
     early_finished = 0
     inference: list[float] = []
+    decode: list[float] = []
     for case in cases:
         if isinstance(config, int):
             heard = listen(_pcm(case), 8000, silence_ms=config)
-        else:
+        elif words is None:
             heard = listen(_pcm(case), 8000, profile=config, score=score)
+        else:
+            heard = listen(_pcm(case), 8000, profile=config, score=score, language=case.language,
+                           words=partial(_in_language, words, case.language))
         inference += heard.inference_ms
+        decode += [ms for _, _, ms in heard.words]
         ends = [end.at for end in heard.turn_ends]
         early = any(at < case.speech_end - _EARLY_S for at in ends)
         if case.pause is None:
@@ -94,6 +116,8 @@ def measure(cases: list[TurnCase], config: EndOfTurnProfile | int, score: Callab
         "pause_cases_500_900ms": len(cut_mid),
         "pause_cases": len(cut_all),
         "inference_ms_p50": _ms((percentile(inference, 50) or 0) / 1000) if inference else None,
+        **({"decode_ms_p50": _ms((percentile(decode, 50) or 0) / 1000),
+            "decode_ms_p95": _ms((percentile(decode, 95) or 0) / 1000)} if decode else {}),
     }
 
 
@@ -111,11 +135,18 @@ def run(quick: bool = False) -> dict[str, Any]:
     model.load()
     results = {name: measure(cases, config, model.probability if name == "pipecat" else model.calibrated_probability)
                for name, config in CONFIGS.items()}
+    engines = Engines(Settings(data_dir=cache_dir()))
+
+    def words(pcm: bytes, rate: int, language: str) -> str:
+        return engines.whisper(language).transcribe(pcm, rate, language)
+
+    results["balanced+words"] = measure(cases, PROFILES["balanced"], model.calibrated_probability, words)
     return {
         "speech": "human (LibriVox via pocketsphinx test data; Tux Paint stamp descriptions en/es/fr), 8 kHz μ-law",
         "cases": len(cases),
         "by_config": results,
         "balanced": results["balanced"],
+        "balanced_words": results["balanced+words"],
         "baseline": results["silence_400ms"],
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -12,7 +12,8 @@ Most frames flow downstream (``push``). *Control* frames flow upstream, from
 a later stage to earlier ones (``steer``; see :mod:`.processor`):
 :class:`LanguageChanged` (the language stage tells the recogniser) and
 :class:`AgentSpeaking` (the output tells turn-taking and the VAD when the
-caller hears the agent).
+caller hears the agent) and :class:`HeardSoFar` (the recogniser tells the end
+of turn the words of the turn so far).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "DTMF",
     "LanguageChanged",
     "AgentSpeaking",
+    "HeardSoFar",
     "QualityReport",
     "EndOfCall",
 ]
@@ -175,6 +177,14 @@ class AgentSpeaking(Frame):
     """Control: the caller started (True) or stopped (False) hearing the agent. Steered by the output."""
 
     speaking: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HeardSoFar(Frame):
+    """Control: the words a recogniser has heard of the caller's current turn so far. Steered by the recogniser."""
+
+    text: str
+    language: str = "en"
 
 
 @dataclass(frozen=True, slots=True)

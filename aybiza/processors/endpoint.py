@@ -33,6 +33,12 @@ marks statements: it pushed rising questions, what callers mostly say, to
 "not finished"; it is left out.) The profiles' thresholds apply to the
 calibrated probability and were chosen on that set; ``benchmarks/endpoint.py``
 measures them on another (seed 11).
+The words help where the audio cannot: a recogniser that hears the turn as it
+goes (Deepgram's interims; whisper's decode at the pause) steers its text so
+far up as :class:`~aybiza.pipeline.frames.HeardSoFar`, and a turn whose words
+stop on an article, a possessive or a conjunction (:mod:`.turn_words`) waits
+for the silence limit whatever the model said. The stage does not wait for
+words: none in hand at the decision, the audio decides alone.
 The three profiles trade speed for patience (``end_of_turn`` in Settings).
 :class:`EndOfTurnPolicy` is the decision without I/O, shared by the stage
 and the benchmark.
@@ -58,6 +64,7 @@ from ..pipeline import (
     CallContext,
     EndOfCall,
     Frame,
+    HeardSoFar,
     InputAudio,
     Processor,
     SpeechStarted,
@@ -65,6 +72,7 @@ from ..pipeline import (
 )
 from .smart_turn import WINDOW_S
 from .turn_scoring import score_unless_decided
+from .turn_words import ends_open
 
 __all__ = ["PROFILES", "EndOfTurnPolicy", "EndOfTurnProfile", "EndOfTurnStage", "TurnScorer", "calibrated",
            "end_level_db"]
@@ -130,8 +138,10 @@ class EndOfTurnPolicy:
     def __init__(self, profile: EndOfTurnProfile) -> None:
         self.profile = profile
 
-    def complete(self, probability: float, speech_s: float) -> bool:
-        """Whether the turn ends at the first silence check."""
+    def complete(self, probability: float, speech_s: float, words: str = "", language: str = "en") -> bool:
+        """Whether the turn ends at the first silence check (``words``: the turn's text so far, if known)."""
+        if words and ends_open(words, language):
+            return False
         short = speech_s * 1000 < self.profile.short_speech_ms
         return probability >= (self.profile.short_threshold if short else self.profile.threshold)
 
@@ -171,7 +181,7 @@ class EndOfTurnStage(Processor):
     """Holds the VAD's ``SpeechStopped`` until the end-of-turn model (or the silence limit) says the turn is over."""
 
     __slots__ = ("policy", "_score", "_limiter", "_audio", "_held", "_held_scope", "_tg", "_agent_speaking",
-                 "_over_agent")
+                 "_over_agent", "_words")
 
     name = "endpoint"
     consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped, AgentSpeaking})
@@ -188,6 +198,7 @@ class EndOfTurnStage(Processor):
     ) -> None:
         super().__init__()
         self.policy = EndOfTurnPolicy(PROFILES[profile] if isinstance(profile, str) else profile)
+        self._words: HeardSoFar | None = None  # the recogniser's text of this turn so far
         self._score = score
         self._limiter = limiter
         self._audio = _TurnAudio()
@@ -203,8 +214,10 @@ class EndOfTurnStage(Processor):
         self._tg = tg
 
     async def control(self, frame: Frame) -> None:
-        """Track whether the caller hears the agent (speech over it is judged at once)."""
-        if isinstance(frame, AgentSpeaking):
+        """Track whether the caller hears the agent (speech over it is judged at once); keep the turn's words."""
+        if isinstance(frame, HeardSoFar):  # optional input (not every recogniser sends it): not in ``consumes``
+            self._words = frame
+        elif isinstance(frame, AgentSpeaking):
             self._agent_speaking = frame.speaking
         await self.steer(frame)
 
@@ -221,6 +234,7 @@ class EndOfTurnStage(Processor):
                     self.ctx.log.debug("endpoint: pause, the turn goes on")
                 return
             self._audio = _TurnAudio()
+            self._words = None
             self._over_agent = self._agent_speaking
             await self.push(frame)
         elif isinstance(frame, SpeechStopped):
@@ -268,12 +282,14 @@ class EndOfTurnStage(Processor):
             if self._held is not stopped:
                 return
             probability = 0.0 if scored is None else scored
-            complete = self.policy.complete(probability, speech_s)
+            words = self._words
+            complete = self.policy.complete(probability, speech_s, words.text if words else "",
+                                            words.language if words else "en")
             ctx = self.ctx
             if ctx is not None and ctx.log.isEnabledFor(logging.DEBUG):
-                ctx.log.debug("endpoint: p=%s after %.2f s of speech: %s",
+                ctx.log.debug("endpoint: p=%s after %.2f s of speech, words %r: %s",
                               "(silence limit reached first)" if scored is None else f"{probability:.2f}", speech_s,
-                              "end of turn" if complete else "waiting")
+                              words.text[-40:] if words else None, "end of turn" if complete else "waiting")
             if not complete:
                 await anyio.sleep(max(0.0, stopped.at + self.policy.max_silence_s - time.monotonic()))
             if self._held is stopped:

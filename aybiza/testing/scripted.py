@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -391,11 +392,14 @@ class ScriptedBedrock:
 def scripted_settings(**overrides: Any) -> Settings:
     """Settings for the production stack (Deepgram, Bedrock, Aura) on scripted providers: no keys, no probes.
 
-    The turn ends after the fixed silence window (``end_of_turn="silence"``): the latency and capacity
-    benchmarks time our stages on synthetic audio; ``benchmarks/endpoint.py`` measures the end-of-turn model.
+    The turn ends after the fixed silence window (``end_of_turn="silence"``, unless ``AYBIZA_END_OF_TURN``
+    names a profile): the latency and capacity benchmarks time our stages on synthetic audio;
+    ``benchmarks/endpoint.py`` measures the end-of-turn model.
     """
     values: dict[str, Any] = {"stt": "deepgram", "llm": "bedrock", "tts": "deepgram", "health_probes": False,
-                              "deepgram_api_key": "scripted", "end_of_turn": "silence"}
+                              "deepgram_api_key": "scripted"}
+    if "AYBIZA_END_OF_TURN" not in os.environ:
+        values["end_of_turn"] = "silence"
     values.update(overrides)
     return Settings(**values)
 

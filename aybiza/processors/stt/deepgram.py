@@ -44,6 +44,7 @@ from ...errors import CredentialsError, OverloadedError
 from ...pipeline import (
     CallContext,
     Frame,
+    HeardSoFar,
     InputAudio,
     LanguageChanged,
     Processor,
@@ -132,6 +133,7 @@ class DeepgramSTT(Processor):
 
     name = "stt-deepgram"
     consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped, LanguageChanged})
+    steers = frozenset({HeardSoFar})
     produces = frozenset({Transcript})
 
     def __init__(
@@ -471,6 +473,7 @@ class DeepgramSTT(Processor):
         languages = getattr(best, "languages", None)
         if language == "multi" and languages:
             language = str(languages[0])
+        await self.steer(HeardSoFar(text, language))  # its last word tells the end of turn whether a pause is one
         ended_at = self._stopped_at if final else None
         ctx = self.ctx
         if final and ctx is not None and self._stop_seen_at is not None:

@@ -50,6 +50,7 @@ from ...errors import ConfigError
 from ...pipeline import (
     CallContext,
     Frame,
+    HeardSoFar,
     InputAudio,
     LanguageChanged,
     Processor,
@@ -225,6 +226,7 @@ class WhisperSTT(Processor):
 
     name = "stt.whisper"
     consumes = frozenset({InputAudio, SpeechStarted, SpeechStopped, LanguageChanged})
+    steers = frozenset({HeardSoFar})
     produces = frozenset({Transcript})
 
     def __init__(
@@ -314,6 +316,9 @@ class WhisperSTT(Processor):
             early.result = await self._recognise(utterance)
         finally:
             early.done.set()
+        if self._early is early and early.result is not None:  # still quiet: the end of turn reads the words
+            language, text, _ = early.result
+            await self.steer(HeardSoFar(text, language))
 
     async def _recognise(self, utterance: _Utterance) -> tuple[str, str, bool]:
         """(language, text, whether language ID ran). Language ID runs beside the recognition in the call's

@@ -19,6 +19,7 @@ from aybiza.pipeline import (
     DTMF,
     CallContext,
     Frame,
+    HeardSoFar,
     InputAudio,
     LanguageChanged,
     Pipeline,
@@ -256,7 +257,8 @@ async def test_a_language_steered_up_reopens_the_socket_and_resends_the_unsettle
     assert dg.listens[1].types() == ["Finalize"]
     final = sink.transcripts(final=True)[0]
     assert (final.text, final.language) == ("hola buenos dias", "es")
-    assert steered == [LanguageChanged("es", 0.9)], "the control frame goes on up the pipeline"
+    assert steered == [LanguageChanged("es", 0.9), HeardSoFar("hola buenos dias", "es")], (
+        "the control frame goes on up the pipeline; the words heard go up to the end of turn")
     assert not any(isinstance(f, LanguageChanged) for f in sink.frames), "steered, not pushed"
 
 
