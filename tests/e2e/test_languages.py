@@ -70,8 +70,8 @@ async def test_an_agent_without_spanish_tells_a_spanish_caller_in_spanish_which_
                               auth_token=AUTH_TOKEN, caller="+34600123456", agent="english_only")
     heard = words(await anyio.to_thread.run_sync(spanish_ears.transcribe, heard_pcm(report), 8000, "es"))
     # "Lo siento, solo puedo atenderle en inglés." in the local Spanish voice (espeak): whisper hears "inglés" and
-    # some of the rest, so: the language named, plus one more word of the sentence. (Whisper's transcript of it once
-    # varied from run to run — "solo" came out as "huevos" — while its decoder fell back to sampling; it no longer does.)
+    # some of the rest, so: the language named, plus one more word of the sentence. (Whisper's transcript of it
+    # once varied from run to run — "solo" came out as "huevos" — while its decoder fell back to sampling.)
     assert {"inglés", "ingles"} & heard, sorted(heard)
     assert {"siento", "solo", "sólo", "puedo", "atenderle", "atenderles"} & heard, sorted(heard)
     assert not {"lunes", "viernes"} & heard, "the Spanish question was not answered as if understood"
