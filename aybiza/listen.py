@@ -71,14 +71,15 @@ def listen(
     profile: EndOfTurnProfile | None = None,
     score: Callable[[bytes, int], float] | None = None,
     silence_ms: int = 400,
-    words: Callable[[bytes, int], str] | None = None,
+    words: Callable[[bytes, int, float], str] | None = None,
     language: str = "en",
 ) -> Listening:
     """Run ``pcm`` (PCM16 mono at 8 or 16 kHz) through the VAD and the end-of-turn decision.
 
     With ``profile`` and ``score`` the turn ends as the endpoint stage decides;
     without, after ``silence_ms`` of silence (the VAD alone). With ``words``
-    (the turn's audio so far → a recogniser's text of it) the decision also
+    (the turn's audio so far, its rate and where its speech ended in the recording → a recogniser's text of
+    it) the decision also
     reads the words at each pause, taken as in hand at the decision (as a
     streaming recogniser's interims are; their decode time is reported, not added).
     """
@@ -130,7 +131,7 @@ def listen(
         text = ""
         if words is not None:
             begun = time.perf_counter()
-            text = words(b"".join(turn), rate)
+            text = words(b"".join(turn), rate, event.at)
             decode_s = time.perf_counter() - begun
             result.words.append((event.at, text, decode_s * 1000))
         if policy.complete(probability, turn_s, text, language):

@@ -42,6 +42,7 @@ class TurnCase:
     speech_end: float  # seconds: the end of the last word
     pause: tuple[float, float] | None  # (start, end) seconds of the inserted pause
     human: bool = True
+    said_before: str = ""  # the words before the pause (per the alignment); a finished case: all its words
 
 
 def _speech_bounds(audio: Signal) -> tuple[float, float]:
@@ -56,25 +57,28 @@ def _line(signal: Signal, rng: np.random.Generator) -> Signal:
     return telephone(signal + hiss, RATE)
 
 
-def _case(clip: Clip, cut: float | None, pause_ms: int, rng: np.random.Generator) -> TurnCase:
+def _case(clip: Clip, cut: tuple[float, str] | None, pause_ms: int, rng: np.random.Generator) -> TurnCase:
     audio = clip.audio()
     start, end = _speech_bounds(audio)
     audio = audio[max(0, int((start - 0.3) * RATE)) : int((end + 0.05) * RATE)]
     end = end + 0.05 - max(0.0, start - 0.3)
     tail = np.zeros(2 * RATE)
     if cut is None:
-        return TurnCase(clip.id, clip.language, _line(np.concatenate((audio, tail)), rng), end, None)
-    cut_at = int((cut - max(0.0, start - 0.3)) * RATE)
+        return TurnCase(clip.id, clip.language, _line(np.concatenate((audio, tail)), rng), end, None,
+                        said_before=clip.text)
+    cut_at = int((cut[0] - max(0.0, start - 0.3)) * RATE)
     gap = np.zeros(int(pause_ms / 1000 * RATE))
     signal = np.concatenate((audio[:cut_at], gap, audio[cut_at:], tail))
     return TurnCase(f"{clip.id}@{pause_ms}", clip.language, _line(signal, rng), end + gap.size / RATE,
-                    (cut_at / RATE, (cut_at + gap.size) / RATE))
+                    (cut_at / RATE, (cut_at + gap.size) / RATE), said_before=cut[1])
 
 
-def _continuing_cuts(words: Sequence[tuple[str, float, float]], language: str) -> list[float]:
-    """Ends of the words after which the sentence must go on (not the first or the last two words)."""
+def _continuing_cuts(words: Sequence[tuple[str, float, float]], language: str) -> list[tuple[float, str]]:
+    """Ends of the words after which the sentence must go on (not the first or the last two words), and the
+    words up to each."""
     continuing = CONTINUING[language]
-    return [end for word, _, end in words[1:-2] if word in continuing]
+    return [(end, " ".join(w for w, _, _ in words[: index + 2])) for index, (word, _, end) in enumerate(words[1:-2])
+            if word in continuing]
 
 
 def turn_cases(per_language: int = 40, seed: int = 7) -> list[TurnCase]:
