@@ -149,7 +149,13 @@ class SpeechStack:
         if stt == "deepgram":
             # Phone audio goes to Deepgram as the μ-law it arrived as: no resampling, no re-encoding.
             primary = DeepgramSTT(engines.deepgram(), encoding="mulaw" if ctx.transport == "twilio" else "linear16")
-            return FallbackStage(primary, lambda: self._whisper(), replay=Replay.UTTERANCE,
+
+            def backup() -> WhisperSTT:
+                whisper = self._whisper()
+                whisper.caller_quiet_s = primary.caller_quiet_s  # the VAD's pauses, as the primary had them
+                return whisper
+
+            return FallbackStage(primary, backup, replay=Replay.UTTERANCE,
                                  incident=IncidentKind.STT_FALLBACK, unavailable=EndReason.STT_UNAVAILABLE)
         if stt == "sphinx":
             return SphinxSTT(engines.sphinx, limiter=engines.sphinx_limiter)

@@ -26,7 +26,11 @@ from aybiza.pipeline import (
     check_wiring,
 )
 from aybiza.processors.cache import WrappingProcessor
+from aybiza.processors.fallback import FallbackStage
+from aybiza.processors.stt.deepgram import DeepgramSTT
+from aybiza.processors.stt.whisper import WhisperSTT
 from aybiza.processors.turns import TurnTaker
+from aybiza.processors.vad import VADProcessor
 from aybiza.routing.service import RoutingService
 from aybiza.stack import SpeechStack
 from aybiza.testing.scripted import bench_agent, scripted_engines, scripted_settings
@@ -197,3 +201,18 @@ def test_the_embedded_stack_of_a_phone_call_is_wired(tmp_path: Path) -> None:
     processors, opening = SpeechStack(settings, engines).build(CallContext(call_id="CAlocal"), bench_agent())
     assert [type(frame) for frame in opening] == [AgentText, AgentTurnDone]
     assert check_wiring([*processors, phone_output()], TwilioStream.sources | {AgentText, AgentTurnDone}) == []
+
+
+def test_the_recogniser_that_takes_over_from_deepgram_hears_the_vads_pauses(tmp_path: Path) -> None:
+    settings = scripted_settings(data_dir=tmp_path)
+    routing = RoutingService.from_settings(settings)
+    stack = SpeechStack(settings, scripted_engines(settings), routing=routing)
+    ctx = CallContext(call_id="CAquiet", caller="+447700900123", transport="twilio")
+    processors, _ = stack.build(ctx, bench_agent(), call_routing=routing.call_routing(ctx.caller))
+    fallback = next(p for p in processors if isinstance(p, FallbackStage))
+    vad = next(p for p in processors if isinstance(p, VADProcessor))
+    backup = fallback._make_backup()
+    primary = fallback.primary
+    assert isinstance(backup, WhisperSTT) and isinstance(primary, DeepgramSTT)
+    assert backup.caller_quiet_s is not None and backup.caller_quiet_s is primary.caller_quiet_s
+    assert backup.caller_quiet_s() == vad.silent_s
