@@ -181,10 +181,15 @@ class AgentSpeaking(Frame):
 
 @dataclass(frozen=True, slots=True)
 class HeardSoFar(Frame):
-    """Control: the words a recogniser has heard of the caller's current turn so far. Steered by the recogniser."""
+    """Control: the words a recogniser has heard of the caller's current turn so far. Steered by the recogniser.
+
+    ``upto``: the capture time (monotonic) of the end of the audio the words cover; ``None``: not known.
+    Words that stop short of the caller's last sound may lack its last word.
+    """
 
     text: str
     language: str = "en"
+    upto: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

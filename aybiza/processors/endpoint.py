@@ -37,8 +37,11 @@ The words help where the audio cannot: a recogniser that hears the turn as it
 goes (Deepgram's interims; whisper's decode at the pause) steers its text so
 far up as :class:`~aybiza.pipeline.frames.HeardSoFar`, and a turn whose words
 stop on an article, a possessive or a conjunction (:mod:`.turn_words`) waits
-for the silence limit whatever the model said. The stage does not wait for
-words: none in hand at the decision, the audio decides alone.
+for the silence limit whatever the model said. Only words that cover the
+audio up to the caller's last sound count (a streaming recogniser's interim
+lags the audio: "cancel my" while the caller has said "cancel my appointment"
+would hold a finished turn). The stage does not wait for words: none such in
+hand at the decision, the audio decides alone.
 The three profiles trade speed for patience (``end_of_turn`` in Settings).
 :class:`EndOfTurnPolicy` is the decision without I/O, shared by the stage
 and the benchmark.
@@ -149,6 +152,14 @@ class EndOfTurnPolicy:
     def max_silence_s(self) -> float:
         """Silence after the last voiced audio that ends a turn whatever the model said."""
         return self.profile.max_silence_ms / 1000
+
+
+_COVER_SLACK_S = 0.06  # words may end this much before the VAD's last voiced frame ends (frame rounding)
+
+
+def covers(words: HeardSoFar, speech_end: float) -> bool:
+    """Whether ``words`` were heard on the audio up to ``speech_end`` (or say nothing of what they cover)."""
+    return words.upto is None or words.upto >= speech_end - _COVER_SLACK_S
 
 
 class _TurnAudio:
@@ -282,7 +293,7 @@ class EndOfTurnStage(Processor):
             if self._held is not stopped:
                 return
             probability = 0.0 if scored is None else scored
-            words = self._words
+            words = self._words if self._words is not None and covers(self._words, stopped.at) else None
             complete = self.policy.complete(probability, speech_s, words.text if words else "",
                                             words.language if words else "en")
             ctx = self.ctx

@@ -39,14 +39,15 @@ class _Recogniser(Processor):
     consumes = frozenset({InputAudio})
     steers = frozenset({HeardSoFar})
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, lag_s: float | None = 0.0) -> None:
         super().__init__()
-        self.text = text
+        self.text, self.lag_s = text, lag_s  # lag_s: how far the words stop short of the audio (None: not said)
 
     async def process(self, frame: Frame) -> None:
         await self.push(frame)
         if isinstance(frame, InputAudio):
-            await self.steer(HeardSoFar(self.text, "en"))
+            upto = None if self.lag_s is None else frame.captured_at + frame.duration - self.lag_s
+            await self.steer(HeardSoFar(self.text, "en", upto))
 
 
 def _turn(now: float) -> list[Frame]:
@@ -66,3 +67,13 @@ async def test_a_confident_model_still_waits_when_the_words_stop_on_the() -> Non
     sure = EndOfTurnStage(lambda pcm, rate: 0.99, "balanced")
     assert await _events(sure, _Recogniser("what are your opening hours"), 0.3) == [
         SpeechStarted, SpeechStopped]
+
+
+@pytest.mark.anyio
+async def test_words_that_lag_the_audio_do_not_hold_a_turn() -> None:
+    # an interim from half a second ago ("cancel my" while the caller has said "cancel my appointment")
+    sure = EndOfTurnStage(lambda pcm, rate: 0.99, "balanced")
+    assert await _events(sure, _Recogniser("cancel my", lag_s=0.5), 0.3) == [SpeechStarted, SpeechStopped]
+    # words that say nothing of what they cover are taken as they are
+    sure = EndOfTurnStage(lambda pcm, rate: 0.99, "balanced")
+    assert await _events(sure, _Recogniser("cancel my", lag_s=None), 0.3) == [SpeechStarted]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any, Literal
@@ -188,6 +189,8 @@ class DeepgramSTT(Processor):
         self._buf_start = 0
         self._sent = 0
         self._conn_base = 0
+        # (stream offset after a frame, its capture end): which audio a result's words cover, in call time
+        self._captured: deque[tuple[int, float]] = deque(maxlen=int(self.max_buffer_s * 100) + 1)
         self._wake = anyio.Event()
         self._finalize_due = False
         self._finalize_outstanding = False
@@ -243,6 +246,7 @@ class DeepgramSTT(Processor):
             self._buf += frame.pcm
         else:
             self._buf += frame.ulaw if frame.ulaw is not None else lin2ulaw(frame.pcm)
+        self._captured.append((self._buf_start + len(self._buf), frame.captured_at + frame.duration))
         if self.ctx is not None:
             self.ctx.ledger.add_stt(self.model, frame.duration)
         excess = len(self._buf) - int(self.max_buffer_s * self.bytes_per_second)
@@ -473,7 +477,8 @@ class DeepgramSTT(Processor):
         languages = getattr(best, "languages", None)
         if language == "multi" and languages:
             language = str(languages[0])
-        await self.steer(HeardSoFar(text, language))  # its last word tells the end of turn whether a pause is one
+        # its last word tells the end of turn whether a pause is one (if the words reach the caller's last sound)
+        await self.steer(HeardSoFar(text, language, self._captured_upto(msg)))
         ended_at = self._stopped_at if final else None
         ctx = self.ctx
         if final and ctx is not None and self._stop_seen_at is not None:
@@ -490,6 +495,17 @@ class DeepgramSTT(Processor):
                                                for a in alternatives[1:]) if t),
             )
         )
+
+    def _captured_upto(self, msg: Any) -> float | None:
+        """The capture time of the end of the audio a result covers (None: the result does not say)."""
+        start, duration = getattr(msg, "start", None), getattr(msg, "duration", None)
+        if start is None or duration is None:
+            return None
+        end = self._conn_base + int((float(start) + float(duration)) * self.sample_rate) * self._width
+        for offset, captured in reversed(self._captured):
+            if offset <= end:
+                return captured
+        return 0.0  # before all the audio remembered: covers nothing recent
 
     def _settle(self, offset: int) -> None:
         """Deepgram finalised the stream up to ``offset``: forget the audio before it."""

@@ -207,6 +207,7 @@ class _Early:
     """A transcription started at the caller's pause, before the end of turn reached the stage."""
 
     language: str
+    upto: float | None = None  # capture time of the end of the audio it hears
     done: anyio.Event = field(default_factory=anyio.Event)
     result: tuple[str, str, bool] | None = None  # (language, text, audio language ID spent)
 
@@ -286,7 +287,7 @@ class WhisperSTT(Processor):
         if isinstance(frame, InputAudio):
             self._buffer.add(frame)
             if self.early_s > 0 and self.caller_quiet_s is not None and self._buffer.collecting:
-                self._maybe_early(self.caller_quiet_s())
+                self._maybe_early(self.caller_quiet_s(), frame.captured_at + frame.duration)
             if self._buffer.full:
                 await self._submit(ended_at=None)
                 self._buffer.start()
@@ -300,13 +301,13 @@ class WhisperSTT(Processor):
                 self._buffer.stop()
         await self.push(frame)
 
-    def _maybe_early(self, quiet_s: float) -> None:
+    def _maybe_early(self, quiet_s: float, upto: float) -> None:
         """Voice discards an early transcription; a long enough pause starts one on the audio so far."""
         if quiet_s < 1e-6:
             self._early = None  # this frame was voice: the speech goes on
         elif (quiet_s >= self.early_s and self._early is None and self._tg is not None
               and self._buffer.utterance_seconds >= self.min_utterance_seconds):
-            early = self._early = _Early(self.language)
+            early = self._early = _Early(self.language, upto)
             utterance = _Utterance(self._buffer.peek(), self._buffer.sample_rate, self._buffer.utterance_seconds,
                                    None, self.language)
             self._tg.start_soon(self._recognise_early, early, utterance, name=f"{self.name}.early")
@@ -318,7 +319,7 @@ class WhisperSTT(Processor):
             early.done.set()
         if self._early is early and early.result is not None:  # still quiet: the end of turn reads the words
             language, text, _ = early.result
-            await self.steer(HeardSoFar(text, language))
+            await self.steer(HeardSoFar(text, language, early.upto))
 
     async def _recognise(self, utterance: _Utterance) -> tuple[str, str, bool]:
         """(language, text, whether language ID ran). Language ID runs beside the recognition in the call's

@@ -240,12 +240,15 @@ async def test_a_language_steered_up_reopens_the_socket_and_resends_the_unsettle
         stt = listening(dg.url)
         sink = Sink()
         steered: list[Frame] = []
+        audio_end: list[float] = []
 
         async def feed(p: Pipeline, tg: TaskGroup) -> None:
             await wait_until(lambda: bool(dg.listens))
             await p.push(SpeechStarted(at=time.monotonic()))
             for pcm in speech(0.3):
-                await p.push(InputAudio(pcm, 16000, time.monotonic(), voiced=True))
+                frame = InputAudio(pcm, 16000, time.monotonic(), voiced=True)
+                await p.push(frame)
+                audio_end[:] = [frame.captured_at + frame.duration]
             await stt.control(LanguageChanged("es", 0.9))  # the language stage downstream steers it up
             await p.push(SpeechStopped(at=time.monotonic()))
             await wait_until(lambda: bool(sink.transcripts(final=True)))
@@ -257,8 +260,9 @@ async def test_a_language_steered_up_reopens_the_socket_and_resends_the_unsettle
     assert dg.listens[1].types() == ["Finalize"]
     final = sink.transcripts(final=True)[0]
     assert (final.text, final.language) == ("hola buenos dias", "es")
-    assert steered == [LanguageChanged("es", 0.9), HeardSoFar("hola buenos dias", "es")], (
-        "the control frame goes on up the pipeline; the words heard go up to the end of turn")
+    assert steered == [LanguageChanged("es", 0.9), HeardSoFar("hola buenos dias", "es", audio_end[0])], (
+        "the control frame goes on up the pipeline; the words heard go up to the end of turn, with the capture "
+        "time of the end of the audio they cover (here all of it)")
     assert not any(isinstance(f, LanguageChanged) for f in sink.frames), "steered, not pushed"
 
 
