@@ -52,6 +52,7 @@ class Cluster:
         self.registry = registry
         self.draining = False
         self.host = socket.gethostname()
+        self.seen_nodes = 0  # live nodes in Redis at the last heartbeat (this one included)
 
     @classmethod
     async def open(cls, runtime: Runtime) -> Cluster:
@@ -92,8 +93,9 @@ class Cluster:
                     host=self.host)
 
     async def heartbeat(self) -> None:
-        """Register once (raises what Redis raises)."""
+        """Register once, and count the live nodes (raises what Redis raises)."""
         await self.registry.register(self.describe(), list(self.runtime.calls))
+        self.seen_nodes = len(await self.registry.nodes())
 
     async def run(self) -> None:
         """Heartbeat and reap until cancelled."""
@@ -122,6 +124,7 @@ class Cluster:
             calls = await store.interrupt_owner(node_id)
             await self.registry.forget(node_id)
             log.warning("node %s is gone: archived its %d live call(s) as interrupted", node_id, len(calls))
+            self.runtime.metrics.reaped(len(calls))
             archived += calls
         return archived
 

@@ -126,6 +126,9 @@ class Runtime:
         # Scale-out (issue 16): the node's place among the nodes on this Redis, and whether it drains.
         self.cluster: Cluster | None = None
         self.draining = False
+        self.metrics.node_state(lambda: self.draining, lambda: self.admission.total,
+                                (lambda: self.cluster.seen_nodes if self.cluster is not None else 0)
+                                if settings.redis_url else None)
 
     @property
     def routing_for_calls(self) -> RoutingService | None:

@@ -17,8 +17,12 @@ several apps in one process each get their own) with:
   and ``aybiza_call_cost_usd_total{region}``; ``aybiza_refused_total{endpoint,reason}`` (requests and
   connections refused or let go before they became calls: rate limited, at capacity, a stream bound to
   another call ...) and ``aybiza_media_dropped_frames_total{transport}`` (inbound media dropped for pace);
+  ``aybiza_reaped_calls_total`` (a dead node's live calls this node archived as interrupted);
 - gauges ``aybiza_active_calls``, ``aybiza_region_health{region}`` (2 healthy,
-  1 degraded, 0 unhealthy) and ``aybiza_region_latency_seconds{region}``.
+  1 degraded, 0 unhealthy) and ``aybiza_region_latency_seconds{region}``; for the
+  node, read when scraped: ``aybiza_node_draining`` (1 while it drains),
+  ``aybiza_node_capacity`` (its call slots) and ``aybiza_cluster_nodes`` (live nodes
+  it saw in Redis at its last heartbeat; 0 without a cluster).
 
 Labels stay bounded: countries outside ISO 3166-1 become ``unknown``; any other
 label keeps its first ``max_label_values`` distinct values and folds the rest
@@ -216,6 +220,13 @@ class Metrics:
         for outcome in ("delivered", "retry", "failed"):
             self.webhook_deliveries.labels(outcome)
         self._active = Gauge("active_calls", "Calls in progress", namespace=ns, registry=reg)
+        self._reaped = Counter("reaped_calls", "Live calls of dead nodes this node archived as interrupted",
+                               namespace=ns, registry=reg)
+        self._node_draining = Gauge("node_draining", "1 while this node drains (takes no new calls)", namespace=ns,
+                                    registry=reg)
+        self._node_capacity = Gauge("node_capacity", "Call slots of this node", namespace=ns, registry=reg)
+        self._cluster_nodes = Gauge("cluster_nodes", "Live nodes this node saw in Redis at its last heartbeat "
+                                    "(0 without a cluster)", namespace=ns, registry=reg)
         self._region_health = Gauge(
             "region_health", "Region health: 2 healthy, 1 degraded, 0 unhealthy", ["region"],
             namespace=ns, registry=reg,
@@ -341,6 +352,18 @@ class Metrics:
         self._failovers.labels(self._region_label(from_region), self._region_label(to_region)).inc()
         with self._lock:
             self._failover_count += 1
+
+    def node_state(self, draining: Callable[[], bool], capacity: Callable[[], int],
+                   cluster_nodes: Callable[[], int] | None = None) -> None:
+        """Gauges of this node read when scraped: draining, capacity and (in a cluster) the live nodes it sees."""
+        self._node_draining.set_function(lambda: float(draining()))
+        self._node_capacity.set_function(lambda: float(capacity()))
+        if cluster_nodes is not None:
+            self._cluster_nodes.set_function(lambda: float(cluster_nodes()))
+
+    def reaped(self, calls: int) -> None:
+        """This node archived ``calls`` live calls of a dead node as interrupted."""
+        self._reaped.inc(calls)
 
     def region_state(self, region: str, state: object, latency: float | None = None) -> None:
         """Set a Region's health (``healthy``/``degraded``/``unhealthy`` or 2/1/0) and latency in seconds."""

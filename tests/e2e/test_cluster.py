@@ -186,6 +186,10 @@ def test_three_nodes_share_one_number_through_a_drain_and_a_crash(tmp_path: Path
             interrupted = sorted(sid for sid, record in records.items() if record and record.status == "interrupted")
             assert interrupted == sorted(on_b_cut)
             assert c.log().count("archived as interrupted") == len(on_b_cut)
+            # ... and C's metrics say so: the calls it reaped, and that it is the one live node left
+            metrics = httpx.get(f"{c.http}/metrics", headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=5).text
+            assert f"aybiza_reaped_calls_total {float(len(on_b_cut))}" in metrics
+            assert "aybiza_cluster_nodes 1.0" in metrics and "aybiza_node_draining 0.0" in metrics
             others = [record for sid, record in records.items() if sid not in on_b_cut]
             assert all(r is not None and r.status == "ended" and r.outcome == "hangup" for r in others), \
                 {r.call_id: (r.status, r.outcome) for r in others if r and (r.status, r.outcome) != ("ended", "hangup")}

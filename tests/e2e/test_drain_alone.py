@@ -9,11 +9,13 @@ agent's apology and goodbye, archives it as ``shutdown`` and exits 0.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from aybiza.edge.archive import SQLiteArchive
@@ -37,12 +39,22 @@ async def test_sigterm_on_a_lone_node_says_goodbye_to_the_caller_archives_and_ex
         async def call() -> None:
             reports.append(await place_call(server.stream_url, [Wait(60, until_idle=False)], auth_token=AUTH_TOKEN))
 
+        async def gauges() -> dict[str, float]:
+            async with httpx.AsyncClient(timeout=5, headers=server.api) as client:
+                text = (await client.get(f"{server.http}/metrics")).text
+            return {name: float(value) for name, value in re.findall(r"^aybiza_(\w+) (\S+)$", text, re.M)}
+
+        before = await gauges()
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)
             await anyio.sleep(6)  # the greeting has been heard; the caller listens on
             signalled = time.monotonic()
             os.kill(server.process.pid, signal.SIGTERM)
+            await anyio.sleep(0.5)
+            during = await gauges()  # an operator's scrape while the node drains
         ended = time.monotonic()
+        assert before["node_draining"] == 0 and during["node_draining"] == 1, (before, during)
+        assert before["node_capacity"] > 0 and before["cluster_nodes"] == 0, before  # no Redis: no cluster
         exit_code = await anyio.to_thread.run_sync(lambda: server.process.wait(30))
         [report] = reports
         assert exit_code == 0, server.log()[-3000:]

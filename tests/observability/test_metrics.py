@@ -7,6 +7,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aybiza.observability.metrics import Metrics, country_label, percentile
@@ -242,3 +243,16 @@ def test_preemptive_replies_used_and_discarded_are_counted_from_the_ledger() -> 
     assert got[("aybiza_preemptions_total", (("outcome", "used"),))] == 2
     assert got[("aybiza_preemptions_total", (("outcome", "discarded"),))] == 1
     assert ledger.usage().preemptions == {"discarded": 1, "used": 2}
+
+
+def test_the_node_gauges_are_read_when_scraped_and_reaped_calls_count() -> None:
+    metrics = Metrics()
+    state = {"draining": False, "nodes": 3}
+    metrics.node_state(lambda: bool(state["draining"]), lambda: 40, lambda: int(state["nodes"]))
+    metrics.reaped(2)
+    text = generate_latest(metrics.registry).decode()
+    assert "aybiza_node_draining 0.0" in text and "aybiza_node_capacity 40.0" in text
+    assert "aybiza_cluster_nodes 3.0" in text and "aybiza_reaped_calls_total 2.0" in text
+    state.update(draining=True, nodes=2)
+    text = generate_latest(metrics.registry).decode()
+    assert "aybiza_node_draining 1.0" in text and "aybiza_cluster_nodes 2.0" in text
