@@ -35,7 +35,7 @@ run: install
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	@AYBIZA_TEST_SYSTEM=1 bash scripts/install-system.sh
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not exclusive"
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not exclusive" --durations=20
 	$(VENV)/bin/pytest -q -m exclusive
 
 # issue 16: the container image built on a debootstrapped bookworm with podman, a call answered from its root
