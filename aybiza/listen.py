@@ -77,11 +77,11 @@ def listen(
     """Run ``pcm`` (PCM16 mono at 8 or 16 kHz) through the VAD and the end-of-turn decision.
 
     With ``profile`` and ``score`` the turn ends as the endpoint stage decides;
-    without, after ``silence_ms`` of silence (the VAD alone). With ``words``
-    (the turn's audio so far, its rate and where its speech ended in the recording → a recogniser's text of
-    it) the decision also
-    reads the words at each pause, taken as in hand at the decision (as a
-    streaming recogniser's interims are; their decode time is reported, not added).
+    without, after ``silence_ms`` of silence (the VAD alone). With ``words`` (the
+    turn's audio so far, its rate and where its speech ended in the recording →
+    a recogniser's text of it) the decision also reads the words at each pause,
+    taken as in hand at the decision, as a streaming recogniser's interims are
+    (their decode time is reported in ``Listening.words``, not added).
     """
     result = Listening()
     meter = QualityMeter()
