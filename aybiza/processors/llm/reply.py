@@ -184,6 +184,7 @@ class ReplyProcessor(Processor):
         ctx = self.ctx
         assert ctx is not None, "ReplyProcessor used before start()"
         ledger = ctx.ledger
+        asked_at = len(self.history)
         self.history.append(ChatMessage("user", user.text))
         turn = _Turn(user.turn_id, user.language, time.monotonic())
         try:
@@ -212,6 +213,10 @@ class ReplyProcessor(Processor):
                     raise CallEnded(EndReason.MODEL_UNAVAILABLE,
                                     f"{self._failed_in_a_row} turns in a row got no answer: {exc}") from exc
                 await ctx.announce(Notice.RETRY)
+                if not turn.said and len(self.history) == asked_at + 1:
+                    # The caller was asked to say it again: the question that got no answer is not kept (else
+                    # the next request carries it merged with what the caller says next, and both get answered).
+                    del self.history[asked_at:]
         if turn.round_said:
             self._failed_in_a_row = 0
         if turn.said:

@@ -336,6 +336,8 @@ async def test_a_turn_no_region_answered_asks_the_caller_again_and_the_call_goes
     assert sink.said(1) == [], "nothing of a failed reply is spoken by the model"
     assert announce.notices == [Notice.RETRY], "the local voice apologises and asks again"
     assert sink.said(2) == ["Yes, we're open."]
+    asked = [[block["text"] for block in m["content"]] for m in fb.requests[-1].body["messages"]]
+    assert asked == [["Are you open today?"]], "the unanswered question is not asked again with the next one"
     assert ctx.ledger.model_errors == 1
     assert [incident.kind for incident in ctx.ledger.incidents] == [IncidentKind.MODEL_FAILED]
 
