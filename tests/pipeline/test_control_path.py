@@ -183,12 +183,17 @@ def phone_output() -> TwilioOutput:
     return TwilioOutput(TwilioProtocol(), send)
 
 
-def test_the_production_stack_of_a_phone_call_is_wired(tmp_path: Path) -> None:
+def production_phone_stack(tmp_path: Path) -> tuple[list[Processor], list[Frame]]:
+    """The processors and opening frames of a phone call on the production stack (scripted providers)."""
     settings = scripted_settings(data_dir=tmp_path)
     routing = RoutingService.from_settings(settings)
     stack = SpeechStack(settings, scripted_engines(settings), routing=routing)
     ctx = CallContext(call_id="CAwired", caller="+447700900123", transport="twilio")
-    processors, opening = stack.build(ctx, bench_agent(), call_routing=routing.call_routing(ctx.caller))
+    return stack.build(ctx, bench_agent(), call_routing=routing.call_routing(ctx.caller))
+
+
+def test_the_production_stack_of_a_phone_call_is_wired(tmp_path: Path) -> None:
+    processors, opening = production_phone_stack(tmp_path)
     stages = [*processors, phone_output()]
     assert check_wiring(stages, TwilioStream.sources | {type(frame) for frame in opening}) == []
     assert check_wiring(processors, TwilioStream.sources | {type(frame) for frame in opening}), (
@@ -204,11 +209,7 @@ def test_the_embedded_stack_of_a_phone_call_is_wired(tmp_path: Path) -> None:
 
 
 def test_the_recogniser_that_takes_over_from_deepgram_hears_the_vads_pauses(tmp_path: Path) -> None:
-    settings = scripted_settings(data_dir=tmp_path)
-    routing = RoutingService.from_settings(settings)
-    stack = SpeechStack(settings, scripted_engines(settings), routing=routing)
-    ctx = CallContext(call_id="CAquiet", caller="+447700900123", transport="twilio")
-    processors, _ = stack.build(ctx, bench_agent(), call_routing=routing.call_routing(ctx.caller))
+    processors, _ = production_phone_stack(tmp_path)
     fallback = next(p for p in processors if isinstance(p, FallbackStage))
     vad = next(p for p in processors if isinstance(p, VADProcessor))
     backup = fallback._make_backup()
