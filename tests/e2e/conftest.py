@@ -41,6 +41,16 @@ def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
+HOURS_DAYS = frozenset({"monday", "friday", "saturday"})  # all in the answer's first sentence
+
+
+def heard_the_hours(heard: set[str]) -> bool:
+    """Whether the default agent's opening-hours answer was heard: two of the days its first sentence names. Not one
+    word of it: the local voice is rendered afresh on every call, and whisper once heard "We're hoping Monday" for
+    "We're open Monday"."""
+    return len(HOURS_DAYS & heard) >= 2
+
+
 def heard_pcm(report: CallReport) -> bytes:
     """What the caller heard, as 8 kHz PCM16."""
     return ulaw2lin(bytes(report.heard))
