@@ -82,7 +82,8 @@ def local_api_token(settings: Settings) -> str:
     path = settings.data_dir / "api_token"
     if path.is_file():
         return read_secret(path)
-    token = secrets.token_urlsafe(32)
+    # hex, not URL-safe base64: a token that starts with "-" cannot follow ``--api-token`` on a command line
+    token = secrets.token_hex(32)
     write_secret(path, token)
     return token
 

@@ -12,7 +12,7 @@ from twilio.request_validator import RequestValidator
 
 from aybiza.config import Settings
 from aybiza.errors import ConfigError
-from aybiza.guard import Guard
+from aybiza.guard import Guard, local_api_token
 from aybiza.twilio_auth import auth_token_for, local_token_path
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -134,3 +134,9 @@ def test_a_server_reachable_beyond_loopback_needs_an_api_token(tmp_path: Path, e
         Guard(_settings(tmp_path, twilio_auth_token=TOKEN, **exposure))
     guard = Guard(_settings(tmp_path, twilio_auth_token=TOKEN, api_token="s3cret", **exposure))
     assert guard.exposed and guard.api_token == "s3cret"
+
+
+def test_the_local_api_token_can_follow_an_option_on_a_command_line(tmp_path: Path) -> None:
+    token = local_api_token(Settings(data_dir=tmp_path))
+    assert len(token) == 64 and all(c in "0123456789abcdef" for c in token), "hex: never a leading '-'"
+    assert local_api_token(Settings(data_dir=tmp_path)) == token  # made once, then kept
