@@ -7,6 +7,7 @@ defaults. The defaults are the embedded offline stack: no keys, no network.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "limit_math_threads"]
+__all__ = ["Settings", "child_environment", "limit_math_threads"]
 
 STT = Literal["whisper", "sphinx", "deepgram"]
 LLM = Literal["faq", "bedrock", "openai"]
@@ -236,6 +237,12 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+
+def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """The environment for an ``aybiza serve`` this process starts: its own (provider keys, ``AYBIZA_*``
+    settings, the AWS chain: the child's Settings read it as the operator's would), with ``overrides`` on top."""
+    return {**os.environ, **overrides}
 
 
 def limit_math_threads() -> None:

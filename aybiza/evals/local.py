@@ -10,7 +10,6 @@ and can be checked.
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..config import child_environment
 from ..testing.fake_twilio import FakeTwilio
 from ..testing.processes import free_port, serving
 from .runner import Target
@@ -33,12 +33,11 @@ def local_server(agents_dir: Path, *, log_path: Path | None = None, timeout_s: f
     with tempfile.TemporaryDirectory(prefix="aybiza-eval-") as tmp, FakeTwilio(account_sid, auth_token) as twilio:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        # The whole environment on purpose: the child is `aybiza serve` as the operator would run it here
-        # (provider keys, AYBIZA_* settings, AWS chain); its Settings read it, with the eval's own on top.
-        env = {**os.environ, "TWILIO_AUTH_TOKEN": auth_token, "TWILIO_ACCOUNT_SID": account_sid,
-               "AYBIZA_TWILIO_API_URL": twilio.url, "AYBIZA_API_TOKEN": api_token,
-               "AYBIZA_DATA_DIR": str(Path(tmp) / "data"), "AYBIZA_AGENTS_DIR": str(agents_dir.resolve()),
-               "AYBIZA_PUBLIC_URL": url}
+        # the child is `aybiza serve` as the operator would run it here, with the eval's own settings on top
+        env = child_environment({"TWILIO_AUTH_TOKEN": auth_token, "TWILIO_ACCOUNT_SID": account_sid,
+                                 "AYBIZA_TWILIO_API_URL": twilio.url, "AYBIZA_API_TOKEN": api_token,
+                                 "AYBIZA_DATA_DIR": str(Path(tmp) / "data"),
+                                 "AYBIZA_AGENTS_DIR": str(agents_dir.resolve()), "AYBIZA_PUBLIC_URL": url})
         command = [sys.executable, "-m", "aybiza.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         with serving(command, health_url=f"{url}/health", log_path=log_path or Path(tmp) / "server.log", env=env,
                      cwd=Path.cwd(), what="aybiza serve", timeout_s=timeout_s):

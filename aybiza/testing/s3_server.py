@@ -9,7 +9,6 @@ itself (to create the bucket and read what the server stored).
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -17,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from ..config import child_environment
 from .processes import free_port, serving
 
 __all__ = ["S3_CREDENTIALS", "S3Server"]
@@ -38,7 +38,7 @@ class S3Server:
         directory = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="aybiza-s3-")))
         command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         self._stack.enter_context(serving(command, health_url=f"{self.url}/moto-api/", log_path=directory / "s3.log",
-                                          env={**os.environ, **S3_CREDENTIALS}, cwd=directory, what="moto S3",
+                                          env=child_environment(S3_CREDENTIALS), cwd=directory, what="moto S3",
                                           timeout_s=120.0))  # a loaded machine imports moto slowly
         return self
 

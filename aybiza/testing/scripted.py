@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -397,11 +396,11 @@ def scripted_settings(**overrides: Any) -> Settings:
     ``benchmarks/endpoint.py`` measures the end-of-turn model.
     """
     values: dict[str, Any] = {"stt": "deepgram", "llm": "bedrock", "tts": "deepgram", "health_probes": False,
-                              "deepgram_api_key": "scripted"}
-    if "AYBIZA_END_OF_TURN" not in os.environ:
-        values["end_of_turn"] = "silence"
-    values.update(overrides)
-    return Settings(**values)
+                              "deepgram_api_key": "scripted", **overrides}
+    settings = Settings(**values)
+    if "end_of_turn" in settings.model_fields_set:  # named by the caller or the environment
+        return settings
+    return Settings(**values, end_of_turn="silence")
 
 
 def scripted_engines(settings: Settings, timings: ScriptedTimings | None = None) -> Engines:
