@@ -87,10 +87,14 @@ class SpeechStack:
         """Create what a call would otherwise create on the event loop (blocking: run it in a thread at startup).
 
         A boto3 client made on first use blocks the loop for 0.1-0.6 s, stalling every
-        call's audio in the middle of the first turn (or failover) that needs it.
+        call's audio in the middle of the first turn (or failover) that needs it; Deepgram's
+        client (its HTTP and TLS set-up) ~0.15 s, delaying the first call's greeting and recogniser.
         """
-        if self.settings.llm == "bedrock" and self.routing is not None:
+        settings = self.settings
+        if settings.llm == "bedrock" and self.routing is not None:
             self.bedrock_streamers.warm()
+        if "deepgram" in (settings.stt, settings.tts):
+            self.engines.deepgram()
 
     def build(
         self,

@@ -75,6 +75,7 @@ class TurnTiming:
 
     speech_end: float
     first_reply_audio: float | None = None
+    heard_before: int = 0  # bytes of ``CallReport.heard`` played by then: what follows is what came after
 
     @property
     def latency(self) -> float | None:
@@ -224,7 +225,7 @@ async def place_call(stream_url: str, script: Script, *, auth_token: str, public
                     outbox.extend(frames)
                     while outbox and not done.is_set():
                         await anyio.sleep(FRAME_S / 2)
-                    report.turns.append(TurnTiming(speech_end=time.monotonic()))
+                    report.turns.append(TurnTiming(speech_end=time.monotonic(), heard_before=len(report.heard)))
             await anyio.sleep(hangup_after)
 
         with anyio.move_on_after(call_timeout):

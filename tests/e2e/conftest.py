@@ -56,6 +56,11 @@ def heard_pcm(report: CallReport) -> bytes:
     return ulaw2lin(bytes(report.heard))
 
 
+def heard_after(report: CallReport, turn: int = -1) -> bytes:
+    """What the caller heard after the end of their utterance ``turn`` (the agent's reply, not its greeting)."""
+    return ulaw2lin(bytes(report.heard[report.turns[turn].heard_before:]))
+
+
 def speech_seconds(pcm: bytes, rate: int = 8000) -> float:
     """Seconds of 20 ms frames louder than -40 dBFS (speech, not line noise)."""
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -58,6 +59,14 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def settled(self, timeout_s: float = 120.0) -> Server:
+        """Wait until the models loaded after ``/health`` (multilingual whisper, language ID) are in: a call placed
+        before competes with those loads for the CPU, which is a cold start, not what most tests measure."""
+        deadline = time.monotonic() + timeout_s
+        while "models for later calls loaded" not in self.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self
 
     async def record(self, call_id: str) -> dict[str, Any]:
         """The call's record from ``/api/calls/{id}`` (the test fails when there is none)."""

@@ -48,10 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {"AYBIZA_BROWSER_CONNECT_TIMEOUT_S": "3", "AYBIZA_MEDIA_TIMEOUT_S": str(MEDIA_TIMEOUT_S),
            "AYBIZA_WS_PING_INTERVAL_S": "1", "AYBIZA_WS_PING_TIMEOUT_S": "1"}
     with running_server(tmp_path_factory.mktemp("floods"), env) as running:
-        deadline = time.monotonic() + 120  # the RSS figures below start once the background loads are done
-        while "models for later calls loaded" not in running.log() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        yield running
+        yield running.settled()  # the RSS figures below start once the background loads are done
 
 
 @pytest.fixture(scope="module")
