@@ -64,6 +64,7 @@ class CallContext:
     regions_tried: list[str] = field(default_factory=list)  # every region a model request went to
     model_tier: str = "local"
     quality_tier: str = "high"
+    quality_score: float = 1.0  # the call's audio quality so far, in [0, 1] (quality_tier is its band)
     custom: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     # Monotonic time the caller's last turn ended (their speech stopped);

@@ -331,9 +331,12 @@ class QualityProcessor(Processor):
         window = self.meter.feed(frame.pcm, frame.sample_rate)
         if window is None:
             return
-        tier = tier_for(self.meter.call_score)
+        score = self.meter.call_score
+        tier = tier_for(score)
         ctx = self.ctx
-        if ctx is not None and ctx.quality_tier != tier:
-            ctx.quality_tier = tier
-            ctx.log.info("audio quality tier %s (score %.2f)", tier, self.meter.call_score)
+        if ctx is not None:
+            ctx.quality_score = score
+            if ctx.quality_tier != tier:
+                ctx.quality_tier = tier
+                ctx.log.info("audio quality tier %s (score %.2f)", tier, score)
         await self.push(QualityReport(score=round(window.score, 3), tier=tier, details=window.details()))

@@ -17,7 +17,9 @@ the caller's next turn decides (yes: the answer; no: the fallback; anything
 else is a new question). On a bad line (the call's quality tier is
 ``low``) only a clear match is answered, and after a question "did you
 mean ...?"; anything less gets the agent's reprompt (move somewhere
-quieter, say it again) rather than a confident wrong answer. Every
+quieter, say it again) rather than a confident wrong answer. On a line so
+bad that the recogniser invents words (quality score under 0.15), even a
+clear match is only asked about, and nothing less. Every
 hypothesis the recogniser gave (n-best, :attr:`UserTurn.alternatives`) is
 matched and the best one counts. The caller's language picks the agent's
 FAQ and texts in it (:meth:`AgentConfig.faqs_in`, :meth:`AgentConfig.text`);
@@ -78,6 +80,10 @@ _YES = frozenset("yes yeah yep yup sure correct right exactly absolutely please 
                  "exactement ja genau richtig".split())
 _NO = frozenset("no nope nah not wrong non nein nicht".split())
 _SURE_MARGIN = 0.2  # on a bad line, how far above the threshold a match must be to be answered outright
+# A line scoring below this (SNR under ~3.5 dB) is one whose words the recogniser invents: whisper base heard
+# 0 dB white noise under six questions as 30 sentences, none right, several in the "did you mean" band
+# ("I'm not going to have to leave it" -> cancel an appointment, 0.53). There only a sure match is asked about.
+_NO_GUESS_BELOW = 0.15
 
 
 def yes_or_no(text: str) -> bool | None:
@@ -398,9 +404,14 @@ class FAQResponder(Processor):
         ctx, agent = self.ctx, self.agent
         assert ctx is not None
         threshold, bad_line = agent.match_threshold, ctx.quality_tier == "low"
-        if faq is not None and score >= threshold + (_SURE_MARGIN if bad_line else 0.0):
+        answer_at, ask_at = threshold, threshold - agent.confirm_band  # scores answered, and asked about
+        if bad_line and ctx.quality_score < _NO_GUESS_BELOW:
+            answer_at, ask_at = math.inf, threshold + _SURE_MARGIN
+        elif bad_line:
+            answer_at, ask_at = threshold + _SURE_MARGIN, threshold
+        if faq is not None and score >= answer_at:
             outcome, reply = faq.id, faq.answer
-        elif faq is not None and (score >= threshold or (not bad_line and score >= threshold - agent.confirm_band)):
+        elif faq is not None and score >= ask_at:
             self._pending = faq
             self.unsettled_turns.add(turn.turn_id)
             outcome = f"did you mean {faq.id}?"

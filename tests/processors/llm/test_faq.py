@@ -375,10 +375,10 @@ class _ScriptedMatcher:
 
 
 async def _conversation(agent: AgentConfig, matcher: Any, turns: Sequence[str | UserTurn],
-                        tier: str = "high") -> tuple[list[str], FAQResponder]:
+                        tier: str = "high", score: float = 1.0) -> tuple[list[str], FAQResponder]:
     responder = FAQResponder(agent, lambda: matcher)
     replies: list[str] = []
-    ctx = CallContext(call_id="confirm", quality_tier=tier)
+    ctx = CallContext(call_id="confirm", quality_tier=tier, quality_score=score)
     async with anyio.create_task_group() as tg:
         await responder.start(ctx, tg)
         for number, turn in enumerate(turns, 1):
@@ -416,11 +416,23 @@ async def test_on_a_bad_line_only_clear_matches_are_answered_and_the_rest_reprom
     threshold = agent.match_threshold
     matcher = _ScriptedMatcher(agent, {"clear": ("parking", threshold + 0.3), "fair": ("location", threshold + 0.05),
                                        "garbled": ("payment_methods", threshold - 0.02)})
-    replies, _ = await _conversation(agent, matcher, ["clear", "fair", "garbled"], tier="low")
+    replies, _ = await _conversation(agent, matcher, ["clear", "fair", "garbled"], tier="low", score=0.3)
     location = next(faq for faq in agent.faqs if faq.id == "location")
     assert replies[0].startswith("Yes, we have free parking")
     assert replies[1] == f"Did you mean {location.subject}?"
     assert replies[2] == " ".join(split_sentences(agent.reprompt))
+
+
+@pytest.mark.anyio
+async def test_on_a_line_whose_words_are_invented_a_clear_match_is_asked_about_and_the_rest_reprompted(
+    agent: AgentConfig
+) -> None:
+    threshold = agent.match_threshold
+    matcher = _ScriptedMatcher(agent, {"clear": ("parking", threshold + 0.3), "fair": ("location", threshold + 0.15)})
+    replies, _ = await _conversation(agent, matcher, ["clear", "fair"], tier="low", score=0.09)  # 0 dB white noise
+    parking = next(faq for faq in agent.faqs if faq.id == "parking")
+    assert replies[0] == f"Did you mean {parking.subject}?"
+    assert replies[1] == " ".join(split_sentences(agent.reprompt))
 
 
 def test_every_hypothesis_of_the_recogniser_is_tried(matcher: FAQMatcher) -> None:
