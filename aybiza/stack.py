@@ -114,9 +114,15 @@ class SpeechStack:
         what the agent's tools may do to the call (none: only lookups).
         """
         settings = self.settings
-        listening, stt = self._listening(), self._stt(ctx)
-        answers = self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions)
-        _hear_pauses(answers, listening, stt)  # issue 16: guesses and early whisper runs wait for the VAD's pause
+        vad, listening = self._listening()
+
+        def quiet() -> float:
+            """issue 16: the recognisers (whisper starts early; Deepgram sends a word's end at once) and the
+            preemptive replies ask the call's VAD how long the caller has been quiet."""
+            return vad.silent_s
+
+        stt = self._stt(ctx, quiet)
+        answers = self._answers(ctx, agent, call_routing, history, resumed, turn_offset, actions, quiet)
         processors: list[Processor] = [
             QualityProcessor(),  # sees every frame, before the gate drops silence
             *listening,
@@ -136,45 +142,41 @@ class SpeechStack:
 
     # -- recognition ----------------------------------------------------------------------
 
-    def _listening(self) -> list[Processor]:
-        """The VAD, and the end-of-turn stage that holds its stops until the turn is over (unless silence only)."""
-        settings = self.settings
-        if settings.end_of_turn == "silence":
-            return [VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=settings.end_of_turn_ms,
-                                 barge_in_start_ms=settings.barge_in_start_ms, preroll_ms=settings.preroll_ms)]
-        profile = PROFILES[settings.end_of_turn]
+    def _listening(self) -> tuple[VADProcessor, list[Processor]]:
+        """The VAD, and the stages that listen: the VAD and the end-of-turn stage that holds its stops until the
+        turn is over (unless silence only)."""
+        settings, silence_only = self.settings, self.settings.end_of_turn == "silence"
+        stop_ms = settings.end_of_turn_ms if silence_only else PROFILES[settings.end_of_turn].stop_ms
+        vad = VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=stop_ms,
+                           barge_in_start_ms=settings.barge_in_start_ms, preroll_ms=settings.preroll_ms)
+        if silence_only:
+            return vad, [vad]
         model = self.engines.smart_turn
-        return [VADProcessor(aggressiveness=settings.vad_aggressiveness, stop_ms=profile.stop_ms,
-                             barge_in_start_ms=settings.barge_in_start_ms, preroll_ms=settings.preroll_ms),
-                EndOfTurnStage(model.calibrated_probability, profile, limiter=self.engines.smart_turn_limiter)]
+        return vad, [vad, EndOfTurnStage(model.calibrated_probability, PROFILES[settings.end_of_turn],
+                                         limiter=self.engines.smart_turn_limiter)]
 
-    def _stt(self, ctx: CallContext) -> Processor:
+    def _stt(self, ctx: CallContext, quiet: Callable[[], float]) -> Processor:
         stt, engines = self.settings.stt, self.engines
         if stt == "deepgram":
             # Phone audio goes to Deepgram as the μ-law it arrived as: no resampling, no re-encoding.
-            primary = DeepgramSTT(engines.deepgram(), encoding="mulaw" if ctx.transport == "twilio" else "linear16")
-
-            def backup() -> WhisperSTT:
-                whisper = self._whisper()
-                whisper.caller_quiet_s = primary.caller_quiet_s  # the VAD's pauses, as the primary had them
-                return whisper
-
-            return FallbackStage(primary, backup, replay=Replay.UTTERANCE,
+            primary = DeepgramSTT(engines.deepgram(), encoding="mulaw" if ctx.transport == "twilio" else "linear16",
+                                  caller_quiet_s=quiet)
+            return FallbackStage(primary, lambda: self._whisper(quiet), replay=Replay.UTTERANCE,
                                  incident=IncidentKind.STT_FALLBACK, unavailable=EndReason.STT_UNAVAILABLE)
         if stt == "sphinx":
             return SphinxSTT(engines.sphinx, limiter=engines.sphinx_limiter)
-        return self._whisper()
+        return self._whisper(quiet)
 
-    def _whisper(self) -> WhisperSTT:
+    def _whisper(self, quiet: Callable[[], float]) -> WhisperSTT:
         """The embedded recogniser; its first utterance goes through audio language ID (the call's languages)."""
         return WhisperSTT(self.engines.whisper, identify=1, languages=frozenset(DEFAULT_LANGUAGES),
-                          early_s=self.settings.whisper_early_ms / 1000)
+                          early_s=self.settings.whisper_early_ms / 1000, caller_quiet_s=quiet)
 
     # -- the model ---------------------------------------------------------------------------
 
     def _answers(self, ctx: CallContext, agent: AgentConfig, call_routing: CallRouting | None,
                  history: Sequence[Mapping[str, str]], resumed: bool, turn_offset: int,
-                 actions: CallActions | None) -> Processor:
+                 actions: CallActions | None, quiet: Callable[[], float]) -> Processor:
         """The model stage (seeded with the conversation so far), behind the answer cache, inside the journal.
 
         A chat model is also started before the turn is confirmed (``preemptive``): see
@@ -190,7 +192,7 @@ class SpeechStack:
             model = CachedAnswers(model, self.cache, policy, resumed=resumed)
         if self.settings.preemptive and isinstance(reply, ReplyProcessor):
             model = PreemptiveReplies(model, reply,  # the model starts before the turn is confirmed
-                                      interim_stable_s=self.settings.preempt_interim_ms / 1000)
+                                      interim_stable_s=self.settings.preempt_interim_ms / 1000, caller_quiet_s=quiet)
         if self.store is not None:
             model = CallJournal(model, self.store, turn_offset=turn_offset)  # outermost: it sees cache hits too
         return model
@@ -245,16 +247,3 @@ class SpeechStack:
         assert self.cache is not None
         return CachingSynthesizer(engine, self.cache, ctx=ctx)
 
-
-def _hear_pauses(answers: Processor, listening: Sequence[Processor], stt: Processor) -> None:
-    """Let the recognisers (whisper starts early; Deepgram, behind its fallback, sends a word's end at once) and
-    the preemptive replies (inside the journal and cache wrappers) ask the call's VAD for pauses."""
-    vad = next((p for p in listening if isinstance(p, VADProcessor)), None)
-    recogniser = stt.primary if isinstance(stt, FallbackStage) else stt
-    if vad is not None and isinstance(recogniser, WhisperSTT | DeepgramSTT):
-        recogniser.caller_quiet_s = lambda: vad.silent_s
-    stage: Processor | None = answers
-    while stage is not None and not isinstance(stage, PreemptiveReplies):
-        stage = getattr(stage, "inner", None)
-    if vad is not None and stage is not None:
-        stage.caller_quiet_s = lambda: vad.silent_s

@@ -156,6 +156,7 @@ class DeepgramSTT(Processor):
         backoff_s: tuple[float, float] = (0.1, 1.0),
         max_buffer_s: float = 30.0,
         send_every_s: float = 0.1,
+        caller_quiet_s: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
         if encoding not in ("linear16", "mulaw"):
@@ -178,8 +179,8 @@ class DeepgramSTT(Processor):
         self.send_every_s = send_every_s
         self._quiet = False  # the caller is quiet (per the VAD)
         self._flush_now = False  # ... since this frame: send what is pending at once
-        self.caller_quiet_s: Callable[[], float] | None = None
-        """How long the call's VAD has heard the caller quiet (set by the stack): inside a speech segment the
+        self.caller_quiet_s = caller_quiet_s
+        """How long the call's VAD has heard the caller quiet (given by the stack): inside a speech segment the
         frames stay ``voiced`` through the VAD's stop window, but a word's end should reach Deepgram at once."""
         self.language = language or "en"
         self.connections = 0  # sockets opened so far (observability, tests)
