@@ -191,10 +191,10 @@ def _encode_frames(pcm: np.ndarray[Any, Any]) -> tuple[str, ...]:
 def _speech(text: str) -> np.ndarray[Any, Any] | None:
     """Espeak-ng speech at 8 kHz with leading and trailing silence trimmed (None without espeak-ng)."""
     try:
-        from aybiza.codecs import resample
-        from aybiza.processors.tts.espeak import EspeakSynthesizer
+        from aybiza.codecs import ulaw2lin
+        from aybiza.testing.caller import caller_speech
 
-        pcm = b"".join(resample(chunk, rate, 8000) for chunk, rate in EspeakSynthesizer().synthesize(text, "en"))
+        pcm = ulaw2lin(caller_speech(text))  # the same audio every run (resampled in one piece)
     except Exception:
         return None
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)

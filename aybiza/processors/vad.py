@@ -416,19 +416,22 @@ class VADProcessor(Processor):
         self._silent_run_s = 0.0
         self._tail_s = 0.0
         self._last_voiced_end = frame.captured_at + duration
-        started_at = self._voiced_run_start
-        await self.push(SpeechStarted(at=started_at))
-        earliest = started_at - self._preroll_s - 1e-6
-        held = self._held
+        await self.push(SpeechStarted(at=self._voiced_run_start))
+        # The voiced run so far and ``preroll_ms`` before it, counted in audio, not arrival times: frames that
+        # arrive in a burst (network jitter) must not shorten the pre-roll, nor a late one lengthen it.
+        keep_s = self._preroll_s + self._voiced_run_s - duration + 1e-6
+        held, kept_s = self._held, 0.0
+        first = len(held)
+        while first > 0 and kept_s + held[first - 1].duration <= keep_s:
+            first -= 1
+            kept_s += held[first].duration
+        gated = self._held_s - kept_s
         self._held = deque()
         self._held_s = 0.0
-        gated = 0.0
-        for old in held:
-            if old.captured_at < earliest:
-                gated += old.duration
-            else:
-                await self.push(InputAudio(old.pcm, old.sample_rate, old.captured_at, True, old.ulaw))
-        if gated and self.ctx is not None:
+        for index in range(first, len(held)):
+            old = held[index]
+            await self.push(InputAudio(old.pcm, old.sample_rate, old.captured_at, True, old.ulaw))
+        if gated > 1e-9 and self.ctx is not None:
             self.ctx.ledger.add_gated(gated)
         await self.push(InputAudio(frame.pcm, frame.sample_rate, frame.captured_at, True, frame.ulaw))
 

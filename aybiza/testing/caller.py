@@ -274,13 +274,17 @@ async def _wait_reply_audio(report: CallReport, delay: float, done: anyio.Event)
 def caller_speech(text: str, *, engine: str = "espeak", language: str = "en") -> bytes:
     """Synthesize what the caller says as 8 kHz μ-law (espeak-ng or flite: not the agent's voice).
 
-    A synthetic voice, labelled as such wherever it is measured.
+    A synthetic voice, labelled as such wherever it is measured. The same text is the same audio on every
+    call: the voice is resampled in one piece (the chunks a pipe happens to deliver, each resampled alone,
+    made every rendering differ at their edges, and what a recogniser heard with them).
     """
     from ..processors.tts.espeak import EspeakSynthesizer
     from ..processors.tts.flite import FliteSynthesizer
 
     synthesizer = FliteSynthesizer() if engine == "flite" else EspeakSynthesizer()
-    ulaw = bytearray()
-    for pcm, rate in synthesizer.synthesize(text, language):
-        ulaw += lin2ulaw(resample(pcm, rate, 8000))
-    return bytes(ulaw)
+    chunks = list(synthesizer.synthesize(text, language))
+    rates = {rate for _, rate in chunks}
+    if len(rates) > 1:
+        raise ValueError(f"{synthesizer.name} changed its rate within one utterance: {sorted(rates)}")
+    pcm = b"".join(chunk for chunk, _ in chunks)
+    return lin2ulaw(resample(pcm, rates.pop(), 8000)) if pcm else b""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import shutil
 import subprocess
+from collections.abc import Callable
 from functools import cache
 from typing import TypeVar
 
@@ -67,7 +69,9 @@ class Sink:
         return [f for f in self.frames if isinstance(f, kind)]
 
 
-async def run(vad: VADProcessor, audio: Audio, frame_samples: int = FRAME, t0: float = 100.0) -> Sink:
+async def run(vad: VADProcessor, audio: Audio, frame_samples: int = FRAME, t0: float = 100.0,
+              arrival: Callable[[float], float] = lambda at: at) -> Sink:
+    """Feed ``audio`` frame by frame; ``arrival`` maps a frame's place in the stream to the time it arrives."""
     sink = Sink()
     vad.push = sink
     ctx = CallContext(call_id="test")
@@ -75,7 +79,7 @@ async def run(vad: VADProcessor, audio: Audio, frame_samples: int = FRAME, t0: f
     pcm = audio.tobytes()
     step = frame_samples * 2
     for i in range(0, len(pcm) - step + 1, step):
-        await vad.process(InputAudio(pcm[i : i + step], RATE, t0 + i / 2 / RATE))
+        await vad.process(InputAudio(pcm[i : i + step], RATE, arrival(t0 + i / 2 / RATE)))
     await vad.stop()
     return sink
 
@@ -114,6 +118,16 @@ async def test_preroll_is_forwarded_before_the_first_voiced_frame() -> None:
     forwarded = sink.of(InputAudio)
     times = [f.captured_at for f in forwarded]
     assert np.allclose(np.diff(times), 0.02)
+
+
+@needs_espeak
+@pytest.mark.anyio
+async def test_the_preroll_is_the_same_audio_when_frames_arrive_in_bursts() -> None:
+    audio, _, _ = spoken()
+    paced = await run(VADProcessor(preroll_ms=200), audio)
+    # network jitter: frames held up and delivered 200 ms at a time, all with the arrival time of the burst
+    bursty = await run(VADProcessor(preroll_ms=200), audio, arrival=lambda at: math.ceil(at * 5) / 5)
+    assert [f.pcm for f in paced.of(InputAudio)] == [f.pcm for f in bursty.of(InputAudio)]
 
 
 @needs_espeak
