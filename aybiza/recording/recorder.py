@@ -3,7 +3,8 @@
 Both channels run at the rate the caller's audio arrives at (8 kHz on a
 Twilio call; the pipeline's 16 kHz on a browser call, whose 48 kHz Opus the
 transport resamples on the way in); agent audio at another rate is resampled
-to it. Positions are on the call's clock, in samples since the recorder
+to it as one stream (a voice's chunks resampled one by one would click at
+every edge), restarted after a gap or a barge-in. Positions are on the call's clock, in samples since the recorder
 opened:
 
 * **caller** audio is laid end to end as it arrives: a phone (and a WebRTC
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codecs import resample, ulaw2lin
+from ..codecs import Resampler, resample, ulaw2lin
 
 __all__ = ["CallRecorder"]
 
@@ -61,6 +62,7 @@ class CallRecorder:
         self._agent = bytearray()
         self._caller_end = 0  # the next caller sample's position
         self._agent_end = 0  # where the next agent audio may start (end of what is queued)
+        self._agent_resampler: Resampler | None = None  # agent audio at another rate, resampled as one stream
         self._pause_from: int | None = None
         self.pauses: list[tuple[int, int]] = []  # (start, end) positions of paused spans
         self.dropped_s = 0.0  # agent audio not recorded: queued too far ahead
@@ -94,19 +96,37 @@ class CallRecorder:
         if not pcm:
             return
         self._open(sample_rate)
-        if sample_rate != self.rate:
-            pcm = resample(pcm, sample_rate, self.rate)
         start = max(self._agent_end, self._position(at), self._written)
-        if start - self._position(at) > _MAX_AHEAD_S * self.rate:
+        resampler = self._agent_resampler
+        if resampler is not None and (start > self._agent_end or resampler.from_rate != sample_rate):
+            self._end_agent_stream()  # a gap: what the resampler holds back ends the audio before it
+            start = max(start, self._agent_end)
+        if sample_rate != self.rate:
+            if self._agent_resampler is None:
+                self._agent_resampler = Resampler(sample_rate, self.rate)
+            pcm = self._agent_resampler.process(pcm)
+        self._place_agent(pcm, start, self._position(at))
+
+    def _place_agent(self, pcm: bytes, start: int, now: int) -> None:
+        if start - now > _MAX_AHEAD_S * self.rate:
             self.dropped_s += len(pcm) / (2 * self.rate)
             return
         _put(self._agent, start - self._written, pcm)
         self._agent_end = start + len(pcm) // 2
 
+    def _end_agent_stream(self) -> None:
+        """Place what the agent's resampler holds back (its last few ms) where the agent audio ends."""
+        resampler, self._agent_resampler = self._agent_resampler, None
+        if resampler is not None and self._agent_end >= self._written:
+            tail = resampler.flush()
+            if tail:
+                self._place_agent(tail, self._agent_end, self._agent_end)
+
     def interrupted(self, at: float | None = None) -> None:
         """Barge-in: agent audio queued past ``at`` was never heard; drop it."""
         if self.closed or not self.rate:
             return
+        self._agent_resampler = None  # what it holds back was never heard either
         now = max(self._position(at), self._written)
         if self._agent_end > now:
             del self._agent[(now - self._written) * 2:]
@@ -136,6 +156,7 @@ class CallRecorder:
             return self.duration_s
         if self._file is None:  # no audio at all: an empty (or all-silent) recording of the call's length
             self._open(self.rate or 8000)
+        self._end_agent_stream()
         end = max(self._position(at), self._caller_end)
         if self._pause_from is not None:
             self.pauses.append((self._pause_from, max(end, self._pause_from)))
