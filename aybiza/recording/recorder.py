@@ -96,7 +96,8 @@ class CallRecorder:
         if not pcm:
             return
         self._open(sample_rate)
-        start = max(self._agent_end, self._position(at), self._written)
+        now = self._position(at)
+        start = max(self._agent_end, now, self._written)
         resampler = self._agent_resampler
         if resampler is not None and (start > self._agent_end or resampler.from_rate != sample_rate):
             self._end_agent_stream()  # a gap: what the resampler holds back ends the audio before it
@@ -105,7 +106,7 @@ class CallRecorder:
             if self._agent_resampler is None:
                 self._agent_resampler = Resampler(sample_rate, self.rate)
             pcm = self._agent_resampler.process(pcm)
-        self._place_agent(pcm, start, self._position(at))
+        self._place_agent(pcm, start, now)
 
     def _place_agent(self, pcm: bytes, start: int, now: int) -> None:
         if start - now > _MAX_AHEAD_S * self.rate:

@@ -24,10 +24,12 @@ import websockets
 from twilio.request_validator import RequestValidator
 
 from ..codecs import ULAW_SILENCE, lin2ulaw, resample
+from ..processors.tts.base import SpeechSynthesizer
 from .playback import PlaybackBuffer
 from .twilio_caller import ServerClear, ServerMark, ServerMedia, TwilioCallerProtocol, new_sid
 
-__all__ = ["Say", "Wait", "Press", "Do", "Script", "CallReport", "TurnTiming", "place_call", "caller_speech"]
+__all__ = ["Say", "Wait", "Press", "Do", "Script", "CallReport", "TurnTiming", "place_call", "caller_speech",
+           "phone_speech"]
 
 FRAME = 160  # 20 ms of 8 kHz μ-law
 FRAME_S = 0.02
@@ -274,14 +276,21 @@ async def _wait_reply_audio(report: CallReport, delay: float, done: anyio.Event)
 def caller_speech(text: str, *, engine: str = "espeak", language: str = "en") -> bytes:
     """Synthesize what the caller says as 8 kHz μ-law (espeak-ng or flite: not the agent's voice).
 
-    A synthetic voice, labelled as such wherever it is measured. The same text is the same audio on every
-    call: the voice is resampled in one piece (the chunks a pipe happens to deliver, each resampled alone,
-    made every rendering differ at their edges, and what a recogniser heard with them).
+    A synthetic voice, labelled as such wherever it is measured.
     """
     from ..processors.tts.espeak import EspeakSynthesizer
     from ..processors.tts.flite import FliteSynthesizer
 
-    synthesizer = FliteSynthesizer() if engine == "flite" else EspeakSynthesizer()
+    return phone_speech(FliteSynthesizer() if engine == "flite" else EspeakSynthesizer(), text, language)
+
+
+def phone_speech(synthesizer: SpeechSynthesizer, text: str, language: str) -> bytes:
+    """``text`` in ``synthesizer``'s voice as a phone carries it (8 kHz μ-law).
+
+    The same text is the same audio every time the voice renders it the same: it is resampled in one piece (the
+    chunks a pipe happens to deliver, each resampled alone, made every rendering differ at their edges, and what a
+    recogniser heard with them).
+    """
     chunks = list(synthesizer.synthesize(text, language))
     rates = {rate for _, rate in chunks}
     if len(rates) > 1:

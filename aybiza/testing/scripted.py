@@ -400,7 +400,7 @@ def scripted_settings(**overrides: Any) -> Settings:
     settings = Settings(**values)
     if "end_of_turn" in settings.model_fields_set:  # named by the caller or the environment
         return settings
-    return Settings(**values, end_of_turn="silence")
+    return settings.model_copy(update={"end_of_turn": "silence"})
 
 
 def scripted_engines(settings: Settings, timings: ScriptedTimings | None = None) -> Engines:

@@ -12,11 +12,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from aybiza.codecs import lin2ulaw, resample, ulaw2lin
+from aybiza.codecs import ulaw2lin
 from aybiza.config import Settings
 from aybiza.engines import Engines
 from aybiza.processors.llm.faq import split_sentences
-from aybiza.testing.caller import Say, Wait, caller_speech, place_call
+from aybiza.testing.caller import Say, Wait, caller_speech, phone_speech, place_call
 
 from .conftest import agents_dir, heard_after, heard_pcm
 from .server import AUTH_TOKEN, Server, running_server
@@ -47,9 +47,7 @@ def spanish_voice(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], n
     voice = Engines(Settings(data_dir=tmp_path_factory.mktemp("voice"))).other_languages_voice
 
     def render(text: str) -> npt.NDArray[np.float64]:
-        chunks = list(voice.synthesize(text, "es"))
-        pcm = resample(b"".join(chunk for chunk, _ in chunks), chunks[0][1], 8000)
-        return np.frombuffer(ulaw2lin(lin2ulaw(pcm)), dtype=np.int16).astype(np.float64)
+        return np.frombuffer(ulaw2lin(phone_speech(voice, text, "es")), dtype=np.int16).astype(np.float64)
 
     return render
 
