@@ -8,7 +8,9 @@ Every ``AYBIZA_NODE_HEARTBEAT_S`` it
 * looks for nodes that stopped heartbeating without leaving and whose
   call-state lease (:class:`~aybiza.edge.state_redis.RedisState`, 10 s) ran
   out too, and — when it wins the reaper lock for one — archives that node's
-  live calls as ``interrupted`` (:meth:`~aybiza.edge.calls.CallStore.interrupt_owner`).
+  live calls as ``interrupted`` (:meth:`~aybiza.edge.calls.CallStore.interrupt_owner`), and the calls
+  offered to it whose stream had not started yet (:meth:`~aybiza.edge.nodes.NodeRegistry.pending`,
+  :meth:`~aybiza.edge.calls.CallStore.interrupt_unconnected`).
   A node drops out of call placement within ``AYBIZA_NODE_MISSED_HEARTBEATS``
   heartbeats; its calls are archived once its lease has expired as well,
   so a node that is only slow (a starved event loop) never loses its calls.
@@ -34,6 +36,7 @@ from .edge.nodes import Node, NodeRegistry
 from .edge.redis_util import REDIS_ERRORS, redis_client
 from .errors import AybizaError
 from .logs import Throttled
+from .routing.countries import locate_number
 from .runtime import Runtime
 from .transports.signed_tokens import SignedCallTokens, shared_key
 
@@ -122,17 +125,24 @@ class Cluster:
             if await store.state.owner_alive(node_id) or not await self.registry.claim_reaping(node_id):
                 continue
             calls = await store.interrupt_owner(node_id)
+            unconnected = [offer.call_sid for offer in await self.registry.pending(node_id)
+                           if await store.interrupt_unconnected(
+                               offer.call_sid, caller=offer.caller, caller_country=locate_number(offer.caller).country,
+                               agent_id=offer.agent_id, offered_at=offer.offered_at, node=node_id)]
             await self.registry.forget(node_id)
-            log.warning("node %s is gone: archived its %d live call(s) as interrupted", node_id, len(calls))
+            log.warning("node %s is gone: archived its %d live call(s) and %d call(s) it was sent but had not "
+                        "started as interrupted", node_id, len(calls), len(unconnected))
+            calls += unconnected
             self.runtime.metrics.reaped(len(calls))
             archived += calls
         return archived
 
-    async def stream_url(self, call_sid: str) -> str | None:
+    async def stream_url(self, call_sid: str, *, caller: str = "", agent_id: str = "") -> str | None:
         """Where ``call_sid``'s Media Stream should connect: the freest node's stream URL (None: every node
-        is full or draining)."""
+        is full or draining). ``caller`` and ``agent_id`` are kept with the offer, for its record should that
+        node die before the stream starts."""
         try:
-            node = await self.registry.pick(call_sid)
+            node = await self.registry.pick(call_sid, caller=caller, agent_id=agent_id)
         except REDIS_ERRORS as error:
             _trouble.warning("pick", "cannot place a call through Redis (%s); this node takes it",
                              type(error).__name__)

@@ -171,7 +171,8 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             log.warning("refused /twiml: unknown agent %r", agent_id[:64])
             return PlainTextResponse(f"404 Not Found: no agent {agent_id[:64]!r}\n", status_code=404)
         # An outbound call's stream must reach the node that dialled it (its AMD verdict waits there).
-        stream_url = guard.public_url("/twilio/stream", websocket=True) if outbound else await _stream_url(call_sid)
+        stream_url = (guard.public_url("/twilio/stream", websocket=True) if outbound
+                      else await _stream_url(call_sid, caller, agent_id))
         if stream_url is None:
             metrics.refused("twiml", "at_capacity")
             _refusals.warning("placement", "refused /twiml: no node takes calls now (full or draining)")
@@ -195,10 +196,10 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         response.append(connect)
         return Response(str(response), media_type="application/xml")
 
-    async def _stream_url(call_sid: str) -> str | None:
+    async def _stream_url(call_sid: str, caller: str, agent_id: str) -> str | None:
         """The freest node's stream URL in a cluster (:mod:`aybiza.cluster`), else this node's; None: none takes it."""
         if runtime.cluster is not None:
-            return await runtime.cluster.stream_url(call_sid)
+            return await runtime.cluster.stream_url(call_sid, caller=caller, agent_id=agent_id)
         return None if runtime.draining else guard.public_url("/twilio/stream", websocket=True)
 
     def _unsigned(request: Request, how: str) -> Response:

@@ -308,6 +308,24 @@ class CallStore:
                 recovered.append(record.call_id)
         return recovered
 
+    async def interrupt_unconnected(self, call_id: str, *, caller: str, caller_country: str, agent_id: str,
+                                    offered_at: float, node: str) -> bool:
+        """Archive as ``interrupted`` a call that was sent to ``node``, which died before the call's stream
+        started there (no call state exists); False if the call is live or archived after all.
+
+        The record has what the webhook knew: the caller, the agent, when it was offered.
+        """
+        if await self.state.read(call_id) is not None or await self.archive.get(call_id) is not None:
+            return False
+        record = CallRecord(call_id=call_id, status="interrupted", owner=self.owner, caller=caller,
+                            caller_country=caller_country, agent_id=agent_id or "default",
+                            started_at=offered_at, updated_at=offered_at, ended_at=offered_at,
+                            outcome="interrupted",
+                            outcome_detail=f"its node {node} died before the call's stream started")
+        await self._archive(record)
+        log.warning("call %s archived as interrupted (its node %s died before the stream started)", call_id, node)
+        return True
+
     async def _interrupt(self, record: CallRecord) -> bool:
         """Archive a dead process's live ``record`` as interrupted (True), unless another process claimed it."""
         if record.status != "active":

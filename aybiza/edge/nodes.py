@@ -16,6 +16,12 @@ stale counts and go to the same node. An offer counts against its node until
 the call shows up in that node's live count (its next heartbeat removes the
 offer in the same transaction) or until it expires. Ties go to a random node
 among the best, so equal nodes share a burst evenly.
+
+Each offer also keeps what the webhook knew of the call (:class:`Offer`: caller,
+agent, when) in ``aybiza:node:{id}:pending`` until the call goes live there. A
+node killed between the webhook and its stream's start leaves no call state;
+the survivor that reaps it archives those calls from their offers
+(:meth:`NodeRegistry.pending`), so no call Twilio was told about goes unrecorded.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-__all__ = ["Node", "NodeRegistry"]
+__all__ = ["Node", "NodeRegistry", "Offer"]
 
 log = logging.getLogger("aybiza.edge.nodes")
 
@@ -38,15 +44,19 @@ OFFER_TTL_S = 15.0
 REAPER_LOCK_S = 60.0
 """How long one survivor holds the right to archive a gone node's calls (it retries after, if it failed)."""
 
-# KEYS: n node keys, then their n offer sets. ARGV: now, offer expiry, call sid, first index to look at (1..n).
+# KEYS: n node keys, then their n offer sets, then their n pending-call hashes. ARGV: now, offer expiry, call sid,
+# first index to look at (1..n), the keys' TTL in ms, the offer's details (JSON).
 # Returns the chosen node's JSON (the offer recorded), or false when every node is full or draining.
 _PICK = """
-local n = #KEYS / 2
+local n = #KEYS / 3
 local best, best_free = nil, 0
 for step = 0, n - 1 do
   local i = (tonumber(ARGV[4]) - 1 + step) % n + 1
   local info = redis.call('GET', KEYS[i])
   if info then
+    for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[n + i], '-inf', ARGV[1])) do
+      redis.call('HDEL', KEYS[2 * n + i], sid)
+    end
     redis.call('ZREMRANGEBYSCORE', KEYS[n + i], '-inf', ARGV[1])
     local node = cjson.decode(info)
     if not node.draining then
@@ -58,8 +68,29 @@ end
 if not best then return false end
 redis.call('ZADD', KEYS[n + best], ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[n + best], math.floor(tonumber(ARGV[5])))
+redis.call('HSET', KEYS[2 * n + best], ARGV[3], ARGV[6])
+redis.call('PEXPIRE', KEYS[2 * n + best], math.floor(tonumber(ARGV[5])))
 return redis.call('GET', KEYS[best])
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A call ``/twiml`` sent to a node, as the webhook knew it (kept until its stream starts there)."""
+
+    call_sid: str
+    caller: str
+    agent_id: str
+    offered_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Offer:
+        fields: dict[str, Any] = json.loads(data)
+        return cls(call_sid=str(fields["call_sid"]), caller=str(fields.get("caller", "")),
+                   agent_id=str(fields.get("agent_id", "")), offered_at=float(fields["offered_at"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,19 +149,24 @@ class NodeRegistry:
     def _offers(self, node_id: str) -> str:
         return f"{self.prefix}node:{node_id}:offered"
 
+    def _pending(self, node_id: str) -> str:
+        return f"{self.prefix}node:{node_id}:pending"
+
     async def register(self, node: Node, live_calls: list[str]) -> None:
-        """Write ``node`` with its TTL; the calls now live here stop counting as offers (one transaction)."""
+        """Write ``node`` with its TTL; the calls now live here stop counting as offers and stop being
+        pending (one transaction)."""
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.set(self._key(node.node_id), node.to_json(), px=self.ttl_ms)
             pipe.sadd(self._members, node.node_id)
             if live_calls:
                 pipe.zrem(self._offers(node.node_id), *live_calls)
+                pipe.hdel(self._pending(node.node_id), *live_calls)
             await pipe.execute()
 
     async def leave(self) -> None:
         """Take this node out at once (a clean exit; its calls were ended or handed over)."""
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(self.node_id), self._offers(self.node_id))
+            pipe.delete(self._key(self.node_id), self._offers(self.node_id), self._pending(self.node_id))
             pipe.srem(self._members, self.node_id)
             await pipe.execute()
 
@@ -159,21 +195,34 @@ class NodeRegistry:
         key = f"{self.prefix}node:{node_id}:reaper"
         return bool(await self.client.set(key, self.node_id, nx=True, px=int(REAPER_LOCK_S * 1000)))
 
+    async def pending(self, node_id: str) -> list[Offer]:
+        """The calls offered to ``node_id`` that were not live there at its last heartbeat (oldest first)."""
+        values = await self.client.hvals(self._pending(node_id))
+        offers: list[Offer] = []
+        for value in values:
+            try:
+                offers.append(Offer.from_json(value))
+            except (ValueError, KeyError, TypeError) as error:
+                log.warning("ignored an unreadable pending call of node %s: %s", node_id, error)
+        return sorted(offers, key=lambda offer: offer.offered_at)
+
     async def forget(self, node_id: str) -> None:
         """Drop a gone node from the member set once its calls are archived."""
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.srem(self._members, node_id)
-            pipe.delete(self._offers(node_id))
+            pipe.delete(self._offers(node_id), self._pending(node_id))
             await pipe.execute()
 
-    async def pick(self, call_sid: str) -> Node | None:
-        """The node with the most free capacity (random among equals) for ``call_sid``, the offer recorded;
-        None when every node is full or draining."""
+    async def pick(self, call_sid: str, *, caller: str = "", agent_id: str = "") -> Node | None:
+        """The node with the most free capacity (random among equals) for ``call_sid``, the offer recorded
+        (with ``caller`` and ``agent_id``, see :meth:`pending`); None when every node is full or draining."""
         ids = await self._ids()
         if not ids:
             return None
         now = time.time()
-        keys = [self._key(i) for i in ids] + [self._offers(i) for i in ids]
+        keys = [self._key(i) for i in ids] + [self._offers(i) for i in ids] + [self._pending(i) for i in ids]
+        offer = Offer(call_sid=call_sid, caller=caller, agent_id=agent_id, offered_at=now)
         chosen = await self._pick(keys=keys, args=[repr(now), repr(now + OFFER_TTL_S), call_sid,
-                                                   random.randint(1, len(ids)), OFFER_TTL_S * 2000])
+                                                   random.randint(1, len(ids)), OFFER_TTL_S * 2000,
+                                                   offer.to_json()])
         return Node.from_json(chosen) if chosen else None

@@ -129,6 +129,16 @@ async def _announce(http_base: str, public_url: str, auth_token: str, caller: st
     return stream.get("url", ""), custom
 
 
+async def ring(stream_url: str, *, auth_token: str, caller: str = "+15555550123",
+               public_url: str | None = None) -> tuple[str, str]:
+    """Only the inbound webhook, as when Twilio's stream never arrives after it: the call's sid and the stream URL
+    the TwiML named."""
+    call_sid = new_sid("CA")
+    twiml_stream_url, _ = await _announce(_http_base(stream_url), public_url or _http_base(stream_url), auth_token,
+                                          caller, call_sid, None, new_sid("AC"))
+    return call_sid, twiml_stream_url
+
+
 async def place_call(stream_url: str, script: Script, *, auth_token: str, public_url: str | None = None,
                      caller: str = "+15555550123", agent: str | None = None, hangup_after: float = 2.0,
                      call_timeout: float = 120.0, call_sid: str | None = None,

@@ -5,8 +5,9 @@ Each call is placed like Twilio places it through a round-robin "load balancer"
 spreads calls over three nodes; node A is then SIGTERMed while its calls are
 live (they must all finish: greeting and answer heard, ended normally) and
 exits 0; phase B's calls go to B and C only; node B is kill -9'd with calls
-live (C archives them as interrupted); phase C's calls all go to C. Every
-call's record is in PostgreSQL at the end.
+live (C archives them as interrupted, and the calls /twiml sent to B whose
+streams had not started: they left no call state); phase C's calls all go to
+C. Every call's record is in PostgreSQL at the end.
 
 The nodes recognise the callers' speech through Deepgram's real SDK against
 the shipped fake (real wire protocol, scripted transcript: whisper on 150
@@ -34,7 +35,7 @@ import pytest
 
 from aybiza.edge.archive import open_archive
 from aybiza.edge.records import CallRecord
-from aybiza.testing.caller import CallReport, Say, Wait, caller_speech, place_call
+from aybiza.testing.caller import CallReport, Say, Wait, caller_speech, place_call, ring
 from aybiza.testing.fake_deepgram import FakeDeepgram
 from aybiza.testing.postgres_server import PostgresServer, postgres_bin_dir
 from aybiza.testing.redis_server import RedisServer, redis_server_binary
@@ -89,6 +90,19 @@ def answered(report: CallReport) -> bool:
     return bool(report.turns) and report.turns[0].latency is not None and report.close_code in (None, 1000)
 
 
+async def ring_until_sent_to(target: Server, via: Server, count: int) -> list[str]:
+    """Calls announced through ``via``'s webhook until ``count`` were sent to ``target``: their streams never
+    start (Twilio's connect to a node that dies next); their sids."""
+    sent: list[str] = []
+    for _ in range(20 * count):
+        call_sid, stream_url = await ring(via.stream_url, auth_token=AUTH_TOKEN)
+        if urlsplit(stream_url).port == target.port:
+            sent.append(call_sid)
+            if len(sent) == count:
+                break
+    return sent
+
+
 def describe(report: CallReport) -> str:
     latency = report.turns[0].latency if report.turns else None
     return f"{report.call_sid}: heard {report.received_bytes} B, reply after {latency}, close {report.close_code}"
@@ -112,6 +126,7 @@ def test_three_nodes_share_one_number_through_a_drain_and_a_crash(tmp_path: Path
             phase_c: list[CallReport] = []
             failures: list[str] = []
             drained_at: list[float] = []
+            unstarted: list[str] = []  # sent to B by /twiml, B killed before their streams started
 
             async def scenario() -> None:
                 async with anyio.create_task_group() as tg:
@@ -133,6 +148,7 @@ def test_three_nodes_share_one_number_through_a_drain_and_a_crash(tmp_path: Path
                     tg.start_soon(call, iter([a]), question, phase_b, failures)
                     await place(CALLS_B - 1, itertools.cycle([b, c]), question, phase_b, failures, tg)
                     await anyio.sleep(1.0)
+                    unstarted.extend(await ring_until_sent_to(b, c, 2))
                     os.kill(b.process.pid, signal.SIGKILL)
                     # The load balancer's health check drops B; B's registration expires within a few heartbeats.
                     await anyio.sleep(HEARTBEAT_S * 3 + 0.5)
@@ -163,14 +179,17 @@ def test_three_nodes_share_one_number_through_a_drain_and_a_crash(tmp_path: Path
             assert all(answered(r) for r in phase_c), [describe(r) for r in phase_c if not answered(r)]
             assert {port_of(r) for r in phase_b} == {b.port, c.port}
 
-            # B's calls live at the kill: archived by C as interrupted, once.
+            # B's calls live at the kill, and those sent to B that had not started: archived by C as interrupted,
+            # once.
             on_b_cut = [r.call_sid for r in phase_b + phase_a if port_of(r) == b.port and not answered(r)]
             assert on_b_cut, "no call was live on B when it was killed"
+            assert len(unstarted) == 2, "/twiml sent no call to B before the kill"
+            on_b_cut += unstarted
 
             async def archived() -> dict[str, CallRecord | None]:
                 archive = open_archive(pg.url, tmp_path)
                 try:
-                    return {r.call_sid: await archive.get(r.call_sid) for r in everyone}
+                    return {sid: await archive.get(sid) for sid in [r.call_sid for r in everyone] + unstarted}
                 finally:
                     await archive.aclose()
 
@@ -185,6 +204,8 @@ def test_three_nodes_share_one_number_through_a_drain_and_a_crash(tmp_path: Path
             assert not missing, f"{len(missing)} call(s) not in PostgreSQL: {missing[:5]}"
             interrupted = sorted(sid for sid, record in records.items() if record and record.status == "interrupted")
             assert interrupted == sorted(on_b_cut)
+            assert all("died before the call's stream started" in records[sid].outcome_detail  # type: ignore[union-attr]
+                       for sid in unstarted)
             assert c.log().count("archived as interrupted") == len(on_b_cut)
             # ... and C's metrics say so: the calls it reaped, and that it is the one live node left
             metrics = httpx.get(f"{c.http}/metrics", headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=5).text

@@ -135,6 +135,33 @@ async def test_recovery_archives_calls_of_dead_owners_only(open_store: OpenStore
     assert [r.call_id for r in await restarted.live()] == ["CA-alive"]
 
 
+async def test_a_call_whose_node_died_before_its_stream_is_archived_once_from_its_offer(
+    open_store: OpenStore,
+) -> None:
+    """The webhook sent the call to a node that died before the stream's start: no call state, only the offer."""
+    survivor, other = await open_store(), await open_store()
+    await other.start(CallRecord(call_id="CA-live"))
+    await other.end("CA-live", outcome="hangup")
+    await other.start(CallRecord(call_id="CA-running"))
+
+    kept = dict(caller="+442071234567", caller_country="GB", agent_id="default", offered_at=1_700_000_000.0,
+                node="node-b")
+    assert await survivor.interrupt_unconnected("CA-never", **kept)  # type: ignore[arg-type]
+    record = await survivor.archive.get("CA-never")
+    assert record is not None and (record.status, record.outcome) == ("interrupted", "interrupted")
+    assert (record.caller, record.caller_country, record.agent_id) == ("+442071234567", "GB", "default")
+    assert record.started_at == record.ended_at == 1_700_000_000.0
+    assert "node-b died before the call's stream started" in record.outcome_detail
+    # Archived already, ended normally, or live after all: not touched.
+    assert not await survivor.interrupt_unconnected("CA-never", **kept)  # type: ignore[arg-type]
+    assert not await survivor.interrupt_unconnected("CA-live", **kept)  # type: ignore[arg-type]
+    assert not await survivor.interrupt_unconnected("CA-running", **kept)  # type: ignore[arg-type]
+    ended = await survivor.archive.get("CA-live")
+    assert ended is not None and ended.outcome == "hangup"
+    running = await survivor.get("CA-running")
+    assert running is not None and running.status == "active"
+
+
 async def test_recovery_grace_period_leaves_recent_calls_for_resume(open_store: OpenStore) -> None:
     dying = await open_store()
     await dying.start(CallRecord(call_id="CA1"))

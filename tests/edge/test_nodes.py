@@ -7,6 +7,7 @@ import collections
 import anyio
 import pytest
 
+from aybiza.edge import nodes
 from aybiza.edge.nodes import Node, NodeRegistry
 from aybiza.edge.redis_util import redis_client
 
@@ -97,5 +98,34 @@ async def test_a_node_that_leaves_is_out_at_once(redis_url: str) -> None:
         await registry.leave()
         assert await registry.nodes() == [] and await registry.gone() == []
         assert await registry.pick("CA1") is None
+    finally:
+        await client.aclose()
+
+
+async def test_an_offer_stays_pending_with_what_the_webhook_knew_until_its_call_is_live(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a survivor needs to record a call whose node died before the stream started (cluster.py reaps it)."""
+    client = redis_client(redis_url)
+    registry = NodeRegistry(client, "a")
+    try:
+        await registry.register(node("b"), [])
+        assert await registry.pending("b") == []
+        for n in range(3):
+            picked = await registry.pick(f"CA{n}", caller=f"+3491555000{n}", agent_id="default")
+            assert picked is not None and picked.node_id == "b"
+        offers = await registry.pending("b")
+        assert [(o.call_sid, o.caller, o.agent_id) for o in offers] == [
+            (f"CA{n}", f"+3491555000{n}", "default") for n in range(3)]
+        # b's heartbeat reports CA1 live: it is no longer pending there.
+        await registry.register(node("b", live=1), ["CA1"])
+        assert [o.call_sid for o in await registry.pending("b")] == ["CA0", "CA2"]
+        # An offer whose stream never came expires: the next placement forgets it.
+        later = nodes.time.time() + nodes.OFFER_TTL_S + 1
+        monkeypatch.setattr(nodes.time, "time", lambda: later)
+        assert (await registry.pick("CA3")) is not None
+        assert [o.call_sid for o in await registry.pending("b")] == ["CA3"]
+        await registry.forget("b")
+        assert await registry.pending("b") == []
     finally:
         await client.aclose()
