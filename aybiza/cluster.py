@@ -134,6 +134,7 @@ class Cluster:
                         "started as interrupted", node_id, len(calls), len(unconnected))
             calls += unconnected
             self.runtime.metrics.reaped(len(calls))
+            await self.runtime.interrupted_calls_ended(calls)
             archived += calls
         return archived
 

@@ -162,6 +162,7 @@ class Runtime:
             log.warning("archived %d call(s) left open by a previous process as interrupted: %s",
                         len(interrupted), ", ".join(interrupted))
         await self._salvage_recordings()
+        await self.interrupted_calls_ended(interrupted)
         try:
             if settings.redis_url:
                 from .cluster import Cluster
@@ -207,8 +208,9 @@ class Runtime:
             await anyio.sleep(60)
             assert self.store is not None
             try:
-                await self.store.recover_interrupted(min_idle_s=30)
+                interrupted = await self.store.recover_interrupted(min_idle_s=30)
                 await self._salvage_recordings()
+                await self.interrupted_calls_ended(interrupted)
                 await self.store.flush_outbox()
                 if self.settings.retention_days and time.monotonic() - last_purge > 86400:
                     purged = await self.store.purge(self.settings.retention_days)
@@ -219,6 +221,19 @@ class Runtime:
                         log.info("retention: removed %d recording(s) from the data directory", removed)
             except AybizaError as error:
                 log.warning("housekeeping failed, will retry: %s", error)
+
+    async def interrupted_calls_ended(self, call_ids: list[str]) -> None:
+        """Queue the post-call webhook of calls archived as ``interrupted`` here (their own process died
+        before it could): the records as archived, recordings salvaged first where this node has them."""
+        if not call_ids or self.results is None or self.store is None:
+            return
+        try:
+            records = [record for call_id in call_ids if (record := await self.store.archive.get(call_id))]
+        except Exception as error:  # noqa: BLE001 - the archive blipped: these calls go without their webhook
+            log.error("webhooks of %d interrupted call(s) not queued: %s: %s", len(call_ids),
+                      type(error).__name__, error)
+            return
+        await self.results.enqueue_interrupted(records)
 
     async def _salvage_recordings(self) -> None:
         """File and link the recordings of interrupted calls (left as ``.part`` by a process that died)."""

@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -121,6 +121,20 @@ class PostCallResults:
         if added:
             self._wake.set()
         return delivery
+
+    async def enqueue_interrupted(self, records: Sequence[CallRecord]) -> int:
+        """Queue the calls a recovery archived as ``interrupted`` (their process died: nobody queued them);
+        how many had a webhook. Never raises."""
+        queued = 0
+        for record in records:
+            try:
+                agent: AgentConfig | None = await self._agent(record.agent_id)
+            except AybizaError as error:
+                log.warning("call %s: no webhook for its interrupted record: agent %r unavailable (%s)",
+                            record.call_id, record.agent_id, error)
+                continue
+            queued += await self.enqueue(record, agent) is not None
+        return queued
 
     # -- the background ------------------------------------------------------------
 

@@ -12,6 +12,7 @@ after a restart.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -130,6 +131,35 @@ async def test_a_delivery_pending_when_the_server_stops_is_made_by_the_next_proc
             await _until(lambda: "delivered" in second.log(), 10, "the delivery logged")
     _check_delivery(receiver, call_sid)
     assert _outbox(first.data_dir)[0]["status"] == "delivered"
+
+
+@pytest.mark.anyio
+async def test_a_call_cut_off_by_a_killed_server_is_posted_as_interrupted_by_the_next_process(tmp_path: Path) -> None:
+    """Nobody ended the call (its process died): the process that archives it as interrupted queues its webhook."""
+    with WebhookReceiver() as receiver:
+        env = _env(tmp_path, receiver.url + "/hook")
+        with running_server(tmp_path, env) as first:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: place_call(first.stream_url, [Wait(30)], auth_token=AUTH_TOKEN, caller=CALLER,
+                                                 call_timeout=40))
+                async with httpx.AsyncClient(timeout=5, headers=first.api) as client:
+                    live: list[dict[str, Any]] = []
+                    while not live:  # the call is on record, live
+                        await anyio.sleep(0.2)
+                        live = (await client.get(f"{first.http}/api/calls")).json()["active"]
+                first.process.send_signal(signal.SIGKILL)
+                tg.cancel_scope.cancel()
+            first.process.wait(10)
+        call_sid = str(live[0]["call_id"])
+        assert not receiver.received
+        with running_server(tmp_path, env) as second:
+            await _until(lambda: receiver.received, 20, "the interrupted call's webhook")
+    [delivery] = receiver.received
+    assert verify(SECRET, delivery.headers[SIGNATURE_HEADER], delivery.body)
+    body: dict[str, Any] = delivery.json()
+    assert body["call_id"] == call_sid
+    assert (body["call"]["status"], body["call"]["outcome"]) == ("interrupted", "interrupted")
+    assert "archived 1 call(s) left open by a previous process" in second.log()
 
 
 @pytest.mark.anyio
