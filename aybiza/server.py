@@ -151,11 +151,14 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         except _Refused as refused:
             metrics.refused("twiml", "too_large" if refused.response.status_code == 413 else "bad_request")
             return refused.response
-        # Signed over the URL Twilio posted to: the load balancer's (AYBIZA_WEBHOOK_URL) when nodes share one.
-        url = settings.webhook_base_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if not guard.signature_ok(url, params, signature):
-            return _unsigned(request, "bad")
+        # Signed over the URL Twilio posted to: the load balancer's (AYBIZA_WEBHOOK_URL) for the calls it
+        # balances; this node's own (AYBIZA_PUBLIC_URL) for a call it dialled (outbound/dialing.py names it).
         call_sid, account_sid = params.get("CallSid", ""), params.get("AccountSid", "")
+        outbound = runtime.outbound.get(call_sid)  # a call we dialled: the callee is the caller (issue 14.3)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        bases = (settings.webhook_base_url, settings.base_url) if outbound else (settings.webhook_base_url,)
+        if not any(guard.signature_ok(base + target, params, signature) for base in dict.fromkeys(bases)):
+            return _unsigned(request, "bad")
         if not (is_sid(call_sid, "CA") and is_sid(account_sid, "AC")):
             metrics.refused("twiml", "bad_request")
             log.warning("refused /twiml: CallSid or AccountSid is not a Twilio id")
@@ -164,7 +167,6 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             metrics.refused("twiml", "signature")
             log.warning("refused /twiml: a call of another Twilio account")
             return PlainTextResponse("403 Forbidden: not this server's Twilio account\n", status_code=403)
-        outbound = runtime.outbound.get(call_sid)  # a call we dialled: the callee is the caller (issue 14.3)
         caller = clean_text(params.get("To" if outbound else "From", ""))
         agent_id = outbound.agent_id if outbound else request.query_params.get("agent", settings.default_agent)
         if not runtime.agents.exists(agent_id):

@@ -36,8 +36,8 @@ def _client(tmp_path: Path, **values: Any) -> TestClient:
     return TestClient(create_app(Settings(**settings)), base_url=NODE)
 
 
-def _post(client: TestClient, signed_over: str) -> Any:
-    params = {"CallSid": new_sid("CA"), "AccountSid": new_sid("AC"), "From": "+15555550100"}
+def _post(client: TestClient, signed_over: str, call_sid: str | None = None) -> Any:
+    params = {"CallSid": call_sid or new_sid("CA"), "AccountSid": new_sid("AC"), "From": "+15555550100"}
     signature = RequestValidator(TOKEN).compute_signature(signed_over + "/twiml", params)
     return client.post("/twiml", data=params, headers={"X-Twilio-Signature": signature})
 
@@ -48,6 +48,18 @@ def test_the_webhook_is_signed_over_the_load_balancers_url_and_the_stream_goes_t
     assert answer.status_code == 200, answer.text
     assert '<Stream url="ws://127.0.0.1:8080/twilio/stream">' in answer.text
     assert _post(client, NODE).status_code == 403  # not what Twilio signed
+
+
+def test_a_call_this_node_dialled_comes_back_signed_over_its_own_url(tmp_path: Path) -> None:
+    """Behind a load balancer, the calls a node dials name the node's URL (outbound/dialing.py): Twilio signs that."""
+    client = _client(tmp_path, webhook_url=LB + "/")
+    runtime = client.app.state.aybiza  # type: ignore[attr-defined]
+    dialled = new_sid("CA")
+    runtime.outbound.dialled(dialled, "default", "+15555550100", ring_s=30)
+    answer = _post(client, NODE, dialled)
+    assert answer.status_code == 200, answer.text
+    assert _post(client, LB, dialled).status_code == 200  # (or sent through the balancer)
+    assert _post(client, NODE).status_code == 403  # a call it did not dial: only the balancer's URL
 
 
 def test_a_draining_node_offers_no_call_and_is_not_ready(tmp_path: Path) -> None:

@@ -52,7 +52,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, twilio: FakeTwilio) -> Iter
     agents = agents_dir(tmp, capped={"outbound_dials_per_minute": 1, "outbound_dial_burst": 1},
                         single={"outbound_max_calls": 1}, solo={"outbound_max_calls": 1})
     env = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "AYBIZA_TWILIO_API_URL": twilio.url, "AYBIZA_AGENTS_DIR": str(agents),
-           "AYBIZA_OUTBOUND_FROM": OUR_NUMBER}
+           "AYBIZA_OUTBOUND_FROM": OUR_NUMBER,
+           # As behind a load balancer (docs/production.md): Twilio's inbound webhook is the balancer's URL, while
+           # the calls this node dials come back to its own (their AMD verdict and stream live here).
+           "AYBIZA_WEBHOOK_URL": "https://lb.example.test"}
     with running_server(tmp, env) as running:
         yield running
 
