@@ -10,7 +10,9 @@ Every ``AYBIZA_NODE_HEARTBEAT_S`` it
   out too, and — when it wins the reaper lock for one — archives that node's
   live calls as ``interrupted`` (:meth:`~aybiza.edge.calls.CallStore.interrupt_owner`), and the calls
   offered to it whose stream had not started yet (:meth:`~aybiza.edge.nodes.NodeRegistry.pending`,
-  :meth:`~aybiza.edge.calls.CallStore.interrupt_unconnected`).
+  :meth:`~aybiza.edge.calls.CallStore.archive_offer`);
+* every ten heartbeats archives as ``no_connection`` the calls sent to this
+  node whose stream never came while their call token lived.
   A node drops out of call placement within ``AYBIZA_NODE_MISSED_HEARTBEATS``
   heartbeats; its calls are archived once its lease has expired as well,
   so a node that is only slow (a starved event loop) never loses its calls.
@@ -32,11 +34,11 @@ import socket
 
 import anyio
 
+from .edge.calls import stream_never_came
 from .edge.nodes import Node, NodeRegistry
 from .edge.redis_util import REDIS_ERRORS, redis_client
-from .errors import AybizaError
+from .errors import AybizaError, EndReason
 from .logs import Throttled
-from .routing.countries import locate_number
 from .runtime import Runtime
 from .transports.signed_tokens import SignedCallTokens, shared_key
 
@@ -45,6 +47,8 @@ __all__ = ["Cluster"]
 log = logging.getLogger("aybiza.cluster")
 _trouble = Throttled(log)
 _PREFIX = "aybiza:"
+_SWEEP_EVERY = 10
+"""Heartbeats between two looks for this node's calls whose stream never came."""
 
 
 class Cluster:
@@ -101,11 +105,15 @@ class Cluster:
         self.seen_nodes = len(await self.registry.nodes())
 
     async def run(self) -> None:
-        """Heartbeat and reap until cancelled."""
+        """Heartbeat and reap until cancelled; now and then archive this node's calls whose stream never came."""
+        beats = 0
         while True:
             try:
                 await self.heartbeat()
                 await self.reap()
+                beats += 1
+                if beats % _SWEEP_EVERY == 0:
+                    await self.archive_unconnected()
             except REDIS_ERRORS as error:
                 _trouble.warning("heartbeat", "cluster heartbeat failed (%s: %s); serving on", type(error).__name__,
                                  error)
@@ -125,10 +133,9 @@ class Cluster:
             if await store.state.owner_alive(node_id) or not await self.registry.claim_reaping(node_id):
                 continue
             calls = await store.interrupt_owner(node_id)
+            detail = f"its node {node_id} died before the call's stream started"
             unconnected = [offer.call_sid for offer in await self.registry.pending(node_id)
-                           if await store.interrupt_unconnected(
-                               offer.call_sid, caller=offer.caller, caller_country=locate_number(offer.caller).country,
-                               agent_id=offer.agent_id, offered_at=offer.offered_at, node=node_id)]
+                           if await store.archive_offer(offer, outcome=EndReason.INTERRUPTED, detail=detail)]
             await self.registry.forget(node_id)
             log.warning("node %s is gone: archived its %d live call(s) and %d call(s) it was sent but had not "
                         "started as interrupted", node_id, len(calls), len(unconnected))
@@ -136,6 +143,20 @@ class Cluster:
             self.runtime.metrics.reaped(len(calls))
             await self.runtime.interrupted_calls_ended(calls)
             archived += calls
+        return archived
+
+    async def archive_unconnected(self) -> list[str]:
+        """Archive (``no_connection``) the calls sent to this node whose stream never came while their call
+        token lived (raises what Redis raises); their ids."""
+        store, wait_s = self.runtime.store, self.runtime.settings.call_token_ttl_s
+        if store is None:
+            return []
+        detail = stream_never_came(wait_s)
+        offers = await self.registry.unconnected(wait_s)
+        archived = [offer.call_sid for offer in offers
+                    if await store.archive_offer(offer, outcome=EndReason.NO_CONNECTION, detail=detail)]
+        await self.registry.settle([offer.call_sid for offer in offers])
+        await self.runtime.interrupted_calls_ended(archived)
         return archived
 
     async def stream_url(self, call_sid: str, *, caller: str = "", agent_id: str = "") -> str | None:

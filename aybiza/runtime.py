@@ -156,7 +156,7 @@ class Runtime:
         from .results.service import open_post_call_results
 
         self.results = open_post_call_results(settings, self.store, self.agents, self.metrics, self.engines)
-        interrupted = await self.store.recover_interrupted()
+        interrupted = await self.store.recover_interrupted(stream_wait_s=settings.call_token_ttl_s)
         warming: threading.Thread | None = None
         if interrupted:
             log.warning("archived %d call(s) left open by a previous process as interrupted: %s",
@@ -208,7 +208,8 @@ class Runtime:
             await anyio.sleep(60)
             assert self.store is not None
             try:
-                interrupted = await self.store.recover_interrupted(min_idle_s=30)
+                interrupted = await self.store.recover_interrupted(
+                    min_idle_s=30, stream_wait_s=self.settings.call_token_ttl_s)
                 await self._salvage_recordings()
                 await self.interrupted_calls_ended(interrupted)
                 await self.store.flush_outbox()

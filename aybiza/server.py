@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
@@ -33,6 +34,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from .calls import BrowserCalls, serve_twilio_stream
 from .config import Settings
 from .console.routes import console_routes, dashboard_pictures
+from .edge.records import Offer
 from .engines import Engines
 from .errors import ProtocolError
 from .guard import DEFAULT_CSP, Guard, SecureHeaders
@@ -187,6 +189,9 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
                               "are waiting for their stream)", len(runtime.tokens))
             return PlainTextResponse("429 Too Many Requests: no call token for this call now\n", status_code=429,
                                      headers={"Retry-After": "10"})
+        if runtime.cluster is None and runtime.store is not None:  # a cluster keeps its offers in Redis
+            await runtime.store.offered(Offer(call_sid=call_sid, caller=caller, agent_id=agent_id,
+                                              offered_at=time.time()))
         response = VoiceResponse()
         connect = Connect()
         stream = connect.stream(url=stream_url)

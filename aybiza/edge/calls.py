@@ -35,11 +35,12 @@ import anyio
 import anyio.to_thread
 from redis.asyncio import Redis
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EndReason
 from ..pipeline.context import CallContext
 from ..private import private_dir
+from ..routing.countries import locate_number
 from .archive import Archive, default_archive_url, open_archive
-from .records import CallRecord, TurnRecord, final_fields, record_from_context
+from .records import CallRecord, Offer, TurnRecord, final_fields, record_from_context
 from .redis_util import REDIS_ERRORS, redis_client
 from .state import OWNER_PATTERN, CallFenced, CallStateError, StateBackend
 from .state_redis import RedisState
@@ -51,6 +52,7 @@ __all__ = [
     "open_call_store",
     "read_calls",
     "shared_archive_url",
+    "stream_never_came",
 ]
 
 log = logging.getLogger("aybiza.edge.calls")
@@ -59,6 +61,12 @@ _FIELDS = frozenset(CallRecord.model_fields) - {"call_id", "status", "version", 
 
 ARCHIVE_URL_KEY = "archive_url"
 """Redis key (after the prefix: ``aybiza:archive_url``) holding the archive URL processes on that Redis share."""
+
+
+def stream_never_came(wait_s: float) -> str:
+    """The record's detail for a call whose Media Stream Twilio never opened (the usual cause named)."""
+    return (f"Twilio never opened the call's Media Stream within {wait_s:.0f} s of the webhook "
+            "(is AYBIZA_PUBLIC_URL this server's address as Twilio reaches it?)")
 
 
 class CallStore:
@@ -276,12 +284,14 @@ class CallStore:
 
     # -- recovery and retention ----------------------------------------------------
 
-    async def recover_interrupted(self, *, min_idle_s: float = 0.0) -> list[str]:
+    async def recover_interrupted(self, *, min_idle_s: float = 0.0, stream_wait_s: float = 120.0) -> list[str]:
         """Archive the live calls of dead processes as ``interrupted``; return their ids.
 
         Run at startup (``min_idle_s=0``). Run periodically with a grace
         period (e.g. 30 s) so a stream reconnecting to another process can
-        :meth:`resume` first. Also flushes the outbox.
+        :meth:`resume` first. Also flushes the outbox, and archives the calls
+        sent here whose stream never started (:meth:`offered`): their process
+        died, or ``stream_wait_s`` (the call token's lifetime) passed.
         """
         await self.flush_outbox()
         recovered: list[str] = []
@@ -293,7 +303,7 @@ class CallStore:
                 continue
             if await self._interrupt(record):
                 recovered.append(record.call_id)
-        return recovered
+        return recovered + await self._archive_offers(stream_wait_s)
 
     async def interrupt_owner(self, owner: str) -> list[str]:
         """Archive the live calls of process ``owner`` as ``interrupted`` now; return their ids.
@@ -308,23 +318,50 @@ class CallStore:
                 recovered.append(record.call_id)
         return recovered
 
-    async def interrupt_unconnected(self, call_id: str, *, caller: str, caller_country: str, agent_id: str,
-                                    offered_at: float, node: str) -> bool:
-        """Archive as ``interrupted`` a call that was sent to ``node``, which died before the call's stream
-        started there (no call state exists); False if the call is live or archived after all.
+    async def archive_offer(self, offer: Offer, *, outcome: EndReason, detail: str) -> bool:
+        """Archive a call whose stream never started from what its webhook knew (``offer``); False if the
+        call is live or archived after all.
 
-        The record has what the webhook knew: the caller, the agent, when it was offered.
+        For a call sent to a process that died before the stream's start (``interrupted``: no call state
+        exists), or whose stream never arrived (``no_connection``).
         """
-        if await self.state.read(call_id) is not None or await self.archive.get(call_id) is not None:
+        if await self.state.read(offer.call_sid) is not None or await self.archive.get(offer.call_sid) is not None:
             return False
-        record = CallRecord(call_id=call_id, status="interrupted", owner=self.owner, caller=caller,
-                            caller_country=caller_country, agent_id=agent_id or "default",
-                            started_at=offered_at, updated_at=offered_at, ended_at=offered_at,
-                            outcome="interrupted",
-                            outcome_detail=f"its node {node} died before the call's stream started")
+        interrupted = outcome is EndReason.INTERRUPTED
+        record = CallRecord(call_id=offer.call_sid, status="interrupted" if interrupted else "ended", owner=self.owner,
+                            caller=offer.caller, caller_country=locate_number(offer.caller).country,
+                            agent_id=offer.agent_id or "default", started_at=offer.offered_at,
+                            updated_at=offer.offered_at, ended_at=offer.offered_at, outcome=outcome.value,
+                            outcome_detail=detail)
         await self._archive(record)
-        log.warning("call %s archived as interrupted (its node %s died before the stream started)", call_id, node)
+        log.warning("call %s archived as %s: %s", offer.call_sid, outcome.value, detail)
         return True
+
+    async def offered(self, offer: Offer) -> None:
+        """Keep a call ``/twiml`` sent to this process until its stream starts here (:meth:`start`): should
+        the process die first, or the stream never come, :meth:`recover_interrupted` still archives it."""
+        try:
+            await self.state.offer(self.owner, offer)
+        except CallStateError as error:  # the call goes on; only a crash before its stream would lose it
+            log.warning("call %s: its offer was not kept (%s)", offer.call_sid, error)
+
+    async def _archive_offers(self, stream_wait_s: float) -> list[str]:
+        """Archive the kept offers whose stream will not start now: their process died (``interrupted``),
+        or their call token expired unused (``no_connection``)."""
+        archived: list[str] = []
+        now = time.time()
+        for owner, offer in await self.state.offers():
+            alive = owner == self.owner or await self.state.owner_alive(owner)
+            if alive and now - offer.offered_at < stream_wait_s:
+                continue
+            if alive:
+                outcome, detail = EndReason.NO_CONNECTION, stream_never_came(stream_wait_s)
+            else:
+                outcome, detail = EndReason.INTERRUPTED, "the server stopped before the call's stream started"
+            if await self.archive_offer(offer, outcome=outcome, detail=detail):
+                archived.append(offer.call_sid)
+            await self.state.drop_offer(offer.call_sid)
+        return archived
 
     async def _interrupt(self, record: CallRecord) -> bool:
         """Archive a dead process's live ``record`` as interrupted (True), unless another process claimed it."""

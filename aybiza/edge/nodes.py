@@ -21,7 +21,9 @@ Each offer also keeps what the webhook knew of the call (:class:`Offer`: caller,
 agent, when) in ``aybiza:node:{id}:pending`` until the call goes live there. A
 node killed between the webhook and its stream's start leaves no call state;
 the survivor that reaps it archives those calls from their offers
-(:meth:`NodeRegistry.pending`), so no call Twilio was told about goes unrecorded.
+(:meth:`NodeRegistry.pending`); a live node archives its own offers whose
+stream never came once their call token has expired
+(:meth:`NodeRegistry.unconnected`), so no call Twilio was told about goes unrecorded.
 """
 
 from __future__ import annotations
@@ -35,17 +37,22 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from .records import Offer
+
 __all__ = ["Node", "NodeRegistry", "Offer"]
 
 log = logging.getLogger("aybiza.edge.nodes")
 
 OFFER_TTL_S = 15.0
 """An offered call counts against its node this long if its stream never arrives (Twilio connects in < 1 s)."""
+PENDING_TTL_S = 600.0
+"""A node's pending calls outlive a quiet spell this long after the last offer: past any call token's lifetime,
+so the node itself (:meth:`NodeRegistry.unconnected`) or its reaper sees each one first."""
 REAPER_LOCK_S = 60.0
 """How long one survivor holds the right to archive a gone node's calls (it retries after, if it failed)."""
 
 # KEYS: n node keys, then their n offer sets, then their n pending-call hashes. ARGV: now, offer expiry, call sid,
-# first index to look at (1..n), the keys' TTL in ms, the offer's details (JSON).
+# first index to look at (1..n), the offer set's TTL in ms, the offer's details (JSON), the pending hash's TTL in ms.
 # Returns the chosen node's JSON (the offer recorded), or false when every node is full or draining.
 _PICK = """
 local n = #KEYS / 3
@@ -54,9 +61,6 @@ for step = 0, n - 1 do
   local i = (tonumber(ARGV[4]) - 1 + step) % n + 1
   local info = redis.call('GET', KEYS[i])
   if info then
-    for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[n + i], '-inf', ARGV[1])) do
-      redis.call('HDEL', KEYS[2 * n + i], sid)
-    end
     redis.call('ZREMRANGEBYSCORE', KEYS[n + i], '-inf', ARGV[1])
     local node = cjson.decode(info)
     if not node.draining then
@@ -69,28 +73,9 @@ if not best then return false end
 redis.call('ZADD', KEYS[n + best], ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[n + best], math.floor(tonumber(ARGV[5])))
 redis.call('HSET', KEYS[2 * n + best], ARGV[3], ARGV[6])
-redis.call('PEXPIRE', KEYS[2 * n + best], math.floor(tonumber(ARGV[5])))
+redis.call('PEXPIRE', KEYS[2 * n + best], math.floor(tonumber(ARGV[7])))
 return redis.call('GET', KEYS[best])
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Offer:
-    """A call ``/twiml`` sent to a node, as the webhook knew it (kept until its stream starts there)."""
-
-    call_sid: str
-    caller: str
-    agent_id: str
-    offered_at: float
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, data: str | bytes) -> Offer:
-        fields: dict[str, Any] = json.loads(data)
-        return cls(call_sid=str(fields["call_sid"]), caller=str(fields.get("caller", "")),
-                   agent_id=str(fields.get("agent_id", "")), offered_at=float(fields["offered_at"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +191,16 @@ class NodeRegistry:
                 log.warning("ignored an unreadable pending call of node %s: %s", node_id, error)
         return sorted(offers, key=lambda offer: offer.offered_at)
 
+    async def unconnected(self, older_than_s: float) -> list[Offer]:
+        """This node's pending calls offered more than ``older_than_s`` ago: their stream never came."""
+        cutoff = time.time() - older_than_s
+        return [offer for offer in await self.pending(self.node_id) if offer.offered_at < cutoff]
+
+    async def settle(self, call_sids: list[str]) -> None:
+        """These pending calls of this node are archived: forget them."""
+        if call_sids:
+            await self.client.hdel(self._pending(self.node_id), *call_sids)
+
     async def forget(self, node_id: str) -> None:
         """Drop a gone node from the member set once its calls are archived."""
         async with self.client.pipeline(transaction=True) as pipe:
@@ -224,5 +219,5 @@ class NodeRegistry:
         offer = Offer(call_sid=call_sid, caller=caller, agent_id=agent_id, offered_at=now)
         chosen = await self._pick(keys=keys, args=[repr(now), repr(now + OFFER_TTL_S), call_sid,
                                                    random.randint(1, len(ids)), OFFER_TTL_S * 2000,
-                                                   offer.to_json()])
+                                                   offer.to_json(), PENDING_TTL_S * 1000])
         return Node.from_json(chosen) if chosen else None

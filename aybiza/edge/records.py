@@ -16,8 +16,10 @@ latencies inside are durations measured on the monotonic clock.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +31,7 @@ from ..recording.info import RecordingInfo
 __all__ = [
     "CallRecord",
     "CallStatus",
+    "Offer",
     "TurnRecord",
     "final_fields",
     "record_from_context",
@@ -36,6 +39,26 @@ __all__ = [
 
 CallStatus = Literal["active", "ended", "interrupted"]
 """``active`` while the call runs; ``ended`` after a normal end; ``interrupted`` if its process died."""
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A call ``/twiml`` sent to a node, as the webhook knew it (kept until its stream starts there, so a
+    call whose stream never starts is still archived: :meth:`aybiza.edge.calls.CallStore.archive_offer`)."""
+
+    call_sid: str
+    caller: str
+    agent_id: str
+    offered_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Offer:
+        fields: dict[str, Any] = json.loads(data)
+        return cls(call_sid=str(fields["call_sid"]), caller=str(fields.get("caller", "")),
+                   agent_id=str(fields.get("agent_id", "")), offered_at=float(fields["offered_at"]))
 
 
 class TurnRecord(BaseModel):

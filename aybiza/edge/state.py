@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 
 from ..errors import CallError
-from .records import CallRecord
+from .records import CallRecord, Offer
 
 __all__ = ["OWNER_PATTERN", "CallFenced", "CallStateError", "StateBackend", "stored_record"]
 
@@ -79,6 +79,22 @@ class StateBackend(ABC):
     @abstractmethod
     async def owner_alive(self, owner: str) -> bool:
         """Whether the process ``owner`` is still running."""
+
+    async def offer(self, owner: str, offer: Offer) -> None:
+        """Keep ``offer`` (a call ``/twiml`` sent to ``owner``) until the call's record is created.
+
+        The base keeps nothing: with Redis the cluster keeps each node's offers
+        (:mod:`aybiza.edge.nodes`); SQLite keeps them beside the live calls.
+        """
+        return None
+
+    async def offers(self) -> list[tuple[str, Offer]]:
+        """Every kept offer whose call was not created, with the owner it was sent to (oldest first)."""
+        return []
+
+    async def drop_offer(self, call_id: str) -> None:
+        """Forget ``call_id``'s offer (its call was archived without its stream)."""
+        return None
 
     async def keepalive(self) -> None:
         """Keep this process's owner registration alive (runs until cancelled)."""

@@ -6,6 +6,10 @@ process crash, so writes run inline on the event loop. Each write is one
 dead through a ``flock`` each process holds on its own lock file: the kernel
 drops it when the process dies, even on SIGKILL. The file and its WAL are
 mode 0600 in a 0700 directory (:mod:`aybiza.private`): they hold phone numbers.
+
+Beside the live calls, ``offered_calls`` keeps each call ``/twiml`` sent here
+until its stream starts (:class:`~aybiza.edge.records.Offer`), so a process
+killed in between, or a stream that never arrives, still leaves a record.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import logging
 import os
 import sqlite3
 import time
@@ -21,10 +26,12 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from ..private import private_dir, private_sqlite
-from .records import CallRecord
+from .records import CallRecord, Offer
 from .state import OWNER_PATTERN, CallFenced, CallStateError, StateBackend, stored_record
 
 __all__ = ["SQLiteState"]
+
+log = logging.getLogger("aybiza.edge.state_sqlite")
 
 
 _SCHEMA = """
@@ -34,6 +41,12 @@ CREATE TABLE IF NOT EXISTS live_calls (
     status TEXT NOT NULL,
     version INTEGER NOT NULL,
     updated_at REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS offered_calls (
+    call_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    offered_at REAL NOT NULL,
     data TEXT NOT NULL
 );
 """
@@ -95,11 +108,39 @@ class SQLiteState(StateBackend):
 
     @_sqlite_errors
     async def create(self, record: CallRecord) -> bool:
-        """INSERT unless the call exists."""
+        """INSERT unless the call exists; its offer, if one was kept, is done with.
+
+        (Two statements: an offer left by a crash between them names a live call, which recovery skips.)
+        """
         cursor = self.db.execute(
             "INSERT OR IGNORE INTO live_calls (owner, status, version, updated_at, data, call_id)"
             " VALUES (?, ?, ?, ?, ?, ?)", self._snapshot(record))
+        self.db.execute("DELETE FROM offered_calls WHERE call_id = ?", (record.call_id,))
         return cursor.rowcount == 1
+
+    @_sqlite_errors
+    async def offer(self, owner: str, offer: Offer) -> None:
+        """Keep the offer until :meth:`create` (or :meth:`drop_offer`); a repeated webhook renews it."""
+        self.db.execute("INSERT OR REPLACE INTO offered_calls (call_id, owner, offered_at, data) VALUES (?, ?, ?, ?)",
+                        (offer.call_sid, owner, offer.offered_at, offer.to_json()))
+
+    @_sqlite_errors
+    async def offers(self) -> list[tuple[str, Offer]]:
+        """Offers whose call was never created, oldest first (an unreadable one is dropped, and logged)."""
+        kept: list[tuple[str, Offer]] = []
+        for call_id, owner, data in self.db.execute(
+                "SELECT call_id, owner, data FROM offered_calls ORDER BY offered_at").fetchall():
+            try:
+                kept.append((owner, Offer.from_json(data)))
+            except (ValueError, KeyError, TypeError) as error:
+                log.warning("dropped the unreadable offer of call %r: %s", call_id, error)
+                self.db.execute("DELETE FROM offered_calls WHERE call_id = ?", (call_id,))
+        return kept
+
+    @_sqlite_errors
+    async def drop_offer(self, call_id: str) -> None:
+        """DELETE the offer."""
+        self.db.execute("DELETE FROM offered_calls WHERE call_id = ?", (call_id,))
 
     @_sqlite_errors
     async def write(self, record: CallRecord) -> bool:

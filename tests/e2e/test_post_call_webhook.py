@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from aybiza.results.signing import SIGNATURE_HEADER, verify
-from aybiza.testing.caller import Say, Wait, caller_speech, place_call
+from aybiza.testing.caller import Say, Wait, caller_speech, place_call, ring
 from aybiza.testing.processes import free_port
 from aybiza.testing.webhook_receiver import WebhookReceiver
 
@@ -135,7 +135,10 @@ async def test_a_delivery_pending_when_the_server_stops_is_made_by_the_next_proc
 
 @pytest.mark.anyio
 async def test_a_call_cut_off_by_a_killed_server_is_posted_as_interrupted_by_the_next_process(tmp_path: Path) -> None:
-    """Nobody ended the call (its process died): the process that archives it as interrupted queues its webhook."""
+    """Nobody ended the call (its process died): the process that archives it as interrupted queues its webhook.
+
+    So too for a call the killed server had answered the webhook of, whose stream had not started yet.
+    """
     with WebhookReceiver() as receiver:
         env = _env(tmp_path, receiver.url + "/hook")
         with running_server(tmp_path, env) as first:
@@ -147,19 +150,24 @@ async def test_a_call_cut_off_by_a_killed_server_is_posted_as_interrupted_by_the
                     while not live:  # the call is on record, live
                         await anyio.sleep(0.2)
                         live = (await client.get(f"{first.http}/api/calls")).json()["active"]
+                unstarted, _ = await ring(first.stream_url, auth_token=AUTH_TOKEN, caller="+34911234567")
                 first.process.send_signal(signal.SIGKILL)
                 tg.cancel_scope.cancel()
             first.process.wait(10)
         call_sid = str(live[0]["call_id"])
         assert not receiver.received
         with running_server(tmp_path, env) as second:
-            await _until(lambda: receiver.received, 20, "the interrupted call's webhook")
-    [delivery] = receiver.received
-    assert verify(SECRET, delivery.headers[SIGNATURE_HEADER], delivery.body)
-    body: dict[str, Any] = delivery.json()
-    assert body["call_id"] == call_sid
-    assert (body["call"]["status"], body["call"]["outcome"]) == ("interrupted", "interrupted")
-    assert "archived 1 call(s) left open by a previous process" in second.log()
+            await _until(lambda: len(receiver.received) >= 2, 20, "the interrupted calls' webhooks")
+    posted: dict[str, dict[str, Any]] = {}
+    for delivery in receiver.received:
+        assert verify(SECRET, delivery.headers[SIGNATURE_HEADER], delivery.body)
+        posted[delivery.json()["call_id"]] = delivery.json()["call"]
+    assert sorted(posted) == sorted([call_sid, unstarted])
+    assert (posted[call_sid]["status"], posted[call_sid]["outcome"]) == ("interrupted", "interrupted")
+    never = posted[unstarted]
+    assert (never["status"], never["outcome"], never["caller_country"]) == ("interrupted", "interrupted", "ES")
+    assert never["outcome_detail"] == "the server stopped before the call's stream started"
+    assert "archived 2 call(s) left open by a previous process" in second.log()
 
 
 @pytest.mark.anyio

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -12,12 +13,12 @@ import redis
 
 from aybiza.edge.archive import Archive, SQLiteArchive
 from aybiza.edge.calls import CallStore, open_call_store, read_calls
-from aybiza.edge.records import CallRecord, TurnRecord
+from aybiza.edge.records import CallRecord, Offer, TurnRecord
 from aybiza.edge.redis_util import redis_client
 from aybiza.edge.state import CallFenced, CallStateError, StateBackend
 from aybiza.edge.state_redis import RedisState
 from aybiza.edge.state_sqlite import SQLiteState
-from aybiza.errors import ConfigError
+from aybiza.errors import ConfigError, EndReason
 from aybiza.pipeline import CacheKind, CallContext, IncidentKind, Stage, Usage
 from aybiza.testing.redis_server import free_port
 
@@ -144,22 +145,77 @@ async def test_a_call_whose_node_died_before_its_stream_is_archived_once_from_it
     await other.end("CA-live", outcome="hangup")
     await other.start(CallRecord(call_id="CA-running"))
 
-    kept = dict(caller="+442071234567", caller_country="GB", agent_id="default", offered_at=1_700_000_000.0,
-                node="node-b")
-    assert await survivor.interrupt_unconnected("CA-never", **kept)  # type: ignore[arg-type]
+    def offer(call_sid: str) -> Offer:
+        return Offer(call_sid=call_sid, caller="+442071234567", agent_id="", offered_at=1_700_000_000.0)
+
+    died = dict(outcome=EndReason.INTERRUPTED, detail="its node node-b died before the call's stream started")
+    assert await survivor.archive_offer(offer("CA-never"), **died)  # type: ignore[arg-type]
     record = await survivor.archive.get("CA-never")
     assert record is not None and (record.status, record.outcome) == ("interrupted", "interrupted")
     assert (record.caller, record.caller_country, record.agent_id) == ("+442071234567", "GB", "default")
     assert record.started_at == record.ended_at == 1_700_000_000.0
     assert "node-b died before the call's stream started" in record.outcome_detail
     # Archived already, ended normally, or live after all: not touched.
-    assert not await survivor.interrupt_unconnected("CA-never", **kept)  # type: ignore[arg-type]
-    assert not await survivor.interrupt_unconnected("CA-live", **kept)  # type: ignore[arg-type]
-    assert not await survivor.interrupt_unconnected("CA-running", **kept)  # type: ignore[arg-type]
+    for call_sid in ("CA-never", "CA-live", "CA-running"):
+        assert not await survivor.archive_offer(offer(call_sid), **died)  # type: ignore[arg-type]
     ended = await survivor.archive.get("CA-live")
     assert ended is not None and ended.outcome == "hangup"
     running = await survivor.get("CA-running")
     assert running is not None and running.status == "active"
+
+
+async def test_a_call_sent_to_a_process_that_died_before_its_stream_is_archived_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """One machine, no Redis: the webhook's offer is kept in the live-call file until the stream starts."""
+    def store() -> CallStore:
+        return CallStore(SQLiteState(tmp_path / "live.db"), SQLiteArchive(tmp_path / "archive.db"),
+                         outbox_dir=tmp_path / "outbox")
+
+    now = time.time()
+    dead = await store().open()
+    for call_sid in ("CA-started", "CA-cut"):
+        await dead.offered(Offer(call_sid=call_sid, caller="+34911234567", agent_id="default", offered_at=now))
+    await dead.start(CallRecord(call_id="CA-started", caller="+34911234567"))  # its stream came: offer done
+    assert [offer.call_sid for _, offer in await dead.state.offers()] == ["CA-cut"]
+    await dead.state.aclose()  # the process is killed: its owner lock goes, nothing else is written
+
+    async with store() as restarted:
+        assert sorted(await restarted.recover_interrupted()) == ["CA-cut", "CA-started"]
+        cut = await restarted.archive.get("CA-cut")
+        assert cut is not None and (cut.status, cut.outcome, cut.caller_country) == ("interrupted", "interrupted", "ES")
+        assert cut.outcome_detail == "the server stopped before the call's stream started"
+        assert await restarted.state.offers() == []
+        assert await restarted.recover_interrupted() == []  # once
+
+
+async def test_a_call_whose_stream_never_came_is_archived_as_no_connection_after_the_token_expired(
+    tmp_path: Path,
+) -> None:
+    """Twilio was told where to connect and never did (a wrong public URL): the operator sees the call."""
+    async with CallStore(SQLiteState(tmp_path / "live.db"), SQLiteArchive(tmp_path / "archive.db"),
+                         outbox_dir=tmp_path / "outbox") as store:
+        await store.offered(Offer(call_sid="CA-lost", caller="+15551230000", agent_id="default",
+                                  offered_at=time.time() - 30))
+        assert await store.recover_interrupted(min_idle_s=30, stream_wait_s=120) == []  # may still come
+        assert await store.archive.get("CA-lost") is None
+        assert await store.recover_interrupted(min_idle_s=30, stream_wait_s=20) == ["CA-lost"]
+        record = await store.archive.get("CA-lost")
+        assert record is not None and (record.status, record.outcome) == ("ended", "no_connection")
+        assert "never opened the call's Media Stream" in record.outcome_detail
+        assert "AYBIZA_PUBLIC_URL" in record.outcome_detail
+        assert await store.state.offers() == []
+
+
+async def test_an_unreadable_offer_is_dropped_and_recovery_goes_on(tmp_path: Path) -> None:
+    async with CallStore(SQLiteState(tmp_path / "live.db"), SQLiteArchive(tmp_path / "archive.db"),
+                         outbox_dir=tmp_path / "outbox") as store:
+        state = store.state
+        assert isinstance(state, SQLiteState)
+        state.db.execute("INSERT INTO offered_calls VALUES ('CA-bad', 'gone', 0, '{not json')")
+        await store.offered(Offer(call_sid="CA-ok", caller="", agent_id="default", offered_at=time.time() - 500))
+        assert await store.recover_interrupted(stream_wait_s=120) == ["CA-ok"]
+        assert await state.offers() == []
 
 
 async def test_recovery_grace_period_leaves_recent_calls_for_resume(open_store: OpenStore) -> None:

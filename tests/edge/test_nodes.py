@@ -120,11 +120,19 @@ async def test_an_offer_stays_pending_with_what_the_webhook_knew_until_its_call_
         # b's heartbeat reports CA1 live: it is no longer pending there.
         await registry.register(node("b", live=1), ["CA1"])
         assert [o.call_sid for o in await registry.pending("b")] == ["CA0", "CA2"]
-        # An offer whose stream never came expires: the next placement forgets it.
+        # An offer whose stream never came stops counting against b, but stays pending until b archives it
+        # (its call token expired: Cluster.archive_unconnected) and settles it.
         later = nodes.time.time() + nodes.OFFER_TTL_S + 1
         monkeypatch.setattr(nodes.time, "time", lambda: later)
         assert (await registry.pick("CA3")) is not None
+        assert [o.call_sid for o in await registry.pending("b")] == ["CA0", "CA2", "CA3"]
+        assert await client.zrange("aybiza:node:b:offered", 0, -1) == [b"CA3"]
+        b = NodeRegistry(client, "b")
+        stale = await b.unconnected(nodes.OFFER_TTL_S)
+        assert [o.call_sid for o in stale] == ["CA0", "CA2"]
+        await b.settle([o.call_sid for o in stale])
         assert [o.call_sid for o in await registry.pending("b")] == ["CA3"]
+        assert 0 < await client.pttl("aybiza:node:b:pending") <= nodes.PENDING_TTL_S * 1000
         await registry.forget("b")
         assert await registry.pending("b") == []
     finally:
