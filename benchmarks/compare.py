@@ -100,8 +100,9 @@ def ensure_pipecat(progress: ProgressFn | None = None) -> tuple[Path | None, str
     venv.parent.mkdir(parents=True, exist_ok=True)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
-        done = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", PIPECAT, _uvicorn_pin()],
-                              capture_output=True, text=True, timeout=1800)
+        # --no-compile: Python compiles the few modules the server imports when it imports them.
+        done = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--no-compile", PIPECAT,
+                               _uvicorn_pin()], capture_output=True, text=True, timeout=1800)
     except (subprocess.SubprocessError, OSError) as error:
         return None, f"could not install {PIPECAT}: {error}"
     if done.returncode != 0:
