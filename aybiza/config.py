@@ -129,7 +129,7 @@ class Settings(BaseSettings):
                              "turn is confirmed; its words are held until it is, discarded if the caller goes on")
     preempt_interim_ms: int = Field(default=50, ge=0, le=2000, description="also start it on an interim transcript "
                                     "whose words and the caller (by the VAD) have been still this long; 0: finals only")
-    whisper_early_ms: int = Field(default=0, ge=0, le=2000, description="the embedded recogniser starts on the "
+    whisper_early_ms: int = Field(default=100, ge=0, le=2000, description="the embedded recogniser starts on the "
                                   "caller's pause this long, before the end of turn is confirmed; 0: at the end")
 
     api_token: str = Field(default="", description="Bearer token for /api, /dashboard and /metrics; required "

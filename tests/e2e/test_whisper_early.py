@@ -1,7 +1,7 @@
 """Whisper on the caller's pause, on ``aybiza serve``'s embedded default (VAD, smart-turn, whisper, FAQ, local voice).
 
-Two servers, ``AYBIZA_WHISPER_EARLY_MS=0`` (whisper starts at the confirmed end of turn) and 100 ms (opt-in)
-(it starts after 100 ms of the caller's silence). The same spoken FAQ question twice a call; the second
+Two servers, ``AYBIZA_WHISPER_EARLY_MS=0`` (whisper starts at the confirmed end of turn) and 100 ms (the
+default: it starts after 100 ms of the caller's silence). The same spoken FAQ question twice a call; the second
 (no language ID) is compared: its final, timed from the end of speech in the call record, is out sooner
 when whisper started on the pause, by about whisper's own time (the end of turn comes later than the
 early run's result), and the caller hears the answer either way.
