@@ -7,6 +7,7 @@ import sys
 import wave
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["main"]
 
@@ -56,6 +57,8 @@ def _read_wav_as_ulaw(path: Path) -> bytes:
 
 def _call(args: argparse.Namespace) -> int:
     import anyio
+    import httpx
+    from websockets.exceptions import WebSocketException
 
     from .codecs import ulaw2lin
     from .config import Settings
@@ -73,8 +76,14 @@ def _call(args: argparse.Namespace) -> int:
     utterances += [_read_wav_as_ulaw(Path(p)) for p in args.audio]
     for audio in utterances:
         script += [Say(audio), Wait(seconds=args.reply_timeout)]
-    report = anyio.run(lambda: place_call(args.url, script, auth_token=token, public_url=args.public_url,
-                                          caller=args.caller, agent=args.agent))
+    url = stream_url(args.url)
+    try:
+        report = anyio.run(lambda: place_call(url, script, auth_token=token, public_url=args.public_url,
+                                              caller=args.caller, agent=args.agent))
+    except (OSError, httpx.HTTPError, WebSocketException, RuntimeError) as error:
+        raise SystemExit(f"could not call {url}: {type(error).__name__}: {error or 'no detail'}"
+                         " (is `aybiza serve` running there? Its Twilio auth token and AYBIZA_PUBLIC_URL are"
+                         " --auth-token and --public-url here)") from None
     for number, turn in enumerate(report.turns, 1):
         latency = f"{turn.latency * 1000:.0f} ms" if turn.latency is not None else "no reply"
         print(f"turn {number}: speech end -> first reply audio: {latency}")
@@ -88,6 +97,17 @@ def _call(args: argparse.Namespace) -> int:
             wav.writeframes(ulaw2lin(bytes(report.heard)))
         print(f"wrote {args.out}")
     return 0 if report.turns or not utterances else 1
+
+
+def stream_url(url: str) -> str:
+    """The Media Stream URL for ``--url``: a server's address as a user writes it (``http://host:8080``,
+    ``localhost:8080``) or the stream URL itself (``ws://host:8080/twilio/stream``)."""
+    parts = urlsplit(url if "://" in url else f"ws://{url}")
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.netloc:
+        raise SystemExit(f"--url {url!r}: give the server's address (http://host:port) or its ws:// stream URL")
+    path = parts.path if parts.path.strip("/") else "/twilio/stream"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 def _calls(args: argparse.Namespace) -> int:
@@ -253,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     call = commands.add_parser("call", help="call a server like Twilio would and record the reply")
-    call.add_argument("--url", default="ws://127.0.0.1:8080/twilio/stream", help="the Media Stream URL")
+    call.add_argument("--url", default="ws://127.0.0.1:8080/twilio/stream",
+                      help="the server (http://host:port) or its Media Stream URL (ws://host:port/twilio/stream)")
     call.add_argument("--public-url", help="the server's AYBIZA_PUBLIC_URL (for signatures)")
     call.add_argument("--say", action="append", default=[], help="say this (synthesized); repeatable")
     call.add_argument("--audio", action="append", default=[], help="say this WAV file; repeatable")

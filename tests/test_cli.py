@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from aybiza.cli import main
+from aybiza.cli import main, stream_url
 from aybiza.codecs import ulaw2lin
 from aybiza.testing.caller import caller_speech
+from aybiza.testing.processes import free_port
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +48,23 @@ def test_listen_prints_speech_turn_ends_quality_and_language(recording: Path,
 def test_a_missing_file_is_said_plainly() -> None:
     with pytest.raises(SystemExit, match="no such file"):
         main(["transcribe", "/nonexistent.wav"])
+
+
+@pytest.mark.parametrize(("given", "stream"), [
+    ("ws://127.0.0.1:8080/twilio/stream", "ws://127.0.0.1:8080/twilio/stream"),
+    ("http://127.0.0.1:8090", "ws://127.0.0.1:8090/twilio/stream"),
+    ("https://voice.example.com/", "wss://voice.example.com/twilio/stream"),
+    ("localhost:8090", "ws://localhost:8090/twilio/stream"),
+])
+def test_call_takes_the_server_as_a_user_writes_it(given: str, stream: str) -> None:
+    assert stream_url(given) == stream
+
+
+def test_call_says_plainly_why_it_could_not_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server there: one line that says so and what to check, not a traceback."""
+    with pytest.raises(SystemExit, match="give the server's address"):
+        main(["call", "--url", "ftp://example.test", "--auth-token", "t", "--say", "hi"])
+    port = free_port()
+    with pytest.raises(SystemExit, match=rf"could not call ws://127.0.0.1:{port}/twilio/stream: ConnectError: .*"
+                                         r"Its Twilio auth token and AYBIZA_PUBLIC_URL"):
+        main(["call", "--url", f"http://127.0.0.1:{port}", "--auth-token", "t", "--say", "hi"])
