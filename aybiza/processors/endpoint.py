@@ -280,12 +280,19 @@ class EndOfTurnStage(Processor):
         self._cancel_held()
         await self.push(held)
 
+    def _words_end_open(self, stopped: SpeechStopped) -> bool:
+        """Whether the words heard up to this pause already stop on a word no turn ends on."""
+        words = self._words
+        return words is not None and covers(words, stopped.at) and ends_open(words.text, words.language)
+
     async def _decide(self, stopped: SpeechStopped) -> None:
         with anyio.CancelScope() as scope:
             self._held_scope = scope
             pcm, rate, speech_s = self._audio.pcm(), self._audio.rate, self._audio.seconds
             scored: float | None = 1.0
-            if pcm and rate:
+            if self._words_end_open(stopped):
+                scored = None  # the turn waits for the silence limit whatever the model says: not asked
+            elif pcm and rate:
                 # capacity: a pause the silence limit has already ended by the time the worker is free is not scored
                 scored = await anyio.to_thread.run_sync(score_unless_decided, self._score, pcm, rate,
                                                         stopped.at + self.policy.max_silence_s,
@@ -299,7 +306,7 @@ class EndOfTurnStage(Processor):
             ctx = self.ctx
             if ctx is not None and ctx.log.isEnabledFor(logging.DEBUG):
                 ctx.log.debug("endpoint: p=%s after %.2f s of speech, words %r: %s",
-                              "(silence limit reached first)" if scored is None else f"{probability:.2f}", speech_s,
+                              "(not scored)" if scored is None else f"{probability:.2f}", speech_s,
                               words.text[-40:] if words else None, "end of turn" if complete else "waiting")
             if not complete:
                 await anyio.sleep(max(0.0, stopped.at + self.policy.max_silence_s - time.monotonic()))
