@@ -39,7 +39,7 @@ def test_ulaw_round_trip_is_stable() -> None:
 
 def _tone(rate: int, seconds: float) -> np.ndarray:
     t = np.arange(int(rate * seconds)) / rate
-    return (6000 * np.sin(2 * np.pi * 440 * t) + 2000 * np.sin(2 * np.pi * 1500 * t)).astype(np.int16)
+    return np.asarray(6000 * np.sin(2 * np.pi * 440 * t) + 2000 * np.sin(2 * np.pi * 1500 * t), dtype=np.int16)
 
 
 @pytest.mark.parametrize(("src", "dst"), [(8000, 16000), (48000, 16000), (16000, 48000), (22050, 8000), (24000, 48000)])

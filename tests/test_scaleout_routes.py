@@ -31,8 +31,9 @@ def _client(tmp_path: Path, **values: Any) -> TestClient:
     agents = tmp_path / "agents"
     agents.mkdir(parents=True, exist_ok=True)
     (agents / "default.yaml").write_text("id: default\nname: Desk\ngreeting: Hello.\nsystem_prompt: Answer.\n")
-    settings = {"data_dir": tmp_path / "var", "agents_dir": agents, "twilio_auth_token": TOKEN, "tts": "espeak",
-                "public_url": NODE} | values
+    settings: dict[str, Any] = {
+        "data_dir": tmp_path / "var", "agents_dir": agents, "twilio_auth_token": TOKEN, "tts": "espeak",
+        "public_url": NODE} | values
     return TestClient(create_app(Settings(**settings)), base_url=NODE)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,10 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import compare  # noqa: E402
 from benchmarks.conversation_load import conversation  # noqa: E402
+from benchmarks.loadgen import cpu_plan  # noqa: E402
 
 
 def test_the_ratio_table_divides_measured_figures_and_shows_nothing_unmeasured() -> None:
-    results = {
+    results: dict[str, dict[str, Any]] = {
         "aybiza_listening": {"max_calls": 300, "server_cpu_ms_per_call_second": 3.1, "rss_mb_per_call": 0.13},
         "pipecat_listening": {"max_calls": 25, "server_cpu_ms_per_call_second": 38.0, "rss_mb_per_call": 9.9},
         "aybiza_talking": {"max_calls": 40, "server_cpu_ms_per_call_second": 20.0, "rss_mb_per_call": None},
@@ -51,7 +53,7 @@ def test_pipecats_twilio_server_answers_talking_callers() -> None:
     python, why = compare.ensure_pipecat()
     if python is None:
         pytest.skip(f"pipecat not installable here: {why}")
-    server_cpu, _ = compare.cpu_plan()
+    server_cpu, _ = cpu_plan()
     with compare.pipecat_server(python, server_cpu, talk=True) as server:
         result = asyncio.run(conversation(server.base, {"steps": [3], "settle_s": 2.0, "window_s": 8.0,
                                                         "warmup_calls": 1}, server.process.pid))

@@ -7,6 +7,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.datastructures import QueryParams
@@ -125,8 +126,9 @@ def _client(tmp_path: Path, **values: object) -> TestClient:
     agents = tmp_path / "agents"
     agents.mkdir(parents=True, exist_ok=True)
     (agents / "default.yaml").write_text("id: default\nname: Desk\ngreeting: Hello.\nsystem_prompt: Answer.\n")
-    settings = {"data_dir": tmp_path / "var", "agents_dir": agents, "twilio_auth_token": "t" * 32, "tts": "espeak",
-                "public_url": "http://127.0.0.1:8080"} | values
+    settings: dict[str, Any] = {
+        "data_dir": tmp_path / "var", "agents_dir": agents, "twilio_auth_token": "t" * 32, "tts": "espeak",
+        "public_url": "http://127.0.0.1:8080"} | values
     return TestClient(create_app(Settings(**settings)), base_url="http://127.0.0.1:8080")
 
 

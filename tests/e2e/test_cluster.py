@@ -35,7 +35,7 @@ import pytest
 
 from aybiza.edge.archive import open_archive
 from aybiza.edge.records import CallRecord
-from aybiza.testing.caller import CallReport, Say, Wait, caller_speech, place_call, ring
+from aybiza.testing.caller import CallReport, Say, Script, Wait, caller_speech, place_call, ring
 from aybiza.testing.fake_deepgram import FakeDeepgram
 from aybiza.testing.postgres_server import PostgresServer, postgres_bin_dir
 from aybiza.testing.redis_server import RedisServer, redis_server_binary
@@ -70,7 +70,7 @@ def port_of(report: CallReport) -> int:
 async def call(lb: Iterator[Server], question: bytes, reports: list[CallReport], failures: list[str]) -> None:
     """One short call through the next node of the load balancer: greeting, one question, its answer."""
     node = next(lb)
-    script = [Wait(15), Say(question), Wait(30)]
+    script: Script = [Wait(15), Say(question), Wait(30)]
     try:
         reports.append(await place_call(node.stream_url, script, auth_token=AUTH_TOKEN, follow_twiml=True,
                                         hangup_after=0.3, call_timeout=90))

@@ -38,6 +38,7 @@ def test_the_recording_of_a_call_cut_by_a_crash_is_filed_and_linked_at_the_next_
                 os.kill(first.process.pid, signal.SIGKILL)
                 tg.cancel_scope.cancel()
                 return str(live[0]["call_id"])
+            raise AssertionError("the task group ended before the call was seen live")
 
         crashed_id = anyio.run(call_then_crash)
         first.process.wait(10)

@@ -43,6 +43,7 @@ def test_a_killed_server_leaves_no_call_unrecorded(tmp_path: Path) -> None:
                             break
                 os.kill(first.process.pid, signal.SIGKILL)
                 return str(live[0]["call_id"])
+            raise AssertionError("the task group ended before the call was seen live")
 
         crashed_id = anyio.run(call_then_crash)
         first.process.wait(10)

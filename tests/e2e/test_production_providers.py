@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -60,7 +61,8 @@ async def test_call_with_deepgram_and_bedrock_answers_through_the_fakes(
     assert listen.query["model"] == "nova-3"
     assert "Finalize" in listen.types()
     # capacity: no permessage-deflate on either socket, and the caller's audio in 100 ms messages (800 μ-law bytes)
-    for session in (listen, *deepgram.speaks):
+    sessions: list[Any] = [listen, *deepgram.speaks]
+    for session in sessions:
         assert "sec-websocket-extensions" not in {k.lower() for k in session.headers}
     sizes = [int(e.split(":")[1]) for e in listen.events if e.startswith("audio:")]
     assert sizes and len(sizes) <= sum(sizes) // 800 + 2, sizes  # not one message per 20 ms frame (160 bytes)

@@ -117,7 +117,7 @@ def _loud(channel: np.ndarray, rate: int = RATE) -> np.ndarray:
     size = rate // 50
     count = len(channel) // size
     windows = channel[: count * size].astype(np.float32).reshape(count, size)
-    return np.sqrt((windows ** 2).mean(axis=1)) > 327.68
+    return np.asarray(np.sqrt((windows ** 2).mean(axis=1)) > 327.68)
 
 
 def _spans(loud: np.ndarray) -> list[tuple[float, float]]:

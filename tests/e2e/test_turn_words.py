@@ -18,7 +18,7 @@ import anyio
 import httpx
 import pytest
 
-from aybiza.testing.caller import Say, Wait, caller_speech, place_call
+from aybiza.testing.caller import Say, Script, Wait, caller_speech, place_call
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -38,8 +38,8 @@ async def _user_turns(monkeypatch: pytest.MonkeyPatch, before_pause: str) -> lis
         patch.setenv("AYBIZA_PREEMPTIVE", "false")
         with scripted_server(cpu=None, timings=timings) as server:
             stream_url = server.base.replace("http://", "ws://") + "/twilio/stream"
-            script = [Wait(10), Say(caller_speech("how much does a cleaning cost")), Wait(0.7, until_idle=False),
-                      Say(caller_speech("on tuesday morning")), Wait(8)]
+            script: Script = [Wait(10), Say(caller_speech("how much does a cleaning cost")),
+                              Wait(0.7, until_idle=False), Say(caller_speech("on tuesday morning")), Wait(8)]
             report = await place_call(stream_url, script, auth_token=AUTH_TOKEN, public_url=server.base)
             async with httpx.AsyncClient(base_url=server.base,
                                          headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:

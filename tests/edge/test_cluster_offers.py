@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -10,7 +11,6 @@ import pytest
 
 from aybiza.cluster import Cluster
 from aybiza.config import Settings
-from aybiza.edge import nodes
 from aybiza.edge.archive import SQLiteArchive
 from aybiza.edge.calls import CallStore
 from aybiza.edge.nodes import Node, NodeRegistry
@@ -42,8 +42,8 @@ async def test_a_call_whose_stream_never_came_is_archived_by_its_node_after_its_
                 assert await b.pick(call_sid, caller="+442071234567", agent_id="default") is not None
             await store.start(CallRecord(call_id="CA-came"))  # its stream came, before b's heartbeat said so
             assert await cluster.archive_unconnected() == []  # the tokens still live: the streams may come
-            later = nodes.time.time() + 61
-            monkeypatch.setattr(nodes.time, "time", lambda: later)
+            later = time.time() + 61
+            monkeypatch.setattr(time, "time", lambda: later)
             assert await cluster.archive_unconnected() == ["CA-lost"]
             record = await store.archive.get("CA-lost")
             assert record is not None and (record.status, record.outcome) == ("ended", "no_connection")

@@ -96,6 +96,7 @@ async def _settled(results: PostCallResults, outbox: Outbox, delivery_id: str) -
             assert time.monotonic() < deadline
             await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
+    assert delivery is not None
     return delivery
 
 

@@ -65,7 +65,7 @@ async def test_a_region_one_node_sees_down_is_degraded_on_the_other(redis: Redis
                 await anyio.sleep(0.02)
                 if b.snapshot().regions["eu-west-2"].state is HealthState.DEGRADED:
                     break
-        keys = sorted(key.decode() for key in await redis.keys(KEY_PREFIX + "*"))
+        keys = sorted(key.decode() if isinstance(key, bytes) else key for key in await redis.keys(KEY_PREFIX + "*"))
         ttl_ms = await redis.pttl(KEY_PREFIX + "node-a")
         tg.cancel_scope.cancel()
 

@@ -30,7 +30,7 @@ import websockets
 from aiortc import RTCPeerConnection
 from e2e.server import AUTH_TOKEN, Server, running_server
 
-from aybiza.testing.caller import CallReport, Say, Wait, caller_speech, place_call
+from aybiza.testing.caller import CallReport, Say, Script, Wait, caller_speech, place_call
 from aybiza.testing.metrics import metric
 from aybiza.testing.twilio_caller import TwilioCallerProtocol, new_sid
 
@@ -205,7 +205,7 @@ async def test_a_token_for_another_call_is_refused_and_both_records_stay_intact(
 
 @pytest.mark.anyio
 async def test_a_500x_stream_beside_a_good_call_leaves_it_its_normal_time(server: Server, question: bytes) -> None:
-    script = [Wait(8), Say(question), Wait(20)]
+    script: Script = [Wait(8), Say(question), Wait(20)]
     baseline = await place_call(server.stream_url, script, auth_token=AUTH_TOKEN)
     assert _answered(baseline)
     normal = baseline.turns[0].latency or 0.0

@@ -9,6 +9,7 @@ from aybiza.transports.twilio import Started
 def test_a_token_is_redeemed_once() -> None:
     tokens = CallTokens()
     token = tokens.mint("CA1", "+15555550100", "default")
+    assert token is not None
     announcement = tokens.redeem(token)
     assert announcement is not None and announcement.caller == "+15555550100"
     assert tokens.redeem(token) is None
@@ -18,6 +19,7 @@ def test_unknown_and_expired_tokens_are_refused() -> None:
     now = [0.0]
     tokens = CallTokens(ttl_s=10, clock=lambda: now[0])
     token = tokens.mint("CA1", "", "default")
+    assert token is not None
     assert tokens.redeem("forged") is None
     now[0] = 10.0
     assert tokens.redeem(token) is None

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -461,6 +461,7 @@ def _caller(runtime: Runtime, *, agent: str = "default", call_sid: str | None = 
     """Twilio's side of a call the signed webhook announced (its token minted for its CallSid)."""
     caller = TwilioCallerProtocol()
     token = runtime.tokens.mint(call_sid if call_sid is not None else caller.call_sid, "+15555550123", agent)
+    assert token is not None
     caller.custom_parameters = {"call_token": token, "caller": "+15555550123", "agent": agent}
     return caller
 
@@ -585,6 +586,7 @@ async def test_a_broken_call_is_put_through_to_the_agents_number(
         runtime = _runtime(tmp_path, twilio_account_sid=twilio.account_sid, twilio_api_url=twilio.url)
         caller = TwilioCallerProtocol(call_sid=caller.call_sid, account_sid=caller.account_sid)
         token = runtime.tokens.mint(caller.call_sid, "+15555550123", "desk")
+        assert token is not None
         caller.custom_parameters = {"call_token": token}
         websocket = FakeTwilioSocket([caller.connected(), caller.start()], caller=caller, stay_open=True)
         assert not await _serve(runtime, websocket)
@@ -641,7 +643,7 @@ class _Peer:
     port = 40000
 
 
-def _bound_caller(runtime: Runtime, **sids: str) -> TwilioCallerProtocol:
+def _bound_caller(runtime: Runtime, **sids: Any) -> TwilioCallerProtocol:
     """A caller whose webhook announced its account too (as /twiml does)."""
     caller = TwilioCallerProtocol(**sids)
     token = runtime.tokens.mint(caller.call_sid, "+15555550123", "default", account_sid=caller.account_sid)
@@ -676,7 +678,7 @@ async def test_a_second_stream_for_a_live_call_is_refused(tmp_path: Path) -> Non
     first = _bound_caller(runtime)
     live = FakeTwilioSocket([first.connected(), first.start()], caller=first, stay_open=True)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(serve_twilio_stream, live, runtime)
+        tg.start_soon(serve_twilio_stream, cast(Any, live), runtime)
         for _ in range(1000):  # until the first stream's call is live
             if first.call_sid in runtime.calls:
                 break
@@ -727,7 +729,7 @@ async def test_sockets_that_never_start_give_way_to_newer_ones(tmp_path: Path) -
             websocket = FakeTwilioSocket([TwilioCallerProtocol().connected()], stay_open=True)
             websocket.client = _Peer()  # type: ignore[assignment]
             silent.append(websocket)
-            tg.start_soon(serve_twilio_stream, websocket, runtime)
+            tg.start_soon(serve_twilio_stream, cast(Any, websocket), runtime)
             await anyio.sleep(0.01)
         assert runtime.admission.waiting == 2
         assert [w.close_code for w in silent[:3]] == [1013] * 3
