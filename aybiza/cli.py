@@ -102,12 +102,14 @@ def _call(args: argparse.Namespace) -> int:
 def stream_url(url: str) -> str:
     """The Media Stream URL for ``--url``: a server's address as a user writes it (``http://host:8080``,
     ``localhost:8080``) or the stream URL itself (``ws://host:8080/twilio/stream``)."""
-    parts = urlsplit(url if "://" in url else f"ws://{url}")
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss") or not parts.netloc:
+    from .transports.urls import media_stream_url, websocket_url
+
+    parts = urlsplit(websocket_url(url if "://" in url else f"ws://{url}"))
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise SystemExit(f"--url {url!r}: give the server's address (http://host:port) or its ws:// stream URL")
-    path = parts.path if parts.path.strip("/") else "/twilio/stream"
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+    if parts.path.strip("/"):
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
+    return media_stream_url(f"{parts.scheme}://{parts.netloc}")
 
 
 def _calls(args: argparse.Namespace) -> int:

@@ -90,7 +90,8 @@ class Settings(BaseSettings):
                                                                               "AYBIZA_TWILIO_ACCOUNT_SID"))
     twilio_api_url: str = Field(default="https://api.twilio.com",
                                 description="Twilio's REST API base URL (call control); a gateway or a test server")
-    call_token_ttl_s: float = 120.0
+    call_token_ttl_s: float = Field(default=120.0, gt=0, description="An announced call's stream must start this "
+                                    "soon; after it the call is archived as no_connection")
     max_call_tokens: int = Field(default=2000, ge=1, description="Announced calls waiting for their stream")
     max_message_bytes: int = 64 * 1024
     max_calls: int = 500

@@ -41,6 +41,7 @@ from twilio.request_validator import RequestValidator
 from .config import Settings
 from .errors import ConfigError
 from .private import read_secret, write_secret
+from .transports.urls import STREAM_PATH, websocket_url
 from .twilio_auth import auth_token_for
 
 __all__ = ["DEFAULT_CSP", "Guard", "SecureHeaders", "is_loopback", "local_api_token"]
@@ -49,7 +50,7 @@ DEFAULT_CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form
 """The Content-Security-Policy of an HTML page that sets none of its own."""
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-_UNGUARDED_PATHS = frozenset({"/twiml", "/twilio/stream", "/health", "/ready",  # Twilio's (signed), probes'
+_UNGUARDED_PATHS = frozenset({"/twiml", STREAM_PATH, "/health", "/ready",  # Twilio's (signed), probes'
                               "/twilio/amd"})  # outbound calls' AMD verdict (signed)
 _SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
@@ -121,10 +122,7 @@ class Guard:
     def public_url(self, path: str, *, websocket: bool = False) -> str:
         """Absolute public URL of ``path`` (ws/wss for WebSocket paths)."""
         base = self.settings.base_url
-        if websocket:
-            scheme, rest = base.split("://", 1)
-            base = ("wss://" if scheme == "https" else "ws://") + rest
-        return base + path
+        return (websocket_url(base) if websocket else base) + path
 
     def signature_ok(self, url: str, params: dict[str, str], signature: str) -> bool:
         """Check ``X-Twilio-Signature`` unless the check is disabled for local use."""

@@ -202,10 +202,12 @@ class Runtime:
                 self.engines.close()
 
     async def _housekeeping(self) -> None:
-        """Sweep calls of processes that died meanwhile; purge old transcripts (and recordings on disk) daily."""
+        """Sweep calls of processes that died meanwhile, and calls whose stream never came; purge old transcripts
+        (and recordings on disk) daily. Every minute, or as often as a call token lives if that is shorter (a
+        stream that has not come by then never will: its call is due in the archive)."""
         last_purge = 0.0
         while True:
-            await anyio.sleep(60)
+            await anyio.sleep(min(60.0, self.settings.call_token_ttl_s))
             assert self.store is not None
             try:
                 interrupted = await self.store.recover_interrupted(

@@ -44,6 +44,7 @@ from .outbound.routes import outbound_routes
 from .recording.api import recording_response
 from .runtime import Runtime
 from .transports.ids import clean_text, is_sid
+from .transports.urls import STREAM_PATH
 from .transports.webrtc import WEB_DIR, demo_page, parse_offer
 
 __all__ = ["MAX_OFFER_BYTES", "MAX_PAGE_LIMIT", "MAX_PAGE_OFFSET", "MAX_WEBHOOK_BYTES", "create_app"]
@@ -175,7 +176,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
             log.warning("refused /twiml: unknown agent %r", agent_id[:64])
             return PlainTextResponse(f"404 Not Found: no agent {agent_id[:64]!r}\n", status_code=404)
         # An outbound call's stream must reach the node that dialled it (its AMD verdict waits there).
-        stream_url = (guard.public_url("/twilio/stream", websocket=True) if outbound
+        stream_url = (guard.public_url(STREAM_PATH, websocket=True) if outbound
                       else await _stream_url(call_sid, caller, agent_id))
         if stream_url is None:
             metrics.refused("twiml", "at_capacity")
@@ -207,7 +208,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         """The freest node's stream URL in a cluster (:mod:`aybiza.cluster`), else this node's; None: none takes it."""
         if runtime.cluster is not None:
             return await runtime.cluster.stream_url(call_sid, caller=caller, agent_id=agent_id)
-        return None if runtime.draining else guard.public_url("/twilio/stream", websocket=True)
+        return None if runtime.draining else guard.public_url(STREAM_PATH, websocket=True)
 
     def _unsigned(request: Request, how: str) -> Response:
         metrics.refused("twiml", "signature")
@@ -330,7 +331,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None,
         Route("/health", health),
         Route("/ready", ready),
         Route("/twiml", twiml, methods=["POST"]),
-        WebSocketRoute("/twilio/stream", twilio_stream),
+        WebSocketRoute(STREAM_PATH, twilio_stream),
         Route("/api/calls", list_calls),
         Route("/api/calls/{call_id}", get_call),
         Route("/api/calls/{call_id}/recording", get_recording),

@@ -37,6 +37,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from ..transports.urls import media_stream_url
 from .records import Offer
 
 __all__ = ["Node", "NodeRegistry", "Offer"]
@@ -96,8 +97,7 @@ class Node:
     @property
     def stream_url(self) -> str:
         """The node's Media Stream URL (``wss://`` for an https public URL, ``ws://`` for http)."""
-        scheme, rest = self.public_url.split("://", 1)
-        return ("wss://" if scheme == "https" else "ws://") + rest.rstrip("/") + "/twilio/stream"
+        return media_stream_url(self.public_url)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -23,6 +23,7 @@ import httpx
 from ..agents import AgentConfig, load_agent
 from ..errors import AybizaError
 from ..testing.caller import CallReport, Press, Say, Script, Wait, caller_speech, place_call
+from ..transports.urls import media_stream_url
 from .checks import Check, call_checks, said_turns, turn_checks
 from .scenarios import Scenario, ScenarioFile, TurnExpect
 
@@ -50,7 +51,7 @@ class Target:
     @property
     def stream_url(self) -> str:
         """The Media Stream URL."""
-        return self.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1).rstrip("/") + "/twilio/stream"
+        return media_stream_url(self.url)
 
 
 @dataclass

@@ -171,6 +171,23 @@ async def test_a_call_cut_off_by_a_killed_server_is_posted_as_interrupted_by_the
 
 
 @pytest.mark.anyio
+async def test_a_call_whose_stream_never_came_is_archived_as_no_connection_and_posted(tmp_path: Path) -> None:
+    """Twilio got the TwiML and never opened the stream (a wrong public URL): the operator still sees the call."""
+    with WebhookReceiver() as receiver:
+        env = {**_env(tmp_path, receiver.url + "/hook"), "AYBIZA_CALL_TOKEN_TTL_S": "2"}
+        with running_server(tmp_path, env) as server:
+            call_sid, _ = await ring(server.stream_url, auth_token=AUTH_TOKEN, caller=CALLER)
+            await _until(lambda: receiver.received, 20, "the unconnected call's webhook")
+            record = await server.record(call_sid)
+    [delivery] = receiver.received
+    assert verify(SECRET, delivery.headers[SIGNATURE_HEADER], delivery.body)
+    assert delivery.json()["call_id"] == call_sid
+    assert (record["status"], record["outcome"], record["caller"]) == ("ended", "no_connection", CALLER)
+    assert "never opened the call's Media Stream within 2 s" in record["outcome_detail"]
+    assert "AYBIZA_PUBLIC_URL" in record["outcome_detail"]
+
+
+@pytest.mark.anyio
 async def test_with_a_model_configured_the_summary_and_fields_come_from_one_converse_request(tmp_path: Path) -> None:
     from aybiza.testing.fake_bedrock import BedrockReply, BedrockRequest, FakeBedrock
     from aybiza.testing.fake_deepgram import FakeDeepgram
